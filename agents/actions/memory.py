@@ -1,0 +1,326 @@
+"""Governed shared memory: namespaces, permissions, optimistic concurrency, retention.
+
+A namespace is scoped to a run, a workflow or a named domain, and has a data classification and
+a retention period. Reading needs `agents.read_memorynamespace` and writing
+`agents.write_memorynamespace` on the namespace (guardian: per agent, person or role). A write
+states the version it read (0: the key must not exist yet); a stale write is refused with a
+conflict, never applied. Every read, write, conflict and purge is audited; values themselves
+are not copied into the audit log (their digest is), so a purge really removes them. A legal
+hold on a namespace stops the purge.
+
+A run's own namespace (`run-<id>`) is created by the control layer when an agent step of that
+run starts, and the agents working in the run get read and write on it, by that rule alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import transaction
+from guardian.shortcuts import assign_perm
+
+from agents.models import Agent, Classification, MemoryEntry, MemoryNamespace, MemoryScope
+from audit import clock
+from audit import services as audit
+from governance.actions.common import (
+    GovernanceError,
+    audited_refusals,
+    digest,
+    name_of,
+    save_governed,
+)
+from governance.models import Role
+from governance.permissions import AccessDenied, can, require
+
+READ = "agents.read_memorynamespace"
+WRITE = "agents.write_memorynamespace"
+RUN_NAMESPACE_RETENTION = 7 * 24 * 3600
+
+
+class MemoryConflict(GovernanceError):
+    """A write based on a version that is no longer the current one."""
+
+    code = "conflict"
+
+
+def run_namespace_slug(run_id: int) -> str:
+    """Return the slug of a run's own namespace."""
+    return f"run-{run_id}"
+
+
+def _audit(action: str, namespace: MemoryNamespace, *, user, body: dict, run_id=None, step_id=""):
+    """Write a memory access to the audit log."""
+    audit.record(
+        action=action,
+        actor=user,
+        target=namespace,
+        run_id=run_id,
+        step_id=step_id or None,
+        decision={"classification": namespace.classification},
+        body={"namespace": namespace.slug, **body},
+    )
+
+
+@audited_refusals
+def create_namespace(
+    *,
+    slug: str,
+    name: str,
+    scope: str = MemoryScope.DOMAIN,
+    run_id: int | None = None,
+    workflow_id: int | None = None,
+    classification: str = Classification.INTERNAL,
+    retention_seconds: int | None = None,
+    actor=None,
+    reason: str = "",
+) -> MemoryNamespace:
+    """Create a namespace with its scope, classification and retention."""
+    namespace = MemoryNamespace(
+        slug=slug,
+        name=name,
+        scope=scope,
+        run_id=run_id,
+        workflow_id=workflow_id,
+        classification=classification,
+        retention_seconds=retention_seconds,
+    )
+    return save_governed(namespace, actor=actor, reason=reason or "namespace created")
+
+
+@audited_refusals
+def grant_access(
+    namespace: MemoryNamespace,
+    grantee,
+    *,
+    read: bool = True,
+    write: bool = False,
+    actor=None,
+    reason: str = "",
+) -> None:
+    """Let an agent, a person or a role read (and write) a namespace."""
+    if actor is not None:
+        require(actor, "change", namespace)
+    if isinstance(grantee, Agent):
+        holder, label = grantee.user, f"agent {grantee.slug}"
+    elif isinstance(grantee, Role):
+        holder, label = grantee.group, f"role {grantee.name}"
+    else:
+        holder, label = grantee, f"user {name_of(grantee)}"
+    granted = []
+    for wanted, perm in ((read, READ), (write, WRITE)):
+        if wanted:
+            assign_perm(perm, holder, namespace)
+            granted.append(perm.split(".")[1].split("_")[0])
+    audit.record(
+        action="agents.memory.access_granted",
+        actor=actor,
+        target=namespace,
+        body={"grantee": label, "granted": granted, "reason": reason},
+    )
+
+
+@audited_refusals
+def set_legal_hold(namespace: MemoryNamespace, hold: bool, *, actor, reason: str) -> None:
+    """Place or lift a legal hold: while held, nothing in the namespace is purged."""
+    if not reason or not reason.strip():
+        raise GovernanceError("A legal hold needs a reason.", code="reason")
+    namespace.legal_hold = hold
+    namespace.legal_hold_reason = reason if hold else ""
+    save_governed(namespace, actor=actor, reason=f"legal hold {'placed' if hold else 'lifted'}")
+    audit.record(
+        action="agents.memory.legal_hold",
+        actor=actor,
+        target=namespace,
+        body={"hold": hold, "reason": reason},
+    )
+
+
+@transaction.atomic
+def ensure_run_namespace(run_id: int, agent: Agent | None = None) -> MemoryNamespace:
+    """Return a run's own namespace (created on first use); give an agent of the run access."""
+    namespace = MemoryNamespace.objects.filter(slug=run_namespace_slug(run_id)).first()
+    if namespace is None:
+        namespace, created = MemoryNamespace.objects.get_or_create(
+            slug=run_namespace_slug(run_id),
+            defaults={
+                "name": f"Run {run_id}",
+                "scope": MemoryScope.RUN,
+                "run_id": run_id,
+                "classification": Classification.INTERNAL,
+                "retention_seconds": RUN_NAMESPACE_RETENTION,
+            },
+        )
+        if created:
+            _audit(
+                "agents.memory.namespace_created",
+                namespace,
+                user=None,
+                body={"scope": "run", "rule": "a run's agents share its namespace"},
+                run_id=run_id,
+            )
+    if agent is not None and not can(agent.user, "write", namespace):
+        assign_perm(READ, agent.user, namespace)
+        assign_perm(WRITE, agent.user, namespace)
+        _audit(
+            "agents.memory.access_granted",
+            namespace,
+            user=None,
+            body={"grantee": f"agent {agent.slug}", "granted": ["read", "write"], "rule": "run"},
+            run_id=run_id,
+        )
+    return namespace
+
+
+def _check(user, action: str, namespace: MemoryNamespace) -> None:
+    """Refuse a person or agent without the namespace permission (the system is not checked)."""
+    if user is not None and not can(user, action, namespace):
+        raise AccessDenied(user, action, namespace)
+
+
+def _entry_json(entry: MemoryEntry | None, key: str) -> dict[str, Any]:
+    """Return an entry as the caller sees it."""
+    if entry is None:
+        return {"key": key, "found": False, "value": None, "version": 0}
+    return {
+        "key": entry.key,
+        "found": True,
+        "value": entry.value,
+        "version": entry.version,
+        "written_by": entry.agent_name or entry.written_by_name,
+        "written_at": entry.written_at.isoformat(),
+        "run_id": entry.run_id,
+    }
+
+
+@audited_refusals
+def read_entry(
+    namespace: MemoryNamespace,
+    key: str,
+    *,
+    user,
+    run_id: int | None = None,
+    step_id: str = "",
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Read a key (an expired entry reads as absent); audited."""
+    _check(user, "read", namespace)
+    now = now or clock.now()
+    entry = MemoryEntry.objects.filter(namespace=namespace, key=key).first()
+    if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
+        entry = None if not namespace.legal_hold else entry
+    found = _entry_json(entry, key)
+    _audit(
+        "agents.memory.read",
+        namespace,
+        user=user,
+        body={"key": key, "found": found["found"], "version": found["version"]},
+        run_id=run_id,
+        step_id=step_id,
+    )
+    return found
+
+
+@audited_refusals
+def write_entry(
+    namespace: MemoryNamespace,
+    key: str,
+    value: Any,
+    *,
+    expected_version: int,
+    user,
+    agent: Agent | None = None,
+    run_id: int | None = None,
+    step_id: str = "",
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Write a key if it is still at `expected_version` (0: new key); else refuse a conflict."""
+    _check(user, "write", namespace)
+    now = now or clock.now()
+    entry = MemoryEntry.objects.select_for_update().filter(namespace=namespace, key=key).first()
+    current = entry.version if entry is not None else 0
+    if current != expected_version:
+        conflict = MemoryConflict(
+            f"{namespace.slug}/{key} is at version {current}, not {expected_version}: read it "
+            "again and write on top of what is there now.",
+            current_version=current,
+        )
+        conflict.audit_entry = {
+            "action": "agents.memory.conflict",
+            "actor": user,
+            "target": namespace,
+            "run_id": run_id,
+            "step_id": step_id or None,
+            "body": {
+                "namespace": namespace.slug,
+                "key": key,
+                "expected_version": expected_version,
+                "current_version": current,
+            },
+        }
+        raise conflict
+    expires = (
+        now + dt.timedelta(seconds=namespace.retention_seconds)
+        if namespace.retention_seconds is not None
+        else None
+    )
+    fields = {
+        "value": value,
+        "run_id": run_id,
+        "step_id": step_id,
+        "agent": agent,
+        "agent_name": agent.slug if agent is not None else "",
+        "written_by": user,
+        "written_by_name": name_of(user),
+        "written_at": now,
+        "expires_at": expires,
+    }
+    if entry is None:
+        entry = MemoryEntry.objects.create(namespace=namespace, key=key, version=1, **fields)
+    else:
+        for name, field_value in fields.items():
+            setattr(entry, name, field_value)
+        entry.version = current + 1
+        entry.save()
+    _audit(
+        "agents.memory.written",
+        namespace,
+        user=user,
+        body={"key": key, "version": entry.version, "value_digest": digest(value)},
+        run_id=run_id,
+        step_id=step_id,
+    )
+    return _entry_json(entry, key)
+
+
+@transaction.atomic
+def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[str, int]:
+    """Delete expired entries of namespaces without a legal hold; audit each namespace's purge."""
+    now = now or clock.now()
+    expired = MemoryEntry.objects.filter(expires_at__lte=now)
+    held = expired.filter(namespace__legal_hold=True).count()
+    rows = list(
+        expired.filter(namespace__legal_hold=False)
+        .select_for_update(skip_locked=True)
+        .order_by("expires_at")
+        .values_list("pk", "namespace_id", "key", "version")[:limit]
+    )
+    by_namespace: dict[int, list[tuple[str, int]]] = {}
+    for _, namespace_id, key, version in rows:
+        by_namespace.setdefault(namespace_id, []).append((key, version))
+    MemoryEntry.objects.filter(pk__in=[row[0] for row in rows]).delete()
+    for namespace in MemoryNamespace.objects.filter(pk__in=by_namespace):
+        keys = by_namespace[namespace.pk]
+        _audit(
+            "agents.memory.purged",
+            namespace,
+            user=None,
+            body={
+                "entries": len(keys),
+                "keys": [{"key": key, "version": version} for key, version in keys[:500]],
+                "retention_seconds": namespace.retention_seconds,
+                "purged_at": now.isoformat(),
+            },
+            run_id=namespace.run_id,
+        )
+    return {"purged": len(rows), "held": held}

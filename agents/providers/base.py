@@ -1,0 +1,322 @@
+"""What every model provider shares: the neutral message format, responses, errors, and HTTP.
+
+Messages are plain JSON so that they can be journaled and audited as they are:
+`{"role": "system" | "user", "content": str}`,
+`{"role": "assistant", "content": str | None, "tool_calls": [{"id", "name", "arguments"}]}` and
+`{"role": "tool", "tool_call_id": str, "name": str, "content": str}`.
+A client turns them into its provider's wire format and its reply into a `ModelResponse`.
+
+Model output is untrusted input: a response only *proposes* tool calls; the control layer
+decides what happens. Tool-call arguments that are not a JSON object are kept as an error on
+the call, never repaired.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from audit import clock
+
+log = logging.getLogger(__name__)
+
+# Tool names such as "ticket.create" are not valid function names for OpenAI or Anthropic
+# (^[a-zA-Z0-9_-]{1,64}$): on the wire each "." becomes "__".
+_WIRE_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def wire_name(name: str) -> str:
+    """Return a tool name as providers accept it."""
+    return name.replace(".", "__")
+
+
+class ProviderError(Exception):
+    """A model call that failed; `retryable` says whether another attempt may succeed."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1):
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider did not answer in time, closed the connection, or said it is busy (429/5xx)."""
+
+
+class MalformedResponse(ProviderError):
+    """The provider answered with something that is not the protocol's JSON."""
+
+
+class ProviderRefused(ProviderError):
+    """The provider refused the request (400, 401, 403, 404...): another attempt will not help."""
+
+    retryable = False
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    """A tool as offered to a model: its name, what it does, and its argument schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call a model proposed; `error` says why its arguments could not be read."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+    error: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the call as JSON."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    """One model reply with its accounting: tokens, cost, latency and attempts."""
+
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    model: str = ""
+    provider: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    attempts: int = 1
+    stop_reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the response as JSON (what the journal and the audit keep)."""
+        data = asdict(self)
+        data["tool_calls"] = [call.as_json() for call in self.tool_calls]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelResponse:
+        """Rebuild a response from its journaled JSON."""
+        calls = tuple(ToolCall(**call) for call in data.get("tool_calls") or [])
+        return cls(**{**data, "tool_calls": calls})
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything a client needs for one call; the API key is never shown in its repr."""
+
+    kind: str
+    model: str
+    name: str = ""
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    timeout: float = 60.0
+    max_retries: int = 3
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 20.0
+    max_output_tokens: int = 1024
+    input_price_per_mtok: Decimal = Decimal(0)
+    output_price_per_mtok: Decimal = Decimal(0)
+    script: dict[str, Any] | None = None
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Return the price of a call from its token counts."""
+        total = (
+            Decimal(input_tokens) * Decimal(self.input_price_per_mtok)
+            + Decimal(output_tokens) * Decimal(self.output_price_per_mtok)
+        ) / Decimal(1_000_000)
+        return float(round(total, 8))
+
+
+class ModelClient:
+    """The provider interface: `complete(messages, tools)` returns one ModelResponse."""
+
+    kind = ""
+
+    def __init__(self, config: ProviderConfig, *, sleep: Callable[[float], None] | None = None):
+        self.config = config
+        self.sleep = sleep or time.sleep
+
+    def complete(
+        self, messages: list[dict[str, Any]], tools: list[ToolDefinition], *, idempotency_key=""
+    ) -> ModelResponse:
+        """Ask the model for its next message given the conversation and the tools it may use."""
+        raise NotImplementedError
+
+
+class HTTPModelClient(ModelClient):
+    """A client for a JSON-over-HTTP provider: timeouts, retries with backoff, redaction."""
+
+    def headers(self) -> dict[str, str]:
+        """Return the request headers (authentication included)."""
+        raise NotImplementedError
+
+    def url(self) -> str:
+        """Return the endpoint of a completion."""
+        raise NotImplementedError
+
+    def body(self, messages: list[dict[str, Any]], tools: list[ToolDefinition]) -> dict:
+        """Return the request body in the provider's format."""
+        raise NotImplementedError
+
+    def parse(self, data: Any, names: dict[str, str]) -> ModelResponse:
+        """Turn a decoded reply into a response (tokens filled in; cost and latency later)."""
+        raise NotImplementedError
+
+    def complete(self, messages, tools, *, idempotency_key=""):
+        """Post the conversation, retrying on timeouts, broken replies, 429 and 5xx."""
+        names = {wire_name(tool.name): tool.name for tool in tools}
+        payload = self.body(messages, tools)
+        headers = self.headers()
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._post_once(payload, headers, names)
+            except ProviderError as exc:
+                exc.attempts = attempt
+                if not exc.retryable or attempt > self.config.max_retries:
+                    log.warning(
+                        "model call to %s failed after %s attempt(s): %s",
+                        self.config.name or self.kind,
+                        attempt,
+                        exc,
+                    )
+                    raise
+                delay = self._backoff(attempt, getattr(exc, "retry_after", None))
+                log.info(
+                    "model call to %s failed (%s); attempt %s in %.2fs",
+                    self.config.name or self.kind,
+                    exc,
+                    attempt + 1,
+                    delay,
+                )
+                self.sleep(delay)
+                continue
+            latency = (time.monotonic() - started) * 1000
+            return ModelResponse(
+                **{
+                    **asdict(response),
+                    "tool_calls": response.tool_calls,
+                    "provider": self.config.name or self.kind,
+                    "cost": self.config.cost(response.input_tokens, response.output_tokens),
+                    "latency_ms": round(latency, 1),
+                    "attempts": attempt,
+                }
+            )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Return the wait before the next attempt: Retry-After if given, else full jitter."""
+        ceiling = min(
+            self.config.max_backoff_seconds, self.config.backoff_seconds * 2 ** (attempt - 1)
+        )
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.config.max_backoff_seconds)
+        return clock.rng().uniform(0, ceiling)
+
+    def _post_once(self, payload: dict, headers: dict, names: dict[str, str]) -> ModelResponse:
+        """Make one HTTP attempt and classify what went wrong."""
+        timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0))
+        try:
+            with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+                reply = client.post(self.url(), json=payload, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailable(
+                f"no reply within {self.config.timeout:g}s ({type(exc).__name__})"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(
+                f"connection failed: {type(exc).__name__}: {self.redact(str(exc))}"
+            ) from None
+        status = reply.status_code
+        if status == 429 or status >= 500:
+            error = ProviderUnavailable(
+                f"provider answered {status}: {self._excerpt(reply)}", status=status
+            )
+            error.retry_after = _retry_after(reply)
+            raise error
+        if status >= 400:
+            raise ProviderRefused(
+                f"provider refused the request ({status}): {self._excerpt(reply)}", status=status
+            )
+        try:
+            data = reply.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            raise MalformedResponse(
+                f"reply is not JSON: {self._excerpt(reply)}", status=status
+            ) from None
+        try:
+            return self.parse(data, names)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise MalformedResponse(
+                f"reply does not follow the protocol ({type(exc).__name__}: {exc})", status=status
+            ) from None
+
+    def _excerpt(self, reply: httpx.Response) -> str:
+        """Return the start of a reply's body, with the API key removed if it was echoed."""
+        try:
+            text = reply.text
+        except Exception:  # undecodable body
+            text = "<undecodable body>"
+        return self.redact(text[:300])
+
+    def redact(self, text: str) -> str:
+        """Remove the API key from a text (some providers echo it in their errors)."""
+        key = self.config.api_key
+        if key and len(key) >= 4:
+            text = text.replace(key, "***")
+        return text
+
+
+def _retry_after(reply: httpx.Response) -> float | None:
+    """Return the seconds a Retry-After header asks for, when it gives a number."""
+    value = reply.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def decode_arguments(raw: Any) -> tuple[dict[str, Any] | None, str]:
+    """Read tool-call arguments (a JSON text or an object); an error instead of a guess."""
+    if isinstance(raw, dict):
+        return raw, ""
+    if raw is None or raw == "":
+        return {}, ""
+    if not isinstance(raw, str):
+        return None, f"arguments are a {type(raw).__name__}, not a JSON object"
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"arguments are not valid JSON: {exc.msg} at position {exc.pos}"
+    if not isinstance(value, dict):
+        return None, f"arguments are a JSON {type(value).__name__}, not an object"
+    return value, ""
+
+
+def tool_name_from_wire(name: str, names: dict[str, str]) -> str:
+    """Map a name from the wire back to the tool's own name (unknown names stay as they are)."""
+    return names.get(name, name)
+
+
+def check_tool_name(name: str) -> bool:
+    """Tell whether a wire tool name is acceptable to the providers."""
+    return bool(_WIRE_SAFE.match(name))

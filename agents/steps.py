@@ -1,0 +1,648 @@
+"""The `agent` step type: a bounded, journaled loop of model calls and governed tool calls.
+
+    model call → tool calls through the enforcement point → model call → ... → final result
+
+Every model call, every verdict of the enforcement point and every executed tool call is an
+effect journaled by the engine (`ctx.effect(..., key_suffix="call-<n>")`): a step executed
+again (a worker killed mid-loop, a resume after an approval) replays the journal in the same
+order and makes only the calls that have no journaled result yet. No model call and no side
+effect is made twice, and no decision is taken twice.
+
+Between calls the step checks that it still owns its lease (`ctx.lost`) and, right before each
+model or tool call, the agent's kill switch. A final answer that does not validate against the
+output schema is sent back with the error a bounded number of times, then escalated to a
+person; a confident-enough answer completes the step, a less confident one is escalated; a
+limit (model calls, tokens, cost, wall time) ends the step with a clear reason.
+
+A coordinator's `delegate` calls become child steps of this step, run in parallel by the
+engine under this step's retry policy and timeout; their results go back to the coordinator.
+The step type is duck-typed for the engine (see orchestrator/steptypes.py): `agents` never
+imports `orchestrator`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from agents import conversation
+from agents.actions import enforcement, memory
+from agents.actions.enforcement import AgentStopped, CallSite, ToolVerdict
+from agents.actions.registry import mark_active
+from agents.models import Agent, AgentStatus, ModelCall, Verdict
+from agents.providers import ModelResponse, ToolDefinition, client_for
+from agents.tools import registered_tools
+from audit import clock
+from audit import services as audit
+from governance.actions.approvals import approval_applies, escalate_overdue
+from governance.actions.escalations import open_escalation
+from governance.models import (
+    ApprovalRequest,
+    ApprovalStatus,
+    Escalation,
+    EscalationStatus,
+    Resolution,
+    Role,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_INVALID = 2
+BUSY_RETRY_SECONDS = 1.0
+
+
+class StepLost(Exception):
+    """The step was cancelled or taken back while it ran: stop at once."""
+
+
+class _Restart(Exception):
+    """A person sent the agent's work back: start over with fresh calls."""
+
+    def __init__(self, comment: str):
+        super().__init__(comment)
+        self.comment = comment
+
+
+class _Done(Exception):
+    """The loop reached an outcome for the engine (complete, wait or fail)."""
+
+    def __init__(self, outcome):
+        super().__init__("done")
+        self.outcome = outcome
+
+
+def _schema_errors(validator: Draft202012Validator, value: Any) -> str:
+    """Return the schema errors of a result as one readable message ('' when valid)."""
+    errors = [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(result)'}: {error.message}"
+        for error in sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+    ]
+    return "; ".join(errors[:10])
+
+
+class AgentLoop:
+    """One execution of an agent step: replays the journal, then continues where it stopped."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.state = dict(ctx.step.input or {}) if isinstance(ctx.step.input, dict) else {}
+        self.epoch = 0
+        self.counter = 0
+        self.usage = {"model_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
+
+    # --- journal ---------------------------------------------------------------------------
+
+    def next_suffix(self) -> str:
+        """Return the key suffix of the next journaled call: call-<n> (per restart epoch)."""
+        suffix = f"call-{self.counter}" if self.epoch == 0 else f"call-{self.epoch}.{self.counter}"
+        self.counter += 1
+        return suffix
+
+    def effect(self, name: str, request: Any, perform) -> Any:
+        """Journal one call: a replay returns the recorded result instead of calling again."""
+        return self.ctx.effect(name, request, perform, key_suffix=self.next_suffix())
+
+    def key_of(self, suffix: str) -> str:
+        """Return the full journal key of a suffix."""
+        return f"{self.ctx.idempotency_key}:{suffix}"
+
+    # --- guards ----------------------------------------------------------------------------
+
+    def guard(self) -> None:
+        """Before a new call: still our step, the agent still active, within its wall time."""
+        if self.ctx.lost:
+            raise StepLost("the step was cancelled or taken back while it ran")
+        status, reason = (
+            Agent.objects.filter(pk=self.agent.pk).values_list("status", "status_reason").get()
+        )
+        if status != AgentStatus.ACTIVE:
+            raise AgentStopped(f"agent {self.agent.slug} is {status}: {reason}")
+        started = dt.datetime.fromisoformat(self.started_at)
+        waited = float(self.state.get("waited_seconds", 0.0))
+        elapsed = (clock.now() - started).total_seconds() - waited
+        if elapsed > self.agent.max_wall_seconds:
+            raise _Done(
+                self.ctx.fail(
+                    "WallTimeExceeded",
+                    f"agent {self.agent.slug} worked {elapsed:.0f}s, over its limit of "
+                    f"{self.agent.max_wall_seconds}s",
+                    retryable=False,
+                )
+            )
+
+    def check_budget(self) -> None:
+        """Fail the step when tokens or cost went over the agent's limits."""
+        tokens = self.usage["input_tokens"] + self.usage["output_tokens"]
+        if tokens > self.agent.max_tokens:
+            raise _Done(
+                self.ctx.fail(
+                    "TokenLimitExceeded",
+                    f"agent {self.agent.slug} used {tokens} tokens, over its limit of "
+                    f"{self.agent.max_tokens}",
+                    retryable=False,
+                    usage=self.usage,
+                )
+            )
+        if Decimal(str(self.usage["cost"])) > self.agent.max_cost:
+            raise _Done(
+                self.ctx.fail(
+                    "CostLimitExceeded",
+                    f"agent {self.agent.slug} cost {self.usage['cost']:.4f}, over its limit of "
+                    f"{self.agent.max_cost}",
+                    retryable=False,
+                    usage=self.usage,
+                )
+            )
+
+    # --- the assignment --------------------------------------------------------------------
+
+    def assignment(self) -> tuple[str, Any, dict, int, str]:
+        """Return (agent slug, task, output schema, invalid answers allowed, escalation role)."""
+        spec = self.ctx.spec
+        if self.ctx.is_child:
+            item = self.ctx.step.item or {}
+            delegate = Agent.objects.filter(slug=item.get("agent")).first()
+            schema = delegate.output_schema if delegate is not None else {}
+            return (
+                item.get("agent", ""),
+                item.get("task"),
+                schema or {},
+                spec.get("max_invalid_answers", DEFAULT_MAX_INVALID),
+                spec.get("escalate_to", ""),
+            )
+        slug = self.ctx.render(spec["agent"])
+        task = self.ctx.render(spec.get("task", self.ctx.template_context().get("input")))
+        schema = spec.get("output_schema")
+        if schema is None:
+            agent = Agent.objects.filter(slug=slug).first()
+            schema = agent.output_schema if agent is not None else {}
+        return (
+            slug,
+            task,
+            schema or {},
+            spec.get("max_invalid_answers", DEFAULT_MAX_INVALID),
+            spec.get("escalate_to", ""),
+        )
+
+    def offered_tools(self) -> list[ToolDefinition]:
+        """Return the tools the model is offered: the agent's enabled, registered tools."""
+        specs = registered_tools()
+        offered = []
+        for row in self.agent.tools.filter(enabled=True).order_by("name"):
+            spec = specs.get(row.name)
+            if spec is None:
+                continue
+            description = row.description or spec.description
+            if row.name == "delegate":
+                names = ", ".join(
+                    f"{d.slug} ({d.mandate[:80]})" for d in self.agent.delegates.order_by("slug")
+                )
+                description = f"{description} Agents you may delegate to: {names or 'none'}."
+            offered.append(ToolDefinition(row.name, description, spec.schema))
+        return offered
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self):
+        """Run the loop to an outcome for the engine."""
+        slug, task, schema, max_invalid, escalate_to = self.assignment()
+        self.agent = Agent.objects.select_related("provider", "user", "owner").filter(slug=slug)
+        self.agent = self.agent.first()
+        if self.agent is None:
+            return self.ctx.fail("UnknownAgent", f"no agent has the slug {slug!r}", False)
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            return self.ctx.fail("InvalidOutputSchema", exc.message, retryable=False)
+        self.validator = Draft202012Validator(schema)
+        self.schema, self.max_invalid, self.escalate_to = schema, max_invalid, escalate_to
+        self.task = task
+        self.ctx.record_input({**self.state, "agent": slug, "task": task})
+        try:
+            started = self.effect("agent.start", {"agent": slug}, self._start)
+            self.started_at = started["at"]
+            comment = ""
+            while True:
+                try:
+                    return self.converse(comment)
+                except _Restart as restart:
+                    self.epoch += 1
+                    self.counter = 0
+                    comment = restart.comment
+        except _Done as done:
+            return done.outcome
+        except AgentStopped as exc:
+            return self.ctx.fail("AgentStopped", str(exc), retryable=False)
+        except StepLost as exc:
+            return self.ctx.fail("StepLost", str(exc), retryable=False)
+
+    def _start(self, context) -> dict[str, Any]:
+        """Open the run's namespace to this agent (a control-layer rule); note the time."""
+        if self.ctx.run.pk is not None:
+            memory.ensure_run_namespace(self.ctx.run.pk, self.agent)
+        return {"at": clock.now().isoformat()}
+
+    def converse(self, comment: str):
+        """One conversation from the task to an outcome."""
+        agent = self.agent
+        messages = [
+            conversation.system_message(
+                name=agent.name,
+                mandate=agent.mandate,
+                instructions=agent.instructions,
+                output_schema=self.schema,
+            ),
+            conversation.task_message(self.task),
+        ]
+        if comment:
+            messages.append(
+                {"role": "user", "content": f"A person sent your previous work back: {comment}"}
+            )
+        tools = self.offered_tools()
+        invalid = 0
+        while True:
+            if self.usage["model_calls"] >= agent.max_steps:
+                return self.ctx.fail(
+                    "StepLimitExceeded",
+                    f"agent {agent.slug} made {agent.max_steps} model calls without a final result",
+                    retryable=False,
+                    usage=self.usage,
+                )
+            response = self.model_call(messages, tools)
+            messages.append(conversation.assistant_message(response))
+            if response["tool_calls"]:
+                self.handle_calls(response["tool_calls"], messages)
+                continue
+            result, confidence, error = conversation.parse_final(response["content"])
+            if not error:
+                error = _schema_errors(self.validator, result)
+            if error:
+                invalid += 1
+                if invalid > self.max_invalid:
+                    return self.escalate_result(
+                        "invalid_result",
+                        f"{agent.name} gave {invalid} answers that do not validate; last: {error}",
+                        {"answer": response["content"], "error": error},
+                    )
+                messages.append(conversation.feedback_message(error))
+                continue
+            if confidence < agent.confidence_threshold:
+                return self.escalate_result(
+                    "low_confidence",
+                    f"{agent.name} is {confidence:.0%} confident, below its threshold of "
+                    f"{agent.confidence_threshold:.0%}",
+                    {"result": result, "confidence": confidence},
+                )
+            return self.ctx.complete(self.output(result, confidence))
+
+    def output(self, result: Any, confidence: float | None, **extra) -> dict[str, Any]:
+        """Return the step's output."""
+        return {
+            "result": result,
+            "confidence": confidence,
+            "agent": self.agent.slug,
+            "scripted": self.agent.is_scripted,
+            "usage": self.usage,
+            **extra,
+        }
+
+    # --- model calls -----------------------------------------------------------------------
+
+    def model_call(self, messages: list[dict], tools: list[ToolDefinition]) -> dict[str, Any]:
+        """Make (or replay) one model call, then account for it."""
+        request = {
+            "agent": self.agent.slug,
+            "model": self.agent.model,
+            "messages": len(messages),
+            "tools": [tool.name for tool in tools],
+        }
+        response = self.effect(
+            f"model:{self.agent.slug}",
+            request,
+            lambda context: self._call_model(context, messages, tools),
+        )
+        self.usage["model_calls"] += 1
+        self.usage["input_tokens"] += response["input_tokens"]
+        self.usage["output_tokens"] += response["output_tokens"]
+        self.usage["cost"] = round(self.usage["cost"] + response["cost"], 8)
+        self.check_budget()
+        return response
+
+    def _call_model(self, context, messages, tools) -> dict[str, Any]:
+        """Call the provider, record the call, and audit prompt and response."""
+        self.guard()
+        agent = self.agent
+        client = client_for(agent.provider.config(agent.model, agent.script))
+        response: ModelResponse = client.complete(
+            messages, tools, idempotency_key=context.idempotency_key
+        )
+        ModelCall.objects.create(
+            agent=agent,
+            agent_slug=agent.slug,
+            provider=response.provider,
+            model=response.model,
+            key=context.idempotency_key,
+            run_id=self.ctx.run.pk,
+            step_id=self.ctx.step.step_id,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost=Decimal(str(response.cost)),
+            latency_ms=response.latency_ms,
+            attempts=response.attempts,
+            tool_calls=len(response.tool_calls),
+            created_at=clock.now(),
+        )
+        audit.record(
+            action="agents.model.called",
+            actor=agent.user,
+            actor_kind="agent",
+            target=agent,
+            run_id=self.ctx.run.pk,
+            step_id=self.ctx.step.step_id,
+            decision={"scripted": agent.is_scripted},
+            body={
+                "provider": response.provider,
+                "model": response.model,
+                "prompt": messages,
+                "tools": [tool.name for tool in tools],
+                "response": response.as_json(),
+                "input_tokens": response.input_tokens,
+                "output_tokens": response.output_tokens,
+                "cost": response.cost,
+                "latency_ms": response.latency_ms,
+                "key": context.idempotency_key,
+            },
+        )
+        mark_active(agent.pk)
+        return response.as_json()
+
+    # --- tool calls ------------------------------------------------------------------------
+
+    def handle_calls(self, calls: list[dict], messages: list[dict]) -> None:
+        """Decide every proposed call, run the admitted ones, delegate, and report back."""
+        delegations = []
+        for call in calls:
+            verdict, key = self.decide(call)
+            outcome = self.gate(call, verdict)
+            if outcome is None and call["name"] == "delegate":
+                delegations.append(call)
+                continue
+            if outcome is None:
+                outcome = self.execute(call, verdict, key)
+            messages.append(conversation.tool_message(call, outcome))
+        if delegations:
+            for call, outcome in zip(delegations, self.delegate(delegations), strict=True):
+                messages.append(conversation.tool_message(call, outcome))
+
+    def decide(self, call: dict) -> tuple[ToolVerdict, str]:
+        """Take (or replay) the enforcement point's verdict on one proposed call."""
+        suffix = self.next_suffix()
+        site = CallSite(
+            key=self.key_of(suffix),
+            run_id=self.ctx.run.pk,
+            step_run_id=self.ctx.step.pk,
+            step_id=self.ctx.step.step_id,
+            run_initiator_id=self.ctx.run.started_by_id,
+            attempt=self.ctx.attempt,
+        )
+
+        def perform(context):
+            if self.ctx.lost:
+                raise StepLost("the step was cancelled or taken back while it ran")
+            return enforcement.decide_tool_call(
+                self.agent.pk,
+                call["name"],
+                call.get("arguments"),
+                site,
+                argument_error=call.get("error", ""),
+            ).as_json()
+
+        request = {"tool": call["name"], "arguments": call.get("arguments"), "decision": True}
+        data = self.ctx.effect(f"decide:{call['name']}", request, perform, key_suffix=suffix)
+        return ToolVerdict.from_json(data), site.key
+
+    def gate(self, call: dict, verdict: ToolVerdict) -> dict[str, Any] | None:
+        """Return what the model is told instead of running the call, or None to run it.
+
+        A pending approval or escalation makes the step wait (it resumes on the decision).
+        An approval admits the call only for exactly the arguments it was granted for.
+        """
+        if verdict.verdict == Verdict.DENY:
+            return enforcement.refusal(verdict)
+        if verdict.verdict == Verdict.ALLOW:
+            return None
+        if verdict.verdict == Verdict.APPROVAL:
+            request = ApprovalRequest.objects.get(pk=verdict.approval_request)
+            if request.status == ApprovalStatus.PENDING:
+                raise _Done(
+                    self.wait_for(
+                        "approval",
+                        request.pk,
+                        request.signal_name,
+                        seconds=max((request.due_at - clock.now()).total_seconds(), 0.0),
+                    )
+                )
+            if approval_applies(request, call.get("arguments")):
+                return None
+            return enforcement.refusal(
+                verdict,
+                f"approval request #{request.pk} was {request.get_status_display().lower()}"
+                if request.status != ApprovalStatus.APPROVED
+                else f"approval request #{request.pk} covers other arguments",
+            )
+        escalation = Escalation.objects.get(pk=verdict.escalation)
+        if escalation.status == EscalationStatus.OPEN:
+            raise _Done(self.wait_for("escalation", escalation.pk, escalation.signal_name))
+        if escalation.resolution == Resolution.TAKE_OVER:
+            return {
+                "ok": True,
+                "result": escalation.result,
+                "supplied_by": escalation.resolved_by_name,
+            }
+        if escalation.resolution == Resolution.STOP:
+            raise _Done(self.stopped(escalation))
+        return enforcement.refusal(
+            verdict,
+            f"a person ({escalation.resolved_by_name or 'nobody'}) did not let this call run: "
+            f"{escalation.comment or escalation.get_status_display()}",
+        )
+
+    def execute(self, call: dict, verdict: ToolVerdict, decision_key: str) -> dict[str, Any]:
+        """Run (or replay) an admitted call; the effect's key is the tool's idempotency key."""
+
+        def perform(context):
+            self.guard()
+            return enforcement.execute_tool_call(
+                self.agent.pk,
+                call["name"],
+                call["arguments"],
+                verdict,
+                context,
+                invocation_key=decision_key,
+            )
+
+        return self.effect(call["name"], call["arguments"], perform)
+
+    # --- delegation ------------------------------------------------------------------------
+
+    def delegate(self, calls: list[dict]) -> list[dict[str, Any]]:
+        """Run allowed delegations as child steps in parallel; return each one's outcome."""
+        group = f"delegate-{self.next_suffix()}"
+        items = [
+            {
+                "agent": call["arguments"]["agent"],
+                "task": call["arguments"]["task"],
+                "delegated_by": self.agent.slug,
+                "call": call["id"],
+            }
+            for call in calls
+        ]
+        self.guard()
+        signal = self.ctx.spawn_children(group, items)
+        results = self.ctx.child_results(group)
+        if results is None:
+            raise _Done(self.wait_for("children", group, signal))
+        outcomes = []
+        for item, result in zip(items, results, strict=True):
+            if result["status"] == "succeeded":
+                output = result["output"] or {}
+                outcomes.append(
+                    {
+                        "ok": True,
+                        "agent": item["agent"],
+                        "result": output.get("result"),
+                        "confidence": output.get("confidence"),
+                    }
+                )
+            else:
+                error = result["error"] or {}
+                outcomes.append(
+                    {
+                        "ok": False,
+                        "agent": item["agent"],
+                        "status": result["status"],
+                        "error": error.get("type", "Error"),
+                        "message": error.get("message", ""),
+                        "attempts": result["attempt"],
+                    }
+                )
+        return outcomes
+
+    # --- people ----------------------------------------------------------------------------
+
+    def escalate_result(self, reason: str, summary: str, context: dict):
+        """Hand the result to a person: open (once) an escalation and wait for its resolution."""
+
+        def perform(tool_context):
+            role = Role.objects.filter(name=self.escalate_to).first() if self.escalate_to else None
+            escalation = open_escalation(
+                reason=reason,
+                summary=summary,
+                context={**context, "agent": self.agent.slug, "task": self.task},
+                role=role,
+                run_id=self.ctx.run.pk,
+                step_run_id=self.ctx.step.pk,
+                step_id=self.ctx.step.step_id,
+                raised_by=self.agent.user,
+            )
+            return {"escalation": escalation.pk}
+
+        data = self.effect("escalate", {"reason": reason}, perform)
+        escalation = Escalation.objects.get(pk=data["escalation"])
+        if escalation.status == EscalationStatus.OPEN:
+            return self.wait_for("escalation", escalation.pk, escalation.signal_name)
+        if escalation.status == EscalationStatus.CANCELLED:
+            return self.ctx.fail("EscalationCancelled", escalation.comment, retryable=False)
+        if escalation.resolution == Resolution.TAKE_OVER:
+            return self.ctx.complete(
+                self.output(escalation.result, None, supplied_by=escalation.resolved_by_name)
+            )
+        if escalation.resolution == Resolution.RETRY:
+            raise _Restart(escalation.comment or "try again")
+        return self.stopped(escalation)
+
+    def stopped(self, escalation: Escalation):
+        """Fail the step because a person stopped it."""
+        return self.ctx.fail(
+            "StoppedByPerson",
+            f"{escalation.resolved_by_name} stopped it: {escalation.comment}",
+            retryable=False,
+            escalation=escalation.pk,
+        )
+
+    def wait_for(self, kind: str, ref: Any, signal: str, seconds: float | None = None):
+        """Wait durably for a decision, a person, or the children; remember what for."""
+        self.state.update(
+            {"waiting": {"kind": kind, "ref": ref}, "wait_started": clock.now().isoformat()}
+        )
+        self.ctx.record_input({**self.state, "agent": self.agent.slug, "task": self.task})
+        return self.ctx.wait(signal=signal, seconds=seconds)
+
+
+class AgentStep:
+    """The `agent` step type: an agent works on a task until it gives a valid final result.
+
+    Fields: `agent` (slug, templated), `task` (templated JSON; default: the run input),
+    `output_schema` (default: the agent's), `max_invalid_answers` (default 2),
+    `escalate_to` (the role that gets escalations; default governance's).
+    """
+
+    name = "agent"
+    fields: dict[str, Any] = {
+        "agent": {"type": "string", "minLength": 1},
+        "task": {},
+        "output_schema": {"type": "object"},
+        "max_invalid_answers": {"type": "integer", "minimum": 0, "maximum": 10},
+        "escalate_to": {"type": "string", "minLength": 1},
+    }
+    required = ("agent",)
+    transactional = False
+
+    def check(self, step: dict[str, Any]) -> list[tuple[str, str]]:
+        """Refuse an unknown agent (when named literally) and an invalid output schema."""
+        problems = []
+        slug = step["agent"]
+        if "{{" not in slug and not Agent.objects.filter(slug=slug).exists():
+            problems.append(("agent", f"no agent has the slug {slug!r}"))
+        if "output_schema" in step:
+            try:
+                Draft202012Validator.check_schema(step["output_schema"])
+            except SchemaError as exc:
+                problems.append(("output_schema", f"not a valid JSON Schema: {exc.message}"))
+        return problems
+
+    def execute(self, ctx):
+        """Run the agent loop (replaying what the journal already holds)."""
+        return AgentLoop(ctx).run()
+
+    def on_wake(self, ctx, reason: str, payload: Any):
+        """A decision, a person or the children answered (or an SLA passed): continue."""
+        state = dict(ctx.step.input or {})
+        waiting = state.pop("waiting", None) or {}
+        started = state.pop("wait_started", None)
+        if started:
+            waited = (clock.now() - dt.datetime.fromisoformat(started)).total_seconds()
+            state["waited_seconds"] = round(float(state.get("waited_seconds", 0.0)) + waited, 3)
+        if reason != "signal" and waiting.get("kind") == "approval":
+            request = escalate_overdue(waiting["ref"], now=ctx.now, announce_to_run=False)
+            if request is None:  # someone is deciding right now: look again shortly
+                return ctx.wait(signal=f"approval:{waiting['ref']}", seconds=BUSY_RETRY_SECONDS)
+            if request.status == ApprovalStatus.PENDING:
+                state.update({"waiting": waiting, "wait_started": clock.now().isoformat()})
+                ctx.record_input(state)
+                seconds = max((request.due_at - ctx.now).total_seconds(), 0.0)
+                return ctx.wait(signal=request.signal_name, seconds=seconds)
+        ctx.record_input(state)
+        log.info("agent step %s resumes after %s (%s)", ctx.step, reason, waiting.get("kind"))
+        return ctx.resume()
+
+
+def describe_outcome(outcome: dict[str, Any]) -> str:
+    """Return a short text of a tool outcome, for logs."""
+    return json.dumps(outcome, sort_keys=True, default=str)[:200]

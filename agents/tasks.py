@@ -1,0 +1,16 @@
+"""Celery tasks of agents: thin, id-free, safe to run twice."""
+
+import datetime as dt
+
+from celery import shared_task
+
+from agents import ratelimit, services
+from audit import clock
+
+
+@shared_task(name="agents.purge_memory", acks_late=True, ignore_result=True)
+def purge_memory() -> dict:
+    """Purge expired shared-memory entries (legal holds excepted) and old rate counters."""
+    result = services.purge_expired()
+    result["rate_counters"] = ratelimit.purge_old(clock.now() - dt.timedelta(days=1))
+    return result

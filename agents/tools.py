@@ -1,0 +1,151 @@
+"""The tool registry: Python callables that workflow steps and agents may call.
+
+A tool declares its name, a JSON Schema for its arguments, a description for models, a risk
+level, whether it has side effects, and the target object it acts on with the permission an
+agent needs there (`target(arguments, context)` returns a model instance, a model class for
+creations, or None; `permission` is the action: view, add, change, read, write...). Arguments
+are validated before every call, and every call receives an idempotency key that stays the
+same across redeliveries of its step. Agents reach tools only through the policy enforcement
+point (agents/actions/enforcement.py); the governed `Tool` row mirrors each registered tool.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+
+class ToolError(Exception):
+    """A tool failed; retryable unless the subclass says otherwise."""
+
+    retryable = True
+
+
+class FatalToolError(ToolError):
+    """A tool failed in a way that another attempt cannot fix."""
+
+    retryable = False
+
+
+class ArgumentsInvalid(FatalToolError):
+    """The arguments of a tool call do not match its schema."""
+
+
+class UnknownTool(LookupError):
+    """No tool is registered under that name."""
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool learns about the call: its idempotency key and where it runs."""
+
+    idempotency_key: str
+    run_id: int | None = None
+    step_id: str = ""
+    item_index: int | None = None
+    attempt: int = 1
+    actor_id: int | None = None
+    agent_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A registered tool and the facts the control layer needs about it."""
+
+    name: str
+    func: Callable[[dict[str, Any], ToolContext], Any]
+    schema: dict[str, Any]
+    description: str = ""
+    side_effects: bool = True
+    risk: str = "low"
+    validator: Draft202012Validator = field(repr=False, compare=False, default=None)
+    target: Callable[[dict[str, Any], ToolContext], Any] | None = field(
+        default=None, repr=False, compare=False
+    )
+    permission: str = ""
+
+    def argument_errors(self, arguments: Any) -> list[str]:
+        """Return every way the arguments break the schema, as readable messages."""
+        errors = []
+        for error in sorted(self.validator.iter_errors(arguments), key=lambda e: list(e.path)):
+            location = "/".join(str(part) for part in error.absolute_path) or "(arguments)"
+            errors.append(f"{location}: {error.message}")
+        return errors
+
+    def call(self, arguments: dict[str, Any], context: ToolContext) -> Any:
+        """Validate the arguments, then call the tool."""
+        errors = self.argument_errors(arguments)
+        if errors:
+            raise ArgumentsInvalid(
+                f"arguments of tool {self.name!r} are invalid: " + "; ".join(errors)
+            )
+        return self.func(arguments, context)
+
+
+_registry: dict[str, ToolSpec] = {}
+_modules_loaded = False
+
+
+def tool(
+    name: str,
+    *,
+    schema: dict[str, Any] | None = None,
+    description: str = "",
+    side_effects: bool = True,
+    risk: str = "low",
+    target: Callable[[dict[str, Any], ToolContext], Any] | None = None,
+    permission: str = "",
+):
+    """Register the decorated callable `func(arguments, context)` as a tool."""
+    schema = schema if schema is not None else {"type": "object"}
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"tool {name!r} has an invalid argument schema: {exc.message}") from exc
+
+    def register(func):
+        _registry[name] = ToolSpec(
+            name=name,
+            func=func,
+            schema=schema,
+            description=description or (func.__doc__ or "").strip(),
+            side_effects=side_effects,
+            risk=risk,
+            validator=Draft202012Validator(schema),
+            target=target,
+            permission=permission,
+        )
+        return func
+
+    return register
+
+
+def load_tool_modules() -> None:
+    """Import the modules named in settings.STEWARD_TOOL_MODULES so their tools register."""
+    global _modules_loaded
+    if _modules_loaded:
+        return
+    for module in getattr(settings, "STEWARD_TOOL_MODULES", []):
+        importlib.import_module(module)
+    _modules_loaded = True
+
+
+def get_tool(name: str) -> ToolSpec:
+    """Return the tool registered under a name."""
+    load_tool_modules()
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownTool(f"no tool is registered as {name!r}") from None
+
+
+def registered_tools() -> dict[str, ToolSpec]:
+    """Return every registered tool by name."""
+    load_tool_modules()
+    return dict(_registry)

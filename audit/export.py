@@ -1,0 +1,118 @@
+"""Evidence bundles: chosen entries with their inclusion proofs, a signed checkpoint, the key.
+
+A bundle is checked offline by scripts/verify_evidence.py (no Django, no database) with the
+same audit/merkle.py and audit/evidence.py this module uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from django.db import connection
+
+from audit import keys, services
+from audit.evidence import canonical_json
+from audit.leaves import ENTRY_COLUMNS, leaf_dict
+from audit.merkle import MerkleTree
+from audit.models import AuditCheckpoint
+
+BUNDLE_FORMAT = "steward-evidence/1"
+
+
+class ExportError(Exception):
+    """The chosen entries cannot be exported (missing, or not yet sequenced)."""
+
+
+def _covering_checkpoint(max_seq: int) -> AuditCheckpoint:
+    """Return the newest checkpoint covering `max_seq`, sequencing and signing one if needed."""
+    checkpoint = services.latest_checkpoint()
+    if checkpoint is None or checkpoint.tree_size <= max_seq:
+        services.sequence_pending()
+        services.sign_checkpoint(force=True)
+        checkpoint = services.latest_checkpoint()
+    if checkpoint is None or checkpoint.tree_size <= max_seq:
+        raise ExportError(f"seq {max_seq} is not covered by a checkpoint yet")
+    return checkpoint
+
+
+def _leaf_hashes(size: int) -> list[bytes]:
+    """Return the stored leaf hashes of the first `size` leaves."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT seq, leaf_hash FROM audit_auditleaf WHERE seq < %s ORDER BY seq", [size]
+        )
+        rows = cursor.fetchall()
+    if len(rows) != size or (rows and rows[-1][0] != size - 1):
+        raise ExportError(f"the log holds {len(rows)} of the {size} leaves of the checkpoint")
+    return [bytes(digest) for _, digest in rows]
+
+
+def entry_ids_to_seqs(entry_ids: list[int], *, wait: float = 10.0) -> list[int]:
+    """Return the sequence numbers of entries, sequencing pending ones (waiting up to `wait`)."""
+    from audit.models import AuditLeaf
+
+    wanted = set(entry_ids)
+    deadline = time.monotonic() + wait
+    while True:
+        leaves = AuditLeaf.objects.filter(entry_id__in=wanted).values_list("entry", "seq")
+        found = dict(leaves)
+        if len(found) == len(wanted) or time.monotonic() > deadline:
+            break
+        # A just-committed entry is numbered once every older transaction has ended.
+        services.sequence_pending()
+        time.sleep(0.1)
+    missing = sorted(set(entry_ids) - set(found))
+    if missing:
+        raise ExportError(f"entries not found or not sequenced yet: {missing[:20]}")
+    return sorted(found[i] for i in set(entry_ids))
+
+
+def build_bundle(seqs: list[int]) -> dict:
+    """Return an evidence bundle for the entries at `seqs`."""
+    if not seqs:
+        raise ExportError("no entries chosen")
+    seqs = sorted(set(seqs))
+    checkpoint = _covering_checkpoint(seqs[-1])
+    tree = MerkleTree(_leaf_hashes(checkpoint.tree_size))
+    if tree.root().hex() != checkpoint.root_hash:
+        raise ExportError(
+            f"the log's leaves do not match checkpoint #{checkpoint.pk}: run audit_verify"
+        )
+    columns = ", ".join(f"e.{name}" for name in ENTRY_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(seqs))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT l.seq, {columns}, b.content FROM audit_auditleaf l "
+            "JOIN audit_auditentry e ON e.id = l.entry_id "
+            "LEFT JOIN audit_auditbody b ON b.entry_id = l.entry_id "
+            f"WHERE l.seq IN ({placeholders}) ORDER BY l.seq",
+            seqs,
+        )
+        rows = cursor.fetchall()
+    if len(rows) != len(seqs):
+        found = {row[0] for row in rows}
+        raise ExportError(f"entries missing at seq {sorted(set(seqs) - found)[:20]}")
+    entries = []
+    for row in rows:
+        seq, entry, content = row[0], row[1:-1], row[-1]
+        entries.append(
+            {
+                "seq": seq,
+                "leaf": leaf_dict(seq, entry),
+                "body": json.loads(content) if content is not None else None,
+                "inclusion_proof": [node.hex() for node in tree.inclusion_proof(seq)],
+            }
+        )
+    return {
+        "format": BUNDLE_FORMAT,
+        "public_key": base64.b64encode(keys.public_key()).decode(),
+        "checkpoint": checkpoint.as_dict(),
+        "entries": entries,
+    }
+
+
+def dump_bundle(bundle: dict) -> str:
+    """Return a bundle as indented JSON text."""
+    return json.dumps(json.loads(canonical_json(bundle)), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,123 @@
+"""The audit trail: append-only entries, their erasable bodies, the Merkle leaves and checkpoints.
+
+Entries, leaves and checkpoints are never changed once written; on PostgreSQL triggers created in
+migration 0002 refuse UPDATE, DELETE and TRUNCATE on them. A body may only be erased (its content
+set to NULL with an erasure marker), which leaves every proof valid because the leaf commits to the
+body's digest, not to the body itself. Nothing here holds a foreign key to another app: the actor
+and the target are copied, so an entry outlives what it describes.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class ActorKind(models.TextChoices):
+    USER = "user", "User"
+    AGENT = "agent", "Agent"
+    SYSTEM = "system", "System"
+
+
+class AuditEntry(models.Model):
+    """One recorded action: when, who, what, on which target, under which decision."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    actor_name = models.CharField(max_length=150, blank=True)
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    action = models.CharField(max_length=100, db_index=True)
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    step_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    decision = models.TextField(
+        null=True,
+        blank=True,
+        help_text="Canonical JSON of the permission or policy decision (text, so that it reads "
+        "back byte for byte as it was hashed).",
+    )
+    body_digest = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the canonical body; empty without a body."
+    )
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+
+    def __str__(self):
+        return f"#{self.pk} {self.action} by {self.actor_name or self.actor_kind}"
+
+
+class AuditBody(models.Model):
+    """The JSON body of an entry, stored apart as canonical JSON text so it can be erased."""
+
+    entry = models.OneToOneField(
+        AuditEntry, primary_key=True, on_delete=models.DO_NOTHING, related_name="body_row"
+    )
+    content = models.TextField(null=True, help_text="Canonical JSON; NULL once erased.")
+    erased_at = models.DateTimeField(null=True, blank=True)
+    erasure_entry_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The entry that records the erasure."
+    )
+
+    def __str__(self):
+        return f"body of #{self.entry_id}"
+
+
+class AuditLeaf(models.Model):
+    """The sequence number the sequencer gave an entry and the Merkle leaf hash it committed to."""
+
+    seq = models.BigIntegerField(primary_key=True, help_text="0-based index in the Merkle tree.")
+    entry = models.OneToOneField(AuditEntry, on_delete=models.DO_NOTHING, related_name="leaf")
+    leaf_hash = models.BinaryField(max_length=32)
+    sequenced_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"seq {self.seq} → #{self.entry_id}"
+
+
+class AuditTreeState(models.Model):
+    """The sequencer's incremental state (one row): tree size, Merkle frontier and commit cursor."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    size = models.BigIntegerField(default=0)
+    frontier = models.JSONField(default=list, help_text="Saved state of the Merkle frontier.")
+    root_hash = models.CharField(max_length=64, blank=True)
+    cursor_txid = models.BigIntegerField(
+        default=0, help_text="PostgreSQL: (txid, id) of the last sequenced entry."
+    )
+    cursor_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"tree of {self.size} leaves"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of the tree size and root hash at a moment; published, never changed."""
+
+    tree_size = models.BigIntegerField()
+    root_hash = models.CharField(max_length=64)
+    timestamp = models.CharField(max_length=40, help_text="UTC time the checkpoint was signed.")
+    key_id = models.CharField(max_length=64)
+    signature = models.CharField(max_length=128, help_text="Ed25519 signature, base64.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"checkpoint #{self.pk}: {self.tree_size} entries"
+
+    def as_dict(self) -> dict:
+        """Return the checkpoint in the form written to evidence bundles and checkpoint files."""
+        return {
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash,
+            "timestamp": self.timestamp,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }

@@ -1,0 +1,177 @@
+"""The sequencer: gap-free sequence numbers and an incremental Merkle tree over committed entries.
+
+Writers only INSERT entries, in any order and in parallel, and their ids are not committed in
+order: id 7 may commit after id 9, so a watermark on ids would lose id 7. The sequencer therefore
+numbers an entry only once its inserting transaction is over for everyone:
+
+PostgreSQL. Each entry stores the top-level id of the transaction that inserted it
+(`txid`, default pg_current_xact_id(), added by migration 0002). In one statement the sequencer
+takes `horizon = pg_snapshot_xmin(pg_current_snapshot())`: every transaction with an id below
+the horizon has committed or aborted, and one that has not yet got an id will get one above it.
+So the set of entries with txid < horizon is final and fully visible to this statement; the
+sequencer numbers them in (txid, id) order and remembers the last (txid, id) as its cursor. The
+next run takes (txid, id) > cursor and txid < the new horizon: nothing can ever appear at or
+below the cursor again, so no entry is skipped and none is numbered twice. A long-running
+transaction holds the horizon back, which delays (never loses) what committed after it.
+One sequencer runs at a time: pg_try_advisory_xact_lock, released by the transaction's end, also
+when the process is killed.
+
+SQLite (the laptop demo). SQLite has one writer at a time, and the sequencer's own transaction
+takes the write lock at BEGIN (settings: transaction_mode IMMEDIATE). An id is assigned inside a
+write transaction that holds that lock until it commits, so ids commit in order and every row
+the sequencer can see is committed: a cursor on id is correct there.
+
+Each batch commits its leaves, the Merkle frontier and the cursor in one transaction, so a
+sequencer killed mid-batch loses nothing and a restarted one resumes where the last commit left.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit import keys
+from audit.evidence import checkpoint_message, key_id_for
+from audit.evidence import sign_checkpoint as sign_message
+from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash, format_time
+from audit.merkle import Frontier
+from audit.models import AuditCheckpoint, AuditLeaf, AuditTreeState
+
+# pg_try_advisory_xact_lock key: "audit" sequencer (any constant unique to this use).
+LOCK_KEY = 0x5374_6577_4175_64
+
+_COLUMNS = ", ".join(ENTRY_COLUMNS)
+_PG_PENDING = f"""
+    SELECT txid, {_COLUMNS} FROM audit_auditentry
+    WHERE (txid, id) > (%s, %s)
+      AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+    ORDER BY txid, id
+    LIMIT %s
+"""
+_SQLITE_PENDING = f"""
+    SELECT 0, {_COLUMNS} FROM audit_auditentry WHERE id > %s ORDER BY id LIMIT %s
+"""
+
+
+def _try_lock() -> bool:
+    """Take the sequencer lock for this transaction (PostgreSQL); False when another holds it."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
+        return bool(cursor.fetchone()[0])
+
+
+def _state() -> AuditTreeState:
+    """Return the tree state row, locked for this transaction."""
+    state = AuditTreeState.objects.select_for_update().filter(pk=1).first()
+    if state is None:
+        state = AuditTreeState.objects.create(pk=1)
+    return state
+
+
+def _pending(state: AuditTreeState, limit: int) -> list[tuple]:
+    """Return up to `limit` committed, unsequenced entries as (txid, *ENTRY_COLUMNS) rows."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(_PG_PENDING, [state.cursor_txid, state.cursor_id, limit])
+        else:
+            cursor.execute(_SQLITE_PENDING, [state.cursor_id, limit])
+        return cursor.fetchall()
+
+
+def sequence_batch(batch_size: int = 5000) -> int | None:
+    """Sequence one batch in one transaction; return its size, or None if another sequencer runs."""
+    with transaction.atomic():
+        if not _try_lock():
+            return None
+        state = _state()
+        rows = _pending(state, batch_size)
+        if not rows:
+            return 0
+        frontier = Frontier.load(state.frontier, state.size)
+        now = timezone.now()
+        leaves = []
+        for offset, row in enumerate(rows):
+            seq = state.size + offset
+            digest = entry_leaf_hash(seq, row[1:])
+            frontier.append(digest)
+            leaves.append(AuditLeaf(seq=seq, entry_id=row[1], leaf_hash=digest, sequenced_at=now))
+        _insert_leaves(leaves)
+        state.size += len(rows)
+        state.frontier = frontier.dump()
+        state.root_hash = frontier.root().hex()
+        state.cursor_txid, state.cursor_id = rows[-1][0], rows[-1][1]
+        state.updated_at = now
+        state.save()
+        return len(rows)
+
+
+def _insert_leaves(leaves: list[AuditLeaf]) -> None:
+    """Insert the batch's leaves: one COPY on PostgreSQL, a bulk insert elsewhere."""
+    if connection.vendor != "postgresql":
+        AuditLeaf.objects.bulk_create(leaves, batch_size=2000)
+        return
+    connection.ensure_connection()
+    with (
+        connection.connection.cursor() as cursor,
+        cursor.copy(
+            "COPY audit_auditleaf (seq, entry_id, leaf_hash, sequenced_at) FROM STDIN"
+        ) as copy,
+    ):
+        for leaf in leaves:
+            copy.write_row((leaf.seq, leaf.entry_id, leaf.leaf_hash, leaf.sequenced_at))
+
+
+def run_sequencer(*, batch_size: int = 5000, max_batches: int | None = None) -> int:
+    """Sequence batches until none is left (or max_batches); return how many entries."""
+    total = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        count = sequence_batch(batch_size)
+        if count is None:
+            break
+        total += count
+        batches += 1
+        if count < batch_size:
+            break
+    return total
+
+
+def make_checkpoint(*, force: bool = False, min_interval: float | None = None):
+    """Sign a checkpoint of the tree when it grew (or when forced) and one is due."""
+    if min_interval is None:
+        min_interval = settings.AUDIT_CHECKPOINT_SECONDS
+    with transaction.atomic():
+        if not _try_lock():
+            return None
+        state = AuditTreeState.objects.filter(pk=1).first()
+        size = state.size if state else 0
+        root = state.root_hash if state and state.root_hash else Frontier.empty_root().hex()
+        last = AuditCheckpoint.objects.order_by("-id").first()
+        now = timezone.now()
+        if last is not None and not force:
+            if last.tree_size == size:
+                return None
+            if now - last.created_at < timedelta(seconds=min_interval):
+                return None
+        if last is not None and now <= last.created_at:
+            now = last.created_at + timedelta(microseconds=1)
+        key = keys.signing_key()
+        key_id = key_id_for(keys.public_key_bytes(key))
+        timestamp = format_time(now)
+        signature = sign_message(key, checkpoint_message(size, root, timestamp, key_id))
+        if isinstance(signature, bytes):
+            signature = base64.b64encode(signature).decode()
+        return AuditCheckpoint.objects.create(
+            tree_size=size,
+            root_hash=root,
+            timestamp=timestamp,
+            key_id=key_id,
+            signature=signature,
+            created_at=now,
+        )

@@ -1,0 +1,238 @@
+"""Writes to the audit trail: record entries, erase a body, sequence entries, sign checkpoints.
+
+Every other app writes through record() / record_many(), inside its own transaction, so that an
+action and its entry commit or roll back together. Writers never wait on one another: an entry
+is a plain INSERT; the order and the Merkle tree come later from the sequencer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from django.db import connections, router, transaction
+from django.utils import timezone
+
+from audit import context
+from audit.evidence import canonical_json
+from audit.leaves import ENTRY_COLUMNS
+from audit.models import ActorKind, AuditBody, AuditCheckpoint, AuditEntry
+
+ERASURE_ACTION = "audit.body_erased"
+_KINDS = frozenset(ActorKind.values)
+_FIELDS = frozenset(
+    {
+        "action",
+        "actor",
+        "actor_kind",
+        "target",
+        "target_type",
+        "target_id",
+        "target_repr",
+        "run_id",
+        "step_id",
+        "request_id",
+        "decision",
+        "body",
+    }
+)
+
+
+def _clip(value, limit: int) -> str:
+    """Return a value as text cut to a column's length."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _build(
+    *,
+    action: str,
+    actor=None,
+    actor_kind: str | None = None,
+    target=None,
+    target_type: str = "",
+    target_id: str = "",
+    target_repr: str = "",
+    run_id=None,
+    step_id=None,
+    request_id: str = "",
+    decision: dict | None = None,
+    body: dict | None = None,
+) -> tuple[AuditEntry, str | None]:
+    """Return an unsaved entry and its body's canonical JSON text (None without a body)."""
+    if not action:
+        raise ValueError("An audit entry needs an action.")
+    if actor_kind is None:
+        if actor is None:
+            actor_kind = ActorKind.SYSTEM
+        elif getattr(actor, "is_agent", False):
+            actor_kind = ActorKind.AGENT
+        else:
+            actor_kind = ActorKind.USER
+    elif actor_kind not in _KINDS:
+        raise ValueError(f"actor_kind must be one of {sorted(_KINDS)}, not {actor_kind!r}.")
+    if target is not None:
+        target_type = target_type or target._meta.label_lower
+        target_id = target_id or str(target.pk)
+        target_repr = target_repr or str(target)
+    content = None
+    digest = ""
+    if body is not None:
+        raw = canonical_json(body)
+        digest = hashlib.sha256(raw).hexdigest()
+        content = raw.decode("utf-8")
+    entry = AuditEntry(
+        created_at=timezone.now(),
+        actor_id=actor.pk if actor is not None else None,
+        actor_name=_clip(actor.get_username(), 150) if actor is not None else "",
+        actor_kind=actor_kind,
+        action=action,
+        target_type=target_type,
+        target_id=_clip(target_id, 64),
+        target_repr=_clip(target_repr, 200),
+        run_id=_clip(run_id, 64),
+        step_id=_clip(step_id, 64),
+        request_id=_clip(request_id or context.current().request_id, 64),
+        decision=canonical_json(decision).decode("utf-8") if decision is not None else None,
+        body_digest=digest,
+    )
+    return entry, content
+
+
+def record(
+    *,
+    action: str,
+    actor=None,
+    actor_kind: str | None = None,
+    target=None,
+    target_type: str = "",
+    target_id: str = "",
+    target_repr: str = "",
+    run_id=None,
+    step_id=None,
+    request_id: str = "",
+    decision: dict | None = None,
+    body: dict | None = None,
+) -> AuditEntry:
+    """Write one entry in the caller's transaction; a failure here aborts the caller's action."""
+    entry, content = _build(
+        action=action,
+        actor=actor,
+        actor_kind=actor_kind,
+        target=target,
+        target_type=target_type,
+        target_id=target_id,
+        target_repr=target_repr,
+        run_id=run_id,
+        step_id=step_id,
+        request_id=request_id,
+        decision=decision,
+        body=body,
+    )
+    _insert(entry, content)
+    return entry
+
+
+_INSERT_COLUMNS = [name for name in ENTRY_COLUMNS if name != "id"]
+_INSERT_ENTRY = (
+    f"INSERT INTO audit_auditentry ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_INSERT_COLUMNS))}) RETURNING id"
+)
+_INSERT_BOTH = (
+    f"WITH entry AS ({_INSERT_ENTRY}) "
+    "INSERT INTO audit_auditbody (entry_id, content) SELECT id, %s FROM entry RETURNING entry_id"
+)
+
+
+def _insert(entry: AuditEntry, content: str | None) -> None:
+    """Insert one entry (and its body) with as few statements as the database allows."""
+    connection = connections[router.db_for_write(AuditEntry)]
+    values = [getattr(entry, name) for name in _INSERT_COLUMNS]
+    values[0] = connection.ops.adapt_datetimefield_value(values[0])
+    # One statement (the hot path, on PostgreSQL): atomic by itself, in the caller's transaction
+    # or in its own. Otherwise atomic(savepoint=False): inside the caller's block no savepoint,
+    # so an error here marks the caller's transaction for rollback.
+    with connection.cursor() as cursor:
+        if content is None or connection.vendor == "postgresql":
+            if content is None:
+                cursor.execute(_INSERT_ENTRY, values)
+            else:
+                cursor.execute(_INSERT_BOTH, [*values, content])
+            entry.pk = cursor.fetchone()[0]
+        else:
+            with transaction.atomic(using=connection.alias, savepoint=False):
+                cursor.execute(_INSERT_ENTRY, values)
+                entry.pk = cursor.fetchone()[0]
+                cursor.execute(
+                    "INSERT INTO audit_auditbody (entry_id, content) VALUES (%s, %s)",
+                    [entry.pk, content],
+                )
+    entry._state.adding = False
+    entry._state.db = connection.alias
+
+
+def record_many(entries: Iterable[dict]) -> list[AuditEntry]:
+    """Write several entries (record()'s keyword arguments each) with one insert per table."""
+    built = []
+    for item in entries:
+        unknown = set(item) - _FIELDS
+        if unknown:
+            raise TypeError(f"record_many: unknown keys {sorted(unknown)}")
+        built.append(_build(**item))
+    if not built:
+        return []
+    with transaction.atomic(savepoint=False):
+        saved = AuditEntry.objects.bulk_create([entry for entry, _ in built])
+        bodies = [
+            AuditBody(entry=entry, content=content)
+            for entry, (_, content) in zip(saved, built, strict=True)
+            if content is not None
+        ]
+        if bodies:
+            AuditBody.objects.bulk_create(bodies)
+    return saved
+
+
+@transaction.atomic
+def erase_body(entry: AuditEntry, *, actor, reason: str) -> AuditEntry:
+    """Erase an entry's body (its personal data), recorded as its own entry; proofs stay valid."""
+    if not reason or not reason.strip():
+        raise ValueError("An erasure needs a reason.")
+    body = AuditBody.objects.select_for_update().filter(entry_id=entry.pk).first()
+    if body is None:
+        raise ValueError(f"Audit entry #{entry.pk} has no body to erase.")
+    if body.content is None:
+        raise ValueError(f"The body of audit entry #{entry.pk} is already erased.")
+    erasure = record(
+        action=ERASURE_ACTION,
+        actor=actor,
+        target_type="audit.auditentry",
+        target_id=str(entry.pk),
+        target_repr=str(entry),
+        body={"reason": reason, "erased_body_digest": entry.body_digest},
+    )
+    erased = AuditBody.objects.filter(entry_id=entry.pk, content__isnull=False).update(
+        content=None, erased_at=timezone.now(), erasure_entry_id=erasure.pk
+    )
+    if erased != 1:
+        raise RuntimeError(f"The body of audit entry #{entry.pk} was erased concurrently.")
+    return erasure
+
+
+def sequence_pending(*, batch_size: int = 5000, max_batches: int | None = None) -> int:
+    """Give committed entries their sequence numbers and Merkle leaves; return how many."""
+    from audit.sequencer import run_sequencer
+
+    return run_sequencer(batch_size=batch_size, max_batches=max_batches)
+
+
+def sign_checkpoint(*, force: bool = False, min_interval: float | None = None):
+    """Sign a checkpoint of the current tree when it grew and one is due; return it or None."""
+    from audit.sequencer import make_checkpoint
+
+    return make_checkpoint(force=force, min_interval=min_interval)
+
+
+def latest_checkpoint() -> AuditCheckpoint | None:
+    """Return the newest checkpoint, or None."""
+    return AuditCheckpoint.objects.order_by("-id").first()

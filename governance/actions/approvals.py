@@ -1,0 +1,744 @@
+"""Approval rules, approval requests and decisions: separation of duties enforced on the server.
+
+A request states exactly what is approved (action, target, arguments and their SHA-256 digest,
+who asked, run and step, risk, the policy rule that required it) and is bound to that digest.
+A decision is taken by an authenticated person who holds an eligible role on the target at
+decision time (or is the in-force delegate of one), who is neither the requester, the run's
+initiator nor the agent's accountable owner, and who has not decided it before. A request is
+final once approved by N distinct people, rejected, sent back for changes, expired or
+cancelled; concurrent decisions serialise on the request row, so exactly one finishes it.
+
+Deadlines: each level of the escalation chain has the rule's SLA; when it passes the request
+escalates to the next role (the approval step's durable timer, and the governance sweeper as a
+safety net, both call escalate_overdue), and after the last level it expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from guardian.shortcuts import assign_perm
+
+from audit import clock
+from audit import services as audit
+from governance.actions.common import (
+    GovernanceError,
+    audited_refusals,
+    delete_governed,
+    digest,
+    name_of,
+    save_governed,
+)
+from governance.actions.policies import PolicyDecision
+from governance.actions.principals import accountable_owner as owner_of
+from governance.actions.principals import kind_of
+from governance.actions.roles import holds_role, role_grants
+from governance.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalRule,
+    ApprovalStatus,
+    DecisionKind,
+    Delegation,
+    EscalationLevel,
+    PrincipalKind,
+    RiskLevel,
+    Role,
+)
+from governance.signals import approval_decided, approval_escalated, approval_requested
+
+MIN_APPROVALS_BY_RISK = {RiskLevel.CRITICAL: 2}
+
+
+class ApprovalRefused(GovernanceError):
+    """A decision the rules do not allow (who, when, or on what)."""
+
+
+class AlreadyDecided(ApprovalRefused):
+    """The request is already final, or this person already decided it."""
+
+    code = "already_decided"
+
+
+class ApprovalMismatch(GovernanceError):
+    """An approval that does not cover these arguments (their digest differs)."""
+
+    code = "arguments_changed"
+
+
+# --- approval rules -----------------------------------------------------------------------------
+
+
+def _set_chain(rule: ApprovalRule, roles: list[Role], reason: str) -> None:
+    """Replace a rule's escalation chain (each level keeps its own history)."""
+    for level in list(rule.levels.all()):
+        delete_governed(level, actor=None, reason=reason)
+    for position, role in enumerate(roles, start=1):
+        save_governed(
+            EscalationLevel(rule=rule, position=position, role=role), actor=None, reason=reason
+        )
+
+
+@audited_refusals
+def create_approval_rule(
+    *,
+    slug: str,
+    name: str,
+    role: Role,
+    approvals_required: int = 1,
+    sla_seconds: int = 3600,
+    escalation: list[Role] | tuple = (),
+    description: str = "",
+    actor=None,
+    reason: str = "",
+) -> ApprovalRule:
+    """Create an approval rule: approver role, N distinct approvers, SLA and escalation chain."""
+    rule = ApprovalRule(
+        slug=slug,
+        name=name,
+        role=role,
+        approvals_required=approvals_required,
+        sla_seconds=sla_seconds,
+        description=description,
+    )
+    save_governed(rule, actor=actor, reason=reason or "approval rule created")
+    _set_chain(rule, list(escalation), reason or "approval rule created")
+    return rule
+
+
+@audited_refusals
+def update_approval_rule(
+    rule: ApprovalRule, *, actor, reason: str, escalation: list[Role] | None = None, **fields
+) -> ApprovalRule:
+    """Change an approval rule (and its chain); pending requests keep what they started with."""
+    for name, value in fields.items():
+        if name not in {"slug", "name", "role", "approvals_required", "sla_seconds", "description"}:
+            raise TypeError(f"update_approval_rule cannot change {name!r}")
+        setattr(rule, name, value)
+    rule.version = ApprovalRule.objects.select_for_update().get(pk=rule.pk).version + 1
+    save_governed(rule, actor=actor, reason=reason)
+    if escalation is not None:
+        _set_chain(rule, list(escalation), reason)
+    return rule
+
+
+@audited_refusals
+def delete_approval_rule(rule: ApprovalRule, *, actor, reason: str) -> None:
+    """Delete an approval rule that no policy rule uses any more."""
+    for level in list(rule.levels.all()):
+        delete_governed(level, actor=None, reason=reason)
+    delete_governed(rule, actor=actor, reason=reason)
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def _open_to(request: ApprovalRequest, role: Role) -> None:
+    """Let a role's members see and decide a request (guardian object permissions)."""
+    request.eligible_roles.add(role)
+    assign_perm("governance.view_approvalrequest", role.group, request)
+    assign_perm("governance.decide_approvalrequest", role.group, request)
+
+
+def _target_fields(target) -> dict[str, Any]:
+    """Return the copied description of a target (a model instance, a dict, or None)."""
+    if target is None:
+        return {}
+    if isinstance(target, dict):
+        return {
+            "target_type": str(target.get("type", ""))[:100],
+            "target_id": str(target.get("id", ""))[:64],
+            "target_repr": str(target.get("repr", ""))[:200],
+        }
+    return {
+        "target_ct": ContentType.objects.get_for_model(type(target)),
+        "target_type": target._meta.label_lower,
+        "target_id": str(target.pk),
+        "target_repr": str(target)[:200],
+    }
+
+
+@transaction.atomic
+def request_approval(
+    *,
+    action: str,
+    approval_rule: ApprovalRule,
+    arguments: dict | None = None,
+    target=None,
+    summary: str = "",
+    risk: str | None = None,
+    requested_by=None,
+    run_initiator=None,
+    accountable_owner=None,
+    run_id: int | None = None,
+    step_run_id: int | None = None,
+    step_id: str = "",
+    decision: PolicyDecision | None = None,
+    now: dt.datetime | None = None,
+) -> ApprovalRequest:
+    """Open a request for exactly this action and these arguments, bound to their digest."""
+    now = now or clock.now()
+    arguments = arguments or {}
+    chain = approval_rule.chain()
+    risk = risk or (decision.risk if decision is not None else RiskLevel.MEDIUM)
+    required = max(approval_rule.approvals_required, MIN_APPROVALS_BY_RISK.get(risk, 1))
+    if accountable_owner is None and requested_by is not None:
+        owner = owner_of(requested_by)
+        accountable_owner = owner if owner is not None and owner.pk != requested_by.pk else None
+    sla = dt.timedelta(seconds=approval_rule.sla_seconds)
+    request = ApprovalRequest.objects.create(
+        action=action,
+        summary=summary,
+        arguments=arguments,
+        arguments_digest=digest(arguments),
+        risk=risk,
+        requested_by=requested_by,
+        requested_by_name=name_of(requested_by),
+        run_initiator=run_initiator,
+        run_initiator_name=name_of(run_initiator),
+        accountable_owner=accountable_owner,
+        accountable_owner_name=name_of(accountable_owner),
+        run_id=run_id,
+        step_run_id=step_run_id,
+        step_id=step_id,
+        policy_id=decision.policy_id if decision is not None else None,
+        policy_rule_id=decision.rule_id if decision is not None else None,
+        policy_version=decision.policy_version if decision is not None else None,
+        approval_rule=approval_rule,
+        approval_rule_version=approval_rule.version,
+        decision_basis=decision.as_record() if decision is not None else {},
+        role=chain[0],
+        chain=[role.pk for role in chain],
+        level=0,
+        sla_seconds=approval_rule.sla_seconds,
+        approvals_required=required,
+        created_at=now,
+        due_at=now + sla,
+        expires_at=now + sla * len(chain),
+        **_target_fields(target),
+    )
+    _open_to(request, chain[0])
+    audit.record(
+        action="governance.approval.requested",
+        actor=requested_by,
+        target=request,
+        run_id=run_id,
+        step_id=step_id or None,
+        decision=_basis(request),
+        body={
+            "action": action,
+            "target": {"type": request.target_type, "id": request.target_id},
+            "arguments_digest": request.arguments_digest,
+            "risk": risk,
+            "role": chain[0].name,
+            "approvals_required": required,
+            "due_at": request.due_at.isoformat(),
+            "expires_at": request.expires_at.isoformat(),
+        },
+    )
+    approval_requested.send(sender=ApprovalRequest, request=request)
+    return request
+
+
+def _basis(request: ApprovalRequest) -> dict[str, Any]:
+    """Return the policy and approval-rule versions a request (and its decisions) stand on."""
+    return {
+        "policy": request.decision_basis.get("policy_slug", ""),
+        "policy_version": request.policy_version,
+        "policy_rule": request.policy_rule_id,
+        "approval_rule": request.approval_rule.slug if request.approval_rule else "",
+        "approval_rule_version": request.approval_rule_version,
+    }
+
+
+def outcome_payload(request: ApprovalRequest) -> dict[str, Any]:
+    """Return what a waiting step receives when a request becomes final."""
+    return {
+        "request": request.pk,
+        "status": request.status,
+        "action": request.action,
+        "arguments_digest": request.arguments_digest,
+        "decisions": [
+            {
+                "by": decision.decided_by_name,
+                "on_behalf_of": decision.on_behalf_of_name or None,
+                "decision": decision.decision,
+                "comment": decision.comment,
+                "at": decision.decided_at.isoformat(),
+            }
+            for decision in request.decisions.order_by("decided_at", "id")
+        ],
+        **_basis(request),
+    }
+
+
+# --- deciding -----------------------------------------------------------------------------------
+
+
+def _refusal(request: ApprovalRequest, user, decision: str, message: str, code: str, cls=None):
+    """Build a refusal that is audited against the request once its transaction rolled back."""
+    error = (cls or ApprovalRefused)(message, code=code)
+    error.audit_entry = {
+        "action": "governance.approval.refused",
+        "actor": user if getattr(user, "pk", None) else None,
+        "target": request,
+        "run_id": request.run_id,
+        "step_id": request.step_id or None,
+        "decision": _basis(request),
+        "body": {"decision": decision},
+    }
+    return error
+
+
+def _target(request: ApprovalRequest):
+    """Return the target object of a request, None without one; refuse when it is gone."""
+    if request.target_ct_id is None:
+        return None
+    model = request.target_ct.model_class()
+    obj = model._default_manager.filter(pk=request.target_id).first() if model else None
+    if obj is None:
+        raise ApprovalRefused(
+            f"The target {request.target_type}:{request.target_id} no longer exists.",
+            code="target_gone",
+        )
+    return obj
+
+
+def _duty_conflict(request: ApprovalRequest, person) -> str | None:
+    """Return why separation of duties forbids `person` to decide, or None."""
+    if person.pk == request.requested_by_id:
+        return "requester"
+    if person.pk == request.run_initiator_id:
+        return "run_initiator"
+    if person.pk == request.accountable_owner_id:
+        return "accountable_owner"
+    return None
+
+
+_CONFLICTS = {
+    "requester": "asked for this approval",
+    "run_initiator": "started the run that asks for it",
+    "accountable_owner": "is the accountable owner of the agent that asks for it",
+}
+
+
+def _role_held(request: ApprovalRequest, person, target, only: Role | None = None) -> Role | None:
+    """Return an eligible role `person` holds on the target now, or None."""
+    for role in request.eligible_roles.select_related("group").order_by("pk"):
+        if only is not None and role.pk != only.pk:
+            continue
+        if holds_role(person, role) and role_grants(role, "view", target):
+            return role
+    return None
+
+
+def _eligibility(request, user, target, now, prior: set[int], decision: str):
+    """Return (role, on_behalf_of) under which `user` may decide, or raise the refusal."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise _refusal(request, None, decision, "Only an authenticated person may decide.", "anon")
+    if kind_of(user) != PrincipalKind.PERSON:
+        raise _refusal(
+            request,
+            user,
+            decision,
+            f"{user} is an {kind_of(user)}; only people decide.",
+            "not_a_person",
+        )
+    if user.pk in prior:
+        raise _refusal(
+            request,
+            user,
+            decision,
+            f"{user} has already decided request #{request.pk}.",
+            "already_decided_by_you",
+            AlreadyDecided,
+        )
+    conflict = _duty_conflict(request, user)
+    if conflict:
+        raise _refusal(
+            request,
+            user,
+            decision,
+            f"Separation of duties: {user} {_CONFLICTS[conflict]}.",
+            conflict,
+        )
+    role = _role_held(request, user, target)
+    if role is not None:
+        return role, None
+    outside_window = None
+    delegations = Delegation.objects.filter(delegate=user, revoked_at__isnull=True).select_related(
+        "delegator", "role"
+    )
+    for delegation in delegations.order_by("starts_at"):
+        delegator = delegation.delegator
+        if delegator.pk in prior or _duty_conflict(request, delegator) or not delegator.is_active:
+            continue
+        held = _role_held(request, delegator, target, only=delegation.role)
+        if held is None:
+            continue
+        if delegation.active_at(now):
+            return held, delegator
+        outside_window = outside_window or delegation
+    if outside_window is not None:
+        raise _refusal(
+            request,
+            user,
+            decision,
+            f"The delegation from {outside_window.delegator} to {user} is in force from "
+            f"{outside_window.starts_at:%Y-%m-%d %H:%M} to {outside_window.ends_at:%Y-%m-%d %H:%M}"
+            f" UTC, not now ({now:%Y-%m-%d %H:%M} UTC).",
+            "delegation_not_in_force",
+        )
+    roles = ", ".join(role.name for role in request.eligible_roles.order_by("pk"))
+    where = request.target_repr or "the target"
+    raise _refusal(
+        request,
+        user,
+        decision,
+        f"{user} does not hold an eligible role ({roles}) on {where}.",
+        "not_eligible",
+    )
+
+
+@audited_refusals
+def decide_approval(
+    request: ApprovalRequest | int,
+    *,
+    user,
+    decision: str,
+    comment: str = "",
+    expected_digest: str | None = None,
+    now: dt.datetime | None = None,
+) -> ApprovalDecision:
+    """Record one person's decision under every rule; finish the request when it is final."""
+    if decision not in DecisionKind.values:
+        raise ValueError(f"decision must be one of {DecisionKind.values}, not {decision!r}")
+    request_id = request.pk if isinstance(request, ApprovalRequest) else request
+    locked = (
+        ApprovalRequest.objects.select_for_update(of=("self",))
+        .select_related("approval_rule")
+        .filter(pk=request_id)
+        .first()
+    )
+    if locked is None:
+        raise ApprovalRefused(f"No approval request #{request_id} exists.", code="unknown")
+    now = now or clock.now()
+    if locked.is_final:
+        raise _refusal(
+            locked,
+            user,
+            decision,
+            f"Request #{locked.pk} is already {locked.get_status_display().lower()}"
+            + (f" (at {locked.decided_at:%Y-%m-%d %H:%M:%S} UTC)" if locked.decided_at else "")
+            + "; a decision is final.",
+            "already_decided",
+            AlreadyDecided,
+        )
+    if now >= locked.expires_at:
+        raise _refusal(
+            locked,
+            user,
+            decision,
+            f"The deadline of request #{locked.pk} passed at "
+            f"{locked.expires_at:%Y-%m-%d %H:%M:%S} UTC; no decision is accepted after it.",
+            "deadline_passed",
+        )
+    if expected_digest is not None and expected_digest != locked.arguments_digest:
+        raise _refusal(
+            locked,
+            user,
+            decision,
+            "The arguments changed since you looked: this decision would not cover them.",
+            "arguments_changed",
+        )
+    prior: set[int] = set()
+    for by, behalf in locked.decisions.values_list("decided_by_id", "on_behalf_of_id"):
+        prior |= {pk for pk in (by, behalf) if pk is not None}
+    target = _target(locked)
+    role, on_behalf_of = _eligibility(locked, user, target, now, prior, decision)
+    made = ApprovalDecision.objects.create(
+        request=locked,
+        decision=decision,
+        comment=comment,
+        decided_by=user,
+        decided_by_name=name_of(user),
+        on_behalf_of=on_behalf_of,
+        on_behalf_of_name=name_of(on_behalf_of),
+        role=role,
+        role_name=role.name,
+        arguments_digest=locked.arguments_digest,
+        policy_version=locked.policy_version,
+        approval_rule_version=locked.approval_rule_version,
+        decided_at=now,
+    )
+    audit.record(
+        action="governance.approval.decided",
+        actor=user,
+        actor_kind="user",
+        target=locked,
+        run_id=locked.run_id,
+        step_id=locked.step_id or None,
+        decision={**_basis(locked), "decision": decision},
+        body={
+            "decision": decision,
+            "comment": comment,
+            "role": role.name,
+            "on_behalf_of": name_of(on_behalf_of) or None,
+            "arguments_digest": locked.arguments_digest,
+        },
+    )
+    status = {
+        DecisionKind.REJECT: ApprovalStatus.REJECTED,
+        DecisionKind.REQUEST_CHANGES: ApprovalStatus.CHANGES_REQUESTED,
+    }.get(decision)
+    if decision == DecisionKind.APPROVE:
+        approvals = locked.decisions.filter(decision=DecisionKind.APPROVE).count()
+        status = ApprovalStatus.APPROVED if approvals >= locked.approvals_required else None
+    if status is not None:
+        _finish(locked, status, now, actor=user)
+    return made
+
+
+def _finish(
+    request, status: str, now, *, actor=None, announce_to_run: bool = True, reason: str = ""
+) -> None:
+    """Make a request final, audit it and announce it (in this transaction)."""
+    request.status = status
+    request.decided_at = now
+    request.save(update_fields=["status", "decided_at"])
+    audit.record(
+        action=f"governance.approval.{status}",
+        actor=actor,
+        actor_kind=None if actor is not None else "system",
+        target=request,
+        run_id=request.run_id,
+        step_id=request.step_id or None,
+        decision=_basis(request),
+        body={
+            "status": status,
+            "approvals_required": request.approvals_required,
+            "reason": reason,
+        },
+    )
+    approval_decided.send(
+        sender=ApprovalRequest,
+        request=request,
+        payload=outcome_payload(request),
+        actor=actor,
+        announce_to_run=announce_to_run,
+    )
+
+
+# --- deadlines ----------------------------------------------------------------------------------
+
+
+def escalate_overdue(
+    request_id: int, *, now: dt.datetime | None = None, announce_to_run: bool = True
+) -> ApprovalRequest | None:
+    """Escalate a request whose SLA passed (every hop audited), or expire it after the last.
+
+    Safe to call twice and from several places (the approval step's timer, the sweeper): it does
+    nothing before the deadline. Returns None when another transaction holds the request.
+    """
+    with transaction.atomic():
+        request = (
+            ApprovalRequest.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("role", "approval_rule")
+            .filter(pk=request_id)
+            .first()
+        )
+        if request is None:
+            return None
+        now = now or clock.now()
+        if request.is_final or request.due_at > now:
+            return request
+        sla = dt.timedelta(seconds=request.sla_seconds)
+        while request.due_at <= now and request.level + 1 < len(request.chain):
+            from_role = request.role
+            request.level += 1
+            request.role = Role.objects.filter(pk=request.chain[request.level]).first()
+            request.due_at += sla
+            request.save(update_fields=["level", "role", "due_at"])
+            if request.role is not None:
+                _open_to(request, request.role)
+            audit.record(
+                action="governance.approval.escalated",
+                actor_kind="system",
+                target=request,
+                run_id=request.run_id,
+                step_id=request.step_id or None,
+                decision=_basis(request),
+                body={
+                    "from_role": from_role.name if from_role else None,
+                    "to_role": request.role.name if request.role else None,
+                    "level": request.level,
+                    "due_at": request.due_at.isoformat(),
+                    "at": now.isoformat(),
+                },
+            )
+            approval_escalated.send(
+                sender=ApprovalRequest, request=request, from_role=from_role, to_role=request.role
+            )
+        if request.due_at <= now:
+            _finish(request, ApprovalStatus.EXPIRED, now, announce_to_run=announce_to_run)
+        return request
+
+
+def sweep_overdue(*, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Escalate or expire every pending request past its SLA; return how many were looked at."""
+    now = now or clock.now()
+    ids = list(
+        ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for request_id in ids:
+        escalate_overdue(request_id, now=now)
+    return len(ids)
+
+
+@transaction.atomic
+def cancel_for_run(run_id: int, *, reason: str, now: dt.datetime | None = None) -> int:
+    """Cancel the pending requests of a run that finished without them; return how many."""
+    requests = list(
+        ApprovalRequest.objects.filter(run_id=run_id, status=ApprovalStatus.PENDING).order_by("pk")
+    )
+    for request in requests:
+        cancel_request(request, reason=reason, now=now)
+    return len(requests)
+
+
+# --- using an approval --------------------------------------------------------------------------
+
+
+def approval_applies(request: ApprovalRequest, arguments: dict | None) -> bool:
+    """Tell whether an approved request covers exactly these arguments."""
+    return (
+        request.status == ApprovalStatus.APPROVED
+        and digest(arguments or {}) == request.arguments_digest
+    )
+
+
+def require_approval_for(request_id: int, arguments: dict | None) -> ApprovalRequest:
+    """Return the approved request covering these arguments; refuse anything else."""
+    request = ApprovalRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        raise ApprovalMismatch(f"No approval request #{request_id} exists.", code="unknown")
+    if request.status != ApprovalStatus.APPROVED:
+        raise ApprovalMismatch(
+            f"Request #{request.pk} is {request.get_status_display().lower()}, not approved.",
+            code="not_approved",
+        )
+    if digest(arguments or {}) != request.arguments_digest:
+        raise ApprovalMismatch(
+            f"Request #{request.pk} approved other arguments (digest "
+            f"{request.arguments_digest[:12]}…); these need their own approval."
+        )
+    return request
+
+
+def pending_for(user):
+    """Return the pending requests `user` may decide (their roles' and their delegators')."""
+    return ApprovalRequest.objects.restrict(user, "decide").pending()
+
+
+def eligible_deciders(request: ApprovalRequest) -> list:
+    """Return the people who could decide a request now (for display; decide re-checks)."""
+    from django.contrib.auth import get_user_model
+
+    target = _target(request)
+    users = (
+        get_user_model()
+        .objects.filter(groups__role__in=request.eligible_roles.all(), is_active=True)
+        .distinct()
+    )
+    prior = set(request.decisions.values_list("decided_by_id", flat=True))
+    return [
+        user
+        for user in users.order_by("username")
+        if user.pk not in prior
+        and _duty_conflict(request, user) is None
+        and kind_of(user) == PrincipalKind.PERSON
+        and _role_held(request, user, target) is not None
+    ]
+
+
+# --- the approval step of a workflow ------------------------------------------------------------
+
+
+def open_step_approval(
+    *,
+    run,
+    step,
+    rule_slug: str,
+    arguments: dict,
+    action: str = "",
+    summary: str = "",
+    risk: str | None = None,
+    classification: str | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[ApprovalRequest | None, PolicyDecision]:
+    """Open (or reuse) the request of a workflow's approval step, after the policy decision.
+
+    `run` and `step` are the engine's rows, used duck-typed. The decision is taken for the run's
+    initiator on the run's workflow; a deny returns no request. A policy rule that requires
+    approval brings its own approval rule; otherwise the step's rule applies.
+    """
+    from governance.actions.policies import decide
+
+    action = action or f"workflow.{run.workflow.slug}.{step.step_id}"
+    decision = decide(
+        actor=run.started_by,
+        action=action,
+        target=run.workflow,
+        arguments=arguments,
+        classification=classification,
+        risk=risk,
+        run_id=run.pk,
+        step_id=step.step_id,
+    )
+    if decision.effect == "deny":
+        return None, decision
+    existing = ApprovalRequest.objects.filter(
+        step_run_id=step.pk, status=ApprovalStatus.PENDING
+    ).first()
+    if existing is not None and existing.arguments_digest == digest(arguments):
+        return existing, decision
+    if existing is not None:
+        cancel_request(existing, reason="the step asked again with other arguments", now=now)
+    rule = None
+    if decision.approval_rule_id is not None:
+        rule = ApprovalRule.objects.get(pk=decision.approval_rule_id)
+    else:
+        rule = ApprovalRule.objects.get(slug=rule_slug)
+    request = request_approval(
+        action=action,
+        approval_rule=rule,
+        arguments=arguments,
+        target=run.workflow,
+        summary=summary,
+        risk=risk or (decision.risk if decision.rule_id else None),
+        requested_by=run.started_by,
+        run_initiator=run.started_by,
+        run_id=run.pk,
+        step_run_id=step.pk,
+        step_id=step.step_id,
+        decision=decision,
+        now=now,
+    )
+    return request, decision
+
+
+def cancel_request(
+    request: ApprovalRequest, *, reason: str, now: dt.datetime | None = None
+) -> None:
+    """Cancel one pending request (audited); its step is not signalled."""
+    locked = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
+    if locked.is_final:
+        return
+    _finish(
+        locked, ApprovalStatus.CANCELLED, now or clock.now(), announce_to_run=False, reason=reason
+    )

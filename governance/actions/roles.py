@@ -1,0 +1,182 @@
+"""Roles: named mandates built on Django groups, with members and the permissions they carry.
+
+A role's permissions are its group's: model-level permissions (every row of a model) and
+guardian object permissions (one row). Granting needs the right to change the role, and
+nobody grants what they do not hold themselves.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from guardian.shortcuts import assign_perm, remove_perm
+
+from governance.actions.common import (
+    GovernanceError,
+    audited_refusals,
+    delete_governed,
+    name_of,
+    save_governed,
+)
+from governance.models import Role
+from governance.permissions import can, has_model_permission, permission_name, require
+
+
+def roles_of(user) -> list[Role]:
+    """Return the roles a user holds."""
+    if user is None or not getattr(user, "pk", None):
+        return []
+    return list(Role.objects.filter(group__user=user).order_by("name"))
+
+
+def holds_role(user, role: Role) -> bool:
+    """Tell whether a user is a member of a role."""
+    return bool(user is not None and user.pk) and role.group.user_set.filter(pk=user.pk).exists()
+
+
+def role_grants(role: Role, action: str, obj) -> bool:
+    """Tell whether a role carries `action` on `obj` (on every row of its model, or on it)."""
+    if obj is None:
+        return True
+    perm = permission_name(type(obj), action)
+    app_label, codename = perm.split(".", 1)
+    if role.group.permissions.filter(content_type__app_label=app_label, codename=codename).exists():
+        return True
+    from guardian.core import ObjectPermissionChecker
+
+    return ObjectPermissionChecker(role.group).has_perm(codename, obj)
+
+
+@audited_refusals
+def create_role(
+    *, name: str, description: str = "", owner=None, actor=None, reason: str = ""
+) -> Role:
+    """Create a role and the group that carries its permissions."""
+    if Group.objects.filter(name=name).exists():
+        raise GovernanceError(f"A group named {name!r} already exists.", code="duplicate")
+    group = Group.objects.create(name=name)
+    role = Role(group=group, name=name, description=description, owner=owner)
+    role.owner_name = name_of(owner)
+    return save_governed(role, actor=actor, reason=reason or "role created")
+
+
+@audited_refusals
+def update_role(role: Role, *, actor, reason: str, **fields) -> Role:
+    """Change a role's name, description or owner; the group follows its name."""
+    for name, value in fields.items():
+        if name not in {"name", "description", "owner"}:
+            raise TypeError(f"update_role cannot change {name!r}")
+        setattr(role, name, value)
+    role.owner_name = name_of(role.owner)
+    save_governed(role, actor=actor, reason=reason)
+    if role.group.name != role.name:
+        role.group.name = role.name
+        role.group.save(update_fields=["name"])
+    return role
+
+
+@audited_refusals
+def delete_role(role: Role, *, actor, reason: str) -> None:
+    """Delete a role and its group (members lose what it carried)."""
+    group = role.group
+    delete_governed(role, actor=actor, reason=reason)
+    group.delete()
+
+
+@audited_refusals
+def set_members(role: Role, users, *, actor, reason: str = "") -> Role:
+    """Make exactly these users the role's members (each change is audited as a group change)."""
+    if actor is not None:
+        require(actor, "change", role)
+    wanted = {user.pk for user in users}
+    current = set(role.group.user_set.values_list("pk", flat=True))
+    if wanted - current:
+        role.group.user_set.add(*(wanted - current))
+    if current - wanted:
+        role.group.user_set.remove(*(current - wanted))
+    return role
+
+
+@audited_refusals
+def add_member(role: Role, user, *, actor) -> Role:
+    """Give a user a role."""
+    if actor is not None:
+        require(actor, "change", role)
+    role.group.user_set.add(user)
+    return role
+
+
+@audited_refusals
+def remove_member(role: Role, user, *, actor) -> Role:
+    """Take a role from a user."""
+    if actor is not None:
+        require(actor, "change", role)
+    role.group.user_set.remove(user)
+    return role
+
+
+def _permission(perm: str) -> Permission:
+    """Return a Permission row from 'app_label.codename'."""
+    app_label, codename = perm.split(".", 1)
+    try:
+        return Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    except Permission.DoesNotExist:
+        raise GovernanceError(
+            f"No permission {perm!r} exists.", code="unknown_permission"
+        ) from None
+
+
+def _may_grant(actor, perm: str, obj) -> bool:
+    """Tell whether `actor` holds what they want to grant (nobody grants beyond themselves)."""
+    permission = _permission(perm)
+    if obj is None:
+        return actor.is_superuser or actor.has_perm(perm)
+    action = permission.codename.rsplit("_", 1)[0]
+    if permission.codename == f"{action}_{obj._meta.model_name}":
+        return can(actor, action, obj)
+    return actor.is_superuser or actor.has_perm(perm) or actor.has_perm(perm, obj)
+
+
+@audited_refusals
+def grant(role: Role, perm: str, obj=None, *, actor) -> Role:
+    """Let a role do `perm` ('app.codename') on one object, or on every row without `obj`."""
+    if actor is not None:
+        require(actor, "change", role)
+        if not _may_grant(actor, perm, obj):
+            raise GovernanceError(
+                f"You cannot grant {perm} {'on ' + str(obj) if obj else 'globally'}: "
+                "you do not hold it yourself.",
+                code="grant_beyond_own",
+            )
+    if obj is None:
+        role.group.permissions.add(_permission(perm))
+    else:
+        _check_object_permission(perm, obj)
+        assign_perm(perm, role.group, obj)
+    return role
+
+
+@audited_refusals
+def revoke(role: Role, perm: str, obj=None, *, actor) -> Role:
+    """Take a permission (on one object, or model-wide) away from a role."""
+    if actor is not None:
+        require(actor, "change", role)
+    if obj is None:
+        role.group.permissions.remove(_permission(perm))
+    else:
+        remove_perm(perm, role.group, obj)
+    return role
+
+
+def _check_object_permission(perm: str, obj) -> None:
+    """Refuse a permission that does not belong to the object's model."""
+    permission = _permission(perm)
+    if permission.content_type_id != ContentType.objects.get_for_model(type(obj)).pk:
+        raise GovernanceError(
+            f"{perm} is not a permission of {obj._meta.label}.", code="wrong_permission"
+        )
+
+
+def can_manage_roles(user) -> bool:
+    """Tell whether a user may change roles at all (for the admin's menus)."""
+    return has_model_permission(user, "change", Role)

@@ -1,0 +1,807 @@
+"""The governance admin: roles, principals, policies (with dry run), approval rules, delegations,
+the pending-approvals list with its decisions, and escalations.
+
+Every page goes through restrict() / can() (GovernedAdminMixin); every write goes through the
+governance services with the change reason the form asks for; history with diff and revert
+comes from simple-history; guardian's object-permission pages hang off each governed object.
+Decided approvals and resolved escalations are read-only records.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils.html import format_html, format_html_join
+from guardian.admin import ReinforcedGuardedModelAdminMixin
+from guardian.models import GroupObjectPermission
+from simple_history.admin import SimpleHistoryAdmin
+
+from governance import services
+from governance.admin_mixins import (
+    REASON_FIELD,
+    ChangeReasonForm,
+    GovernedAdminMixin,
+    audited_view,
+)
+from governance.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalRule,
+    ApprovalStatus,
+    DecisionKind,
+    Delegation,
+    Escalation,
+    EscalationLevel,
+    EscalationStatus,
+    Policy,
+    PolicyRule,
+    Principal,
+    Resolution,
+    Role,
+)
+from governance.permissions import can, has_model_permission
+
+GOVERNED_APPS = ["governance", "orchestrator", "agents", "audit", "guardian"]
+
+
+def pretty_json(value) -> str:
+    """Render JSON for reading in the admin."""
+    return format_html("<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2))
+
+
+class GovernedModelAdmin(GovernedAdminMixin, ReinforcedGuardedModelAdminMixin, SimpleHistoryAdmin):
+    """A governed model: restricted pages, change reasons, history, object permissions."""
+
+
+def _differs(obj, fields) -> bool:
+    """Tell whether an edited object differs from its stored row (a revert starts from history)."""
+    stored = type(obj)._default_manager.filter(pk=obj.pk).first()
+    return stored is None or any(getattr(stored, name) != getattr(obj, name) for name in fields)
+
+
+def _reason(request) -> str:
+    """Return the change reason the main form of this request gave (inlines share it)."""
+    return getattr(request, "_governance_reason", "") or "changed in the admin"
+
+
+# --- roles and principals -----------------------------------------------------------------------
+
+
+class RoleForm(ChangeReasonForm):
+    """A role with its members and its model-wide permissions."""
+
+    members = forms.ModelMultipleChoiceField(
+        queryset=get_user_model().objects.order_by("username"),
+        required=False,
+        widget=admin.widgets.FilteredSelectMultiple("members", is_stacked=False),
+    )
+    permissions = forms.ModelMultipleChoiceField(
+        queryset=Permission.objects.filter(content_type__app_label__in=GOVERNED_APPS)
+        .select_related("content_type")
+        .order_by("content_type__app_label", "content_type__model", "codename"),
+        required=False,
+        help_text="Model-wide: every row of the model. Object by object: use the "
+        "'Object permissions' page of that object.",
+        widget=admin.widgets.FilteredSelectMultiple("permissions", is_stacked=False),
+    )
+
+    class Meta:
+        model = Role
+        fields = ["name", "description", "owner"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["members"].initial = list(self.instance.group.user_set.all())
+            self.fields["permissions"].initial = list(self.instance.group.permissions.all())
+
+
+@admin.register(Role)
+class RoleAdmin(GovernedModelAdmin):
+    form = RoleForm
+    list_display = ["name", "owner_name", "member_count", "description"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["object_permissions", "created_at"]
+
+    @admin.display(description="Members")
+    def member_count(self, obj):
+        return obj.group.user_set.count()
+
+    @admin.display(description="Object permissions held")
+    def object_permissions(self, obj):
+        """List the guardian permissions the role holds object by object."""
+        rows = (
+            GroupObjectPermission.objects.filter(group=obj.group)
+            .select_related("permission", "content_type")
+            .order_by("content_type__model", "object_pk")
+        )
+        items = []
+        for row in rows:
+            model = row.content_type.model_class()
+            target = model._default_manager.filter(pk=row.object_pk).first() if model else None
+            label = (
+                f"{row.permission.codename} on {target or row.content_type.model} #{row.object_pk}"
+            )
+            try:
+                url = reverse(
+                    f"admin:{row.content_type.app_label}_{row.content_type.model}_permissions",
+                    args=[row.object_pk],
+                )
+            except NoReverseMatch:
+                url = ""
+            items.append((url, label))
+        if not items:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", '<li><a href="{}">{}</a></li>', items),
+        )
+
+    def save_model(self, request, obj, form, change):
+        """Create or change the role through the services."""
+        reason = self.change_reason(request, form)
+        request._governance_reason = reason
+        if not change:
+            role = services.create_role(
+                name=obj.name,
+                description=obj.description,
+                owner=obj.owner,
+                actor=request.user,
+                reason=reason,
+            )
+            obj.pk, obj.group_id, obj.created_at = role.pk, role.group_id, role.created_at
+            obj._state.adding = False
+            return
+        services.update_role(
+            obj,
+            actor=request.user,
+            reason=reason,
+            name=obj.name,
+            description=obj.description,
+            owner=obj.owner,
+        )
+
+    def save_related(self, request, form, formsets, change):
+        """Apply members and model-wide permissions through the services (each audited)."""
+        role = form.instance
+        if "members" in form.changed_data:
+            services.set_members(role, form.cleaned_data["members"], actor=request.user)
+        if "permissions" in form.changed_data:
+            wanted = set(form.cleaned_data["permissions"])
+            held = set(role.group.permissions.all())
+            for permission in wanted - held:
+                label = f"{permission.content_type.app_label}.{permission.codename}"
+                services.grant(role, label, actor=request.user)
+            for permission in held - wanted:
+                label = f"{permission.content_type.app_label}.{permission.codename}"
+                services.revoke(role, label, actor=request.user)
+
+    def delete_model(self, request, obj):
+        services.delete_role(obj, actor=request.user, reason="deleted in the admin")
+
+
+@admin.register(Principal)
+class PrincipalAdmin(GovernedModelAdmin):
+    list_display = ["user", "kind", "display_name", "owner_name", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["user__username", "display_name", "owner_name"]
+    fields = ["user", "kind", "display_name", "description", "owner", REASON_FIELD]
+    readonly_fields = ["user", "kind"]
+
+    def has_add_permission(self, request, *args):
+        """Principals are created with their users (services and commands)."""
+        return False
+
+    def save_model(self, request, obj, form, change):
+        reason = self.change_reason(request, form)
+        if "owner" in form.changed_data and obj.owner is not None:
+            services.set_owner(obj, obj.owner, actor=request.user, reason=reason)
+        else:
+            super().save_model(request, obj, form, change)
+
+
+# --- policies -----------------------------------------------------------------------------------
+
+
+class PolicyRuleForm(forms.ModelForm):
+    """A rule, validated as the services validate it (condition, effect's companions)."""
+
+    class Meta:
+        model = PolicyRule
+        fields = [
+            "position",
+            "name",
+            "status",
+            "action",
+            "condition",
+            "effect",
+            "reason",
+            "approval_rule",
+            "escalate_to",
+            "risk",
+        ]
+        widgets = {"condition": forms.Textarea(attrs={"rows": 2, "cols": 60})}
+
+    def clean(self):
+        cleaned = super().clean()
+        draft = self.instance
+        for name, value in cleaned.items():
+            if hasattr(draft, name):
+                setattr(draft, name, value)
+        for field, problems in services.rule_problems(draft).items():
+            for problem in problems:
+                self.add_error(field if field in self.fields else None, problem)
+        return cleaned
+
+
+class PolicyRuleInline(admin.StackedInline):
+    model = PolicyRule
+    form = PolicyRuleForm
+    extra = 0
+    ordering = ["position", "id"]
+    show_change_link = True
+
+    def _may_change_policy(self, request, obj) -> bool:
+        if obj is None:
+            return has_model_permission(request.user, "add", Policy)
+        return can(request.user, "change", obj)
+
+    def has_add_permission(self, request, obj=None):
+        return self._may_change_policy(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._may_change_policy(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._may_change_policy(request, obj)
+
+    def has_view_permission(self, request, obj=None):
+        return obj is None or can(request.user, "view", obj)
+
+
+class PolicyForm(ChangeReasonForm):
+    class Meta:
+        model = Policy
+        fields = ["slug", "name", "description", "priority", "is_active"]
+
+
+@admin.register(Policy)
+class PolicyAdmin(GovernedModelAdmin):
+    form = PolicyForm
+    inlines = [PolicyRuleInline]
+    list_display = ["slug", "name", "version", "priority", "is_active", "rule_count", "updated_at"]
+    list_filter = ["is_active"]
+    search_fields = ["slug", "name", "description"]
+    readonly_fields = ["version", "updated_at"]
+
+    @admin.display(description="Rules")
+    def rule_count(self, obj):
+        return obj.rules.count()
+
+    def save_model(self, request, obj, form, change):
+        """Create the policy, or change it (a new version) when its own fields changed."""
+        reason = self.change_reason(request, form)
+        request._governance_reason = reason
+        fields = {name: getattr(obj, name) for name in PolicyForm.Meta.fields}
+        if not change:
+            created = services.create_policy(**fields, actor=request.user, reason=reason)
+            obj.pk, obj.version = created.pk, created.version
+            obj._state.adding = False
+        elif _differs(obj, fields):
+            services.update_policy(obj, actor=request.user, reason=reason, **fields)
+
+    def save_formset(self, request, form, formset, change):
+        """Save each changed rule through the services: validated, each a new policy version."""
+        rules = formset.save(commit=False)
+        for rule in formset.deleted_objects:
+            services.delete_rule(rule, actor=request.user, reason=_reason(request))
+        for rule in rules:
+            rule.policy = form.instance
+            services.save_rule(rule, actor=request.user, reason=_reason(request))
+
+
+class PolicyRuleAdminForm(PolicyRuleForm, ChangeReasonForm):
+    class Meta(PolicyRuleForm.Meta):
+        fields = ["policy", *PolicyRuleForm.Meta.fields]
+
+
+@admin.register(PolicyRule)
+class PolicyRuleAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
+    """Rules one by one: where drafts are written and dry-run against recorded decisions."""
+
+    form = PolicyRuleAdminForm
+    change_form_template = "admin/governance/policyrule/change_form.html"
+    list_display = ["name", "policy", "position", "status", "action", "effect", "risk", "version"]
+    list_filter = ["status", "effect", "policy"]
+    search_fields = ["name", "action", "condition"]
+    readonly_fields = ["version"]
+
+    def save_model(self, request, obj, form, change):
+        services.save_rule(obj, actor=request.user, reason=self.change_reason(request, form))
+
+    def delete_model(self, request, obj):
+        services.delete_rule(obj, actor=request.user, reason="deleted in the admin")
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """A POST with `_dryrun` replays recorded decisions with the form's rule; nothing saved."""
+        if request.method == "POST" and "_dryrun" in request.POST:
+            return self.dry_run_view(request, object_id)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    @audited_view("view")
+    def dry_run_view(self, request, object_id=None):
+        """Show what the rule in the form would have changed among recorded decisions."""
+        obj = self.get_object(request, object_id) if object_id else None
+        if obj is not None and not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        form_class = self.get_form(request, obj, change=obj is not None)
+        form = form_class(request.POST, instance=obj or PolicyRule())
+        if REASON_FIELD in form.fields:
+            form.fields[REASON_FIELD].required = False
+        report = None
+        if form.is_valid():
+            draft = form.save(commit=False)
+            if not can(request.user, "view", draft.policy):
+                raise PermissionDenied
+            report = services.dry_run(draft)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dry run",
+            "opts": self.model._meta,
+            "form": form,
+            "report": report,
+            "original": obj,
+        }
+        return TemplateResponse(request, "admin/governance/policyrule/dry_run.html", context)
+
+
+# --- approval rules and delegations --------------------------------------------------------------
+
+
+class EscalationLevelInline(admin.TabularInline):
+    model = EscalationLevel
+    extra = 1
+    fields = ["position", "role"]
+    ordering = ["position"]
+
+    def has_add_permission(self, request, obj=None):
+        return obj is None or can(request.user, "change", obj)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None or can(request.user, "change", obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is None or can(request.user, "change", obj)
+
+    def has_view_permission(self, request, obj=None):
+        return obj is None or can(request.user, "view", obj)
+
+
+class ApprovalRuleForm(ChangeReasonForm):
+    class Meta:
+        model = ApprovalRule
+        fields = ["slug", "name", "description", "role", "approvals_required", "sla_seconds"]
+
+
+@admin.register(ApprovalRule)
+class ApprovalRuleAdmin(GovernedModelAdmin):
+    form = ApprovalRuleForm
+    inlines = [EscalationLevelInline]
+    list_display = ["slug", "name", "role", "approvals_required", "sla_seconds", "version"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["version", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        reason = self.change_reason(request, form)
+        request._governance_reason = reason
+        fields = {name: getattr(obj, name) for name in ApprovalRuleForm.Meta.fields}
+        if not change:
+            created = services.create_approval_rule(**fields, actor=request.user, reason=reason)
+            obj.pk, obj.version = created.pk, created.version
+            obj._state.adding = False
+        elif _differs(obj, fields):
+            services.update_approval_rule(obj, actor=request.user, reason=reason, **fields)
+
+    def save_formset(self, request, form, formset, change):
+        """Replace the escalation chain through the service when the inline changed."""
+        formset.save(commit=False)  # for the admin's change message; the service writes
+        if not formset.has_changed():
+            return
+        levels = [
+            (row["position"], row["role"])
+            for row in formset.cleaned_data
+            if row and not row.get("DELETE") and row.get("role") is not None
+        ]
+        roles = [role for _, role in sorted(levels, key=lambda level: level[0])]
+        services.update_approval_rule(
+            form.instance, actor=request.user, reason=_reason(request), escalation=roles
+        )
+
+
+class DelegationForm(ChangeReasonForm):
+    class Meta:
+        model = Delegation
+        fields = ["delegator", "delegate", "role", "starts_at", "ends_at", "note"]
+
+
+@admin.register(Delegation)
+class DelegationAdmin(GovernedModelAdmin):
+    form = DelegationForm
+    list_display = ["delegator", "delegate", "role", "starts_at", "ends_at", "revoked_at", "note"]
+    list_filter = ["role"]
+    search_fields = ["delegator__username", "delegate__username", "note"]
+    readonly_fields = ["revoked_at", "created_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request, *args):
+        """Anyone who is a person may delegate their own approvals."""
+        return services.is_person(request.user) or super().has_add_permission(request)
+
+    def get_changeform_initial_data(self, request):
+        return {"delegator": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request, obj, form, change):
+        reason = self.change_reason(request, form)
+        if not change:
+            created = services.create_delegation(
+                delegator=obj.delegator,
+                delegate=obj.delegate,
+                starts_at=obj.starts_at,
+                ends_at=obj.ends_at,
+                role=obj.role,
+                note=obj.note,
+                actor=request.user,
+            )
+            obj.pk = created.pk
+            obj._state.adding = False
+            return
+        fields = {name: getattr(obj, name) for name in DelegationForm.Meta.fields}
+        services.update_delegation(obj, actor=request.user, reason=reason, **fields)
+
+    def delete_model(self, request, obj):
+        services.delete_delegation(obj, actor=request.user, reason="deleted in the admin")
+
+    @admin.action(description="Revoke the selected delegations now", permissions=["change"])
+    def revoke(self, request, queryset):
+        for delegation in queryset.filter(revoked_at__isnull=True):
+            try:
+                services.revoke_delegation(delegation, actor=request.user, reason="admin")
+            except (services.AccessDenied, services.NotVisible) as exc:
+                self.message_user(request, f"{delegation}: {exc}", messages.ERROR)
+
+
+# --- approval requests: the pending list and decisions ------------------------------------------
+
+
+class StateFilter(admin.SimpleListFilter):
+    """Pending requests first: the list opens on what waits for a decision."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("pending", "Pending"), ("decided", "Final"), ("all", "All")]
+
+    def choices(self, changelist):
+        value = self.value() or "pending"
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": value == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value() or "pending"
+        if value == "pending":
+            return queryset.filter(status=ApprovalStatus.PENDING)
+        if value == "decided":
+            return queryset.exclude(status=ApprovalStatus.PENDING)
+        return queryset
+
+
+class DecisionInline(admin.TabularInline):
+    model = ApprovalDecision
+    extra = 0
+    can_delete = False
+    fields = [
+        "decided_at",
+        "decided_by_name",
+        "on_behalf_of_name",
+        "role_name",
+        "decision",
+        "comment",
+        "policy_version",
+        "arguments_digest",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return True  # shown only inside a request the user may view
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    expected_digest = forms.CharField(widget=forms.HiddenInput)
+
+
+def _decide_action(kind: str, label: str):
+    """Make an admin action that decides each selected request under every rule."""
+
+    def action(modeladmin, request, queryset):
+        done = 0
+        for approval in queryset:
+            try:
+                services.decide_approval(
+                    approval, user=request.user, decision=kind, comment=f"{label} in the admin list"
+                )
+                done += 1
+            except services.ApprovalRefused as exc:
+                modeladmin.message_user(request, f"#{approval.pk}: {exc}", messages.ERROR)
+        if done:
+            modeladmin.message_user(request, f"{label}: {done} request(s).", messages.SUCCESS)
+
+    action.short_description = f"{label} selected requests"
+    action.__name__ = f"{kind}_selected"
+    action.allowed_permissions = ("decide",)
+    return action
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(GovernedAdminMixin, admin.ModelAdmin):
+    """The pending-approvals list; decisions go through the decision service, never a form."""
+
+    change_form_template = "admin/governance/approvalrequest/change_form.html"
+    list_display = [
+        "id",
+        "action",
+        "target_repr",
+        "risk",
+        "status",
+        "role",
+        "approvals",
+        "requested_by_name",
+        "due_at",
+        "expires_at",
+    ]
+    list_filter = [StateFilter, "risk", "role", "action"]
+    search_fields = ["=id", "action", "target_repr", "summary", "requested_by_name"]
+    list_select_related = ["role"]
+    inlines = [DecisionInline]
+    actions = [
+        _decide_action(DecisionKind.APPROVE, "Approve"),
+        _decide_action(DecisionKind.REJECT, "Reject"),
+    ]
+    fields = [
+        "status",
+        "action",
+        "summary",
+        "target_type",
+        "target_id",
+        "target_repr",
+        "arguments_pretty",
+        "arguments_digest",
+        "risk",
+        "requested_by_name",
+        "run_initiator_name",
+        "accountable_owner_name",
+        "run_link",
+        "step_id",
+        "policy_basis",
+        "role",
+        "level",
+        "approvals",
+        "created_at",
+        "due_at",
+        "expires_at",
+        "decided_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Approvals")
+    def approvals(self, obj):
+        given = obj.decisions.filter(decision=DecisionKind.APPROVE).count()
+        return f"{given} of {obj.approvals_required}"
+
+    @admin.display(description="Arguments")
+    def arguments_pretty(self, obj):
+        return pretty_json(obj.arguments)
+
+    @admin.display(description="Run")
+    def run_link(self, obj):
+        if obj.run_id is None:
+            return "—"
+        try:
+            url = reverse("admin:orchestrator_workflowrun_change", args=[obj.run_id])
+        except NoReverseMatch:
+            return f"run {obj.run_id}"
+        return format_html('<a href="{}">run {}</a>', url, obj.run_id)
+
+    @admin.display(description="Required by")
+    def policy_basis(self, obj):
+        rule = obj.approval_rule.slug if obj.approval_rule else "—"
+        policy = obj.decision_basis.get("policy_slug") or "no policy rule"
+        version = f" v{obj.policy_version}" if obj.policy_version else ""
+        return f"{policy}{version} / rule {obj.decision_basis.get('rule_name') or '—'} / " + (
+            f"approval rule {rule} v{obj.approval_rule_version}"
+        )
+
+    def has_add_permission(self, request, *args):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        """A request is a record: never edited, only decided."""
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_decide_permission(self, request, obj=None):
+        """Tell whether the user may decide (this request, or some request)."""
+        if obj is not None:
+            return can(request.user, "decide", obj)
+        return ApprovalRequest.objects.restrict(request.user, "decide").exists()
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/decide/",
+                self.admin_site.admin_view(self.decide_view),
+                name="governance_approvalrequest_decide",
+            ),
+            *super().get_urls(),
+        ]
+
+    @audited_view("view")
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Show the request, its decisions, who may decide, and the decision form."""
+        obj = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if obj.status == ApprovalStatus.PENDING and self.has_decide_permission(request, obj):
+            extra["decision_form"] = DecisionForm(initial={"expected_digest": obj.arguments_digest})
+            extra["decision_url"] = reverse(
+                "admin:governance_approvalrequest_decide", args=[obj.pk]
+            )
+            extra["decision_kinds"] = DecisionKind.choices
+            extra["eligible"] = services.eligible_deciders(obj)
+        return super().change_view(request, object_id, form_url, extra)
+
+    @audited_view("decide")
+    def decide_view(self, request, pk):
+        """Apply one decision through the decision service (every rule re-checked there)."""
+        if request.method != "POST":
+            return redirect("admin:governance_approvalrequest_change", pk)
+        obj = self.get_object(request, str(pk))
+        form = DecisionForm(request.POST)
+        decision = request.POST.get("decision", "")
+        if not form.is_valid() or decision not in DecisionKind.values:
+            self.message_user(request, "Choose approve, reject or request changes.", messages.ERROR)
+            return redirect("admin:governance_approvalrequest_change", pk)
+        try:
+            services.decide_approval(
+                obj,
+                user=request.user,
+                decision=decision,
+                comment=form.cleaned_data["comment"],
+                expected_digest=form.cleaned_data["expected_digest"],
+            )
+        except services.ApprovalRefused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:governance_approvalrequest_change", pk)
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            f"Request #{obj.pk}: your decision ({decision.replace('_', ' ')}) is recorded; "
+            f"the request is {obj.get_status_display().lower()}.",
+            messages.SUCCESS,
+        )
+        return redirect("admin:governance_approvalrequest_changelist")
+
+
+# --- escalations --------------------------------------------------------------------------------
+
+
+class ResolveForm(forms.Form):
+    resolution = forms.ChoiceField(choices=Resolution.choices, widget=forms.RadioSelect)
+    result = forms.JSONField(
+        required=False, help_text="For 'take over': the step's output, as JSON.", initial=None
+    )
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+@admin.register(Escalation)
+class EscalationAdmin(GovernedAdminMixin, admin.ModelAdmin):
+    """Tasks for people: take over, retry or stop; resolved ones are records."""
+
+    change_form_template = "admin/governance/escalation/change_form.html"
+    list_display = ["id", "reason", "status", "role", "run_id", "step_id", "created_at"]
+    list_filter = ["status", "reason", "role"]
+    search_fields = ["=id", "=run_id", "step_id", "summary"]
+    fields = [
+        "status",
+        "reason",
+        "summary",
+        "context_pretty",
+        "role",
+        "run_id",
+        "step_id",
+        "raised_by_name",
+        "created_at",
+        "resolution",
+        "result",
+        "comment",
+        "resolved_by_name",
+        "resolved_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Context")
+    def context_pretty(self, obj):
+        return pretty_json(obj.context)
+
+    def has_add_permission(self, request, *args):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/resolve/",
+                self.admin_site.admin_view(self.resolve_view),
+                name="governance_escalation_resolve",
+            ),
+            *super().get_urls(),
+        ]
+
+    @audited_view("view")
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Show the escalation and, to those who may resolve it, the resolution form."""
+        obj = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if obj.status == EscalationStatus.OPEN and can(request.user, "resolve", obj):
+            extra["resolve_form"] = ResolveForm()
+            extra["resolve_url"] = reverse("admin:governance_escalation_resolve", args=[obj.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    @audited_view("resolve")
+    def resolve_view(self, request, pk):
+        """Resolve through the service; the engine carries the resolution out."""
+        if request.method != "POST":
+            return redirect("admin:governance_escalation_change", pk)
+        obj = self.get_object(request, str(pk))
+        form = ResolveForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, f"Invalid resolution: {form.errors}", messages.ERROR)
+            return redirect("admin:governance_escalation_change", pk)
+        try:
+            services.resolve_escalation(
+                obj,
+                user=request.user,
+                resolution=form.cleaned_data["resolution"],
+                result=form.cleaned_data["result"],
+                comment=form.cleaned_data["comment"],
+            )
+        except (services.GovernanceError, services.AccessDenied, services.NotVisible) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:governance_escalation_change", pk)
+        self.message_user(request, f"Escalation #{obj.pk} resolved.", messages.SUCCESS)
+        return redirect("admin:governance_escalation_changelist")

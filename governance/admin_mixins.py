@@ -1,0 +1,222 @@
+"""The governed admin: every admin page of a governed model goes through restrict() / can().
+
+`GovernedAdminMixin` makes an admin list only what `queryset.restrict(user, "view")` returns,
+answer its has_*_permission questions with can(), turn an object the user may not see into a
+404 (not the admin's "perhaps it was deleted" redirect), ask for a change reason on every form
+(set on the object before it is saved, for simple-history), save through a function that
+re-checks the result inside the admin's transaction, and write every refusal (403 or 404) to the
+audit log once the refused transaction has rolled back. Other apps use it for their governed
+models (the engine's workflows and runs, the agents).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+
+from governance.actions.common import GovernanceError, delete_governed, save_governed
+from governance.permissions import (
+    AccessDenied,
+    NotVisible,
+    can,
+    has_model_permission,
+    permission_name,
+)
+
+REASON_FIELD = "change_reason"
+
+
+class ChangeReasonForm(forms.ModelForm):
+    """A model form that asks why: the reason is recorded with the change in its history."""
+
+    change_reason = forms.CharField(
+        max_length=100,
+        required=True,
+        help_text="Why this change? Kept in the history and the audit log.",
+    )
+
+
+def _refusal_for(request, model, action: str, object_id, exc) -> AccessDenied | NotVisible:
+    """Turn a refusal raised by Django's admin into one of ours, so it can be audited."""
+    if isinstance(exc, AccessDenied | NotVisible):
+        return exc
+    if isinstance(exc, Http404):
+        return NotVisible(request.user, action, model, object_id or "")
+    return AccessDenied(request.user, action, model=model, detail=str(exc) or "")
+
+
+def audited_view(action: str):
+    """Wrap an admin view so a 403 or 404 it raises is audited (after its transaction ended)."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(self, request, object_id=None, *args, **kwargs):
+            try:
+                if object_id is None:
+                    return view(self, request, *args, **kwargs)
+                return view(self, request, object_id, *args, **kwargs)
+            except (PermissionDenied, Http404) as exc:
+                refusal = _refusal_for(request, self.model, action, object_id, exc)
+                refusal.audit()
+                raise refusal from None
+
+        return wrapper
+
+    return decorate
+
+
+class GovernedAdminMixin:
+    """Admin pages of a governed model, through the one authorisation path."""
+
+    form = ChangeReasonForm
+    ask_change_reason = True
+
+    # --- what the user may see and do ---------------------------------------------------------
+
+    def get_queryset(self, request):
+        """List only the rows the user may view."""
+        queryset = super().get_queryset(request)
+        return queryset.restrict(request.user, "view")
+
+    def _may(self, request, action: str, obj=None) -> bool:
+        """Tell whether the user may do `action` on `obj`, or on at least one row without it."""
+        user = request.user
+        if obj is not None:
+            return can(user, action, obj)
+        if has_model_permission(user, action, self.model):
+            return True
+        if action == "add":
+            return False
+        manager = self.model._default_manager
+        return manager.all().restrict(user, action).exists()
+
+    def has_view_permission(self, request, obj=None):
+        """View what restrict() lets the user view (or change)."""
+        return self._may(request, "view", obj) or self._may(request, "change", obj)
+
+    def has_change_permission(self, request, obj=None):
+        """Change what can() allows."""
+        return self._may(request, "change", obj)
+
+    def has_delete_permission(self, request, obj=None):
+        """Delete what can() allows."""
+        return self._may(request, "delete", obj)
+
+    def has_add_permission(self, request, *args):
+        """Add with the model-level permission."""
+        parent = getattr(self.model._default_manager.all(), "permission_parent", None)
+        if parent:
+            related = self.model._meta.get_field(parent).related_model
+            return self._may_on(request, "change", related)
+        return has_model_permission(request.user, "add", self.model)
+
+    def _may_on(self, request, action: str, model) -> bool:
+        """Tell whether the user may do `action` on some row of another model."""
+        if has_model_permission(request.user, action, model):
+            return True
+        return model._default_manager.all().restrict(request.user, action).exists()
+
+    def has_module_permission(self, request):
+        """Show the app to users who may view something in it."""
+        return self.has_view_permission(request)
+
+    def get_object(self, request, object_id, from_field=None):
+        """Return the object, or raise a 404 when it is missing or not the user's to see."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise NotVisible(request.user, "view", self.model, object_id)
+        return obj
+
+    def response_action(self, request, queryset):
+        """Apply a bulk action only to the selected rows the user may act on as it requires."""
+        name = request.POST.get("action", "")
+        action = self.get_actions(request).get(name)
+        for permission in getattr(action[0], "allowed_permissions", ()) if action else ():
+            queryset = queryset.restrict(request.user, permission)
+        return super().response_action(request, queryset)
+
+    # --- saving with a reason, re-checked ---------------------------------------------------
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        """Ask for the change reason only where the user may change."""
+        form = super().get_form(request, obj, change=change, **kwargs)
+        view_only = obj is not None and not self.has_change_permission(request, obj)
+        if REASON_FIELD in form.base_fields and (view_only or not self.ask_change_reason):
+            form.base_fields.pop(REASON_FIELD)
+        return form
+
+    def change_reason(self, request, form) -> str:
+        """Return the reason given in the form (or say where the change came from)."""
+        reason = (form.cleaned_data.get(REASON_FIELD) or "").strip() if form is not None else ""
+        return reason or f"changed in the admin by {request.user.get_username()}"
+
+    def save_model(self, request, obj, form, change):
+        """Save through the governed write path: checked, reasoned, re-checked after saving."""
+        save_governed(obj, actor=request.user, reason=self.change_reason(request, form))
+
+    def delete_model(self, request, obj):
+        """Delete through the governed write path."""
+        delete_governed(
+            obj, actor=request.user, reason=f"deleted in the admin by {request.user.get_username()}"
+        )
+
+    def delete_queryset(self, request, queryset):
+        """Delete one by one, so each deletion is checked and keeps its history."""
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+    # --- views: refusals audited ------------------------------------------------------------
+
+    @audited_view("view")
+    def changelist_view(self, request, extra_context=None):
+        """The list, with refusals audited."""
+        return super().changelist_view(request, extra_context)
+
+    @audited_view("change")
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The change page, with refusals audited and governance errors shown."""
+        try:
+            return super().change_view(request, object_id, form_url, extra_context)
+        except GovernanceError as exc:
+            return self._refused_write(request, exc)
+
+    @audited_view("add")
+    def add_view(self, request, form_url="", extra_context=None):
+        """The add page, with refusals audited."""
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except GovernanceError as exc:
+            return self._refused_write(request, exc)
+
+    def _refused_write(self, request, exc: GovernanceError):
+        """Show a refused write (already rolled back) on the page it came from."""
+        exc.audit()
+        self.message_user(request, str(exc), messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())
+
+    @audited_view("delete")
+    def delete_view(self, request, object_id, extra_context=None):
+        """The delete page, with refusals audited."""
+        return super().delete_view(request, object_id, extra_context)
+
+    @audited_view("view")
+    def history_view(self, request, object_id, extra_context=None):
+        """The history page (diff of each change, revert), with refusals audited.
+
+        The history of an object the user cannot see is a 404; a deleted object's history is
+        shown to those who may view every row of its model.
+        """
+        visible = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
+        if not visible and not has_model_permission(request.user, "view", self.model):
+            raise NotVisible(request.user, "view", self.model, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+
+def permission_label(model, action: str) -> str:
+    """Return 'app.action_model' for messages."""
+    return permission_name(model, action)

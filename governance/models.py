@@ -1,0 +1,483 @@
+"""Who may do what: principals, roles, policies, approval rules, delegations, escalations.
+
+Governed models (roles, policies and their rules, approval rules, delegations, principals) keep
+their full history with simple-history; each change is also written to the audit log (see
+governance/history.py). Approval requests and escalations are records: once decided they are
+never edited. Nothing here holds a foreign key to a higher app: a run or a step is referenced by
+its copied id, so governance never imports `orchestrator` or `agents`.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+from simple_history.models import HistoricalRecords
+
+from governance.permissions import (
+    ApprovalRequestQuerySet,
+    DelegationQuerySet,
+    EscalationLevelQuerySet,
+    EscalationQuerySet,
+    PolicyRuleQuerySet,
+    RestrictedQuerySet,
+)
+
+USER = settings.AUTH_USER_MODEL
+
+
+class PrincipalKind(models.TextChoices):
+    PERSON = "person", "Person"
+    AGENT = "agent", "Agent"
+    INTEGRATION = "integration", "Integration"
+
+
+class Principal(models.Model):
+    """Who a user is for governance: a person, an agent's service account, or an integration."""
+
+    user = models.OneToOneField(USER, on_delete=models.CASCADE, related_name="principal")
+    kind = models.CharField(max_length=16, choices=PrincipalKind.choices)
+    display_name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        USER,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_principals",
+        help_text="The person accountable for what this principal does (required for agents).",
+    )
+    owner_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["user__username"]
+
+    def __str__(self):
+        return f"{self.display_name or self.user.get_username()} ({self.kind})"
+
+    @property
+    def is_agent(self) -> bool:
+        """Tell whether this principal is an agent's service account."""
+        return self.kind == PrincipalKind.AGENT
+
+
+class Role(models.Model):
+    """A named mandate: a Django group with a description, an accountable owner and permissions."""
+
+    group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="role")
+    name = models.CharField(max_length=150, unique=True)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        USER,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_roles",
+        help_text="The person accountable for who holds this role and what it may do.",
+    )
+    owner_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class RiskLevel(models.TextChoices):
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+    CRITICAL = "critical", "Critical"
+
+
+RISK_ORDER = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2, RiskLevel.CRITICAL: 3}
+
+
+class ApprovalRule(models.Model):
+    """Who approves, how many distinct approvers, within which SLA, and where it escalates."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    role = models.ForeignKey(
+        Role, on_delete=models.PROTECT, related_name="approval_rules", help_text="Who approves."
+    )
+    approvals_required = models.PositiveSmallIntegerField(
+        default=1, help_text="Distinct approvers needed (critical risk needs at least two)."
+    )
+    sla_seconds = models.PositiveIntegerField(
+        default=3600, help_text="Time each level of the chain has before the request escalates."
+    )
+    escalation_roles = models.ManyToManyField(
+        Role, through="EscalationLevel", related_name="+", blank=True
+    )
+    version = models.PositiveIntegerField(default=1, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.name
+
+    def chain(self) -> list[Role]:
+        """Return the roles in escalation order: the approver role first, then each level."""
+        levels = self.levels.select_related("role").order_by("position")
+        return [self.role, *(level.role for level in levels)]
+
+
+class EscalationLevel(models.Model):
+    """One hop of an approval rule's escalation chain."""
+
+    rule = models.ForeignKey(ApprovalRule, on_delete=models.CASCADE, related_name="levels")
+    position = models.PositiveSmallIntegerField()
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="+")
+    history = HistoricalRecords()
+
+    objects = EscalationLevelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["rule", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "position"], name="escalation_level_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.rule.slug} level {self.position}: {self.role}"
+
+
+class Policy(models.Model):
+    """A versioned set of rules; each change to it or its rules makes a new version."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    priority = models.IntegerField(default=100, help_text="Lower runs first.")
+    is_active = models.BooleanField(default=True)
+    version = models.PositiveIntegerField(default=1, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["priority", "slug"]
+        verbose_name_plural = "policies"
+
+    def __str__(self):
+        return f"{self.name} v{self.version}"
+
+
+class Effect(models.TextChoices):
+    ALLOW = "allow", "Allow"
+    DENY = "deny", "Deny"
+    REQUIRE_APPROVAL = "require_approval", "Require approval"
+    ESCALATE = "escalate", "Escalate to a human"
+
+
+class RuleStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DRAFT = "draft", "Draft (dry run only)"
+    DISABLED = "disabled", "Disabled"
+
+
+class PolicyRule(models.Model):
+    """One rule: for matching actions whose condition holds, allow, deny, ask or escalate."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveIntegerField(default=10, help_text="Rules run in this order.")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=RuleStatus.choices, default=RuleStatus.ACTIVE)
+    action = models.CharField(
+        max_length=200,
+        default="*",
+        help_text="Actions this rule covers, as a glob: 'tool.refund', 'tool.*', 'memory.write'.",
+    )
+    condition = models.TextField(
+        blank=True,
+        help_text="An expression over actor, action, target, classification, arguments, risk "
+        "and run, e.g. \"arguments.amount > 1000 and classification == 'confidential'\". "
+        "Empty: always.",
+    )
+    effect = models.CharField(max_length=20, choices=Effect.choices)
+    reason = models.CharField(max_length=500, blank=True, help_text="Told to whoever is denied.")
+    approval_rule = models.ForeignKey(
+        ApprovalRule,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="policy_rules",
+        help_text="For 'require approval': who approves and how many.",
+    )
+    escalate_to = models.ForeignKey(
+        Role,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="For 'escalate': the role whose members take the task.",
+    )
+    risk = models.CharField(max_length=16, choices=RiskLevel.choices, default=RiskLevel.MEDIUM)
+    version = models.PositiveIntegerField(
+        default=1, editable=False, help_text="The policy version this rule was last changed in."
+    )
+    history = HistoricalRecords()
+
+    objects = PolicyRuleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["policy", "position", "id"]
+
+    def __str__(self):
+        return f"{self.policy.slug}: {self.name}"
+
+
+class Delegation(models.Model):
+    """Out of office: a person's approvals go to a delegate for a period (optionally one role)."""
+
+    delegator = models.ForeignKey(USER, on_delete=models.CASCADE, related_name="delegations_out")
+    delegate = models.ForeignKey(USER, on_delete=models.CASCADE, related_name="delegations_in")
+    role = models.ForeignKey(
+        Role,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="delegations",
+        help_text="Only this role's requests; empty: all of them.",
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    note = models.CharField(max_length=500, blank=True, help_text="Why: holiday, sick leave...")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    objects = DelegationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=models.F("starts_at")), name="delegation_window_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(delegator=models.F("delegate")), name="delegation_not_to_self"
+            ),
+        ]
+
+    def __str__(self):
+        window = f"{self.starts_at:%Y-%m-%d} – {self.ends_at:%Y-%m-%d}"
+        return f"{self.delegator} → {self.delegate} ({window})"
+
+    def active_at(self, moment) -> bool:
+        """Tell whether the delegation is in force at a moment."""
+        return self.revoked_at is None and self.starts_at <= moment < self.ends_at
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    EXPIRED = "expired", "Expired"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ApprovalRequest(models.Model):
+    """Exactly what is being approved, bound to the SHA-256 digest of its arguments."""
+
+    status = models.CharField(
+        max_length=20, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    action = models.CharField(max_length=200)
+    summary = models.TextField(blank=True)
+    target_ct = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    arguments = models.JSONField(default=dict, blank=True)
+    arguments_digest = models.CharField(max_length=64, help_text="SHA-256 of canonical arguments.")
+    risk = models.CharField(max_length=16, choices=RiskLevel.choices, default=RiskLevel.MEDIUM)
+    requested_by = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    run_initiator = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_initiator_name = models.CharField(max_length=150, blank=True)
+    accountable_owner = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    accountable_owner_name = models.CharField(max_length=150, blank=True)
+    run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    step_run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    step_id = models.CharField(max_length=100, blank=True)
+    policy = models.ForeignKey(
+        Policy, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    policy_rule = models.ForeignKey(
+        PolicyRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
+    approval_rule = models.ForeignKey(
+        ApprovalRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    approval_rule_version = models.PositiveIntegerField(null=True, blank=True)
+    decision_basis = models.JSONField(
+        default=dict, blank=True, help_text="The policy decision that required this approval."
+    )
+    role = models.ForeignKey(
+        Role,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The role at the current level of the escalation chain.",
+    )
+    chain = models.JSONField(default=list, help_text="Role ids in escalation order.")
+    eligible_roles = models.ManyToManyField(
+        Role, related_name="+", blank=True, help_text="The roles reached so far along the chain."
+    )
+    level = models.PositiveSmallIntegerField(default=0)
+    sla_seconds = models.PositiveIntegerField(help_text="Time each level has before escalating.")
+    approvals_required = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField()
+    due_at = models.DateTimeField(help_text="When the current level's SLA ends.")
+    expires_at = models.DateTimeField(help_text="After this no decision is accepted.")
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApprovalRequestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("decide_approvalrequest", "Can decide approval requests")]
+        indexes = [models.Index(fields=["status", "due_at"], name="approval_pending_due")]
+
+    def __str__(self):
+        return f"Approval #{self.pk}: {self.action}"
+
+    @property
+    def signal_name(self) -> str:
+        """Return the name of the signal that announces this request's outcome to its run."""
+        return f"approval:{self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        """Tell whether the request is decided, expired or cancelled."""
+        return self.status != ApprovalStatus.PENDING
+
+
+class DecisionKind(models.TextChoices):
+    APPROVE = "approve", "Approve"
+    REJECT = "reject", "Reject"
+    REQUEST_CHANGES = "request_changes", "Request changes"
+
+
+class ApprovalDecision(models.Model):
+    """One person's decision on a request: who, when, on whose behalf, under which policy."""
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="decisions")
+    decision = models.CharField(max_length=20, choices=DecisionKind.choices)
+    comment = models.TextField(blank=True)
+    decided_by = models.ForeignKey(USER, null=True, on_delete=models.SET_NULL, related_name="+")
+    decided_by_name = models.CharField(max_length=150)
+    on_behalf_of = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    on_behalf_of_name = models.CharField(max_length=150, blank=True)
+    role = models.ForeignKey(Role, null=True, on_delete=models.SET_NULL, related_name="+")
+    role_name = models.CharField(max_length=150, blank=True)
+    arguments_digest = models.CharField(max_length=64)
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
+    approval_rule_version = models.PositiveIntegerField(null=True, blank=True)
+    decided_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["request", "decided_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "decided_by"], name="one_decision_per_approver"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.decided_by_name}: {self.decision} #{self.request_id}"
+
+
+class EscalationStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    RESOLVED = "resolved", "Resolved"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Resolution(models.TextChoices):
+    TAKE_OVER = "take_over", "Take over and supply the result"
+    RETRY = "retry", "Send back for a retry"
+    STOP = "stop", "Stop the run"
+
+
+class Escalation(models.Model):
+    """A task for a person: an agent was unsure, a step failed after its retries, a policy asked."""
+
+    status = models.CharField(
+        max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN
+    )
+    reason = models.CharField(
+        max_length=32,
+        help_text="step_failed, low_confidence, invalid_result, policy, ...",
+    )
+    summary = models.TextField(blank=True)
+    context = models.JSONField(default=dict, blank=True, help_text="The error, the result, ...")
+    role = models.ForeignKey(
+        Role, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    step_run_id = models.BigIntegerField(null=True, blank=True)
+    step_id = models.CharField(max_length=100, blank=True)
+    parked = models.BooleanField(
+        default=False,
+        help_text="The engine parked the failed step; otherwise the step waits for the signal.",
+    )
+    raised_by = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    raised_by_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField()
+    resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True)
+    result = models.JSONField(null=True, blank=True, help_text="The output a person supplied.")
+    comment = models.TextField(blank=True)
+    resolved_by = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_by_name = models.CharField(max_length=150, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EscalationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("resolve_escalation", "Can resolve escalations")]
+
+    def __str__(self):
+        return f"Escalation #{self.pk}: {self.reason}"
+
+    @property
+    def signal_name(self) -> str:
+        """Return the name of the signal that announces the resolution to a waiting step."""
+        return f"escalation:{self.pk}"

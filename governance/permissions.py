@@ -1,0 +1,290 @@
+"""The one authorisation path: `queryset.restrict(user, action)` and `can(user, action, obj)`.
+
+Built on Django's model permissions (a role's group may hold `app.change_model` for every row)
+and guardian's object permissions (or only for some rows). Superusers see everything; anyone
+else sees nothing until a permission says otherwise. Some models add an ownership rule (the
+delegator of a delegation may change it; a delegate sees the requests handed to them); it lives
+in the model's queryset class (`owner_q`), so restrict() and can() apply it alike.
+
+Every list, detail, admin page, API view, consumer and service of every app goes through
+restrict() / can(). Writes re-check after saving, inside their transaction (`verify_after_write`),
+and a refusal rolls the write back; refusals are audited once the transaction is undone
+(governance.actions.common.audited_refusals, and the governed admin).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models import Q
+from django.http import Http404
+
+ACTIONS = ("view", "add", "change", "delete")
+
+
+def permission_name(model, action: str) -> str:
+    """Return the full permission name for an action on a model, e.g. 'governance.view_role'."""
+    opts = model._meta
+    return f"{opts.app_label}.{action}_{opts.model_name}"
+
+
+def _usable(user) -> bool:
+    """Tell whether a user may hold permissions at all (authenticated and active)."""
+    return (
+        user is not None
+        and getattr(user, "is_authenticated", False)
+        and getattr(user, "is_active", False)
+    )
+
+
+def has_model_permission(user, action: str, model) -> bool:
+    """Tell whether a user holds an action on every row of a model (a model-level permission)."""
+    if not _usable(user):
+        return False
+    if user.is_superuser:
+        return True
+    return user.has_perm(permission_name(model, action))
+
+
+def _parent_action(action: str) -> str:
+    """Map an action on a part (a rule) to the action on its whole: adding one changes it."""
+    return "view" if action == "view" else "change"
+
+
+class RestrictedQuerySet(models.QuerySet):
+    """A queryset that can narrow itself to what a user may see or touch."""
+
+    # Set on parts of a governed whole (a policy's rules): the parent's permissions govern them.
+    permission_parent: str | None = None
+
+    def owner_q(self, user, action: str) -> Q | None:
+        """Return the rows a user may act on by ownership rather than permission (None: none)."""
+        return None
+
+    def restrict(self, user, action: str = "view") -> RestrictedQuerySet:
+        """Return the rows `user` may perform `action` on; none for anonymous or inactive users."""
+        if not _usable(user):
+            return self.none()
+        if self.permission_parent:
+            parent = self.model._meta.get_field(self.permission_parent).related_model
+            allowed = parent._default_manager.all().restrict(user, _parent_action(action))
+            return self.filter(**{f"{self.permission_parent}__in": allowed.values("pk")})
+        if user.is_superuser or user.has_perm(permission_name(self.model, action)):
+            return self
+        from guardian.shortcuts import get_objects_for_user
+
+        permitted = get_objects_for_user(
+            user,
+            permission_name(self.model, action),
+            klass=self.model,
+            accept_global_perms=False,
+            with_superuser=False,
+        ).values("pk")
+        condition = Q(pk__in=permitted)
+        owned = self.owner_q(user, action)
+        if owned is not None:
+            condition |= owned
+        return self.filter(condition)
+
+
+def can(user, action: str, obj: models.Model) -> bool:
+    """Tell whether `user` may perform `action` on `obj` (same rules as restrict())."""
+    if not _usable(user):
+        return False
+    model = type(obj)
+    parent = getattr(model._default_manager.all(), "permission_parent", None)
+    if parent:
+        return can(user, _parent_action(action), getattr(obj, parent))
+    if user.is_superuser or user.has_perm(permission_name(model, action)):
+        return True
+    if obj.pk is None:
+        return False
+    if user.has_perm(permission_name(model, action), obj):
+        return True
+    queryset = model._default_manager.all()
+    owner_q = getattr(queryset, "owner_q", None)
+    if owner_q is not None:
+        owned = owner_q(user, action)
+        if owned is not None:
+            return queryset.filter(owned).filter(pk=obj.pk).exists()
+    return False
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+class _Refusal:
+    """What a refusal carries so it can be audited after its transaction rolled back."""
+
+    def _init(self, user, action: str, target=None, model=None, detail: str = ""):
+        self.user = user
+        self.action = action
+        self.target = target
+        self.model = model if model is not None else (type(target) if target is not None else None)
+        self.detail = detail
+        self.recorded = False
+
+    def audit(self) -> None:
+        """Write the refusal to the audit log once (call it outside the rolled-back block)."""
+        if self.recorded:
+            return
+        from audit import services as audit
+
+        target_type = self.model._meta.label_lower if self.model is not None else ""
+        target = self.target if getattr(self.target, "pk", None) is not None else None
+        audit.record(
+            action="governance.access_denied",
+            actor=self.user if _usable(self.user) else None,
+            target=target,
+            target_type=target_type,
+            target_id="" if target is not None else str(getattr(self, "object_id", "") or ""),
+            body={
+                "action": self.action,
+                "permission": permission_name(self.model, self.action) if self.model else "",
+                "outcome": self.outcome,
+                "detail": self.detail,
+            },
+        )
+        self.recorded = True
+
+
+class AccessDenied(_Refusal, PermissionDenied):
+    """The user may see the object but not do this to it: 403."""
+
+    outcome = "forbidden"
+
+    def __init__(self, user, action: str, target=None, *, model=None, detail: str = ""):
+        self._init(user, action, target, model, detail)
+        what = str(target) if target is not None else (model._meta.verbose_name if model else "")
+        super().__init__(detail or f"You may not {action} {what}.".replace("  ", " "))
+
+
+class NotVisible(_Refusal, Http404):
+    """The object does not exist for this user (missing or not visible): 404."""
+
+    outcome = "not_found"
+
+    def __init__(self, user, action: str, model, object_id: Any, *, detail: str = ""):
+        self._init(user, action, None, model, detail)
+        self.object_id = object_id
+        super().__init__(f"No {model._meta.verbose_name} with id {object_id} is visible to you.")
+
+
+def require(user, action: str, obj: models.Model) -> None:
+    """Raise AccessDenied (visible object) or NotVisible (hidden one) unless `user` may act."""
+    if can(user, action, obj):
+        return
+    if action != "view" and can(user, "view", obj):
+        raise AccessDenied(user, action, obj)
+    raise NotVisible(user, action, type(obj), obj.pk)
+
+
+def require_model(user, action: str, model) -> None:
+    """Raise AccessDenied unless `user` holds `action` on the whole model (e.g. 'add')."""
+    if not has_model_permission(user, action, model):
+        raise AccessDenied(user, action, model=model)
+
+
+def get_for(user, queryset, pk: Any, action: str = "view") -> models.Model:
+    """Return the object `pk` if `user` may see it and perform `action`; else 404 / 403."""
+    if isinstance(queryset, type) and issubclass(queryset, models.Model):
+        queryset = queryset._default_manager.all()
+    model = queryset.model
+    try:
+        obj = queryset.restrict(user, "view").get(pk=pk)
+    except (model.DoesNotExist, ValueError, TypeError):
+        raise NotVisible(user, action, model, pk) from None
+    if action != "view" and not can(user, action, obj):
+        raise AccessDenied(user, action, obj)
+    return obj
+
+
+def verify_after_write(user, action: str, obj: models.Model) -> None:
+    """Re-check, inside the write's transaction, that the result is still the user's to touch."""
+    if _usable(user) and user.is_superuser:
+        return
+    manager = type(obj)._default_manager
+    if not manager.filter(pk=obj.pk).restrict(user, action).exists():
+        raise AccessDenied(
+            user, action, obj, detail=f"The result of this change is outside what you may {action}."
+        )
+
+
+# --- querysets with ownership rules ------------------------------------------------------------
+
+
+class DelegationQuerySet(RestrictedQuerySet):
+    """Delegations: the delegator may view, change and revoke theirs; the delegate may view."""
+
+    def owner_q(self, user, action):
+        """A person's own delegations, given or received."""
+        if action == "view":
+            return Q(delegator=user) | Q(delegate=user)
+        if action in ("change", "delete"):
+            return Q(delegator=user)
+        return None
+
+    def active_at(self, moment) -> DelegationQuerySet:
+        """Return the delegations in force at a moment."""
+        return self.filter(revoked_at__isnull=True, starts_at__lte=moment, ends_at__gt=moment)
+
+
+class ApprovalRequestQuerySet(RestrictedQuerySet):
+    """Approval requests: a delegate sees and decides what their active delegators may."""
+
+    def owner_q(self, user, action):
+        """The requests handed to `user` by active delegations, and (to view) their own."""
+        if action not in ("view", "decide"):
+            return None
+        from guardian.shortcuts import get_objects_for_user
+
+        from audit import clock
+        from governance.models import Delegation
+
+        condition = Q(requested_by=user) if action == "view" else Q(pk__in=[])
+        delegations = Delegation.objects.active_at(clock.now()).filter(delegate=user)
+        for delegation in delegations.select_related("delegator", "role"):
+            delegator = delegation.delegator
+            if not _usable(delegator):
+                continue
+            scope = self.model._default_manager.all()
+            if delegation.role_id is not None:
+                scope = scope.filter(eligible_roles=delegation.role_id)
+            if delegator.is_superuser or delegator.has_perm(permission_name(self.model, action)):
+                condition |= Q(pk__in=scope.values("pk"))
+                continue
+            permitted = get_objects_for_user(
+                delegator,
+                permission_name(self.model, action),
+                klass=scope,
+                accept_global_perms=False,
+                with_superuser=False,
+            ).values("pk")
+            condition |= Q(pk__in=permitted)
+        return condition
+
+    def pending(self) -> ApprovalRequestQuerySet:
+        """Return the requests still waiting for a decision."""
+        return self.filter(status="pending")
+
+
+class PolicyRuleQuerySet(RestrictedQuerySet):
+    """A policy's rules: whoever may change the policy may change its rules."""
+
+    permission_parent = "policy"
+
+
+class EscalationLevelQuerySet(RestrictedQuerySet):
+    """An approval rule's escalation chain: governed by the approval rule."""
+
+    permission_parent = "rule"
+
+
+class EscalationQuerySet(RestrictedQuerySet):
+    """Escalations: whoever raised one may view it; the rest goes through permissions."""
+
+    def owner_q(self, user, action):
+        """The escalations `user` raised."""
+        return Q(raised_by=user) if action == "view" else None

@@ -1,0 +1,112 @@
+"""Governance's parts of the engine, duck-typed: the `approval` step type and `escalate`.
+
+The engine registers them in OrchestratorConfig.ready(); governance never imports it. The step
+type follows orchestrator/steptypes.py: `execute(ctx)` answers with ctx.complete / ctx.wait /
+ctx.fail, and `on_wake(ctx, reason, payload)` continues after a signal or a timer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from governance.actions import approvals
+from governance.actions.escalations import escalate_failed_step
+from governance.models import ApprovalRule, ApprovalStatus, RiskLevel
+
+__all__ = ["ApprovalStep", "escalate_failed_step"]
+
+_FAILURES = {
+    ApprovalStatus.REJECTED: ("ApprovalRejected", "rejected"),
+    ApprovalStatus.CHANGES_REQUESTED: ("ChangesRequested", "sent back for changes"),
+    ApprovalStatus.EXPIRED: ("ApprovalExpired", "expired: nobody decided in time"),
+    ApprovalStatus.CANCELLED: ("ApprovalCancelled", "cancelled"),
+}
+BUSY_RETRY_SECONDS = 1.0
+
+
+def _seconds_until(moment: dt.datetime, now: dt.datetime) -> float:
+    """Return the seconds from now to a moment (0 when it has passed)."""
+    return max((moment - now).total_seconds(), 0.0)
+
+
+class ApprovalStep:
+    """Wait until a person (or N distinct people) decides; rejection follows `on_failure`.
+
+    Fields: `rule` (an approval rule's slug: role, N, SLA, escalation chain), `action` (what
+    the policy decision is about; default `workflow.<slug>.<step>`), `arguments` (templated:
+    exactly what is approved, bound by its digest), `summary`, `risk`, `classification`.
+    The step's timer is the SLA: when it fires the request escalates, and the step waits again.
+    """
+
+    name = "approval"
+    fields: dict[str, Any] = {
+        "rule": {"type": "string", "minLength": 1},
+        "action": {"type": "string", "minLength": 1},
+        "arguments": {"type": "object"},
+        "summary": {"type": "string"},
+        "risk": {"enum": list(RiskLevel.values)},
+        "classification": {"type": "string"},
+    }
+    required = ("rule",)
+    transactional = True
+
+    def check(self, step: dict[str, Any]) -> list[tuple[str, str]]:
+        """Refuse an approval rule that does not exist."""
+        if not ApprovalRule.objects.filter(slug=step["rule"]).exists():
+            return [("rule", f"no approval rule has the slug {step['rule']!r}")]
+        return []
+
+    def execute(self, ctx):
+        """Take the policy decision, open the request, and wait for its outcome or its SLA."""
+        spec = ctx.spec
+        arguments = ctx.render(spec.get("arguments", {}))
+        request, decision = approvals.open_step_approval(
+            run=ctx.run,
+            step=ctx.step,
+            rule_slug=spec["rule"],
+            arguments=arguments,
+            action=spec.get("action", ""),
+            summary=str(ctx.render(spec.get("summary", ""))),
+            risk=spec.get("risk"),
+            classification=spec.get("classification"),
+            now=ctx.now,
+        )
+        if request is None:
+            return ctx.fail(
+                "PolicyDenied", decision.reason, retryable=False, policy=decision.as_record()
+            )
+        ctx.record_input(
+            {
+                "approval_request": request.pk,
+                "arguments": arguments,
+                "arguments_digest": request.arguments_digest,
+            }
+        )
+        return ctx.wait(signal=request.signal_name, seconds=_seconds_until(request.due_at, ctx.now))
+
+    def on_wake(self, ctx, reason: str, payload: Any):
+        """On the decision: go on or fail. On the SLA timer: escalate and wait again."""
+        request_id = (ctx.step.input or {}).get("approval_request")
+        if reason == "signal":
+            return self._outcome(ctx, (payload or {}).get("status"), payload or {})
+        request = approvals.escalate_overdue(request_id, now=ctx.now, announce_to_run=False)
+        if request is None:  # someone is deciding right now; look again shortly
+            return ctx.wait(signal=f"approval:{request_id}", seconds=BUSY_RETRY_SECONDS)
+        if request.status == ApprovalStatus.PENDING:
+            return ctx.wait(
+                signal=request.signal_name, seconds=_seconds_until(request.due_at, ctx.now)
+            )
+        return self._outcome(ctx, request.status, approvals.outcome_payload(request))
+
+    def _outcome(self, ctx, status: str | None, payload: dict[str, Any]):
+        """Complete on approval; fail (not retryable) on anything else."""
+        if status == ApprovalStatus.APPROVED:
+            return ctx.complete({"approved": True, **payload})
+        error_type, words = _FAILURES.get(status, ("ApprovalFailed", f"ended as {status!r}"))
+        return ctx.fail(
+            error_type,
+            f"approval request #{payload.get('request')} was {words}",
+            retryable=False,
+            approval=payload,
+        )

@@ -1,0 +1,1376 @@
+"""The durable run engine. PostgreSQL holds every state; a Celery message only says "step N is
+ready". Workers claim steps with conditional updates and hold leases; every state change commits
+with its RunEvent; messages go out in `transaction.on_commit`; the sweeper repairs lost messages,
+dead workers, due timers and retries. Lock order everywhere: the run row, then its step rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+
+from audit import clock
+from governance import expressions
+from orchestrator.definitions import StepDef, WorkflowDef, compiled_version
+from orchestrator.models import (
+    NO_ITEM,
+    RUN_FINISHED,
+    STEP_FINISHED,
+    EffectJournal,
+    EventKind,
+    RunSignal,
+    RunStatus,
+    StepRun,
+    StepStatus,
+    Workflow,
+    WorkflowRun,
+    WorkflowVersion,
+)
+from orchestrator.signals import run_events_recorded
+from orchestrator.steptypes import failure_handlers, step_types
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class EngineError(Exception):
+    """An operation the engine refuses, with a message meant for the person who asked."""
+
+
+class InvalidInput(EngineError):
+    """A run input that does not match the workflow's input schema."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("run input is invalid: " + "; ".join(errors))
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the step it executed; its work is discarded."""
+
+
+# --- outcomes a step type returns through its context -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Complete:
+    output: Any
+
+
+@dataclass(frozen=True)
+class Wait:
+    signal: str | None
+    wake_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Fail:
+    error: dict[str, Any]
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class Resume:
+    """From on_wake: make the step ready again so a worker executes it anew, same attempt."""
+
+
+# --- child steps ---------------------------------------------------------------------------------
+# A running step may add child steps to its run (an agent delegating to other agents). A child's
+# step_id is "<parent step id>/<parent row id>.<group>" and its item_index its position in the
+# group: the "/" cannot appear in a definition's ids, so children never collide with steps or
+# foreach items, and every query of top-level steps (item_index = -1) leaves them out. A child
+# runs under its root step's definition: same step type, retry policy and timeout.
+
+CHILD_SEPARATOR = "/"
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
+
+
+def definition_of(wf: WorkflowDef, step_id: str) -> StepDef:
+    """Return the definition a step row runs under (a child runs under its root step's)."""
+    return wf.steps[step_id.split(CHILD_SEPARATOR, 1)[0]]
+
+
+def is_child(step: StepRun) -> bool:
+    """Tell whether a step row is a child added by a running step (not a foreach item)."""
+    return CHILD_SEPARATOR in step.step_id
+
+
+def _child_step_id(parent: StepRun, group: str) -> str:
+    """Return the step_id shared by the children of one group of a parent."""
+    return f"{parent.step_id}{CHILD_SEPARATOR}{parent.pk}.{group}"
+
+
+def _children_signal(child_step_id: str) -> str:
+    """Return the signal that tells a parent every child of a group has finished."""
+    parent_pk, group = child_step_id.rsplit(CHILD_SEPARATOR, 1)[1].split(".", 1)
+    return f"children:{parent_pk}:{group}"
+
+
+# --- dispatch ------------------------------------------------------------------------------------
+
+
+def _send_to_broker(step_ids: list[int]) -> None:
+    """Publish ready steps to Celery; a failure only delays them until the sweeper's next pass."""
+    from orchestrator.tasks import execute_step
+
+    for step_id in step_ids:
+        try:
+            execute_step.apply_async(args=[step_id])
+        except Exception:  # broker down: PostgreSQL still says the step is ready
+            log.warning("could not publish step %s; the sweeper will", step_id, exc_info=True)
+
+
+dispatcher = _send_to_broker
+
+
+def publish_on_commit(step_ids: Iterable[int]) -> None:
+    """Send ready steps to the workers once the transaction that readied them commits."""
+    ids = list(step_ids)
+    if ids:
+        transaction.on_commit(lambda: dispatcher(ids))
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+class EventLog:
+    """Collects the events of one unit of work and writes them in one insert."""
+
+    def __init__(self, run: WorkflowRun, now: dt.datetime, actor=None):
+        self.run = run
+        self.now = now
+        self.actor = actor
+        self.events: list = []
+
+    def add(self, kind: str, step: StepRun | None = None, **data) -> None:
+        """Queue an event for the run (and step)."""
+        from orchestrator.models import RunEvent
+
+        actor = self.actor
+        self.events.append(
+            RunEvent(
+                run_id=self.run.pk,
+                step_run_id=step.pk if step else None,
+                step_id=step.step_id if step else "",
+                item_index=None if step is None or step.item_index == NO_ITEM else step.item_index,
+                attempt=step.attempt if step else None,
+                kind=kind,
+                data=data,
+                actor=actor if actor is not None and actor.pk else None,
+                actor_name=getattr(actor, "username", "") if actor is not None else "",
+                created_at=self.now,
+            )
+        )
+
+    def flush(self) -> None:
+        """Write the queued events and announce them inside the same transaction."""
+        from orchestrator.models import RunEvent
+
+        if not self.events:
+            return
+        saved = RunEvent.objects.bulk_create(self.events)
+        self.events = []
+        run_events_recorded.send(sender=RunEvent, events=saved, run=self.run)
+
+
+# --- the context a step type works through -------------------------------------------------------
+
+
+class StepContext:
+    """What a step type sees while it runs: its spec, rendered data, and how to answer."""
+
+    def __init__(self, run: WorkflowRun, step: StepRun, definition: StepDef, now: dt.datetime):
+        self.run = run
+        self.step = step
+        self.definition = definition
+        self.spec = definition.spec
+        self.now = now
+        self.lost = False
+        self._template_context: dict[str, Any] | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Return the key identifying this step's effect across redeliveries and attempts."""
+        return self.step.idempotency_key
+
+    @property
+    def attempt(self) -> int:
+        """Return the attempt number, starting at 1."""
+        return self.step.attempt
+
+    def template_context(self) -> dict[str, Any]:
+        """Return the variables templates see: input, earlier outputs, run, and foreach item."""
+        if self._template_context is None:
+            self._template_context = _template_context(self.run, self.definition, self.step)
+        return self._template_context
+
+    def render(self, value: Any) -> Any:
+        """Render the templates inside a value."""
+        return expressions.render(value, self.template_context())
+
+    def record_input(self, value: Any) -> None:
+        """Keep the rendered input of this attempt with the step."""
+        self.step.input = value
+
+    def effect(self, name: str, request: Any, perform, key_suffix: str = "") -> Any:
+        """Perform a side effect at most once per key; a repeat returns the journaled result."""
+        key = self.idempotency_key + (f":{key_suffix}" if key_suffix else "")
+        from agents.tools import ToolContext
+
+        with transaction.atomic():
+            journaled = list(EffectJournal.objects.filter(key=key).values_list("result", flat=True))
+            if journaled:
+                return journaled[0]
+            context = ToolContext(
+                idempotency_key=key,
+                run_id=self.run.pk,
+                step_id=self.step.step_id,
+                item_index=None if self.step.item_index == NO_ITEM else self.step.item_index,
+                attempt=self.step.attempt,
+                actor_id=self.run.started_by_id,
+            )
+            result = perform(context)
+            try:
+                json.dumps(result)
+            except (TypeError, ValueError) as exc:
+                raise StepFailure(
+                    "ResultNotJSON", f"{name} returned a value that is not JSON: {exc}"
+                ) from exc
+            EffectJournal.objects.create(
+                key=key,
+                run_id=self.run.pk,
+                step_run_id=self.step.pk,
+                name=name,
+                request=request,
+                result=result,
+                created_at=clock.now(),
+            )
+            return result
+
+    def complete(self, output: Any = None) -> Complete:
+        """Finish the step with an output."""
+        return Complete(output)
+
+    def wait(self, *, signal: str | None = None, seconds: float | None = None) -> Wait:
+        """Wait durably for a signal, a duration, or a signal with a timeout."""
+        wake_at = self.now + dt.timedelta(seconds=seconds) if seconds is not None else None
+        if signal is None and wake_at is None:
+            raise ValueError("a wait needs a signal, a duration, or both")
+        return Wait(signal, wake_at)
+
+    def fail(self, error_type: str, message: str, retryable: bool = True, **details) -> Fail:
+        """Fail this attempt; the retry policy decides what follows."""
+        return Fail(
+            {"type": error_type, "types": [error_type], "message": message, **details}, retryable
+        )
+
+    def resume(self) -> Resume:
+        """From on_wake: run this step's execute again (same attempt), outside the wake's work."""
+        return Resume()
+
+    @property
+    def is_child(self) -> bool:
+        """Tell whether this step is a child another step added (see spawn_children)."""
+        return is_child(self.step)
+
+    def spawn_children(self, group: str, items: list[Any]) -> str:
+        """Add one child step per item to this running step's run, once per group.
+
+        Each child runs this step's type with `ctx.step.item` set to its item, under the retry
+        policy and timeout of this step's definition, dispatched like any ready step (in
+        parallel). Calling again for the same group adds nothing. Returns the name of the
+        signal the run receives when every child of the group has finished: wait for it, then
+        read `child_results(group)`.
+        """
+        if not _GROUP.match(group):
+            raise ValueError(f"a child group is 1-60 letters, digits, '.', '_' or '-': {group!r}")
+        child_id = _child_step_id(self.step, group)
+        signal = _children_signal(child_id)
+        now = clock.now()
+        with transaction.atomic():
+            run = _lock_run(self.run.pk)
+            if StepRun.objects.filter(run=run, step_id=child_id).exists():
+                return signal
+            owned = StepRun.objects.filter(
+                pk=self.step.pk, status=StepStatus.RUNNING, lease_token=self.step.lease_token
+            )
+            if not owned.exists():
+                raise LeaseLost(self.step.pk)
+            rows = StepRun.objects.bulk_create(
+                [
+                    StepRun(
+                        run=run,
+                        step_id=child_id,
+                        item_index=index,
+                        parent=self.step,
+                        step_type=self.step.step_type,
+                        status=StepStatus.READY,
+                        item=item,
+                        ready_at=now,
+                        dispatched_at=now,
+                        created_at=now,
+                    )
+                    for index, item in enumerate(items)
+                ]
+            )
+            events = EventLog(run, now)
+            events.add(EventKind.FANNED_OUT, self.step, children=len(rows), group=child_id)
+            if not rows:
+                _deliver_signal(run, signal, {"children": 0}, None, events, now)
+            events.flush()
+            if run.status == RunStatus.RUNNING:
+                publish_on_commit([row.pk for row in rows])
+        return signal
+
+    def child_results(self, group: str) -> list[dict[str, Any]] | None:
+        """Return each child's status, output and error in order; None while any is open."""
+        rows = list(
+            StepRun.objects.filter(parent_id=self.step.pk, step_id=_child_step_id(self.step, group))
+            .order_by("item_index")
+            .values("status", "output", "error", "attempt")
+        )
+        if any(row["status"] not in STEP_FINISHED for row in rows):
+            return None
+        return rows
+
+
+class StepFailure(Exception):
+    """A failure raised from inside a step with its own type name."""
+
+    def __init__(self, error_type: str, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = retryable
+
+
+def _failure_from_exception(exc: BaseException) -> Fail:
+    """Describe an exception as a failed attempt: its type names decide whether it retries."""
+    if isinstance(exc, StepFailure):
+        names = [exc.error_type]
+    else:
+        names = [cls.__name__ for cls in type(exc).__mro__ if cls not in (object, BaseException)]
+    retryable = bool(getattr(exc, "retryable", not isinstance(exc, expressions.ExpressionError)))
+    return Fail({"type": names[0], "types": names, "message": str(exc)}, retryable)
+
+
+def _template_context(run: WorkflowRun, definition: StepDef, step: StepRun) -> dict[str, Any]:
+    """Build the template variables, reading earlier outputs only when the step uses them."""
+    outputs: dict[str, Any] = {}
+    if definition.reads_steps:
+        rows = StepRun.objects.filter(run_id=run.pk, item_index=NO_ITEM).values_list(
+            "step_id", "status", "output"
+        )
+        outputs = {
+            sid: (out if status == StepStatus.SUCCEEDED else None) for sid, status, out in rows
+        }
+    context = {
+        "input": run.input,
+        "steps": outputs,
+        "run": {"id": run.pk, "business_key": run.business_key, "workflow": run.workflow_id},
+    }
+    if step.item_index != NO_ITEM:
+        context["index"] = step.item_index
+        context["item"] = step.item
+    return context
+
+
+# --- starting runs -------------------------------------------------------------------------------
+
+
+def start_run(
+    workflow: Workflow,
+    input: dict[str, Any] | None = None,
+    *,
+    started_by=None,
+    trigger: str = "",
+    business_key: str = "",
+    idempotency_key: str | None = None,
+    version: WorkflowVersion | None = None,
+    request_id: str = "",
+) -> WorkflowRun:
+    """Start a run of the latest (or given) version; a reused idempotency key returns that run."""
+    if idempotency_key:
+        existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _same_workflow(existing, workflow, idempotency_key)
+    if not workflow.is_active:
+        raise EngineError(f"workflow {workflow.slug!r} is inactive and cannot start runs")
+    version = version or workflow.latest_version()
+    if version is None:
+        raise EngineError(f"workflow {workflow.slug!r} has no published version")
+    if version.workflow_id != workflow.pk:
+        raise EngineError(f"version {version} does not belong to workflow {workflow.slug!r}")
+    wf = compiled_version(version.pk)
+    input = {} if input is None else input
+    if not isinstance(input, dict):
+        raise InvalidInput(["(input): a run input is a JSON object"])
+    if errors := wf.input_errors(input):
+        raise InvalidInput(errors)
+    now = clock.now()
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                run = WorkflowRun.objects.create(
+                    workflow=workflow,
+                    version=version,
+                    input=input,
+                    started_by=started_by if started_by is not None and started_by.pk else None,
+                    started_by_name=getattr(started_by, "username", "") if started_by else "",
+                    trigger=trigger,
+                    business_key=business_key,
+                    idempotency_key=idempotency_key or None,
+                    request_id=request_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            existing = WorkflowRun.objects.get(idempotency_key=idempotency_key)
+            return _same_workflow(existing, workflow, idempotency_key)
+        steps = StepRun.objects.bulk_create(
+            [
+                StepRun(
+                    run=run,
+                    step_id=sid,
+                    step_type=step.type,
+                    status=StepStatus.PENDING,
+                    created_at=now,
+                )
+                for sid, step in wf.steps.items()
+            ]
+        )
+        events = EventLog(run, now, actor=started_by)
+        events.add(EventKind.RUN_STARTED, version=version.number, trigger=trigger)
+        rows = {step.step_id: step for step in steps}
+        ready = _activate(run, wf, rows, list(wf.roots), events, now)
+        _settle_run(run, wf, rows, events, now)
+        events.flush()
+        publish_on_commit(ready)
+    return run
+
+
+def _same_workflow(run: WorkflowRun, workflow: Workflow, key: str) -> WorkflowRun:
+    """Return the run that already used an idempotency key, if it is of the same workflow."""
+    if run.workflow_id != workflow.pk:
+        raise EngineError(
+            f"idempotency key {key!r} was already used by run {run.pk} of another workflow"
+        )
+    return run
+
+
+# --- activation: pending steps whose parents are done ---------------------------------------------
+
+
+def _activate(
+    run: WorkflowRun,
+    wf: WorkflowDef,
+    rows: dict[str, StepRun],
+    candidates: list[str],
+    events: EventLog,
+    now: dt.datetime,
+    claim_one: bool = False,
+) -> list[int]:
+    """Ready the candidate steps whose parents are all done; return the ids to dispatch.
+
+    `when` false skips a step (its children may then activate); `foreach` creates one item row
+    per element. With `claim_one`, the first ready step is returned claimed by this worker
+    as the list's first element negated, so the caller can run it inline.
+    """
+    to_dispatch: list[int] = []
+    queue = list(candidates)
+    claimed: int | None = None
+    while queue:
+        sid = queue.pop(0)
+        row = rows[sid]
+        step = wf.steps[sid]
+        if row.status != StepStatus.PENDING:
+            continue
+        if any(rows[parent].status not in STEP_FINISHED for parent in step.depends_on):
+            continue
+        if any(_blocks_children(rows[parent], wf.steps[parent]) for parent in step.depends_on):
+            continue
+        try:
+            if step.when is not None and not expressions.evaluate(
+                step.when, _template_context(run, step, row)
+            ):
+                _set_status(row, StepStatus.SKIPPED, now, finished_at=now)
+                events.add(EventKind.STEP_SKIPPED, row, when=step.when)
+                queue.extend(step.children)
+                continue
+            if step.foreach is not None:
+                items = expressions.evaluate(step.foreach, _template_context(run, step, row))
+                if not isinstance(items, list | tuple):
+                    raise expressions.ExpressionError(
+                        f"foreach must give a list, not {type(items).__name__}"
+                    )
+                if not items:
+                    _set_status(row, StepStatus.SUCCEEDED, now, output=[], finished_at=now)
+                    events.add(EventKind.STEP_SUCCEEDED, row, items=0)
+                    queue.extend(step.children)
+                    continue
+                _set_status(row, StepStatus.RUNNING, now, started_at=now)
+                item_rows = StepRun.objects.bulk_create(
+                    [
+                        StepRun(
+                            run=run,
+                            step_id=sid,
+                            item_index=index,
+                            parent=row,
+                            step_type=step.type,
+                            status=StepStatus.READY,
+                            item=item,
+                            ready_at=now,
+                            dispatched_at=now,
+                            created_at=now,
+                        )
+                        for index, item in enumerate(items)
+                    ]
+                )
+                events.add(EventKind.FANNED_OUT, row, items=len(items))
+                to_dispatch.extend(item.pk for item in item_rows)
+                continue
+        except expressions.ExpressionError as exc:
+            _set_status(
+                row,
+                StepStatus.FAILED,
+                now,
+                finished_at=now,
+                error={
+                    "type": "ExpressionError",
+                    "types": ["ExpressionError"],
+                    "message": str(exc),
+                },
+            )
+            events.add(EventKind.STEP_FAILED, row, error=row.error)
+            if step.on_failure == "continue":
+                queue.extend(step.children)
+            continue
+        if claim_one and claimed is None and run.status == RunStatus.RUNNING:
+            _claim_inline(row, step, now)
+            events.add(EventKind.STEP_STARTED, row, worker=WORKER_ID, inline=True)
+            claimed = row.pk
+            continue
+        _set_status(row, StepStatus.READY, now, ready_at=now, dispatched_at=now)
+        events.add(EventKind.STEP_SCHEDULED, row)
+        to_dispatch.append(row.pk)
+    if run.status != RunStatus.RUNNING:
+        to_dispatch = []  # a paused run keeps ready steps ready; resume dispatches them
+    if claimed is not None:
+        return [-claimed, *to_dispatch]
+    return to_dispatch
+
+
+def _blocks_children(row: StepRun, step: StepDef) -> bool:
+    """Tell whether a finished parent stops its children (failed, and failure not tolerated)."""
+    return (
+        row.status == StepStatus.FAILED
+        and step.on_failure != "continue"
+        or (row.status == StepStatus.CANCELLED)
+    )
+
+
+def _set_status(row: StepRun, status: str, now: dt.datetime, **fields) -> None:
+    """Write a step's status and fields, and keep the in-memory row in step."""
+    row.status = status
+    for name, value in fields.items():
+        setattr(row, name, value)
+    StepRun.objects.filter(pk=row.pk).update(status=status, **fields)
+
+
+def _claim_inline(row: StepRun, step: StepDef, now: dt.datetime) -> None:
+    """Claim a step that just became ready for this worker, skipping the broker."""
+    row.lease_token = uuid.uuid4().hex
+    fields = dict(
+        attempt=row.attempt + 1,
+        lease_token=row.lease_token,
+        lease_expires_at=now + dt.timedelta(seconds=settings.STEWARD_LEASE_SECONDS),
+        deadline_at=now + dt.timedelta(seconds=step.timeout) if step.timeout else None,
+        worker=WORKER_ID,
+        started_at=now,
+        ready_at=now,
+        dispatched_at=now,
+    )
+    _set_status(row, StepStatus.RUNNING, now, **fields)
+
+
+# --- claiming and executing ----------------------------------------------------------------------
+
+
+def claim(step_run_id: int, now: dt.datetime | None = None) -> StepRun | None:
+    """Take a ready step for this worker with a conditional update; None if someone else has it."""
+    now = now or clock.now()
+    token = uuid.uuid4().hex
+    lease = dt.timedelta(seconds=settings.STEWARD_LEASE_SECONDS)
+    with transaction.atomic():
+        updated = StepRun.objects.filter(
+            pk=step_run_id,
+            status=StepStatus.READY,
+            ready_at__lte=now,
+            run__status=RunStatus.RUNNING,
+        ).update(
+            status=StepStatus.RUNNING,
+            attempt=F("attempt") + 1,
+            lease_token=token,
+            lease_expires_at=now + lease,
+            worker=WORKER_ID,
+            started_at=now,
+            deadline_at=None,
+        )
+        if not updated:
+            return None
+        step = StepRun.objects.select_related("run").get(pk=step_run_id)
+        definition = definition_of(compiled_version(step.run.version_id), step.step_id)
+        if definition.timeout:
+            step.deadline_at = now + dt.timedelta(seconds=definition.timeout)
+            StepRun.objects.filter(pk=step.pk).update(deadline_at=step.deadline_at)
+        events = EventLog(step.run, now)
+        events.add(EventKind.STEP_STARTED, step, worker=WORKER_ID)
+        events.flush()
+    return step
+
+
+def run_step(step_run_id: int) -> int:
+    """Claim and execute a step, then keep running the steps it readies in this process.
+
+    Returns how many steps this call executed. Safe to call twice for the same id.
+    """
+    step = claim(step_run_id)
+    executed = 0
+    while step is not None:
+        executed += 1
+        step = execute_claimed(step, inline=executed < settings.STEWARD_INLINE_STEPS)
+    return executed
+
+
+def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
+    """Execute a step this worker claimed, record the outcome; return a step claimed inline."""
+    from orchestrator import leases
+
+    run = step.run
+    wf = compiled_version(run.version_id)
+    definition = definition_of(wf, step.step_id)
+    step_type = step_types()[definition.type]
+    ctx = StepContext(run, step, definition, clock.now())
+    leases.keeper.hold(step.pk, step.lease_token, ctx)
+    try:
+        if step_type.transactional:
+            with transaction.atomic():
+                outcome = _perform(step_type, ctx)
+                return _finish(step.pk, step.lease_token, outcome, ctx, claim_next=inline)
+        outcome = _perform(step_type, ctx)
+        with transaction.atomic():
+            return _finish(step.pk, step.lease_token, outcome, ctx, claim_next=inline)
+    except LeaseLost:
+        log.info("step %s was taken back or cancelled while it ran; its work is discarded", step)
+        return None
+    finally:
+        leases.keeper.release(step.pk)
+
+
+def _perform(step_type, ctx: StepContext):
+    """Run a step type's execute in a savepoint, so a failure undoes its partial writes.
+
+    A non-transactional step type (an agent loop) commits each journaled effect in its own
+    transaction as it goes: it is not wrapped, so a failure or a crash keeps what it journaled
+    and its long work holds no locks.
+    """
+    try:
+        if not step_type.transactional or not getattr(step_type, "writes_database", True):
+            return step_type.execute(ctx)  # nothing to undo, or undoing is the step's own job
+        with transaction.atomic():
+            return step_type.execute(ctx)
+    except Exception as exc:
+        log.info("step %s attempt %s failed: %s", ctx.step, ctx.attempt, exc)
+        return _failure_from_exception(exc)
+
+
+def _lock_run(run_id: int) -> WorkflowRun:
+    """Lock a run row for this transaction (NO KEY UPDATE: foreign-key inserts may proceed)."""
+    return WorkflowRun.objects.select_for_update(no_key=True).get(pk=run_id)
+
+
+def _finish(step_id: int, token: str, outcome, ctx: StepContext, claim_next: bool):
+    """Record an attempt's outcome if this worker still holds the step; advance the run.
+
+    Returns the next step when one was claimed inline for this worker.
+    """
+    now = clock.now()
+    run = _lock_run(ctx.run.pk)
+    step = ctx.step
+    ctx.run = run
+    events = EventLog(run, now)
+    owned = StepRun.objects.filter(pk=step_id, status=StepStatus.RUNNING, lease_token=token)
+    if isinstance(outcome, Complete):
+        # The common case in one statement: the ownership check and the result together.
+        fields = _success_fields(step, outcome, now)
+        if not owned.update(lease_token="", lease_expires_at=None, **fields):
+            raise LeaseLost(step_id)
+        step.lease_token = ""
+        for name, value in fields.items():
+            setattr(step, name, value)
+        events.add(EventKind.STEP_SUCCEEDED, step)
+        claimed = _after_step_finished(run, step, events, now, claim_next)
+    else:
+        if not owned.update(lease_token="", lease_expires_at=None):
+            raise LeaseLost(step_id)
+        step.lease_token = ""
+        claimed = _apply_outcome(run, step, ctx.definition, outcome, events, now, claim_next)
+    events.flush()
+    return claimed
+
+
+def _success_fields(step: StepRun, outcome: Complete, now: dt.datetime) -> dict[str, Any]:
+    """Return the fields a step gets when it succeeds."""
+    return dict(
+        status=StepStatus.SUCCEEDED,
+        output=outcome.output,
+        input=step.input,
+        error=None,
+        finished_at=now,
+        wake_at=None,
+        wait_signal="",
+    )
+
+
+def _apply_outcome(run, step, definition, outcome, events, now, claim_next=False) -> StepRun | None:
+    """Move a step to its next status after an outcome and advance the run."""
+    if isinstance(outcome, Complete):
+        fields = _success_fields(step, outcome, now)
+        _set_status(step, fields.pop("status"), now, **fields)
+        events.add(EventKind.STEP_SUCCEEDED, step)
+        return _after_step_finished(run, step, events, now, claim_next)
+    if isinstance(outcome, Wait):
+        return _begin_wait(run, step, definition, outcome, events, now, claim_next)
+    if isinstance(outcome, Resume):
+        events.add(EventKind.STEP_SCHEDULED, step, resumed=True)
+        _set_status(
+            step,
+            StepStatus.READY,
+            now,
+            input=step.input,
+            attempt=max(step.attempt - 1, 0),  # the claim counts it again: same attempt
+            ready_at=now,
+            dispatched_at=now,
+            wake_at=None,
+            wait_signal="",
+            lease_token="",
+            lease_expires_at=None,
+            deadline_at=None,
+        )
+        if run.status == RunStatus.RUNNING:
+            publish_on_commit([step.pk])
+        return None
+    return _record_failure(run, step, definition, outcome, events, now, claim_next)
+
+
+def _begin_wait(run, step, definition, outcome: Wait, events, now, claim_next) -> StepRun | None:
+    """Park a step until its timer or signal; a signal that already arrived wakes it at once."""
+    if outcome.signal:
+        pending = (
+            RunSignal.objects.filter(run=run, name=outcome.signal, consumed_at__isnull=True)
+            .order_by("id")
+            .first()
+        )
+        if pending is not None:
+            _consume(pending, step, now)
+            events.add(EventKind.SIGNAL_RECEIVED, step, signal=outcome.signal, early=True)
+            return _wake(run, step, definition, "signal", pending.payload, events, now, claim_next)
+    _set_status(
+        step,
+        StepStatus.WAITING,
+        now,
+        input=step.input,
+        wake_at=outcome.wake_at,
+        wait_signal=outcome.signal or "",
+    )
+    events.add(
+        EventKind.WAITING,
+        step,
+        signal=outcome.signal,
+        wake_at=outcome.wake_at.isoformat() if outcome.wake_at else None,
+    )
+    return None
+
+
+def _wake(
+    run, step, definition, reason: str, payload, events, now, claim_next=False
+) -> StepRun | None:
+    """Continue a waiting step after its timer, signal or timeout."""
+    step_type = step_types()[definition.type]
+    ctx = StepContext(run, step, definition, now)
+    try:
+        with transaction.atomic():
+            outcome = step_type.on_wake(ctx, reason, payload)
+    except Exception as exc:
+        outcome = _failure_from_exception(exc)
+    if isinstance(outcome, Wait) and outcome.signal is None and outcome.wake_at is None:
+        outcome = Fail({"type": "InvalidWait", "message": "wait without signal or timer"}, False)
+    return _apply_outcome(run, step, definition, outcome, events, now, claim_next)
+
+
+def _consume(signal: RunSignal, step: StepRun, now: dt.datetime) -> None:
+    """Mark a signal as taken by a step."""
+    signal.consumed_by = step
+    signal.consumed_at = now
+    signal.save(update_fields=["consumed_by", "consumed_at"])
+
+
+def _record_failure(
+    run, step, definition, outcome: Fail, events, now, claim_next=False
+) -> StepRun | None:
+    """Schedule a retry when the policy allows; otherwise fail the step and apply on_failure."""
+    error = {**outcome.error, "attempt": step.attempt}
+    policy = definition.retry
+    types = error.get("types") or [error.get("type", "Error")]
+    if outcome.retryable and step.attempt < policy.max_attempts and policy.allows(types):
+        delay = policy.delay(step.attempt, clock.rng())
+        ready_at = now + dt.timedelta(seconds=delay)
+        _set_status(
+            step,
+            StepStatus.READY,
+            now,
+            error=error,
+            input=step.input,
+            ready_at=ready_at,
+            dispatched_at=None,
+            lease_token="",
+            lease_expires_at=None,
+            deadline_at=None,
+        )
+        events.add(EventKind.RETRY_SCHEDULED, step, delay_seconds=round(delay, 3), error=error)
+        return None
+    _set_status(
+        step,
+        StepStatus.FAILED,
+        now,
+        error=error,
+        input=step.input,
+        finished_at=now,
+        lease_token="",
+        lease_expires_at=None,
+        wake_at=None,
+    )
+    events.add(EventKind.STEP_FAILED, step, error=error)
+    if not is_child(step) and _hand_to_failure_handler(run, step, definition, error, events, now):
+        return None
+    return _after_step_finished(run, step, events, now, claim_next)
+
+
+def _hand_to_failure_handler(run, step, definition, error, events, now) -> bool:
+    """Give a failed step to its `on_failure` handler (e.g. `escalate`); True if one took it.
+
+    A handler that returns a marker (a dict naming what it waits for, e.g. an escalation) asks
+    the engine to park the step: it waits, with no signal and no timer, until a person resolves
+    it through `resolve_parked_step` (or the run is cancelled), so the run neither goes on nor
+    fails meanwhile.
+    """
+    handler = failure_handlers().get(definition.on_failure)
+    if handler is None:
+        return False
+    awaiting = handler(run, step, error, events, now)
+    if awaiting:
+        _set_status(
+            step,
+            StepStatus.WAITING,
+            now,
+            error={**error, "awaiting": awaiting},
+            finished_at=None,
+            wake_at=None,
+            wait_signal="",
+        )
+        events.add(EventKind.WAITING, step, awaiting=awaiting, on_failure=definition.on_failure)
+    return True
+
+
+def _after_step_finished(run, step, events, now, claim_next=False) -> StepRun | None:
+    """Propagate a finished step: close its foreach parent, fail the run, or ready its children."""
+    wf = compiled_version(run.version_id)
+    if is_child(step):
+        return _after_child_finished(run, step, events, now, claim_next)
+    if step.item_index != NO_ITEM:
+        return _after_item_finished(run, wf, step, events, now, claim_next)
+    definition = wf.steps[step.step_id]
+    rows = {row.step_id: row for row in StepRun.objects.filter(run=run, item_index=NO_ITEM)}
+    if step.status == StepStatus.FAILED and definition.on_failure == "fail":
+        _fail_run(run, rows, events, now, {"step": step.step_id, **(step.error or {})})
+        return None
+    rows[step.step_id] = step
+    activated = _activate(
+        run, wf, rows, list(definition.children), events, now, claim_one=claim_next
+    )
+    claimed_id = -activated.pop(0) if activated and activated[0] < 0 else None
+    publish_on_commit(activated)
+    _settle_run(run, wf, rows, events, now)
+    if claimed_id is None:
+        return None
+    claimed = next(row for row in rows.values() if row.pk == claimed_id)
+    claimed.run = run
+    return claimed
+
+
+def _after_child_finished(run, child, events, now, claim_next) -> StepRun | None:
+    """Tell the parent, by signal, once every child of the group has finished."""
+    open_children = StepRun.objects.filter(
+        parent_id=child.parent_id, step_id=child.step_id
+    ).exclude(status__in=STEP_FINISHED)
+    if open_children.exists():
+        return None
+    signal = _children_signal(child.step_id)
+    return _deliver_signal(
+        run, signal, {"group": signal.split(":", 2)[2]}, None, events, now, claim_next
+    )
+
+
+def _after_item_finished(run, wf, item, events, now, claim_next) -> StepRun | None:
+    """Close a foreach step once all its items are finished, gathering outputs in order."""
+    open_items = StepRun.objects.filter(parent_id=item.parent_id).exclude(status__in=STEP_FINISHED)
+    if open_items.exists():
+        return None
+    parent = StepRun.objects.get(pk=item.parent_id)
+    if parent.status != StepStatus.RUNNING:
+        return None
+    definition = wf.steps[parent.step_id]
+    items = list(
+        StepRun.objects.filter(parent=parent)
+        .order_by("item_index")
+        .values("status", "output", "error", "item_index")
+    )
+    failed = [row for row in items if row["status"] != StepStatus.SUCCEEDED]
+    if failed and definition.on_failure != "continue":
+        first = failed[0]
+        error = {
+            "type": "ItemsFailed",
+            "types": ["ItemsFailed"],
+            "message": f"{len(failed)} of {len(items)} items failed (first: {first['item_index']})",
+            "items": [row["item_index"] for row in failed],
+        }
+        _set_status(parent, StepStatus.FAILED, now, error=error, finished_at=now)
+        events.add(EventKind.STEP_FAILED, parent, error=error)
+        if _hand_to_failure_handler(run, parent, definition, error, events, now):
+            return None
+    else:
+        outputs = [
+            row["output"] if row["status"] == StepStatus.SUCCEEDED else None for row in items
+        ]
+        _set_status(parent, StepStatus.SUCCEEDED, now, output=outputs, finished_at=now)
+        events.add(EventKind.STEP_SUCCEEDED, parent, items=len(items), failed=len(failed))
+    return _after_step_finished(run, parent, events, now, claim_next)
+
+
+def _settle_run(run, wf, rows: dict[str, StepRun], events, now) -> None:
+    """Finish the run when no step is left to run: build the output, or fail on a bad template."""
+    if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+        return
+    if any(row.status not in STEP_FINISHED for row in rows.values()):
+        return
+    blocked = [sid for sid, row in rows.items() if _blocks_children(row, wf.steps[sid])]
+    if blocked:
+        _fail_run(run, rows, events, now, {"step": blocked[0], **(rows[blocked[0]].error or {})})
+        return
+    try:
+        output = _run_output(run, wf, rows)
+    except expressions.ExpressionError as exc:
+        _fail_run(run, rows, events, now, {"type": "OutputError", "message": str(exc)})
+        return
+    _set_run_status(run, RunStatus.SUCCEEDED, now, output=output, finished_at=now)
+    events.add(EventKind.RUN_SUCCEEDED)
+
+
+def _run_output(run, wf: WorkflowDef, rows: dict[str, StepRun]) -> Any:
+    """Render the definition's output, or gather the outputs of the steps nothing depends on."""
+    outputs = dict(
+        StepRun.objects.filter(
+            run=run, item_index=NO_ITEM, status=StepStatus.SUCCEEDED
+        ).values_list("step_id", "output")
+    )
+    if wf.output is not None:
+        return expressions.render(
+            wf.output,
+            {
+                "input": run.input,
+                "steps": {sid: outputs.get(sid) for sid in rows},
+                "run": {"id": run.pk},
+            },
+        )
+    return {sid: outputs.get(sid) for sid, step in wf.steps.items() if not step.children}
+
+
+def _set_run_status(run: WorkflowRun, status: str, now: dt.datetime, **fields) -> None:
+    """Write a run's status and fields."""
+    run.status = status
+    run.updated_at = now
+    for name, value in fields.items():
+        setattr(run, name, value)
+    WorkflowRun.objects.filter(pk=run.pk).update(status=status, updated_at=now, **fields)
+
+
+def _fail_run(run, rows, events, now, error: dict[str, Any]) -> None:
+    """Fail the run and cancel what is left of it; running work is discarded at its finish."""
+    _cancel_open_steps(run, events, now, reason="run_failed")
+    _set_run_status(run, RunStatus.FAILED, now, error=error, finished_at=now)
+    events.add(EventKind.RUN_FAILED, error=error)
+
+
+def _cancel_open_steps(run, events, now, reason: str) -> None:
+    """Cancel every step of a run that has not finished, with one event each."""
+    open_steps = list(StepRun.objects.filter(run=run).exclude(status__in=STEP_FINISHED))
+    for row in open_steps:
+        events.add(EventKind.STEP_CANCELLED, row, reason=reason, was=row.status)
+    StepRun.objects.filter(pk__in=[row.pk for row in open_steps]).update(
+        status=StepStatus.CANCELLED,
+        finished_at=now,
+        lease_token="",
+        lease_expires_at=None,
+        error={"type": "Cancelled", "reason": reason},
+    )
+
+
+# --- operations on runs --------------------------------------------------------------------------
+
+
+def send_signal(run_id: int, name: str, payload: Any = None, *, sent_by=None) -> RunSignal:
+    """Deliver a named signal to a run; the step waiting for it (now or later) takes it."""
+    now = clock.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.status in RUN_FINISHED:
+            raise EngineError(f"run {run.pk} is {run.status}; only unfinished runs accept signals")
+        events = EventLog(run, now, actor=sent_by)
+        signal = RunSignal(run=run, name=name)
+        _deliver_signal(run, name, payload, sent_by, events, now, signal=signal)
+        events.flush()
+    return signal
+
+
+def _deliver_signal(run, name, payload, sent_by, events, now, claim_next=False, signal=None):
+    """Record a signal for a locked run and wake the step waiting for it, if one is."""
+    signal = signal or RunSignal(run=run, name=name)
+    signal.payload = payload if payload is not None else {}
+    signal.sent_by = sent_by if sent_by is not None and sent_by.pk else None
+    signal.sent_by_name = getattr(sent_by, "username", "") if sent_by else ""
+    signal.received_at = now
+    signal.save()
+    waiting = (
+        StepRun.objects.select_for_update(no_key=True)
+        .filter(run=run, status=StepStatus.WAITING, wait_signal=name)
+        .order_by("id")
+        .first()
+    )
+    if waiting is None:
+        events.add(EventKind.SIGNAL_RECEIVED, signal=name, waiting_step=None)
+        return None
+    _consume(signal, waiting, now)
+    events.add(EventKind.SIGNAL_RECEIVED, waiting, signal=name)
+    definition = definition_of(compiled_version(run.version_id), waiting.step_id)
+    return _wake(run, waiting, definition, "signal", signal.payload, events, now, claim_next)
+
+
+def cancel_run(run_id: int, *, actor=None, reason: str = "") -> WorkflowRun:
+    """Cancel a run: open steps stop; a running step's work is discarded at its next checkpoint."""
+    now = clock.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.status in RUN_FINISHED:
+            raise EngineError(f"run {run.pk} is already {run.status}")
+        events = EventLog(run, now, actor=actor)
+        _cancel_open_steps(run, events, now, reason="run_cancelled")
+        _set_run_status(
+            run,
+            RunStatus.CANCELLED,
+            now,
+            finished_at=now,
+            error={"type": "Cancelled", "reason": reason},
+        )
+        events.add(EventKind.RUN_CANCELLED, reason=reason)
+        events.flush()
+    return run
+
+
+def pause_run(run_id: int, *, actor=None) -> WorkflowRun:
+    """Pause a run: running steps finish their attempt, nothing new starts until resumed."""
+    now = clock.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.status != RunStatus.RUNNING:
+            raise EngineError(f"run {run.pk} is {run.status}; only a running run can be paused")
+        _set_run_status(run, RunStatus.PAUSED, now)
+        events = EventLog(run, now, actor=actor)
+        events.add(EventKind.RUN_PAUSED)
+        events.flush()
+    return run
+
+
+def resume_run(run_id: int, *, actor=None) -> WorkflowRun:
+    """Resume a paused run and dispatch the steps that became ready meanwhile."""
+    now = clock.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.status != RunStatus.PAUSED:
+            raise EngineError(f"run {run.pk} is {run.status}; only a paused run can be resumed")
+        _set_run_status(run, RunStatus.RUNNING, now)
+        ready = list(
+            StepRun.objects.filter(run=run, status=StepStatus.READY, ready_at__lte=now).values_list(
+                "pk", flat=True
+            )
+        )
+        StepRun.objects.filter(pk__in=ready).update(dispatched_at=now)
+        events = EventLog(run, now, actor=actor)
+        events.add(EventKind.RUN_RESUMED, ready_steps=len(ready))
+        events.flush()
+        publish_on_commit(ready)
+    return run
+
+
+def retry_step(step_run_id: int, *, actor=None) -> StepRun:
+    """Try a failed step again from a fresh attempt count; a failed run resumes with it."""
+    now = clock.now()
+    with transaction.atomic():
+        step = StepRun.objects.select_related("run").get(pk=step_run_id)
+        run = _lock_run(step.run_id)
+        step = StepRun.objects.select_for_update(no_key=True).get(pk=step_run_id)
+        if step.status != StepStatus.FAILED:
+            raise EngineError(f"step {step} is {step.status}; only a failed step can be retried")
+        if is_child(step):
+            raise EngineError(
+                f"step {step} was added by another step, which already received its failure; "
+                "retry that step instead"
+            )
+        if run.status in (RunStatus.CANCELLED, RunStatus.SUCCEEDED):
+            raise EngineError(f"run {run.pk} is {run.status}; its steps cannot be retried")
+        events = EventLog(run, now, actor=actor)
+        if run.status == RunStatus.FAILED:
+            # Steps the failure cancelled go back to where they can be reached again.
+            StepRun.objects.filter(
+                run=run, status=StepStatus.CANCELLED, error__reason="run_failed"
+            ).update(
+                status=StepStatus.PENDING,
+                error=None,
+                finished_at=None,
+                wake_at=None,
+                wait_signal="",
+            )
+            StepRun.objects.filter(run=run, status=StepStatus.PENDING).exclude(
+                item_index=NO_ITEM
+            ).update(status=StepStatus.READY, ready_at=now, dispatched_at=None)
+            _set_run_status(run, RunStatus.RUNNING, now, error=None, finished_at=None)
+        targets = [step]
+        items = StepRun.objects.filter(parent=step, step_id=step.step_id)
+        if step.item_index == NO_ITEM and items.exists():
+            targets = list(items.filter(status=StepStatus.FAILED))
+            _set_status(step, StepStatus.RUNNING, now, error=None, finished_at=None)
+        elif step.parent_id:
+            StepRun.objects.filter(pk=step.parent_id).update(
+                status=StepStatus.RUNNING, error=None, finished_at=None
+            )
+        for target in targets:
+            _set_status(
+                target,
+                StepStatus.READY,
+                now,
+                attempt=0,
+                error=None,
+                ready_at=now,
+                dispatched_at=now,
+                finished_at=None,
+            )
+            events.add(EventKind.STEP_RETRIED, target)
+        wf = compiled_version(run.version_id)
+        rows = {row.step_id: row for row in StepRun.objects.filter(run=run, item_index=NO_ITEM)}
+        pending = [sid for sid, row in rows.items() if row.status == StepStatus.PENDING]
+        ready = _activate(run, wf, rows, pending, events, now)
+        ready += list(
+            StepRun.objects.filter(
+                run=run, status=StepStatus.READY, dispatched_at__isnull=True
+            ).values_list("pk", flat=True)
+        )
+        ready += [target.pk for target in targets]
+        events.flush()
+        publish_on_commit(sorted(set(ready)))
+    return step
+
+
+def resolve_parked_step(
+    step_run_id: int, *, output: Any = None, retry: bool = False, actor=None, note: str = ""
+) -> StepRun:
+    """Apply a person's resolution to a step its `on_failure` handler parked.
+
+    Either supply the step's output (it succeeds and the run goes on), or, with `retry`, send
+    it back for a fresh set of attempts. To stop the run instead, cancel it.
+    """
+    now = clock.now()
+    with transaction.atomic():
+        run_id = StepRun.objects.filter(pk=step_run_id).values_list("run_id", flat=True).first()
+        if run_id is None:
+            raise EngineError(f"no step run has the id {step_run_id}")
+        run = _lock_run(run_id)
+        step = StepRun.objects.select_for_update(no_key=True).get(pk=step_run_id)
+        if step.status != StepStatus.WAITING or not (step.error or {}).get("awaiting"):
+            raise EngineError(f"step {step} is {step.status}, not waiting for a person")
+        if run.status in RUN_FINISHED:
+            raise EngineError(f"run {run.pk} is already {run.status}")
+        if retry:
+            _set_status(step, StepStatus.FAILED, now, finished_at=now)
+            return retry_step(step_run_id, actor=actor)
+        events = EventLog(run, now, actor=actor)
+        _set_status(
+            step,
+            StepStatus.SUCCEEDED,
+            now,
+            output=output,
+            error=None,
+            finished_at=now,
+            wake_at=None,
+            wait_signal="",
+        )
+        events.add(EventKind.STEP_SUCCEEDED, step, supplied_by_person=True, note=note)
+        _after_step_finished(run, step, events, now)
+        events.flush()
+    return step
+
+
+# --- the sweeper ---------------------------------------------------------------------------------
+
+
+def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
+    """Repair what messages cannot: dead workers, timeouts, due timers, retries, lost messages."""
+    now = now or clock.now()
+    counts = {"reclaimed": 0, "timers": 0, "republished": 0}
+    overdue = StepRun.objects.filter(status=StepStatus.RUNNING).filter(
+        Q(lease_expires_at__lt=now) | Q(deadline_at__lt=now)
+    )
+    for step_id, run_id in overdue.values_list("pk", "run_id")[:limit]:
+        counts["reclaimed"] += _reclaim(step_id, run_id, now)
+    due = StepRun.objects.filter(status=StepStatus.WAITING, wake_at__lte=now)
+    for step_id, run_id in due.values_list("pk", "run_id")[:limit]:
+        counts["timers"] += _fire_timer(step_id, run_id, now)
+    counts["republished"] = _republish(now, limit)
+    return counts
+
+
+def _reclaim(step_id: int, run_id: int, now: dt.datetime) -> int:
+    """Take back a step whose worker died or whose attempt ran past its timeout."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        step = (
+            StepRun.objects.select_for_update(no_key=True)
+            .filter(pk=step_id, status=StepStatus.RUNNING)
+            .filter(Q(lease_expires_at__lt=now) | Q(deadline_at__lt=now))
+            .first()
+        )
+        if step is None:
+            return 0
+        timed_out = step.deadline_at is not None and step.deadline_at < now
+        if timed_out:
+            failure = Fail(
+                {
+                    "type": "StepTimeout",
+                    "types": ["StepTimeout", "TimeoutError"],
+                    "message": "the attempt ran past its timeout",
+                },
+                True,
+            )
+        else:
+            failure = Fail(
+                {
+                    "type": "LeaseExpired",
+                    "types": ["LeaseExpired", "WorkerLost"],
+                    "message": f"worker {step.worker} stopped renewing its lease",
+                },
+                True,
+            )
+        events = EventLog(run, now)
+        events.add(EventKind.LEASE_EXPIRED, step, worker=step.worker, timed_out=timed_out)
+        definition = definition_of(compiled_version(run.version_id), step.step_id)
+        _record_failure(run, step, definition, failure, events, now)
+        events.flush()
+    return 1
+
+
+def _fire_timer(step_id: int, run_id: int, now: dt.datetime) -> int:
+    """Wake a step whose timer or wait timeout is due."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        step = (
+            StepRun.objects.select_for_update(no_key=True)
+            .filter(pk=step_id, status=StepStatus.WAITING, wake_at__lte=now)
+            .first()
+        )
+        if step is None:
+            return 0
+        reason = "timeout" if step.wait_signal else "timer"
+        events = EventLog(run, now)
+        events.add(EventKind.WAIT_TIMED_OUT if reason == "timeout" else EventKind.TIMER_FIRED, step)
+        definition = definition_of(compiled_version(run.version_id), step.step_id)
+        _wake(run, step, definition, reason, None, events, now)
+        events.flush()
+    return 1
+
+
+def republish_interval(waiting_seconds: float) -> float:
+    """Return how long to wait before sending a ready step's message again.
+
+    Half the time it has waited, between STEWARD_REPUBLISH_AFTER_SECONDS and
+    STEWARD_REPUBLISH_MAX_SECONDS: a message lost once is replaced quickly, while steps that
+    wait because no worker runs do not flood the broker with copies (their number grows with
+    the logarithm of the outage).
+    """
+    base = settings.STEWARD_REPUBLISH_AFTER_SECONDS
+    return min(max(base, waiting_seconds / 2), max(base, settings.STEWARD_REPUBLISH_MAX_SECONDS))
+
+
+def _republish(now: dt.datetime, limit: int) -> int:
+    """Publish ready steps that are due and whose message is missing or overdue."""
+    stale = now - dt.timedelta(seconds=settings.STEWARD_REPUBLISH_AFTER_SECONDS)
+    with transaction.atomic():
+        candidates = (
+            StepRun.objects.filter(
+                status=StepStatus.READY, ready_at__lte=now, run__status=RunStatus.RUNNING
+            )
+            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+            .order_by("dispatched_at")
+            .values_list("pk", "ready_at", "dispatched_at")[: limit * 4]
+        )
+        ids = [
+            pk
+            for pk, ready_at, dispatched_at in candidates
+            if dispatched_at is None
+            or (now - dispatched_at).total_seconds()
+            >= republish_interval((now - ready_at).total_seconds())
+        ][:limit]
+        if ids:
+            StepRun.objects.filter(pk__in=ids, status=StepStatus.READY).update(dispatched_at=now)
+            publish_on_commit(ids)
+    return len(ids)
+
+
+def drain(max_steps: int = 10_000, now: dt.datetime | None = None) -> int:
+    """Run every due ready step in this process until none is left (tests and the demo's CLI)."""
+    executed = 0
+    while executed < max_steps:
+        current = now or clock.now()
+        ids = list(
+            StepRun.objects.filter(
+                status=StepStatus.READY, ready_at__lte=current, run__status=RunStatus.RUNNING
+            )
+            .order_by("id")
+            .values_list("pk", flat=True)[:100]
+        )
+        if not ids:
+            return executed
+        for step_id in ids:
+            executed += run_step(step_id)
+    return executed

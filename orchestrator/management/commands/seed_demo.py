@@ -1,0 +1,34 @@
+"""Seed the demo: logins, incident workflows and runs in every state. Safe to run again."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from orchestrator import demo
+
+
+class Command(BaseCommand):
+    help = "Create the demo users, workflows and runs (idempotent; refused with DEBUG off)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Seed even with DEBUG off (the demo passwords are public: never in production).",
+        )
+
+    def handle(self, *args, force=False, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError(
+                "DEBUG is off: the demo logins have public passwords, so seed_demo refuses to "
+                "create them. Pass --force only on a throw-away instance."
+            )
+        seeded = demo.seed()
+        out = self.stdout
+        out.write(self.style.SUCCESS("Demo seeded."))
+        out.write("Workflows: " + ", ".join(sorted(seeded["workflows"])))
+        out.write("Runs:")
+        for spec, run in zip(demo.DEMO_RUNS, seeded["runs"], strict=True):
+            out.write(f"  #{run.pk:<4} {spec.workflow:<20} {run.status:<9} {spec.story}")
+        out.write("Demo logins (demo-only passwords):")
+        for user in demo.DEMO_USERS:
+            out.write(f"  {user.username:<6} / {user.password:<11} {user.role}")

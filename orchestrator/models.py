@@ -1,0 +1,281 @@
+"""Workflows, immutable versions, runs, steps, run history, signals and the effect journal."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from simple_history.models import HistoricalRecords
+
+from governance.permissions import RestrictedQuerySet
+
+
+class Workflow(models.Model):
+    """A named, governed workflow; its behaviour lives in its published versions."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True, help_text="Inactive workflows cannot start runs.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.name
+
+    def latest_version(self) -> WorkflowVersion | None:
+        """Return the newest published version, or None."""
+        return self.versions.order_by("-number").first()
+
+
+class WorkflowVersion(models.Model):
+    """One published, immutable definition of a workflow; runs are pinned to it."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    digest = models.CharField(max_length=64, help_text="SHA-256 of the canonical definition.")
+    note = models.TextField(blank=True)
+    published_at = models.DateTimeField(auto_now_add=True)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    published_by_name = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["workflow", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "number"], name="workflow_version_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.workflow.slug} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        """Refuse to change a published version: running runs depend on it."""
+        if not self._state.adding:
+            raise ValueError("A published workflow version is immutable; publish a new version.")
+        super().save(*args, **kwargs)
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+RUN_FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+class WorkflowRun(models.Model):
+    """One execution of a workflow version, with its input, outcome and who started it."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_by_name = models.CharField(max_length=150, blank=True)
+    trigger = models.CharField(
+        max_length=50, blank=True, help_text="What started the run: admin, api, command, demo, ..."
+    )
+    business_key = models.CharField(max_length=200, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self):
+        return f"Run {self.pk} of {self.workflow.slug}"
+
+    @property
+    def is_finished(self) -> bool:
+        """Tell whether the run has reached a final status."""
+        return self.status in RUN_FINISHED
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+STEP_FINISHED = {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
+NO_ITEM = -1
+
+
+class StepRun(models.Model):
+    """One step of a run, or one item of a `foreach` step: status, attempts, lease and result."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="steps")
+    step_id = models.CharField(max_length=100)
+    item_index = models.IntegerField(
+        default=NO_ITEM, help_text="Position in a foreach list; -1 for the step itself."
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="items"
+    )
+    step_type = models.CharField(max_length=50)
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    attempt = models.PositiveIntegerField(default=0)
+    item = models.JSONField(null=True, blank=True, help_text="The foreach element this row runs.")
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True, help_text="Not to be run before this.")
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    wake_at = models.DateTimeField(null=True, blank=True, help_text="Timer or wait timeout.")
+    wait_signal = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_id", "item_index"], name="step_run_unique")
+        ]
+        indexes = [
+            models.Index(fields=["ready_at"], name="step_ready_idx", condition=Q(status="ready")),
+            models.Index(
+                fields=["lease_expires_at"], name="step_lease_idx", condition=Q(status="running")
+            ),
+            models.Index(fields=["wake_at"], name="step_wake_idx", condition=Q(status="waiting")),
+        ]
+
+    def __str__(self):
+        label = self.step_id if self.item_index == NO_ITEM else f"{self.step_id}[{self.item_index}]"
+        return f"{label} of run {self.run_id}"
+
+    @property
+    def idempotency_key(self) -> str:
+        """Return the key that identifies this step's effect across redeliveries and attempts."""
+        return f"run:{self.run_id}:step:{self.step_id}:item:{self.item_index}"
+
+
+class EventKind(models.TextChoices):
+    RUN_STARTED = "run_started", "Run started"
+    RUN_SUCCEEDED = "run_succeeded", "Run succeeded"
+    RUN_FAILED = "run_failed", "Run failed"
+    RUN_CANCELLED = "run_cancelled", "Run cancelled"
+    RUN_PAUSED = "run_paused", "Run paused"
+    RUN_RESUMED = "run_resumed", "Run resumed"
+    STEP_SCHEDULED = "step_scheduled", "Step scheduled"
+    STEP_STARTED = "step_started", "Step started"
+    STEP_SUCCEEDED = "step_succeeded", "Step succeeded"
+    STEP_FAILED = "step_failed", "Step failed"
+    STEP_SKIPPED = "step_skipped", "Step skipped"
+    STEP_CANCELLED = "step_cancelled", "Step cancelled"
+    RETRY_SCHEDULED = "retry_scheduled", "Retry scheduled"
+    STEP_RETRIED = "step_retried", "Step retried by hand"
+    WAITING = "waiting", "Waiting"
+    TIMER_FIRED = "timer_fired", "Timer fired"
+    WAIT_TIMED_OUT = "wait_timed_out", "Wait timed out"
+    SIGNAL_RECEIVED = "signal_received", "Signal received"
+    LEASE_EXPIRED = "lease_expired", "Lease expired"
+    FANNED_OUT = "fanned_out", "Fanned out"
+
+
+class RunEvent(models.Model):
+    """An append-only entry of a run's history: enough to reconstruct what happened and when."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="events")
+    step_run = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    step_id = models.CharField(max_length=100, blank=True)
+    item_index = models.IntegerField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "id"]
+
+    def __str__(self):
+        where = f" {self.step_id}" if self.step_id else ""
+        return f"{self.get_kind_display()}{where}"
+
+
+class RunSignal(models.Model):
+    """A named message sent to a run from outside; consumed by the step that waits for it."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="signals")
+    name = models.CharField(max_length=200)
+    payload = models.JSONField(default=dict, blank=True)
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    sent_by_name = models.CharField(max_length=150, blank=True)
+    received_at = models.DateTimeField()
+    consumed_by = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [
+            models.Index(
+                fields=["run", "name"],
+                name="signal_pending_idx",
+                condition=Q(consumed_at__isnull=True),
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name} → run {self.run_id}"
+
+
+class EffectJournal(models.Model):
+    """The recorded result of a side effect, keyed so a redelivered step reuses it."""
+
+    key = models.CharField(max_length=300, unique=True)
+    run = models.ForeignKey(
+        WorkflowRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="effects"
+    )
+    step_run = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="effects"
+    )
+    name = models.CharField(max_length=200, help_text="The tool or model called.")
+    request = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.key

@@ -1,0 +1,108 @@
+"""Receivers that connect the engine to the apps below it, which never import the engine."""
+
+import logging
+
+from django.db import transaction
+from django.dispatch import receiver
+
+from audit import services as audit
+from governance import services as governance
+from governance.signals import approval_decided, escalation_resolved
+from orchestrator import engine
+from orchestrator.models import EventKind
+from orchestrator.signals import run_events_recorded
+
+log = logging.getLogger(__name__)
+_RUN_ENDED = {EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED, EventKind.RUN_CANCELLED}
+
+
+@receiver(run_events_recorded, dispatch_uid="orchestrator.audit_run_events")
+def audit_run_events(sender, events, run, **kwargs):
+    """Write every engine event to the audit log in the transaction that made the change."""
+    audit.record_many(
+        [
+            {
+                "action": f"engine.{event.kind}",
+                "actor": event.actor,
+                "actor_kind": None if event.actor_id else "system",
+                "target_type": "orchestrator.steprun"
+                if event.step_run_id
+                else "orchestrator.workflowrun",
+                "target_id": str(event.step_run_id or event.run_id),
+                "target_repr": _describe(event, run),
+                "run_id": event.run_id,
+                "step_id": event.step_id or None,
+                "body": {
+                    "event_id": event.pk,
+                    "item_index": event.item_index,
+                    "attempt": event.attempt,
+                    "data": event.data,
+                },
+            }
+            for event in events
+        ]
+    )
+
+
+def _describe(event, run) -> str:
+    """Name the run (and step) an event is about, for readers of the audit log."""
+    label = f"run {event.run_id} of {run.workflow_id}"
+    if event.step_id:
+        item = "" if event.item_index is None else f"[{event.item_index}]"
+        return f"step {event.step_id}{item} of {label}"
+    return label
+
+
+@receiver(approval_decided, dispatch_uid="orchestrator.resume_on_approval")
+def resume_on_approval(sender, request, payload, actor=None, announce_to_run=True, **kwargs):
+    """Wake the step waiting for an approval, in the transaction that made the decision."""
+    if not announce_to_run or request.run_id is None:
+        return
+    try:
+        engine.send_signal(request.run_id, request.signal_name, payload, sent_by=actor)
+    except engine.EngineError as exc:  # the run finished meanwhile: the decision stands alone
+        log.info("approval %s decided for a finished run: %s", request.pk, exc)
+
+
+@receiver(escalation_resolved, dispatch_uid="orchestrator.resume_on_escalation")
+def resume_on_escalation(sender, escalation, actor=None, **kwargs):
+    """Carry out a person's resolution of an escalation: supply the result, retry, or stop."""
+    if escalation.run_id is None:
+        return
+    reason = f"escalation {escalation.pk}: {escalation.comment}".strip(": ")
+    if escalation.resolution == "stop":
+        engine.cancel_run(escalation.run_id, actor=actor, reason=reason)
+    elif escalation.parked:
+        engine.resolve_parked_step(
+            escalation.step_run_id,
+            output=escalation.result,
+            retry=escalation.resolution == "retry",
+            actor=actor,
+            note=reason,
+        )
+    else:
+        engine.send_signal(
+            escalation.run_id,
+            escalation.signal_name,
+            governance.resolution_payload(escalation),
+            sent_by=actor,
+        )
+
+
+@receiver(run_events_recorded, dispatch_uid="orchestrator.close_governance_of_ended_runs")
+def close_governance_of_ended_runs(sender, events, run, **kwargs):
+    """Once a run has ended, cancel its pending approvals and open escalations."""
+    if not any(event.kind in _RUN_ENDED for event in events):
+        return
+    run_id = run.pk
+    # After commit, in its own transaction: the run's lock is released by then (lock order:
+    # approval request, then run, as decisions take them).
+    transaction.on_commit(lambda: _close_governance(run_id))
+
+
+def _close_governance(run_id: int) -> None:
+    """Cancel what governance still holds open for an ended run."""
+    reason = f"run {run_id} ended"
+    governance.cancel_approvals_for_run(run_id, reason=reason)
+    with transaction.atomic():
+        governance.cancel_escalations_for_run(run_id, reason=reason)

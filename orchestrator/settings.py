@@ -1,0 +1,320 @@
+"""Steward settings: one module, read from the environment.
+
+Defaults serve a laptop demo (SQLite and a broker that needs no server). Set DATABASE_URL and
+REDIS_URL to use PostgreSQL and Redis. With DEBUG off, a missing secret stops the start.
+"""
+
+import os
+import socket
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("STEWARD_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """Return an environment variable, or its default."""
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Return an environment variable read as a boolean (1/true/yes/on)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    """Return an environment variable read as an integer."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    """Return an environment variable read as a float."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from exc
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """Return a comma-separated environment variable as a list."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_secret(name: str, dev_default: str | None = None) -> str | None:
+    """Return a secret from NAME or the file named by NAME_FILE; refuse a default outside DEBUG."""
+    value = os.environ.get(name)
+    file_name = os.environ.get(f"{name}_FILE")
+    if value is None and file_name:
+        try:
+            value = Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={file_name} cannot be read: {exc}") from exc
+    if value:
+        return value
+    if DEBUG:
+        return dev_default
+    raise ImproperlyConfigured(
+        f"{name} is not set. With DEBUG off, set {name} or {name}_FILE (a file holding it)."
+    )
+
+
+def env_optional_secret(name: str) -> str | None:
+    """Return a secret from NAME or NAME_FILE, or None; the app that needs it refuses later."""
+    value = os.environ.get(name)
+    file_name = os.environ.get(f"{name}_FILE")
+    if value is None and file_name:
+        try:
+            value = Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={file_name} cannot be read: {exc}") from exc
+    return value or None
+
+
+def _port_open(host: str, port: int) -> bool:
+    """Tell whether something listens on host:port (used to find local test services)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+DEBUG = env_bool("DEBUG", default=True)
+SECRET_KEY = env_secret("SECRET_KEY", dev_default="dev-insecure-steward-key-change-me")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# `make test` sets STEWARD_FIND_SERVICES so the suite uses local PostgreSQL and Redis when they run.
+FIND_SERVICES = env_bool("STEWARD_FIND_SERVICES")
+if FIND_SERVICES and "DATABASE_URL" not in os.environ and _port_open("127.0.0.1", 5432):
+    os.environ["DATABASE_URL"] = f"postgres://{env_str('PGUSER', 'root')}@127.0.0.1:5432/steward"
+if FIND_SERVICES and "REDIS_URL" not in os.environ and _port_open("127.0.0.1", 6379):
+    os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    }
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(VAR_DIR / "steward.sqlite3"),
+            "OPTIONS": {
+                "timeout": 30,
+                # IMMEDIATE takes the write lock at BEGIN, so concurrent processes queue instead of
+                # failing with "database is locked" when a reader upgrades to a writer.
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+if env_str("STEWARD_TEST_DB_NAME"):
+    DATABASES["default"]["TEST"] = {"NAME": env_str("STEWARD_TEST_DB_NAME")}
+IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith(("postgresql", "postgis"))
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "guardian",
+    "simple_history",
+    "django_htmx",
+    "channels",
+    "audit",
+    "governance",
+    "agents",
+    "orchestrator",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+    "audit.middleware.AuditContextMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "governance.backends.PrincipalBackend",  # Django's ModelBackend, refusing agents
+    "guardian.backends.ObjectPermissionBackend",
+]
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object
+
+ROOT_URLCONF = "orchestrator.urls"
+ASGI_APPLICATION = "orchestrator.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+LOGIN_URL = "admin:login"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Steward API", "VERSION": "0.1.0"}
+
+# Celery: PostgreSQL is the source of truth; a message only says "this step is ready".
+REDIS_URL = env_str("REDIS_URL")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost/"
+BROKER_DIR = VAR_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR),
+        "data_folder_out": str(BROKER_DIR),
+        "control_folder": str(BROKER_DIR / "control"),
+        "polling_interval": 0.2,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = env_str("STEWARD_QUEUE", "steward")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "steward-sweeper": {
+        "task": "orchestrator.sweep",
+        "schedule": env_float("STEWARD_SWEEP_SECONDS", 2.0),
+        "options": {"expires": 10},
+    },
+}
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Engine tuning. Timers, leases and backoff live in the database; these only set their scale.
+STEWARD_LEASE_SECONDS = env_float("STEWARD_LEASE_SECONDS", 30.0)
+STEWARD_HEARTBEAT_SECONDS = env_float("STEWARD_HEARTBEAT_SECONDS", 10.0)
+STEWARD_SWEEP_SECONDS = env_float("STEWARD_SWEEP_SECONDS", 2.0)
+STEWARD_REPUBLISH_AFTER_SECONDS = env_float("STEWARD_REPUBLISH_AFTER_SECONDS", 15.0)
+STEWARD_REPUBLISH_MAX_SECONDS = env_float("STEWARD_REPUBLISH_MAX_SECONDS", 300.0)
+STEWARD_INLINE_STEPS = env_int("STEWARD_INLINE_STEPS", 1000)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+
+# Modules whose import registers tools (agents.tools.tool). Tests and deployments add their own.
+STEWARD_TOOL_MODULES = [
+    "agents.builtin_tools",
+    "agents.demo_tools",
+    *env_list("STEWARD_TOOL_MODULES", []),
+]
+
+# Provider API keys are encrypted at rest with this Fernet key (or several, comma-separated: the
+# first encrypts, all decrypt). With DEBUG on and none set, agents generate a dev key under VAR_DIR;
+# with DEBUG off, `manage.py check` (so migrate and the web server) refuses to start without it.
+STEWARD_SECRETS_KEY = env_optional_secret("STEWARD_SECRETS_KEY")
+
+# Shared memory retention: a beat task purges expired entries (legal holds excepted).
+CELERY_BEAT_SCHEDULE["agents-memory-retention"] = {
+    "task": "agents.purge_memory",
+    "schedule": env_float("STEWARD_MEMORY_PURGE_SECONDS", 600.0),
+    "options": {"expires": 300},
+}
+
+# The governed records (and their fields) that agents' `record.update` tool may change; the
+# tool's row in the admin can narrow this further.
+STEWARD_AGENT_UPDATABLE_RECORDS = {
+    "agents.ticket": ["title", "description", "status", "priority", "service", "assignee"],
+}
+
+# Audit trail. The checkpoint signing key (Ed25519: base64 of 32 raw bytes, or PEM) lives outside
+# the database; with DEBUG on and none set, audit generates a dev key under VAR_DIR.
+AUDIT_SIGNING_KEY = env_secret("AUDIT_SIGNING_KEY", dev_default=None)
+AUDIT_SEQUENCE_SECONDS = env_float("AUDIT_SEQUENCE_SECONDS", 1.0)
+AUDIT_CHECKPOINT_SECONDS = env_float("AUDIT_CHECKPOINT_SECONDS", 5.0)
+CELERY_BEAT_SCHEDULE["audit-sequence"] = {
+    "task": "audit.sequence",
+    "schedule": AUDIT_SEQUENCE_SECONDS,
+    "options": {"expires": max(AUDIT_SEQUENCE_SECONDS * 5, 5.0)},
+}

@@ -1,0 +1,178 @@
+"""Step types: what a step of each `type` does when the engine runs it.
+
+A step type is any object with `name`, `fields` (JSON Schema properties of its own fields),
+`required`, `transactional`, `check(step) -> [(field, message)]`, `execute(ctx)` and
+`on_wake(ctx, reason, payload)`. Handlers answer through the context: `ctx.complete(output)`,
+`ctx.wait(...)`, `ctx.fail(...)`, or by raising. Other apps (governance's approvals, agents)
+provide theirs; this app registers them in `OrchestratorConfig.ready`, so the engine's core never
+changes to add one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agents.tools import UnknownTool, get_tool
+from orchestrator.durations import parse_duration
+
+_step_types: dict[str, Any] = {}
+_failure_handlers: dict[str, Callable] = {}
+
+
+def register_step_type(step_type) -> None:
+    """Make a step type available to workflow definitions."""
+    _step_types[step_type.name] = step_type
+
+
+def step_types() -> dict[str, Any]:
+    """Return every registered step type by name."""
+    return _step_types
+
+
+def register_failure_handler(name: str, handler: Callable) -> None:
+    """Add an `on_failure` choice, e.g. `escalate`, handled by another app."""
+    _failure_handlers[name] = handler
+
+
+def failure_handlers() -> dict[str, Callable]:
+    """Return the extra `on_failure` handlers by name."""
+    return _failure_handlers
+
+
+class StepType:
+    """Defaults for step types: no fields, no checks, transactional, nothing to do on wake."""
+
+    name = ""
+    fields: dict[str, Any] = {}
+    required: tuple[str, ...] = ()
+    transactional = True
+    # False when execute() writes nothing to the database: the engine then needs no savepoint.
+    writes_database = True
+
+    def check(self, step: dict[str, Any]) -> list[tuple[str, str]]:
+        """Return (field, message) for each problem beyond the JSON Schema."""
+        return []
+
+    def execute(self, ctx):
+        """Run the step and return ctx.complete(...), ctx.wait(...) or ctx.fail(...)."""
+        raise NotImplementedError
+
+    def on_wake(self, ctx, reason: str, payload: Any):
+        """Continue a waiting step after a timer, a signal or a timeout."""
+        return ctx.fail("UnexpectedWake", f"{self.name} steps do not wait (woken by {reason})")
+
+
+class ToolStep(StepType):
+    """Call a registered tool with the rendered arguments; the result is journaled once."""
+
+    name = "tool"
+    fields = {"tool": {"type": "string", "minLength": 1}, "args": {"type": "object"}}
+    required = ("tool",)
+
+    def check(self, step):
+        try:
+            spec = get_tool(step["tool"])
+        except UnknownTool as exc:
+            return [("tool", str(exc))]
+        args = step.get("args", {})
+        if "{{" in str(args) or "{%" in str(args):
+            return []  # templated arguments are validated when rendered, before the call
+        return [("args", message) for message in spec.argument_errors(args)]
+
+    def execute(self, ctx):
+        spec = get_tool(ctx.spec["tool"])
+        arguments = ctx.render(ctx.spec.get("args", {}))
+        ctx.record_input(arguments)
+        result = ctx.effect(spec.name, arguments, lambda context: spec.call(arguments, context))
+        return ctx.complete(result)
+
+
+class SetStep(StepType):
+    """Compute a value from the run input and earlier outputs."""
+
+    name = "set"
+    writes_database = False
+    fields = {"value": {}}
+    required = ("value",)
+
+    def execute(self, ctx):
+        return ctx.complete(ctx.render(ctx.spec["value"]))
+
+
+class NoopStep(StepType):
+    """Do nothing; useful to join branches or as a placeholder."""
+
+    name = "noop"
+    writes_database = False
+
+    def execute(self, ctx):
+        return ctx.complete(None)
+
+
+class SleepStep(StepType):
+    """Wait durably for a duration (seconds to days); the timer lives in the database."""
+
+    name = "sleep"
+    writes_database = False
+    fields = {"duration": {"type": ["number", "string"]}}
+    required = ("duration",)
+
+    def check(self, step):
+        value = step["duration"]
+        if isinstance(value, str) and "{{" in value:
+            return []
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            return [("duration", str(exc))]
+        return []
+
+    def execute(self, ctx):
+        seconds = parse_duration(ctx.render(ctx.spec["duration"]))
+        return ctx.wait(seconds=seconds)
+
+    def on_wake(self, ctx, reason, payload):
+        return ctx.complete({"slept_seconds": parse_duration(ctx.render(ctx.spec["duration"]))})
+
+
+class WaitStep(StepType):
+    """Wait for a named signal from outside, with a timeout and what to do when it passes."""
+
+    name = "wait"
+    writes_database = False
+    fields = {
+        "signal": {"type": "string", "minLength": 1},
+        "timeout": {"type": ["number", "string"]},
+        "on_timeout": {"enum": ["fail", "continue"]},
+        "timeout_output": {},
+    }
+    required = ("signal",)
+
+    def check(self, step):
+        if "timeout" in step:
+            try:
+                parse_duration(step["timeout"])
+            except ValueError as exc:
+                return [("timeout", str(exc))]
+        return []
+
+    def execute(self, ctx):
+        timeout = ctx.spec.get("timeout")
+        return ctx.wait(
+            signal=ctx.render(ctx.spec["signal"]),
+            seconds=parse_duration(timeout) if timeout is not None else None,
+        )
+
+    def on_wake(self, ctx, reason, payload):
+        if reason == "signal":
+            return ctx.complete(payload)
+        if ctx.spec.get("on_timeout", "fail") == "continue":
+            return ctx.complete(ctx.render(ctx.spec.get("timeout_output")))
+        return ctx.fail(
+            "WaitTimedOut", f"no signal {ctx.spec['signal']!r} arrived in time", retryable=False
+        )
+
+
+for _builtin in (ToolStep(), SetStep(), NoopStep(), SleepStep(), WaitStep()):
+    register_step_type(_builtin)

@@ -1,0 +1,17 @@
+"""Celery tasks: thin wrappers that take ids and call the engine; each is safe to run twice."""
+
+from celery import shared_task
+
+from orchestrator import engine
+
+
+@shared_task(name="orchestrator.execute_step", acks_late=True, reject_on_worker_lost=True)
+def execute_step(step_run_id: int) -> int:
+    """Claim and run a ready step (and those it readies); a duplicate message does nothing."""
+    return engine.run_step(step_run_id)
+
+
+@shared_task(name="orchestrator.sweep", acks_late=True, ignore_result=True)
+def sweep() -> dict:
+    """Repair lost messages, dead workers, due timers and retries."""
+    return engine.sweep()

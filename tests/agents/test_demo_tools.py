@@ -1,0 +1,54 @@
+"""The demo's incident tools: deterministic answers, argument checks, and once-only updates."""
+
+import pytest
+
+from agents.models import IncidentUpdate
+from agents.tools import ArgumentsInvalid, FatalToolError, ToolContext, ToolError, get_tool
+
+
+def call(name, arguments, key="k1", attempt=1):
+    """Call a registered tool the way a step does."""
+    return get_tool(name).call(arguments, ToolContext(idempotency_key=key, attempt=attempt))
+
+
+def test_lookup_service_returns_the_catalogue_entry():
+    result = call("incident.lookup_service", {"service": "search"})
+    assert result["team"] == "discovery"
+    assert result["hosts"] == ["search-1", "search-2"]
+
+
+def test_lookup_of_an_unknown_service_is_final_and_names_the_known_ones():
+    with pytest.raises(FatalToolError, match="known: billing, checkout, search"):
+        call("incident.lookup_service", {"service": "nope"})
+
+
+def test_check_health_is_deterministic_and_reports_the_down_host():
+    first = call("incident.check_health", {"hosts": ["checkout-1", "checkout-2"]})
+    again = call("incident.check_health", {"hosts": ["checkout-1", "checkout-2"]})
+    assert first == again
+    assert first["unhealthy"] == ["checkout-2"]
+    assert first["healthy"] == 1
+
+
+def test_check_health_refuses_an_empty_host_list():
+    with pytest.raises(ArgumentsInvalid, match="hosts"):
+        call("incident.check_health", {"hosts": []})
+
+
+def test_restart_fails_its_first_attempt_with_a_retryable_error():
+    arguments = {"service": "checkout", "hosts": ["checkout-2"]}
+    with pytest.raises(ToolError) as raised:
+        call("incident.restart_service", arguments, attempt=1)
+    assert raised.value.retryable
+    assert call("incident.restart_service", arguments, attempt=2)["restarted"] == ["checkout-2"]
+
+
+@pytest.mark.django_db
+def test_post_update_writes_one_row_per_idempotency_key():
+    arguments = {"incident": "INC-1", "channel": "#ops", "message": "looking"}
+    first = call("incident.post_update", arguments, key="run:1:step:a:item:-1")
+    repeat = call("incident.post_update", arguments, key="run:1:step:a:item:-1")
+    other = call("incident.post_update", arguments, key="run:1:step:b:item:-1")
+    assert first == repeat
+    assert other["update_id"] != first["update_id"]
+    assert IncidentUpdate.objects.count() == 2

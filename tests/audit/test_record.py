@@ -1,0 +1,145 @@
+"""record(), record_many() and erase_body(): what an entry holds, and that it shares the
+caller's transaction."""
+
+import contextlib
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import DatabaseError, transaction
+
+from audit import services
+from audit.context import acting_as
+from audit.evidence import body_digest
+from audit.models import AuditBody, AuditEntry
+
+
+@pytest.mark.django_db
+def test_record_copies_actor_and_target(user):
+    group = Group.objects.create(name="ops")
+    entry = services.record(
+        action="group.renamed",
+        actor=user,
+        target=group,
+        run_id=12,
+        step_id=34,
+        request_id="req-1",
+        decision={"allowed": True, "policy": "p1"},
+        body={"old": "ops", "new": "ops-eu"},
+    )
+    entry.refresh_from_db()
+    assert (entry.actor_id, entry.actor_name, entry.actor_kind) == (user.pk, "alice", "user")
+    assert (entry.target_type, entry.target_id, entry.target_repr) == (
+        "auth.group",
+        str(group.pk),
+        "ops",
+    )
+    assert (entry.run_id, entry.step_id, entry.request_id) == ("12", "34", "req-1")
+    assert entry.decision == '{"allowed":true,"policy":"p1"}'  # canonical JSON text
+    assert entry.body_digest == body_digest({"old": "ops", "new": "ops-eu"})
+    assert AuditBody.objects.get(entry=entry).content == '{"new":"ops-eu","old":"ops"}'
+
+
+@pytest.mark.django_db
+def test_actor_kind_defaults(user):
+    user.is_agent = True
+    system = services.record(action="tick")
+    agent = services.record(action="think", actor=user)
+    forced = services.record(action="think", actor=user, actor_kind="user")
+    assert (system.actor_kind, system.actor_id, system.actor_name) == ("system", None, "")
+    assert agent.actor_kind == "agent"
+    assert forced.actor_kind == "user"
+    with pytest.raises(ValueError, match="actor_kind"):
+        services.record(action="x", actor_kind="robot")
+    with pytest.raises(ValueError, match="action"):
+        services.record(action="")
+
+
+@pytest.mark.django_db
+def test_request_id_comes_from_the_context_when_not_given():
+    with acting_as(None, request_id="ctx-42"):
+        implicit = services.record(action="a")
+        explicit = services.record(action="b", request_id="given")
+    assert (implicit.request_id, explicit.request_id) == ("ctx-42", "given")
+
+
+@pytest.mark.django_db
+def test_large_body_fits():
+    prompt = "x" * 5_000_000
+    entry = services.record(action="agent.prompt", body={"prompt": prompt})
+    assert len(AuditBody.objects.get(entry=entry).content) > 5_000_000
+    assert entry.body_digest == body_digest({"prompt": prompt})
+
+
+@pytest.mark.django_db
+def test_record_many_writes_all_in_order(user):
+    saved = services.record_many(
+        [
+            {"action": "step.started", "run_id": 1, "step_id": 1},
+            {"action": "step.succeeded", "run_id": 1, "step_id": 1, "body": {"out": 1}},
+            {"action": "run.succeeded", "run_id": 1, "actor": user},
+        ]
+    )
+    assert [e.action for e in saved] == ["step.started", "step.succeeded", "run.succeeded"]
+    assert all(e.pk for e in saved)
+    assert AuditEntry.objects.filter(run_id="1").count() == 3
+    assert AuditBody.objects.filter(entry__in=saved).count() == 1
+    assert saved[2].actor_name == "alice"
+    with pytest.raises(TypeError, match="colour"):
+        services.record_many([{"action": "x", "colour": "red"}])
+    assert services.record_many([]) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_action_leaves_no_entry():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Group.objects.create(name="doomed")
+        services.record(action="group.created", target_type="auth.group", body={"n": 1})
+        services.record_many([{"action": "more"}])
+        raise RuntimeError("the action fails after its audit entries were written")
+    assert not Group.objects.filter(name="doomed").exists()
+    assert not AuditEntry.objects.filter(action__in=["group.created", "more"]).exists()
+    assert not AuditBody.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_failing_audit_write_aborts_the_action_even_when_the_error_is_swallowed():
+    with transaction.atomic():
+        Group.objects.create(name="half-done")
+        # varchar(100): PostgreSQL refuses the insert. A careless caller that swallows the
+        # error still cannot commit its action without its entry.
+        with contextlib.suppress(DatabaseError):
+            services.record(action="a" * 101)
+    assert not Group.objects.filter(name="half-done").exists()
+    assert not AuditEntry.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audit_write_that_cannot_be_encoded_aborts_the_action():
+    with pytest.raises(TypeError), transaction.atomic():
+        Group.objects.create(name="half-done")
+        services.record(action="x", body={"not json": object()})
+    assert not Group.objects.filter(name="half-done").exists()
+    assert not AuditEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_erase_body_keeps_the_digest_and_records_the_erasure(user, staff):
+    entry = services.record(action="agent.prompt", actor=user, body={"email": "a@example.com"})
+    erasure = services.erase_body(entry, actor=staff, reason="GDPR request 7")
+    body = AuditBody.objects.get(entry=entry)
+    assert body.content is None and body.erased_at and body.erasure_entry_id == erasure.pk
+    entry.refresh_from_db()
+    assert entry.body_digest == body_digest({"email": "a@example.com"})
+    assert (erasure.action, erasure.target_id, erasure.actor_name) == (
+        services.ERASURE_ACTION,
+        str(entry.pk),
+        "root-admin",
+    )
+    with pytest.raises(ValueError, match="already erased"):
+        services.erase_body(entry, actor=staff, reason="again")
+    with pytest.raises(ValueError, match="reason"):
+        services.erase_body(erasure, actor=staff, reason=" ")
+    bodiless = services.record(action="nothing")
+    with pytest.raises(ValueError, match="no body"):
+        services.erase_body(bodiless, actor=staff, reason="r")

@@ -1,0 +1,71 @@
+"""Suite-wide fixtures: service detection, fixed actors, and the REQUIRE_SERVICES rule.
+
+A test marked `postgres`, `redis`, `worker` or `browser` runs only where that service is
+reachable. Without it the test skips with a reason naming the service; with
+REQUIRE_SERVICES=1 (what .ci/run sets) it fails instead.
+"""
+
+import os
+import shutil
+import socket
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+
+from tests.orchestrator import testtools  # noqa: F401  (registers the tools tests use)
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _reachable(url: str | None, default_port: int) -> bool:
+    """Tell whether the host:port of a service URL accepts connections."""
+    if not url:
+        return False
+    parsed = urlparse(url)
+    address = (parsed.hostname or "127.0.0.1", parsed.port or default_port)
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _missing_services(item) -> list[str]:
+    """Name the services a test's markers ask for that this machine lacks."""
+    missing = []
+    markers = {m.name for m in item.iter_markers()}
+    if {"postgres", "worker"} & markers and not settings.IS_POSTGRES:
+        missing.append("PostgreSQL (set DATABASE_URL or start it on 127.0.0.1:5432)")
+    if {"redis", "worker"} & markers and not _reachable(settings.REDIS_URL, 6379):
+        missing.append("Redis (set REDIS_URL or start it on 127.0.0.1:6379)")
+    if "browser" in markers and not shutil.which("chromium"):
+        missing.append("Chromium (apt-get install chromium chromium-driver)")
+    return missing
+
+
+def pytest_runtest_setup(item):
+    """Skip, or under REQUIRE_SERVICES fail, a test whose services are missing."""
+    missing = _missing_services(item)
+    if not missing:
+        return
+    reason = "needs " + ", ".join(missing)
+    if REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    """Use a fast hasher: tests create many users."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def steward_processes(tmp_path):
+    """Real worker and sweeper processes against the test database; killed after the test."""
+    from tests.processes import StewardProcesses
+
+    processes = StewardProcesses(tmp_path)
+    yield processes
+    processes.stop()

@@ -1,0 +1,239 @@
+"""The engine with governance: the `approval` step type and `on_failure: escalate`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit import clock
+from audit.models import AuditEntry
+from governance import services
+from governance.models import ApprovalRequest, ApprovalStatus, Escalation, PolicyRule
+from orchestrator import engine
+from orchestrator import services as workflows
+from orchestrator.models import StepRun
+from tests.governance.conftest import fresh
+from tests.orchestrator import testtools
+
+
+def approval_flow(on_failure: str = "fail") -> dict:
+    """Prepare an amount, ask for approval of exactly it, then pay."""
+    return {
+        "steps": [
+            {"id": "prepare", "type": "set", "value": {"amount": "{{ input.amount }}"}},
+            {
+                "id": "approve",
+                "type": "approval",
+                "rule": "payments",
+                "depends_on": ["prepare"],
+                "summary": "Pay {{ steps.prepare.amount }} EUR",
+                "arguments": {"amount": "{{ steps.prepare.amount }}"},
+                "on_failure": on_failure,
+            },
+            {"id": "pay", "type": "set", "depends_on": ["approve"], "value": "paid"},
+            {"id": "done", "type": "noop", "depends_on": ["approve"]},
+        ]
+    }
+
+
+@pytest.fixture(autouse=True)
+def _clean_tools():
+    testtools.FLAKY_FAILURES.clear()
+
+
+def start(company, definition, amount=5000, by=None):
+    """Publish the definition on the payments workflow and start a run as oscar."""
+    workflows.publish_version(company.payments, definition)
+    run = workflows.start_run(company.payments, {"amount": amount}, started_by=by or company.oscar)
+    engine.drain()
+    return run
+
+
+def statuses(run) -> dict:
+    return dict(StepRun.objects.filter(run=run).values_list("step_id", "status"))
+
+
+def test_approved_run_goes_on_and_the_decision_is_audited_with_the_policy_version(company):
+    services.save_rule(
+        PolicyRule(
+            policy=company.policy,
+            name="payments need approval",
+            action="workflow.payments.approve",
+            effect="require_approval",
+            approval_rule=company.rule,
+            risk="high",
+        ),
+        actor=None,
+        reason="test",
+    )
+    company.policy.refresh_from_db()
+    run = start(company, approval_flow())
+    assert statuses(run)["approve"] == "waiting"
+    request = ApprovalRequest.objects.get(run_id=run.pk)
+    assert request.arguments == {"amount": 5000} and request.summary == "Pay 5000 EUR"
+    assert request.policy_version == company.policy.version
+    assert request.requested_by == company.oscar and request.run_initiator == company.oscar
+
+    services.decide_approval(request, user=fresh(company.alice), decision="approve")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    approve = StepRun.objects.get(run=run, step_id="approve")
+    assert approve.output["approved"] is True and approve.output["decisions"][0]["by"] == "alice"
+    decided = AuditEntry.objects.get(action="governance.approval.decided")
+    recorded = json.loads(decided.decision)
+    assert recorded["policy"] == "payments"
+    assert recorded["policy_version"] == company.policy.version
+    assert decided.run_id == str(run.pk)
+
+
+def test_the_run_initiator_cannot_approve_their_own_run(company):
+    services.add_member(company.approvers, company.oscar, actor=None)
+    run = start(company, approval_flow())
+    request = ApprovalRequest.objects.get(run_id=run.pk)
+    with pytest.raises(services.ApprovalRefused) as refused:
+        services.decide_approval(request, user=fresh(company.oscar), decision="approve")
+    assert refused.value.code == "requester"
+    assert statuses(run)["approve"] == "waiting"
+
+
+def test_rejected_run_fails_by_default(company):
+    run = start(company, approval_flow())
+    request = ApprovalRequest.objects.get(run_id=run.pk)
+    services.decide_approval(request, user=fresh(company.alice), decision="reject", comment="no")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error["type"] == "ApprovalRejected" and run.error["step"] == "approve"
+    assert statuses(run)["pay"] == "cancelled"
+
+
+def test_rejected_run_follows_on_failure_continue(company):
+    run = start(company, approval_flow(on_failure="continue"))
+    request = ApprovalRequest.objects.get(run_id=run.pk)
+    services.decide_approval(request, user=fresh(company.alice), decision="request_changes")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert statuses(run)["approve"] == "failed"
+    assert StepRun.objects.get(run=run, step_id="approve").error["type"] == "ChangesRequested"
+
+
+def test_a_deny_policy_fails_the_step_without_a_request(company):
+    services.save_rule(
+        PolicyRule(
+            policy=company.policy,
+            name="no big payments",
+            action="workflow.payments.*",
+            condition="arguments.amount > 1000",
+            effect="deny",
+            reason="over the limit",
+        ),
+        actor=None,
+        reason="test",
+    )
+    run = start(company, approval_flow())
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error["type"] == "PolicyDenied"
+    assert run.error["message"] == "over the limit"
+    assert not ApprovalRequest.objects.exists()
+
+
+def test_the_sla_timer_escalates_then_expires_and_the_step_fails(company):
+    with clock.frozen() as frozen:
+        run = start(company, approval_flow(on_failure="continue"))
+        approve = StepRun.objects.get(run=run, step_id="approve")
+        request = ApprovalRequest.objects.get(run_id=run.pk)
+        assert approve.wake_at == request.due_at
+        frozen.advance(company.rule.sla_seconds + 1)
+        assert engine.sweep()["timers"] == 1
+        request.refresh_from_db()
+        approve.refresh_from_db()
+        assert (request.level, request.role) == (1, company.managers)
+        assert approve.status == "waiting" and approve.wake_at == request.due_at
+        frozen.advance(company.rule.sla_seconds)
+        engine.sweep()
+        engine.drain()
+    request.refresh_from_db()
+    assert request.status == ApprovalStatus.EXPIRED
+    assert StepRun.objects.get(run=run, step_id="approve").error["type"] == "ApprovalExpired"
+    run.refresh_from_db()
+    assert run.status == "succeeded"  # on_failure: continue
+
+
+def test_cancelling_the_run_cancels_its_pending_request(
+    company, django_capture_on_commit_callbacks
+):
+    run = start(company, approval_flow())
+    with django_capture_on_commit_callbacks(execute=True):
+        workflows.cancel_run(run, actor=company.gina, reason="not needed")
+    request = ApprovalRequest.objects.get(run_id=run.pk)
+    assert request.status == ApprovalStatus.CANCELLED
+
+
+FAILING = {
+    "steps": [
+        {
+            "id": "call",
+            "type": "tool",
+            "tool": "test.flaky",
+            "args": {"fail_times": 1, "error": "FatalToolError"},
+            "on_failure": "escalate",
+        },
+        {"id": "after", "type": "set", "depends_on": ["call"], "value": "{{ steps.call }}"},
+    ]
+}
+
+
+def _failed_and_escalated(company):
+    run = start(company, FAILING)
+    call = StepRun.objects.get(run=run, step_id="call")
+    assert call.status == "waiting" and call.error["awaiting"]["escalation"]
+    run.refresh_from_db()
+    assert run.status == "running"
+    escalation = Escalation.objects.get(run_id=run.pk)
+    assert escalation.role == company.managers and escalation.parked
+    assert services.can(fresh(company.maya), "resolve", escalation)
+    return run, escalation
+
+
+def test_escalate_take_over_supplies_the_result_and_the_run_goes_on(company):
+    run, escalation = _failed_and_escalated(company)
+    services.resolve_escalation(
+        escalation, user=fresh(company.maya), resolution="take_over", result={"attempt": 99}
+    )
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert StepRun.objects.get(run=run, step_id="after").output == {"attempt": 99}
+    assert AuditEntry.objects.filter(
+        action="governance.escalation.resolved", actor_name="maya"
+    ).exists()
+
+
+def test_escalate_retry_sends_the_step_back(company):
+    run, escalation = _failed_and_escalated(company)
+    services.resolve_escalation(escalation, user=fresh(company.maya), resolution="retry")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert StepRun.objects.get(run=run, step_id="call").attempt == 1
+
+
+def test_escalate_stop_cancels_the_run(company):
+    run, escalation = _failed_and_escalated(company)
+    services.resolve_escalation(escalation, user=fresh(company.maya), resolution="stop")
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
+def test_only_the_escalation_role_resolves_and_only_once(company):
+    run, escalation = _failed_and_escalated(company)
+    with pytest.raises(services.NotVisible):
+        services.resolve_escalation(escalation, user=fresh(company.alice), resolution="stop")
+    services.resolve_escalation(escalation, user=fresh(company.maya), resolution="retry")
+    with pytest.raises(services.GovernanceError) as again:
+        services.resolve_escalation(escalation, user=fresh(company.maya), resolution="stop")
+    assert again.value.code == "already_resolved"
+    assert AuditEntry.objects.filter(action="governance.access_denied", actor_name="alice").exists()

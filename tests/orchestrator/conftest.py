@@ -1,0 +1,35 @@
+"""Engine test helpers: a dispatcher that collects instead of publishing, and workflow builders."""
+
+import pytest
+
+from orchestrator import engine, services
+from orchestrator.definitions import compiled_version
+from tests.orchestrator import testtools
+
+
+@pytest.fixture(autouse=True)
+def published(monkeypatch):
+    """Collect the step ids the engine publishes; tests run them with engine.drain().
+
+    The test transaction never commits, so publishing is captured at the call; the worker tests
+    exercise the real `on_commit` path.
+    """
+    sent: list[int] = []
+    monkeypatch.setattr(engine, "publish_on_commit", lambda ids: sent.extend(ids))
+    compiled_version.cache_clear()
+    testtools.FLAKY_FAILURES.clear()
+    testtools.CALLS.clear()
+    return sent
+
+
+@pytest.fixture
+def make_workflow(db):
+    """Create a workflow with a published definition."""
+    counter = iter(range(1, 10_000))
+
+    def make(definition, slug=None):
+        return services.create_workflow(
+            slug=slug or f"wf-{next(counter)}", name="Test workflow", definition=definition
+        )
+
+    return make

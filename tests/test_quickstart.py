@@ -1,0 +1,203 @@
+"""The embedded default of `make run` really executes workflows across processes.
+
+With no DATABASE_URL and no REDIS_URL, Steward runs on SQLite and kombu's filesystem transport.
+This test migrates a fresh database in a temporary STEWARD_VAR_DIR, starts a real Celery worker
+and beat as separate processes (with the worker pool `make run` uses on SQLite), starts a run
+from a third process, and polls the database until the run is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFINITION = {
+    "steps": [
+        {
+            "id": "lookup",
+            "type": "tool",
+            "tool": "incident.lookup_service",
+            "args": {"service": "search"},
+        },
+        {
+            "id": "health",
+            "type": "tool",
+            "tool": "incident.check_health",
+            "depends_on": ["lookup"],
+            "args": {"hosts": "{{ steps.lookup.hosts }}"},
+        },
+        {
+            "id": "each",
+            "type": "tool",
+            "tool": "echo",
+            "depends_on": ["lookup"],
+            "foreach": "steps.lookup.hosts",
+            "args": {"host": "{{ item }}", "index": "{{ index }}"},
+        },
+        {"id": "nap", "type": "sleep", "duration": 1, "depends_on": ["health", "each"]},
+        {
+            "id": "done",
+            "type": "set",
+            "depends_on": ["nap"],
+            "value": {"healthy": "{{ steps.health.healthy }}", "echoed": "{{ steps.each }}"},
+        },
+    ],
+    "output": "{{ steps.done }}",
+}
+
+START_RUN = """
+import json, os
+from orchestrator import services
+workflow = services.create_workflow(
+    slug="quickstart", name="Quickstart", definition=json.loads(os.environ["QS_DEFINITION"])
+)
+print("RUN", services.start_run(workflow, {}, trigger="test").pk, os.getpid())
+"""
+
+
+def embedded_env(var_dir: Path) -> dict[str, str]:
+    """Return an environment with no database or broker server: SQLite + filesystem transport."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "CELERY_BROKER_URL",
+            "STEWARD_FIND_SERVICES",
+            "STEWARD_TEST_DB_NAME",
+            "STEWARD_CLOCK_OFFSET_FILE",
+            "STEWARD_TOOL_MODULES",
+        }
+    }
+    env.update(
+        STEWARD_VAR_DIR=str(var_dir),
+        DJANGO_SETTINGS_MODULE="orchestrator.settings",
+        DEBUG="1",
+        STEWARD_SWEEP_SECONDS="0.5",
+        QS_DEFINITION=json.dumps(DEFINITION),
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run manage.py in its own process and return its output; fail loudly if it fails."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def processes():
+    """Start processes in their own sessions; stop every one at the end, even on failure."""
+    started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+        handle = log.open("wb")
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        handle.close()
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, _ in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for process, _ in started:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def poll_run(database: Path, run_id: int, timeout: float) -> tuple[str, str | None]:
+    """Poll the SQLite database until the run is finished or the time is up."""
+    deadline = time.monotonic() + timeout
+    status, output = "unknown", None
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database, timeout=5) as db:
+            row = db.execute(
+                "SELECT status, output FROM orchestrator_workflowrun WHERE id = ?", [run_id]
+            ).fetchone()
+        status, output = row
+        if status in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(0.2)
+    return status, output
+
+
+def test_embedded_default_runs_a_workflow_across_processes(tmp_path, processes):
+    env = embedded_env(tmp_path)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    database = tmp_path / "steward.sqlite3"
+    assert database.exists()
+
+    celery = [sys.executable, "-m", "celery", "-A", "orchestrator"]
+    worker_args = ["--pool", "solo", "--without-gossip", "--without-mingle"]  # as `make run`
+    worker = processes(
+        [*celery, "worker", "--loglevel", "INFO", *worker_args], env, tmp_path / "worker.log"
+    )
+    processes(
+        [*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
+        env,
+        tmp_path / "beat.log",
+    )
+    run_id, starter_pid = manage(env, "shell", "-c", START_RUN).split("RUN ")[1].split()[:2]
+
+    status, output = poll_run(database, int(run_id), timeout=25)
+
+    logs = "\n".join(
+        f"--- {name}\n{(tmp_path / name).read_text(errors='replace')[-3000:]}"
+        for name in ("worker.log", "beat.log")
+    )
+    assert status == "succeeded", f"run {run_id} is {status} after 25 s\n{logs}"
+    assert json.loads(output) == {
+        "healthy": 2,
+        "echoed": [{"host": "search-1", "index": 0}, {"host": "search-2", "index": 1}],
+    }
+    with sqlite3.connect(database) as db:
+        workers = {
+            row[0]
+            for row in db.execute(
+                "SELECT DISTINCT worker FROM orchestrator_steprun WHERE run_id = ? "
+                "AND worker != ''",
+                [run_id],
+            )
+        }
+        kinds = [
+            row[0]
+            for row in db.execute(
+                "SELECT kind FROM orchestrator_runevent WHERE run_id = ? ORDER BY id", [run_id]
+            )
+        ]
+    # Every step ran in the worker process, not in the process that started the run.
+    assert workers == {f"{socket.gethostname()}:{worker.pid}"}, logs
+    assert str(worker.pid) != starter_pid
+    assert "fanned_out" in kinds
+    assert "timer_fired" in kinds  # beat's sweeper woke the sleep in the worker
+    assert kinds[-1] == "run_succeeded"
