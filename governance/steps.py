@@ -12,7 +12,7 @@ from typing import Any
 
 from governance.actions import approvals
 from governance.actions.escalations import escalate_failed_step
-from governance.models import ApprovalRule, ApprovalStatus, RiskLevel
+from governance.models import ApprovalRequest, ApprovalRule, ApprovalStatus, RiskLevel
 
 __all__ = ["ApprovalStep", "escalate_failed_step"]
 
@@ -89,7 +89,14 @@ class ApprovalStep:
         """On the decision: go on or fail. On the SLA timer: escalate and wait again."""
         request_id = (ctx.step.input or {}).get("approval_request")
         if reason == "signal":
-            return self._outcome(ctx, (payload or {}).get("status"), payload or {})
+            # The request row, not the signal's payload, says what was decided: a signal only
+            # says "look again", so no sender can approve by forging one.
+            request = ApprovalRequest.objects.get(pk=request_id)
+            if request.status == ApprovalStatus.PENDING:
+                return ctx.wait(
+                    signal=request.signal_name, seconds=_seconds_until(request.due_at, ctx.now)
+                )
+            return self._outcome(ctx, request.status, approvals.outcome_payload(request))
         request = approvals.escalate_overdue(request_id, now=ctx.now, announce_to_run=False)
         if request is None:  # someone is deciding right now; look again shortly
             return ctx.wait(signal=f"approval:{request_id}", seconds=BUSY_RETRY_SECONDS)

@@ -39,7 +39,7 @@ from orchestrator.models import (
     WorkflowVersion,
 )
 from orchestrator.signals import run_events_recorded
-from orchestrator.steptypes import failure_handlers, step_types
+from orchestrator.steptypes import failure_handlers, reserved_signal_prefix, step_types
 
 log = logging.getLogger(__name__)
 
@@ -1042,8 +1042,20 @@ def _cancel_open_steps(run, events, now, reason: str) -> None:
 # --- operations on runs --------------------------------------------------------------------------
 
 
-def send_signal(run_id: int, name: str, payload: Any = None, *, sent_by=None) -> RunSignal:
-    """Deliver a named signal to a run; the step waiting for it (now or later) takes it."""
+def send_signal(
+    run_id: int, name: str, payload: Any = None, *, sent_by=None, owner_app: bool = False
+) -> RunSignal:
+    """Deliver a named signal to a run; the step waiting for it (now or later) takes it.
+
+    Names under a reserved prefix (`approval:`, `escalation:`) carry decisions that only their
+    owning app may announce (`owner_app=True`), after its own checks; anyone else is refused.
+    """
+    reserved = reserved_signal_prefix(name)
+    if reserved and not owner_app:
+        raise EngineError(
+            f"signals named {reserved}... are reserved: decide through the approval or "
+            "escalation itself, not by signalling the run"
+        )
     now = clock.now()
     with transaction.atomic():
         run = _lock_run(run_id)

@@ -59,7 +59,9 @@ def resume_on_approval(sender, request, payload, actor=None, announce_to_run=Tru
     if not announce_to_run or request.run_id is None:
         return
     try:
-        engine.send_signal(request.run_id, request.signal_name, payload, sent_by=actor)
+        engine.send_signal(
+            request.run_id, request.signal_name, payload, sent_by=actor, owner_app=True
+        )
     except engine.EngineError as exc:  # the run finished meanwhile: the decision stands alone
         log.info("approval %s decided for a finished run: %s", request.pk, exc)
 
@@ -86,6 +88,7 @@ def resume_on_escalation(sender, escalation, actor=None, **kwargs):
             escalation.signal_name,
             governance.resolution_payload(escalation),
             sent_by=actor,
+            owner_app=True,
         )
 
 

@@ -18,6 +18,7 @@ from orchestrator.durations import parse_duration
 
 _step_types: dict[str, Any] = {}
 _failure_handlers: dict[str, Callable] = {}
+_reserved_signal_prefixes: set[str] = set()
 
 
 def register_step_type(step_type) -> None:
@@ -38,6 +39,16 @@ def register_failure_handler(name: str, handler: Callable) -> None:
 def failure_handlers() -> dict[str, Callable]:
     """Return the extra `on_failure` handlers by name."""
     return _failure_handlers
+
+
+def reserve_signal_prefix(prefix: str) -> None:
+    """Keep signals named `prefix...` for the app that owns them (e.g. `approval:`)."""
+    _reserved_signal_prefixes.add(prefix)
+
+
+def reserved_signal_prefix(name: str) -> str | None:
+    """Return the reserved prefix a signal name starts with, if any."""
+    return next((p for p in _reserved_signal_prefixes if name.startswith(p)), None)
 
 
 class StepType:
