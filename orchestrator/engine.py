@@ -231,9 +231,16 @@ class StepContext:
         from agents.tools import ToolContext
 
         with transaction.atomic():
-            journaled = list(EffectJournal.objects.filter(key=key).values_list("result", flat=True))
+            journaled = list(EffectJournal.objects.filter(key=key).values_list("name", "result"))
             if journaled:
-                return journaled[0]
+                journaled_name, result = journaled[0]
+                if journaled_name != name:
+                    raise StepFailure(
+                        "JournalMismatch",
+                        f"the journal holds {journaled_name!r} at {key}, not {name!r}: the "
+                        "step's definition changed under a running attempt",
+                    )
+                return result
             context = ToolContext(
                 idempotency_key=key,
                 run_id=self.run.pk,

@@ -80,6 +80,10 @@ class ToolStep(StepType):
     name = "tool"
     fields = {"tool": {"type": "string", "minLength": 1}, "args": {"type": "object"}}
     required = ("tool",)
+    # The call and its journal entry commit on their own, before the step is finished: a worker
+    # that dies (or loses its lease) after the call leaves the result for the next attempt,
+    # which reuses it instead of calling again.
+    transactional = False
 
     def check(self, step):
         try:

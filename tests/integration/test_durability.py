@@ -9,19 +9,22 @@ from django.conf import settings
 from django.db import connection
 
 from orchestrator import services
-from orchestrator.models import RunStatus, StepRun, WorkflowRun
+from orchestrator.models import EffectJournal, RunStatus, StepRun, WorkflowRun
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RETRY = {"max_attempts": 50, "initial_interval": 0.05, "max_interval": 0.3}
+# 350 calls of 50 ms on 2 worker processes are at least 8.75 s of work, and a worker lives at
+# most 1.5 s, so the workers are always killed several times before the runs can finish.
+PAUSE = 0.05
 EFFECTS = {
     "steps": [
         {
             "id": "one",
             "type": "tool",
             "tool": "test.record_effect",
-            "args": {"value": 1},
+            "args": {"value": 1, "pause": PAUSE},
             "retry": RETRY,
         },
         {
@@ -29,7 +32,7 @@ EFFECTS = {
             "type": "tool",
             "tool": "test.record_effect",
             "depends_on": ["one"],
-            "args": {"value": 2},
+            "args": {"value": 2, "pause": PAUSE},
             "retry": RETRY,
         },
         {
@@ -38,7 +41,7 @@ EFFECTS = {
             "tool": "test.record_effect",
             "depends_on": ["two"],
             "foreach": "[1, 2, 3]",
-            "args": {"value": "{{ item }}"},
+            "args": {"value": "{{ item }}", "pause": PAUSE},
             "retry": RETRY,
         },
         {
@@ -46,7 +49,7 @@ EFFECTS = {
             "type": "tool",
             "tool": "test.record_effect",
             "depends_on": ["one"],
-            "args": {"value": "s"},
+            "args": {"value": "s", "pause": PAUSE},
             "retry": RETRY,
         },
         {
@@ -54,7 +57,7 @@ EFFECTS = {
             "type": "tool",
             "tool": "test.record_effect",
             "depends_on": ["each", "side"],
-            "args": {"value": 9},
+            "args": {"value": 9, "pause": PAUSE},
             "retry": RETRY,
         },
     ]
@@ -64,27 +67,44 @@ EFFECTS_PER_RUN = 7
 
 @pytest.fixture
 def effects_table():
+    """The stand-in external system's tables: every call, and each key's one effect."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TABLE IF NOT EXISTS test_effects"
+            "CREATE TABLE IF NOT EXISTS test_calls"
             " (id bigserial PRIMARY KEY, idempotency_key text, value text)"
         )
-        cursor.execute("TRUNCATE test_effects")
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS test_effects (idempotency_key text PRIMARY KEY, value text)"
+        )
+        cursor.execute("TRUNCATE test_calls, test_effects")
     yield
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE test_effects")
+        cursor.execute("DROP TABLE test_calls, test_effects")
 
 
 def unfinished_runs() -> int:
     return WorkflowRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]).count()
 
 
-def repeated_effects() -> list:
+def calls_per_key() -> dict[str, int]:
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT idempotency_key, count(*) FROM test_effects GROUP BY 1 HAVING count(*) > 1"
-        )
-        return cursor.fetchall()
+        cursor.execute("SELECT idempotency_key, count(*) FROM test_calls GROUP BY 1")
+        return dict(cursor.fetchall())
+
+
+def effect_keys() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT idempotency_key FROM test_effects")
+        return [key for (key,) in cursor.fetchall()]
+
+
+def expected_keys(runs) -> set[str]:
+    """The one key per run, step and item that the effects must carry: no more, no fewer."""
+    keys = set()
+    for run in runs:
+        for step in StepRun.objects.filter(run=run).exclude(step_id="each", item_index=-1):
+            keys.add(step.idempotency_key)
+    return keys
 
 
 def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
@@ -100,7 +120,7 @@ def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
         # Kill only a worker that is up, at a random moment of its work: a slow start under load
         # must not turn this into a test where no worker ever runs.
         steward_processes.start_worker(wait_ready=True)
-        time.sleep(rng.uniform(0.3, 3.0))
+        time.sleep(rng.uniform(0.3, 1.5))
         steward_processes.kill_workers()
         kills += 1
     steward_processes.start_worker()
@@ -115,41 +135,47 @@ def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
     )
     assert statuses == {RunStatus.SUCCEEDED}
     assert kills >= 5, "the workers should have been killed mid-run several times"
-    assert repeated_effects() == []
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(DISTINCT idempotency_key), count(*) FROM test_effects")
-        distinct, total = cursor.fetchone()
-    assert distinct == total == 50 * EFFECTS_PER_RUN
     retried = StepRun.objects.filter(attempt__gt=1).count()
-    print(f"{kills} kills, {retried} steps needed more than one attempt")
+    assert retried >= 1, "no kill landed while a step ran"
+    # Every effect carries the key of its (run, step, item), stable across attempts and
+    # redeliveries: the external system saw each of the 350 keys, and no other.
+    keys = effect_keys()
+    assert len(keys) == 50 * EFFECTS_PER_RUN
+    assert set(keys) == expected_keys(runs)
+    # Each completed call was journaled and reused: a call is repeated only when a worker died
+    # between the call and its journal entry, which a kill can do to at most two running steps.
+    calls = calls_per_key()
+    repeated = sum(count - 1 for count in calls.values())
+    assert repeated <= 2 * kills
+    assert EffectJournal.objects.filter(run_id__in=[r.pk for r in runs]).count() == len(keys)
+    print(f"{kills} kills, {retried} steps needed more than one attempt, {repeated} repeated calls")
 
 
-def test_flushing_the_broker_mid_run_loses_nothing(steward_processes, effects_table):
+def test_messages_lost_by_the_broker_are_republished(steward_processes, effects_table):
+    """Redis flushed with every step's message in it: the sweeper alone brings the runs home."""
     definition = {
         "steps": [
-            {"id": "nap", "type": "sleep", "duration": 1},
-            {
-                "id": "after",
-                "type": "tool",
-                "tool": "test.record_effect",
-                "depends_on": ["nap"],
-                "args": {"value": 1},
-            },
+            {"id": "first", "type": "tool", "tool": "test.record_effect", "args": {"value": 0}},
+            {"id": "nap", "type": "sleep", "duration": 1, "depends_on": ["first"]},
             {
                 "id": "fan",
                 "type": "tool",
                 "tool": "test.record_effect",
-                "depends_on": ["after"],
+                "depends_on": ["nap"],
                 "foreach": "[1, 2]",
                 "args": {"value": "{{ item }}"},
             },
         ]
     }
     workflow = services.create_workflow(slug="flush", name="Flush", definition=definition)
-    steward_processes.start_worker()
+    broker = redis.Redis.from_url(settings.REDIS_URL)
     runs = [services.start_run(workflow) for _ in range(20)]
-    wait_until(lambda: StepRun.objects.filter(step_id="nap", status="waiting").count() == 20, 30)
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # every queued message is gone
+    # No worker yet: the 20 ready messages sit in the queue, and the broker loses them all.
+    wait_until(lambda: broker.llen(steward_processes.queue) == 20, 10)
+    broker.flushdb()
+    assert broker.llen(steward_processes.queue) == 0
+    steward_processes.start_worker(wait_ready=True)
+    assert StepRun.objects.filter(step_id="first", status="ready").count() == 20
     steward_processes.start_sweeper()
     wait_until(
         lambda: unfinished_runs() == 0,
@@ -159,4 +185,47 @@ def test_flushing_the_broker_mid_run_loses_nothing(steward_processes, effects_ta
     assert set(
         WorkflowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)
     ) == {"succeeded"}
-    assert repeated_effects() == []
+    assert len(effect_keys()) == 20 * 3
+    assert all(count == 1 for count in calls_per_key().values())
+
+
+def test_flushing_the_broker_mid_run_loses_nothing(steward_processes, effects_table):
+    """Redis flushed while runs sleep on timers and others run: every run still completes."""
+    definition = {
+        "steps": [
+            {"id": "nap", "type": "sleep", "duration": 1},
+            {
+                "id": "after",
+                "type": "tool",
+                "tool": "test.record_effect",
+                "depends_on": ["nap"],
+                "args": {"value": 1, "pause": 0.02},
+            },
+            {
+                "id": "fan",
+                "type": "tool",
+                "tool": "test.record_effect",
+                "depends_on": ["after"],
+                "foreach": "[1, 2]",
+                "args": {"value": "{{ item }}", "pause": 0.02},
+            },
+        ]
+    }
+    workflow = services.create_workflow(slug="flush", name="Flush", definition=definition)
+    steward_processes.start_worker()
+    steward_processes.start_sweeper()
+    runs = [services.start_run(workflow) for _ in range(20)]
+    # Flush as soon as some runs are past their timer and the rest are still asleep.
+    wait_until(
+        lambda: StepRun.objects.filter(step_id="after").exclude(status="pending").exists(), 30
+    )
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    wait_until(
+        lambda: unfinished_runs() == 0,
+        60,
+        message=lambda: "runs did not finish:\n" + steward_processes.logs(),
+    )
+    assert set(
+        WorkflowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)
+    ) == {"succeeded"}
+    assert len(effect_keys()) == 20 * 3

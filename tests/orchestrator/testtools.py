@@ -1,5 +1,9 @@
 """Tools used by the engine tests; importing this module registers them (workers too)."""
 
+import os
+import time
+
+import psycopg
 from django.db import connection
 
 from agents.tools import FatalToolError, ToolContext, ToolError, tool
@@ -40,13 +44,51 @@ def flaky(arguments: dict, context: ToolContext) -> dict:
     return {"attempt": context.attempt}
 
 
-@tool("test.record_effect", schema={"type": "object", "properties": {"value": {}}})
+_external: dict[int, psycopg.Connection] = {}
+
+
+def _external_system() -> psycopg.Connection:
+    """Return this process's own autocommit connection: what it writes, no rollback undoes."""
+    conn = _external.get(os.getpid())
+    if conn is None or conn.closed:
+        db = connection.settings_dict
+        conn = psycopg.connect(
+            dbname=db["NAME"],
+            user=db.get("USER") or None,
+            host=db.get("HOST") or None,
+            port=db.get("PORT") or None,
+            autocommit=True,
+        )
+        _external[os.getpid()] = conn
+    return conn
+
+
+@tool(
+    "test.record_effect",
+    schema={
+        "type": "object",
+        "properties": {"value": {}, "pause": {"type": "number", "minimum": 0, "maximum": 5}},
+    },
+)
 def record_effect(arguments: dict, context: ToolContext) -> dict:
-    """Record the call with its idempotency key in the test_effects table (a side effect)."""
-    with connection.cursor() as cursor:
+    """Call a stand-in external system that logs every call and applies each key's effect once.
+
+    It writes on a connection of its own, so a call outlives the worker's transaction as a call
+    to a real ITSM would; like such a system, it honours the idempotency key it is given.
+    """
+    # A pause stands for a slow external system, so that a worker killed at random is often
+    # killed inside a call rather than between two.
+    time.sleep(arguments.get("pause", 0))
+    value = str(arguments.get("value"))
+    with _external_system().cursor() as cursor:
         cursor.execute(
-            "INSERT INTO test_effects (idempotency_key, value) VALUES (%s, %s)",
-            [context.idempotency_key, str(arguments.get("value"))],
+            "INSERT INTO test_calls (idempotency_key, value) VALUES (%s, %s)",
+            [context.idempotency_key, value],
+        )
+        cursor.execute(
+            "INSERT INTO test_effects (idempotency_key, value) VALUES (%s, %s)"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            [context.idempotency_key, value],
         )
     return {"recorded": context.idempotency_key}
 
