@@ -1172,10 +1172,14 @@ def retry_step(step_run_id: int, *, actor=None) -> StepRun:
             raise EngineError(f"run {run.pk} is {run.status}; its steps cannot be retried")
         events = EventLog(run, now, actor=actor)
         if run.status == RunStatus.FAILED:
-            # Steps the failure cancelled go back to where they can be reached again.
-            StepRun.objects.filter(
+            # Steps the failure cancelled go back to where they can be reached again; the
+            # history names each of them, and the run coming back to life.
+            reopened = StepRun.objects.filter(
                 run=run, status=StepStatus.CANCELLED, error__reason="run_failed"
-            ).update(
+            )
+            for cancelled in reopened:
+                events.add(EventKind.STEP_SCHEDULED, cancelled, reopened_by_retry_of=step.pk)
+            reopened.update(
                 status=StepStatus.PENDING,
                 error=None,
                 finished_at=None,
@@ -1186,6 +1190,7 @@ def retry_step(step_run_id: int, *, actor=None) -> StepRun:
                 item_index=NO_ITEM
             ).update(status=StepStatus.READY, ready_at=now, dispatched_at=None)
             _set_run_status(run, RunStatus.RUNNING, now, error=None, finished_at=None)
+            events.add(EventKind.RUN_RESUMED, reason="step_retried", step_run=step.pk)
         targets = [step]
         items = StepRun.objects.filter(parent=step, step_id=step.step_id)
         if step.item_index == NO_ITEM and items.exists():

@@ -569,6 +569,9 @@ def test_retry_a_failed_step_resumes_the_failed_run(make_workflow):
     assert run.status == "failed"
     assert steps_of(run)["side"] == "cancelled"
     services.retry_step(StepRun.objects.get(run=run, step_id="call"))
+    # The history says what the retry brought back: the run, and the step the failure cancelled.
+    assert EventKind.RUN_RESUMED in event_kinds(run)
+    assert EventKind.STEP_SCHEDULED in event_kinds(run, "side")
     engine.drain()
     services.send_signal(run, "s")
     run = refreshed(run)
