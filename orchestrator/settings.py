@@ -295,6 +295,14 @@ STEWARD_TOOL_MODULES = [
 # with DEBUG off, `manage.py check` (so migrate and the web server) refuses to start without it.
 STEWARD_SECRETS_KEY = env_optional_secret("STEWARD_SECRETS_KEY")
 
+# Approval SLAs: a beat task escalates (or expires) every pending request whose SLA passed, as a
+# safety net behind each approval step's own timer and for requests opened outside a run.
+CELERY_BEAT_SCHEDULE["governance-overdue-approvals"] = {
+    "task": "governance.sweep_overdue_approvals",
+    "schedule": env_float("STEWARD_APPROVAL_SWEEP_SECONDS", 30.0),
+    "options": {"expires": 60},
+}
+
 # Shared memory retention: a beat task purges expired entries (legal holds excepted).
 CELERY_BEAT_SCHEDULE["agents-memory-retention"] = {
     "task": "agents.purge_memory",

@@ -1,0 +1,15 @@
+"""Celery tasks of governance: thin, id-free, safe to run twice."""
+
+from celery import shared_task
+
+from governance import services
+
+
+@shared_task(name="governance.sweep_overdue_approvals", acks_late=True, ignore_result=True)
+def sweep_overdue_approvals() -> int:
+    """Escalate or expire the pending approval requests whose SLA passed (a second run no-ops).
+
+    The approval step's own timer escalates requests of runs; this is the safety net for those
+    whose timer was lost and for requests opened outside a workflow (an agent's tool call).
+    """
+    return services.sweep_overdue()
