@@ -1,4 +1,21 @@
-"""Workflow and run operations: the one write path for admin, API, commands, tasks and consumers."""
+"""Workflow and run operations: the one write path for admin, API, commands, tasks and consumers.
+
+Every operation takes the person or principal who asks (`actor`, `started_by`, `sent_by`) and
+checks them through governance's one authorisation path (can() on the workflow or the run):
+
+| operation                                        | needs                                      |
+|--------------------------------------------------|--------------------------------------------|
+| create_workflow                                  | `add` on workflows (model-wide)            |
+| publish_version, start_run                       | `change` on that workflow                  |
+| send_signal, cancel_run, pause_run, resume_run   | `change` on that run                       |
+| retry_step                                       | `change` on the step's run                 |
+
+An object the actor may not see is refused as not found (404), a visible one they may not act on
+as forbidden (403); both are audited as `governance.access_denied`. A refusal is also an
+EngineError, so every caller that reports the engine's refusals (the `runs` command, the admin
+forms) reports it too. `actor=None` is the system (the engine, the sweeper, Celery tasks,
+seeding): it is not checked, because it acts on behalf of work an authorised person started.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +23,7 @@ from typing import Any
 
 from django.db import transaction
 
+from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 from orchestrator import engine
 from orchestrator.definitions import (
     DefinitionError,
@@ -20,6 +38,9 @@ __all__ = [
     "DefinitionError",
     "EngineError",
     "InvalidInput",
+    "OperationDenied",
+    "OperationNotVisible",
+    "authorise",
     "cancel_run",
     "create_workflow",
     "pause_run",
@@ -31,16 +52,55 @@ __all__ = [
 ]
 
 
+class OperationDenied(AccessDenied, EngineError):
+    """The actor may see the workflow or run but not do this to it (403)."""
+
+
+class OperationNotVisible(NotVisible, EngineError):
+    """The workflow or run does not exist for this actor (404)."""
+
+
+def _in_callers_transaction() -> bool:
+    """Tell whether the caller holds a transaction open (a test's own wrapper does not count)."""
+    blocks = transaction.get_connection().atomic_blocks
+    return any(not getattr(block, "_from_testcase", False) for block in blocks)
+
+
+def _refuse(refusal: OperationDenied | OperationNotVisible):
+    """Audit a refusal and raise it."""
+    refusal.audit()
+    if _in_callers_transaction():
+        # The caller's transaction may still roll back and take the audit row with it; whoever
+        # handles the refusal after that (the governed admin's audited_view) then writes it again.
+        refusal.recorded = False
+    raise refusal
+
+
+def authorise(actor, action: str, obj: Workflow | WorkflowRun) -> None:
+    """Refuse (audited) unless `actor` may do `action` to `obj`; `actor=None` is the system."""
+    if actor is None or can(actor, action, obj):
+        return
+    if action != "view" and can(actor, "view", obj):
+        _refuse(OperationDenied(actor, action, obj))
+    _refuse(OperationNotVisible(actor, action, type(obj), obj.pk))
+
+
 def create_workflow(
     *, slug: str, name: str, description: str = "", definition=None, actor=None
 ) -> Workflow:
     """Create a workflow, and publish its first version when a definition is given."""
+    if actor is not None and not has_model_permission(actor, "add", Workflow):
+        _refuse(OperationDenied(actor, "add", model=Workflow))
     with transaction.atomic():
         workflow = Workflow(slug=slug, name=name, description=description)
         workflow._change_reason = "created"
+        if actor is not None:
+            workflow._history_user = actor
         workflow.save()
         if definition is not None:
-            publish_version(workflow, definition, actor=actor, note="first version")
+            # Creating a workflow with its definition is one act: the first version needs only
+            # the right to create the workflow.
+            _publish(workflow, definition, actor=actor, note="first version")
     return workflow
 
 
@@ -48,6 +108,12 @@ def publish_version(
     workflow: Workflow, definition: dict[str, Any] | str, *, actor=None, note: str = ""
 ) -> WorkflowVersion:
     """Validate a definition and publish it as the workflow's next immutable version."""
+    authorise(actor, "change", workflow)
+    return _publish(workflow, definition, actor=actor, note=note)
+
+
+def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVersion:
+    """Validate and number a new version (the caller has authorised it)."""
     if isinstance(definition, str):
         definition = load_definition(definition)
     problems = validate_definition(definition)
@@ -77,12 +143,10 @@ def start_run(
     idempotency_key: str | None = None,
     request_id: str = "",
 ) -> WorkflowRun:
-    """Start a run (by workflow or slug); the same idempotency key returns the same run."""
+    """Start a run (by workflow or slug) as `started_by`; one idempotency key, one run."""
     if isinstance(workflow, str):
-        try:
-            workflow = Workflow.objects.get(slug=workflow)
-        except Workflow.DoesNotExist:
-            raise EngineError(f"no workflow has the slug {workflow!r}") from None
+        workflow = _workflow_by_slug(workflow, started_by)
+    authorise(started_by, "change", workflow)
     return engine.start_run(
         workflow,
         input,
@@ -97,34 +161,62 @@ def start_run(
 def send_signal(
     run: WorkflowRun | int, name: str, payload: Any = None, *, sent_by=None
 ) -> RunSignal:
-    """Send a named signal to a run; a finished run refuses it."""
-    return engine.send_signal(_run_id(run), name, payload, sent_by=sent_by)
+    """Send a named signal to a run; a finished run, or a reserved name, is refused."""
+    run = _run(run, sent_by)
+    authorise(sent_by, "change", run)
+    return engine.send_signal(run.pk, name, payload, sent_by=sent_by)
 
 
 def cancel_run(run: WorkflowRun | int, *, actor=None, reason: str = "") -> WorkflowRun:
     """Cancel a run."""
-    return engine.cancel_run(_run_id(run), actor=actor, reason=reason)
+    run = _run(run, actor)
+    authorise(actor, "change", run)
+    return engine.cancel_run(run.pk, actor=actor, reason=reason)
 
 
 def pause_run(run: WorkflowRun | int, *, actor=None) -> WorkflowRun:
     """Pause a running run."""
-    return engine.pause_run(_run_id(run), actor=actor)
+    run = _run(run, actor)
+    authorise(actor, "change", run)
+    return engine.pause_run(run.pk, actor=actor)
 
 
 def resume_run(run: WorkflowRun | int, *, actor=None) -> WorkflowRun:
     """Resume a paused run."""
-    return engine.resume_run(_run_id(run), actor=actor)
+    run = _run(run, actor)
+    authorise(actor, "change", run)
+    return engine.resume_run(run.pk, actor=actor)
 
 
 def retry_step(step: StepRun | int, *, actor=None) -> StepRun:
     """Retry a failed step; its failed run resumes."""
-    return engine.retry_step(step.pk if isinstance(step, StepRun) else step, actor=actor)
+    step_id = step.pk if isinstance(step, StepRun) else step
+    run = WorkflowRun.objects.filter(steps__pk=step_id).first()
+    if run is None:
+        if actor is not None:
+            _refuse(OperationNotVisible(actor, "change", StepRun, step_id))
+        raise EngineError(f"no step run has the id {step_id}")
+    authorise(actor, "change", run)
+    return engine.retry_step(step_id, actor=actor)
 
 
-def _run_id(run: WorkflowRun | int) -> int:
-    """Accept a run or its id."""
+def _workflow_by_slug(slug: str, actor) -> Workflow:
+    """Find a workflow by slug; for an actor, a hidden one is as missing as an absent one."""
+    workflow = Workflow.objects.filter(slug=slug).first()
+    if workflow is None:
+        if actor is not None:
+            _refuse(OperationNotVisible(actor, "change", Workflow, slug))
+        raise EngineError(f"no workflow has the slug {slug!r}")
+    return workflow
+
+
+def _run(run: WorkflowRun | int, actor) -> WorkflowRun:
+    """Accept a run or its id; for an actor, a missing run is refused like a hidden one."""
     if isinstance(run, WorkflowRun):
-        return run.pk
-    if not WorkflowRun.objects.filter(pk=run).exists():
+        return run
+    found = WorkflowRun.objects.filter(pk=run).first()
+    if found is None:
+        if actor is not None:
+            _refuse(OperationNotVisible(actor, "change", WorkflowRun, run))
         raise EngineError(f"no run has the id {run}")
-    return run
+    return found
