@@ -32,6 +32,7 @@ from governance.actions.common import (
     name_of,
     save_governed,
 )
+from governance.actions.escalations import cancel_escalation, open_escalation
 from governance.actions.policies import PolicyDecision
 from governance.actions.principals import accountable_owner as owner_of
 from governance.actions.principals import kind_of
@@ -43,7 +44,10 @@ from governance.models import (
     ApprovalStatus,
     DecisionKind,
     Delegation,
+    Effect,
+    Escalation,
     EscalationLevel,
+    EscalationStatus,
     PrincipalKind,
     RiskLevel,
     Role,
@@ -51,6 +55,7 @@ from governance.models import (
 from governance.signals import approval_decided, approval_escalated, approval_requested
 
 MIN_APPROVALS_BY_RISK = {RiskLevel.CRITICAL: 2}
+POLICY_ESCALATION = "policy"  # the reason of escalations a policy's `escalate` effect opens
 
 
 class ApprovalRefused(GovernanceError):
@@ -684,7 +689,9 @@ def open_step_approval(
     """Open (or reuse) the request of a workflow's approval step, after the policy decision.
 
     `run` and `step` are the engine's rows, used duck-typed. The decision is taken for the run's
-    initiator on the run's workflow; a deny returns no request. A policy rule that requires
+    initiator on the run's workflow; a deny returns no request. An `escalate` decision returns no
+    request either: it opens a human escalation to the rule's role instead (found again with
+    `policy_escalation_for_step`), which the step waits for. A policy rule that requires
     approval brings its own approval rule; otherwise the step's rule applies.
     """
     from governance.actions.policies import decide
@@ -700,7 +707,18 @@ def open_step_approval(
         run_id=run.pk,
         step_id=step.step_id,
     )
-    if decision.effect == "deny":
+    if decision.effect == Effect.DENY:
+        return None, decision
+    if decision.effect == Effect.ESCALATE:
+        open_step_escalation(
+            run=run,
+            step=step,
+            decision=decision,
+            action=action,
+            arguments=arguments,
+            summary=summary,
+            now=now,
+        )
         return None, decision
     existing = ApprovalRequest.objects.filter(
         step_run_id=step.pk, status=ApprovalStatus.PENDING
@@ -730,6 +748,60 @@ def open_step_approval(
         now=now,
     )
     return request, decision
+
+
+def open_step_escalation(
+    *,
+    run,
+    step,
+    decision: PolicyDecision,
+    action: str,
+    arguments: dict,
+    summary: str = "",
+    now: dt.datetime | None = None,
+) -> Escalation:
+    """Open (or reuse) the human escalation a policy's `escalate` asks of an approval step.
+
+    The task goes to the role the rule names (`escalate_to`; governance's default escalation
+    role if that role is gone). It states what was asked and the decision that escalated it; the
+    step waits for its resolution (take over with a result, send back, or stop the run).
+    """
+    existing = (
+        Escalation.objects.select_for_update()
+        .filter(step_run_id=step.pk, reason=POLICY_ESCALATION, status=EscalationStatus.OPEN)
+        .order_by("pk")
+        .first()
+    )
+    if existing is not None and existing.context.get("arguments_digest") == digest(arguments):
+        return existing
+    if existing is not None:
+        cancel_escalation(existing, reason="the step asked again with other arguments", now=now)
+    role = Role.objects.filter(pk=decision.escalate_to_id).first()
+    return open_escalation(
+        reason=POLICY_ESCALATION,
+        summary=summary or f"{action}: {decision.reason}",
+        context={
+            "action": action,
+            "arguments": arguments,
+            "arguments_digest": digest(arguments),
+            "decision": decision.as_record(),
+        },
+        role=role,
+        run_id=run.pk,
+        step_run_id=step.pk,
+        step_id=step.step_id,
+        raised_by=run.started_by,
+        now=now,
+    )
+
+
+def policy_escalation_for_step(step_run_id: int) -> Escalation | None:
+    """Return the latest escalation a policy opened for an approval step, or None."""
+    return (
+        Escalation.objects.filter(step_run_id=step_run_id, reason=POLICY_ESCALATION)
+        .order_by("-pk")
+        .first()
+    )
 
 
 def cancel_request(

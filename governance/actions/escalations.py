@@ -165,6 +165,21 @@ def resolution_payload(escalation: Escalation) -> dict[str, Any]:
     }
 
 
+def cancel_escalation(escalation: Escalation, *, reason: str, now: dt.datetime | None = None):
+    """Close one open escalation nobody needs any more (audited); its step is not told."""
+    escalation.status = EscalationStatus.CANCELLED
+    escalation.resolved_at = now or clock.now()
+    escalation.comment = reason
+    escalation.save(update_fields=["status", "resolved_at", "comment"])
+    audit.record(
+        action="governance.escalation.cancelled",
+        actor_kind="system",
+        target=escalation,
+        run_id=escalation.run_id,
+        body={"reason": reason},
+    )
+
+
 def cancel_for_run(run_id: int, *, reason: str, now: dt.datetime | None = None) -> int:
     """Close the open escalations of a run that finished; return how many."""
     now = now or clock.now()
@@ -172,16 +187,6 @@ def cancel_for_run(run_id: int, *, reason: str, now: dt.datetime | None = None) 
     for escalation in Escalation.objects.select_for_update().filter(
         run_id=run_id, status=EscalationStatus.OPEN
     ):
-        escalation.status = EscalationStatus.CANCELLED
-        escalation.resolved_at = now
-        escalation.comment = reason
-        escalation.save(update_fields=["status", "resolved_at", "comment"])
-        audit.record(
-            action="governance.escalation.cancelled",
-            actor_kind="system",
-            target=escalation,
-            run_id=run_id,
-            body={"reason": reason},
-        )
+        cancel_escalation(escalation, reason=reason, now=now)
         closed += 1
     return closed

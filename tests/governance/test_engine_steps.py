@@ -42,6 +42,14 @@ def _clean_tools():
     testtools.FLAKY_FAILURES.clear()
 
 
+@pytest.fixture(autouse=True)
+def _oscar_starts_payments(company):
+    """Oscar may start payment runs (a clerk), and is no approver: he is the runs' initiator."""
+    clerks = services.create_role(name="Payment clerks", owner=company.gina)
+    services.add_member(clerks, company.oscar, actor=None)
+    services.grant(clerks, "orchestrator.change_workflow", company.payments, actor=None)
+
+
 def start(company, definition, amount=5000, by=None):
     """Publish the definition on the payments workflow and start a run as oscar."""
     workflows.publish_version(company.payments, definition)
