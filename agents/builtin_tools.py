@@ -83,6 +83,7 @@ def _ticket(arguments: dict, context: ToolContext) -> Ticket:
     side_effects=True,
     target=lambda arguments, context: Ticket,
     permission="add",
+    target_model="agents.ticket",
 )
 def ticket_create(arguments: dict, context: ToolContext) -> dict:
     """Open a ticket once per call."""
@@ -119,6 +120,7 @@ def ticket_create(arguments: dict, context: ToolContext) -> dict:
     side_effects=True,
     target=_ticket,
     permission="change",
+    target_model="agents.ticket",
 )
 def ticket_update(arguments: dict, context: ToolContext) -> dict:
     """Change a ticket (history records the agent and its reason)."""
@@ -144,6 +146,7 @@ def ticket_update(arguments: dict, context: ToolContext) -> dict:
     side_effects=True,
     target=_ticket,
     permission="change",
+    target_model="agents.ticket",
 )
 def ticket_comment(arguments: dict, context: ToolContext) -> dict:
     """Comment once per call."""
@@ -172,6 +175,13 @@ def _record(arguments: dict, context: ToolContext):
     return work.record_model(label)._default_manager.get(pk=arguments["id"])
 
 
+def _record_models(config: dict) -> list[str]:
+    """Return the models the record tool's allow-list (row settings or defaults) opens."""
+    from django.conf import settings
+
+    return list((config.get("models") or settings.STEWARD_AGENT_UPDATABLE_RECORDS).keys())
+
+
 @tool(
     "record.update",
     schema={
@@ -190,6 +200,7 @@ def _record(arguments: dict, context: ToolContext):
     side_effects=True,
     target=_record,
     permission="change",
+    target_model=_record_models,
 )
 def record_update(arguments: dict, context: ToolContext) -> dict:
     """Change the record through the governed save."""
@@ -230,6 +241,7 @@ def record_update(arguments: dict, context: ToolContext) -> dict:
     side_effects=True,
     target=lambda arguments, context: Notification,
     permission="add",
+    target_model="agents.notification",
 )
 def notify(arguments: dict, context: ToolContext) -> dict:
     """Notify once per call."""
@@ -331,6 +343,7 @@ NAMESPACE = {"type": "string", "minLength": 1, "maxLength": 150}
     side_effects=False,
     target=_namespace,
     permission="read",
+    target_model="agents.memorynamespace",
 )
 def memory_read(arguments: dict, context: ToolContext) -> dict:
     """Read through the memory service (audited)."""
@@ -361,6 +374,7 @@ def memory_read(arguments: dict, context: ToolContext) -> dict:
     side_effects=True,
     target=_namespace,
     permission="write",
+    target_model="agents.memorynamespace",
 )
 def memory_write(arguments: dict, context: ToolContext) -> dict:
     """Write through the memory service: a stale version is a conflict, never an overwrite."""
@@ -395,6 +409,7 @@ def memory_write(arguments: dict, context: ToolContext) -> dict:
     side_effects=True,
     target=lambda arguments, context: Agent.objects.get(slug=arguments["agent"]),
     permission="delegate",
+    target_model="agents.agent",
 )
 def delegate(arguments: dict, context: ToolContext) -> dict:
     """Delegations run as child steps of the agent step, never as a plain call."""

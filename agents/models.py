@@ -24,6 +24,20 @@ from governance.permissions import RestrictedQuerySet
 USER = settings.AUTH_USER_MODEL
 
 
+class NotificationQuerySet(RestrictedQuerySet):
+    """Notifications: a person always sees their own inbox; the rest goes through permissions."""
+
+    def owner_q(self, user, action):
+        """The notifications addressed to `user` (to view them)."""
+        return Q(recipient=user) if action == "view" else None
+
+
+class MemoryEntryQuerySet(RestrictedQuerySet):
+    """Memory entries: whoever may view (or change) a namespace may view its entries."""
+
+    permission_parent = "namespace"
+
+
 class ProviderKind(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible (OpenAI, vLLM, Ollama, LM Studio)"
     ANTHROPIC = "anthropic", "Anthropic messages"
@@ -240,6 +254,8 @@ class ModelCall(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField()
 
+    objects = RestrictedQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -280,6 +296,8 @@ class ToolInvocation(models.Model):
     executed_at = models.DateTimeField(null=True, blank=True)
     outcome = models.JSONField(null=True, blank=True, help_text="Result or error, once run.")
     created_at = models.DateTimeField()
+
+    objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -397,6 +415,8 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
 
+    objects = NotificationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -482,6 +502,8 @@ class MemoryEntry(models.Model):
     written_by_name = models.CharField(max_length=150, blank=True)
     written_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MemoryEntryQuerySet.as_manager()
 
     class Meta:
         ordering = ["namespace", "key"]

@@ -39,7 +39,13 @@ from agents.actions.registry import (
     update_provider,
     update_tool,
 )
-from agents.actions.work import comment_on_ticket, create_ticket, notify, update_ticket
+from agents.actions.work import (
+    comment_on_ticket,
+    create_ticket,
+    mark_read,
+    notify,
+    update_ticket,
+)
 from agents.models import IncidentUpdate
 from audit import clock
 
@@ -59,6 +65,7 @@ __all__ = [
     "ensure_run_namespace",
     "execute_tool_call",
     "grant_access",
+    "mark_read",
     "notify",
     "post_incident_update",
     "purge_expired",

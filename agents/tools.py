@@ -3,7 +3,8 @@
 A tool declares its name, a JSON Schema for its arguments, a description for models, a risk
 level, whether it has side effects, and the target object it acts on with the permission an
 agent needs there (`target(arguments, context)` returns a model instance, a model class for
-creations, or None; `permission` is the action: view, add, change, read, write...). Arguments
+creations, or None; `permission` is the action: view, add, change, read, write...; and
+`target_model` names that model statically, for the admin and the agent review). Arguments
 are validated before every call, and every call receives an idempotency key that stays the
 same across redeliveries of its step. Agents reach tools only through the policy enforcement
 point (agents/actions/enforcement.py); the governed `Tool` row mirrors each registered tool.
@@ -69,6 +70,13 @@ class ToolSpec:
         default=None, repr=False, compare=False
     )
     permission: str = ""
+    target_model: str | Callable[[dict[str, Any]], list[str]] = ""
+
+    def target_labels(self, config: dict[str, Any] | None = None) -> list[str]:
+        """Return the models ('app.model') this tool acts on, given its row's settings."""
+        if callable(self.target_model):
+            return sorted(self.target_model(config or {}))
+        return [self.target_model] if self.target_model else []
 
     def argument_errors(self, arguments: Any) -> list[str]:
         """Return every way the arguments break the schema, as readable messages."""
@@ -101,8 +109,14 @@ def tool(
     risk: str = "low",
     target: Callable[[dict[str, Any], ToolContext], Any] | None = None,
     permission: str = "",
+    target_model: str | Callable[[dict[str, Any]], list[str]] = "",
 ):
-    """Register the decorated callable `func(arguments, context)` as a tool."""
+    """Register the decorated callable `func(arguments, context)` as a tool.
+
+    `target_model` names the model `target` returns ('agents.ticket'), or computes the models
+    from the tool row's settings; the admin shows it and the agent review page checks the
+    agent's roles against it.
+    """
     schema = schema if schema is not None else {"type": "object"}
     try:
         Draft202012Validator.check_schema(schema)
@@ -120,6 +134,7 @@ def tool(
             validator=Draft202012Validator(schema),
             target=target,
             permission=permission,
+            target_model=target_model,
         )
         return func
 

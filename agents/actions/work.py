@@ -22,6 +22,7 @@ from django.db import models, transaction
 from guardian.shortcuts import assign_perm
 
 from agents.models import Notification, Ticket, TicketComment
+from audit import clock
 from audit import services as audit
 from governance.actions.common import GovernanceError, audited_refusals, name_of, save_governed
 from governance.permissions import require, require_model
@@ -226,6 +227,13 @@ def notify(
     if deliveries.get("email") == "pending" or deliveries.get("webhook") == "pending":
         transaction.on_commit(lambda: _deliver(notification.pk, webhook_url))
     return notification
+
+
+@transaction.atomic
+def mark_read(notifications, *, user) -> int:
+    """Mark a person's own unread notifications read; return how many changed."""
+    unread = notifications.filter(recipient=user, read_at__isnull=True)
+    return unread.update(read_at=clock.now())
 
 
 def _deliver(notification_id: int, webhook_url: str) -> None:
