@@ -80,9 +80,11 @@ def world(db, settings) -> World:
     bob = governance.create_person(username="bob", is_staff=True)
     maya = governance.create_person(username="maya", is_staff=True)
     oscar = governance.create_person(username="oscar", is_staff=True)
-    approvers = governance.create_role(name="Approvers", description="Approve agents' calls")
-    managers = governance.create_role(name="Managers", description="Take escalations")
-    writers = governance.create_role(name="Ticket writers", description="Open tickets")
+    approvers = governance.create_role(
+        name="Approvers", description="Approve agents' calls", owner=owen
+    )
+    managers = governance.create_role(name="Managers", description="Take escalations", owner=owen)
+    writers = governance.create_role(name="Ticket writers", description="Open tickets", owner=owen)
     governance.set_members(approvers, [alice, bob], actor=None)
     governance.set_members(managers, [maya], actor=None)
     governance.grant(writers, "agents.add_ticket", actor=None)
