@@ -2,8 +2,10 @@
 
 `incident.lookup_service` reads a service catalogue kept in this module, `incident.check_health`
 gives each host a health that depends only on its name, `incident.restart_service` fails its
-first attempt (to show retries) and `incident.post_update` writes an IncidentUpdate row, once per
-idempotency key, so a redelivered step never posts twice.
+first attempt (to show retries), `incident.scale_service` answers with the new and the previous
+replica count, and `incident.post_update` writes an IncidentUpdate row, once per idempotency
+key, so a redelivered step never posts twice. The demo's policies decide which calls need an
+approval (production restarts) or are denied (scaling above a threshold); the tools do not.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ SERVICES: dict[str, dict] = {
         "runbook": "https://runbooks.example.com/checkout",
         "hosts": ["checkout-1", "checkout-2", "checkout-3"],
         "tier": 1,
+        "replicas": 3,
     },
     "search": {
         "team": "discovery",
@@ -27,6 +30,7 @@ SERVICES: dict[str, dict] = {
         "runbook": "https://runbooks.example.com/search",
         "hosts": ["search-1", "search-2"],
         "tier": 2,
+        "replicas": 2,
     },
     "billing": {
         "team": "payments",
@@ -34,6 +38,7 @@ SERVICES: dict[str, dict] = {
         "runbook": "https://runbooks.example.com/billing",
         "hosts": ["billing-1"],
         "tier": 1,
+        "replicas": 4,
     },
 }
 
@@ -114,6 +119,33 @@ def restart_service(arguments: dict, context: ToolContext) -> dict:
     if context.attempt < 2:
         raise ToolError(f"restart of {arguments['service']} timed out; will try again")
     return {"service": arguments["service"], "restarted": arguments["hosts"]}
+
+
+@tool(
+    "incident.scale_service",
+    schema={
+        "type": "object",
+        "required": ["service", "replicas"],
+        "properties": {
+            "service": {"type": "string", "minLength": 1},
+            "replicas": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+        "additionalProperties": False,
+    },
+    description="Set the number of replicas of a service; answers with the previous count.",
+    side_effects=True,
+    risk="medium",
+)
+def scale_service(arguments: dict, context: ToolContext) -> dict:
+    """Scale a known service (the catalogue's count is the 'previous' one); unknown is final."""
+    name = arguments["service"]
+    if name not in SERVICES:
+        raise FatalToolError(f"no service is called {name!r}")
+    return {
+        "service": name,
+        "replicas": arguments["replicas"],
+        "previous": SERVICES[name]["replicas"],
+    }
 
 
 @tool(

@@ -1,22 +1,48 @@
-"""The demo that `make run` seeds: people, incident workflows and runs in every state.
+"""The demo that `make run` seeds: a small company, its governance, scripted agents and runs.
 
-Each part is a small function so later issues can add their own (roles, agents, approvals).
-Everything is idempotent: users are created once, a workflow gets a new version only when its
-definition changed, runs are started with fixed idempotency keys, and a signal is sent only if
-the run has not received it yet. Writes go through the orchestrator's services.
+The parts, each a small function:
+* people and roles (governance): a governance admin, an on-call engineer, an incident commander
+  who approves, a manager who takes escalations, an auditor and an outsider, each role with an
+  accountable owner, model permissions and object permissions on the workflows it approves;
+* policies: production restarts and production changes need an incident commander's approval,
+  scaling a service beyond 10 replicas is denied;
+* scripted agents (the offline `scripted` provider: rules, not a model) for incident management:
+  monitoring, triage, remediation, communications, and a coordinator that delegates to them;
+* workflows and runs: two tool workflows, an agent workflow, and a change workflow with an
+  `approval` step, started so that runs finish, wait for a signal, sleep, get a tool call denied,
+  and wait for the incident commander's approval.
+
+Everything is idempotent: what exists is found by its name or slug and left alone (a workflow
+gets a new version, an agent a new script, only when its definition changed), runs are started
+with fixed idempotency keys, and a signal is sent only if the run has not received it yet. Every
+write goes through the services of governance, agents and the orchestrator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Permission
 
+from agents import services as agents
+from agents.models import Agent, ModelProvider, ProviderKind, Tool
+from governance import services as governance
+from governance.models import ApprovalRule, Policy, PolicyRule, Role
 from orchestrator import services
 from orchestrator.definitions import definition_digest, load_definition
 from orchestrator.models import RunSignal, Workflow, WorkflowRun
+
+SEED_REASON = "demo seed"
+
+# --- people and roles ----------------------------------------------------------------------------
+
+GOVERNANCE_ADMINS = "Governance admins"
+ON_CALL = "On-call engineers"
+INCIDENT_COMMANDERS = "Incident commanders"
+MANAGERS = "Managers"  # governance's default escalation role (STEWARD_ESCALATION_ROLE)
+AUDITORS = "Auditors"
 
 
 @dataclass(frozen=True)
@@ -27,17 +53,572 @@ class DemoUser:
     password: str
     role: str
     superuser: bool = False
+    roles: tuple[str, ...] = ()
+    first_name: str = ""
 
 
 DEMO_USERS = [
     DemoUser("admin", "admin-demo", "superuser: sees and changes everything", superuser=True),
-    DemoUser("alice", "alice-demo", "on-call engineer (staff, read-only for now)"),
-    DemoUser("bob", "bob-demo", "incident commander (staff, read-only for now)"),
-    DemoUser("carol", "carol-demo", "auditor (staff, read-only for now)"),
+    DemoUser(
+        "grace",
+        "grace-demo",
+        "governance admin: roles, policies, approval rules, delegations",
+        roles=(GOVERNANCE_ADMINS,),
+        first_name="Grace",
+    ),
+    DemoUser(
+        "alice",
+        "alice-demo",
+        "on-call engineer: starts the incidents, owns the ops agents",
+        roles=(ON_CALL,),
+        first_name="Alice",
+    ),
+    DemoUser(
+        "bob",
+        "bob-demo",
+        "incident commander: approves production changes (2 requests wait)",
+        roles=(INCIDENT_COMMANDERS,),
+        first_name="Bob",
+    ),
+    DemoUser(
+        "dave",
+        "dave-demo",
+        "manager: reviews postmortems, takes escalations and approvals left for a day",
+        roles=(MANAGERS,),
+        first_name="Dave",
+    ),
+    DemoUser(
+        "carol",
+        "carol-demo",
+        "auditor: reads runs, agents, governance and the audit log",
+        roles=(AUDITORS,),
+        first_name="Carol",
+    ),
+    DemoUser("oscar", "oscar-demo", "outsider: staff login with no role, sees nothing"),
 ]
 
-VIEWERS_GROUP = "Demo viewers"
-VIEWED_APPS = ["orchestrator", "agents", "audit"]
+# Models whose rows governance admins manage (the governed records of the governance app).
+GOVERNANCE_MODELS = [
+    "role",
+    "principal",
+    "policy",
+    "policyrule",
+    "approvalrule",
+    "escalationlevel",
+    "delegation",
+]
+
+
+@dataclass(frozen=True)
+class DemoRole:
+    """A role of the demo company: what it is for, who answers for it, what it may do."""
+
+    name: str
+    description: str
+    owner: str
+    view_apps: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
+    # Model-level view permissions left out: the role holds them on some rows only (guardian).
+    except_views: tuple[str, ...] = ()
+    # Object permissions (guardian) on single workflows, by slug: (permission, workflow).
+    on_workflows: tuple[tuple[str, str], ...] = ()
+
+
+DEMO_ROLES = [
+    DemoRole(
+        GOVERNANCE_ADMINS,
+        "Run governance: roles, members, policies, approval rules and delegations.",
+        owner="admin",
+        view_apps=("orchestrator", "agents", "governance", "audit"),
+        permissions=tuple(
+            f"governance.{action}_{model}"
+            for model in GOVERNANCE_MODELS
+            for action in ("add", "change", "delete")
+        ),
+    ),
+    DemoRole(
+        ON_CALL,
+        "Respond to incidents: start incident runs and follow the agents' work.",
+        owner="dave",
+        view_apps=("orchestrator", "agents"),
+        # Starting a run needs `change` on its workflow: on these three only.
+        on_workflows=tuple(
+            ("orchestrator.change_workflow", slug)
+            for slug in ("incident-triage", "incident-response", "production-change")
+        ),
+    ),
+    DemoRole(
+        INCIDENT_COMMANDERS,
+        "Lead incidents; approve restarts and changes in production.",
+        owner="dave",
+        view_apps=("orchestrator", "agents"),
+        permissions=("governance.view_approvalrequest",),
+        except_views=("orchestrator.view_workflow",),
+        # An approver must see what they approve for (the approval's target is the workflow);
+        # incident commanders also start postmortems.
+        on_workflows=(
+            ("orchestrator.view_workflow", "incident-response"),
+            ("orchestrator.view_workflow", "production-change"),
+            ("orchestrator.view_workflow", "incident-postmortem"),
+            ("orchestrator.change_workflow", "incident-postmortem"),
+        ),
+    ),
+    DemoRole(
+        MANAGERS,
+        "Engineering managers: take escalations, and approvals left undecided for a day.",
+        owner="grace",
+        view_apps=("orchestrator", "agents"),
+        permissions=(
+            "governance.view_approvalrequest",
+            "governance.view_escalation",
+            "governance.resolve_escalation",
+            # Managers steer runs: send their signals (a postmortem review), pause, cancel.
+            "orchestrator.change_workflowrun",
+        ),
+    ),
+    DemoRole(
+        AUDITORS,
+        "Read everything that happened: runs, agents, governance records and the audit log.",
+        owner="grace",
+        view_apps=("orchestrator", "agents", "governance", "audit"),
+    ),
+]
+
+# --- approvals and policies ----------------------------------------------------------------------
+
+APPROVAL_RULE = "incident-commander"
+APPROVAL_SLA_SECONDS = 24 * 3600  # a day for bob, then a day for the managers; then it expires
+
+
+@dataclass(frozen=True)
+class DemoRule:
+    """A policy rule of the demo."""
+
+    name: str
+    action: str
+    condition: str
+    effect: str
+    reason: str
+    risk: str = "medium"
+    approval_rule: str = ""
+    position: int = 10
+
+
+@dataclass(frozen=True)
+class DemoPolicy:
+    """A policy of the demo and its rules."""
+
+    slug: str
+    name: str
+    description: str
+    priority: int
+    rules: tuple[DemoRule, ...]
+
+
+DEMO_POLICIES = [
+    DemoPolicy(
+        "production-changes",
+        "Production changes",
+        "Restarts and changes of production services need an incident commander's approval.",
+        priority=10,
+        rules=(
+            DemoRule(
+                "Production restarts need an incident commander",
+                action="tool.incident.restart_service",
+                condition="arguments.service in ['checkout', 'billing']",
+                effect="require_approval",
+                reason="restarting a production service needs an incident commander's approval",
+                risk="high",
+                approval_rule=APPROVAL_RULE,
+                position=10,
+            ),
+            DemoRule(
+                "Production changes need an incident commander",
+                action="change.*",
+                condition="arguments.environment == 'production'",
+                effect="require_approval",
+                reason="a change in production needs an incident commander's approval",
+                risk="high",
+                approval_rule=APPROVAL_RULE,
+                position=20,
+            ),
+        ),
+    ),
+    DemoPolicy(
+        "capacity-limits",
+        "Capacity limits",
+        "Scaling beyond the capacity plan is refused to everyone, agents included.",
+        priority=20,
+        rules=(
+            DemoRule(
+                "No scaling beyond 10 replicas",
+                action="tool.incident.scale_service",
+                condition="arguments.replicas > 10",
+                effect="deny",
+                reason="scaling beyond 10 replicas needs a capacity review; ask for 10 or fewer",
+                risk="medium",
+            ),
+        ),
+    ),
+]
+
+# --- tools and scripted agents -------------------------------------------------------------------
+
+PROVIDER_SLUG = "scripted-demo"
+PROVIDER_NAME = "Scripted demo rules (no model)"
+SCRIPTED = "Scripted demo agent, no real model: it answers from fixed rules. "
+
+# Tools the demo agents use, and what an admin set on them.
+DEMO_TOOLS: dict[str, dict[str, Any]] = {
+    "incident.lookup_service": {"enabled": True},
+    "incident.check_health": {"enabled": True},
+    "incident.restart_service": {"enabled": True, "risk": "high"},
+    "incident.scale_service": {"enabled": True},
+    "incident.post_update": {"enabled": True},
+    "delegate": {"enabled": True},
+}
+
+MONITOR_RULES = [
+    {
+        "when": "turn == 1",
+        "tool_calls": [
+            {"tool": "incident.lookup_service", "arguments": {"service": "{{ input.service }}"}}
+        ],
+    },
+    {
+        "when": "turn == 2 and results[0].ok",
+        "tool_calls": [
+            {
+                "tool": "incident.check_health",
+                "arguments": {"hosts": "{{ results[0].result.hosts }}"},
+            }
+        ],
+    },
+    {
+        "when": "turn == 3 and results[0].ok",
+        "final": {
+            "service": "{{ input.service }}",
+            "tier": "{{ history[0].result.tier }}",
+            "hosts": "{{ history[0].result.hosts | length }}",
+            "unhealthy": "{{ results[0].result.unhealthy }}",
+        },
+        "confidence": 0.95,
+    },
+    {
+        "final": {"service": "{{ input.service }}", "tier": 0, "hosts": 0, "unhealthy": []},
+        "confidence": 0.2,
+    },
+]
+
+TRIAGE_RULES = [
+    {
+        "when": "input.unhealthy | length > 0 and input.tier == 1",
+        "final": {
+            "severity": "sev1",
+            "reason": "{{ input.unhealthy | length }} host(s) of tier-1 service "
+            "{{ input.service }} down",
+        },
+        "confidence": 0.9,
+    },
+    {
+        "when": "input.unhealthy | length > 0 or input.symptom == 'slow'",
+        "final": {
+            "severity": "sev2",
+            "reason": "{{ input.service }} is degraded ({{ input.symptom }}) but serving",
+        },
+        "confidence": 0.85,
+    },
+    {
+        "final": {
+            "severity": "sev3",
+            "reason": "every host of {{ input.service }} is healthy; {{ input.symptom }} reported",
+        },
+        "confidence": 0.8,
+    },
+]
+
+REMEDIATION_RULES = [
+    {
+        "when": "turn == 1 and input.unhealthy | length > 0",
+        "tool_calls": [
+            {
+                "tool": "incident.restart_service",
+                "arguments": {"service": "{{ input.service }}", "hosts": "{{ input.unhealthy }}"},
+            }
+        ],
+    },
+    {
+        "when": "turn == 1 and input.symptom == 'slow'",
+        "tool_calls": [
+            {
+                "tool": "incident.scale_service",
+                "arguments": {"service": "{{ input.service }}", "replicas": 20},
+            }
+        ],
+    },
+    {
+        "when": "turn == 1",
+        "final": {
+            "runbook": [
+                "No host is down: watch {{ input.service }}'s error rate for 15 minutes.",
+            ],
+            "applied": [],
+        },
+        "confidence": 0.9,
+    },
+    {
+        # Refused by a policy: ask for what the capacity plan allows.
+        "when": "turn == 2 and not results[0].ok and results[0].stage == 'policy' "
+        "and input.symptom == 'slow'",
+        "tool_calls": [
+            {
+                "tool": "incident.scale_service",
+                "arguments": {"service": "{{ input.service }}", "replicas": 10},
+            }
+        ],
+    },
+    {
+        "when": "results[0].ok and input.symptom == 'slow'",
+        "final": {
+            "runbook": [
+                "Scale {{ input.service }} from {{ results[0].result.previous }} to "
+                "{{ results[0].result.replicas }} replicas.",
+                "Before going further, a capacity review: "
+                "{{ history[0].reason | default('not needed') }}.",
+            ],
+            "applied": [
+                "scaled {{ input.service }} to {{ results[0].result.replicas }} replicas",
+            ],
+        },
+        "confidence": 0.85,
+    },
+    {
+        "when": "results[0].ok",
+        "final": {
+            "runbook": [
+                "Restart {{ input.service }} on {{ input.unhealthy | join(', ') }}.",
+                "Check its health again in 5 minutes.",
+            ],
+            "applied": ["restarted {{ results[0].result.restarted | join(', ') }}"],
+        },
+        "confidence": 0.9,
+    },
+    {
+        # Rejected, or failed for good: below the threshold, so a person takes over.
+        "final": {
+            "runbook": [
+                "Hand over to a person: {{ results[0].reason | default('the last call failed') }}",
+            ],
+            "applied": [],
+        },
+        "confidence": 0.4,
+    },
+]
+
+COMMS_RULES = [
+    {
+        "when": "turn == 1",
+        "tool_calls": [
+            {
+                "tool": "incident.post_update",
+                "arguments": {
+                    "incident": "{{ input.incident }}",
+                    "channel": "#status",
+                    "message": "{{ input.incident }} ({{ input.severity }}): we are working on "
+                    "{{ input.service }}; next update in 30 minutes.",
+                },
+            }
+        ],
+    },
+    {
+        "when": "results[0].ok",
+        "final": {"channel": "#status", "message": "{{ results[0].result.message }}"},
+        "confidence": 0.95,
+    },
+    {"final": {"channel": "#status", "message": ""}, "confidence": 0.3},
+]
+
+COORDINATOR_RULES = [
+    {
+        "when": "turn == 1",
+        "tool_calls": [
+            {
+                "tool": "delegate",
+                "arguments": {
+                    "agent": "incident-monitor",
+                    "task": {"incident": "{{ input.incident }}", "service": "{{ input.service }}"},
+                },
+            }
+        ],
+    },
+    {
+        "when": "turn == 2 and results[0].ok",
+        "tool_calls": [
+            {
+                "tool": "delegate",
+                "arguments": {
+                    "agent": "incident-triage",
+                    "task": {
+                        "incident": "{{ input.incident }}",
+                        "service": "{{ input.service }}",
+                        "symptom": "{{ input.symptom }}",
+                        "tier": "{{ results[0].result.tier }}",
+                        "unhealthy": "{{ results[0].result.unhealthy }}",
+                    },
+                },
+            }
+        ],
+    },
+    {
+        # Remediation and communications in parallel, once the severity is known.
+        "when": "turn == 3 and results[0].ok",
+        "tool_calls": [
+            {
+                "tool": "delegate",
+                "arguments": {
+                    "agent": "incident-remediation",
+                    "task": {
+                        "incident": "{{ input.incident }}",
+                        "service": "{{ input.service }}",
+                        "symptom": "{{ input.symptom }}",
+                        "severity": "{{ results[0].result.severity }}",
+                        "unhealthy": "{{ history[0].result.unhealthy }}",
+                    },
+                },
+            },
+            {
+                "tool": "delegate",
+                "arguments": {
+                    "agent": "incident-comms",
+                    "task": {
+                        "incident": "{{ input.incident }}",
+                        "service": "{{ input.service }}",
+                        "severity": "{{ results[0].result.severity }}",
+                    },
+                },
+            },
+        ],
+    },
+    {
+        "when": "turn == 4 and results[0].ok and results[1].ok",
+        "final": {
+            "incident": "{{ input.incident }}",
+            "severity": "{{ history[1].result.severity }}",
+            "unhealthy": "{{ history[0].result.unhealthy }}",
+            "runbook": "{{ results[0].result.runbook }}",
+            "applied": "{{ results[0].result.applied }}",
+            "update": "{{ results[1].result.message }}",
+        },
+        "confidence": 0.9,
+    },
+    {
+        "final": {
+            "incident": "{{ input.incident }}",
+            "problem": "a specialised agent did not finish; a person takes over",
+        },
+        "confidence": 0.3,
+    },
+]
+
+STRING_LIST = {"type": "array", "items": {"type": "string"}}
+
+
+@dataclass(frozen=True)
+class DemoAgent:
+    """A scripted agent of the demo, with its accountable owner, tools and output schema."""
+
+    slug: str
+    name: str
+    owner: str
+    mandate: str
+    rules: list[dict[str, Any]]
+    tools: tuple[str, ...] = ()
+    delegates: tuple[str, ...] = ()
+    output_schema: dict[str, Any] = field(default_factory=dict)
+
+
+# Specialists first: a coordinator's delegates must exist before it.
+DEMO_AGENTS = [
+    DemoAgent(
+        "incident-monitor",
+        "Monitoring agent (scripted)",
+        owner="alice",
+        mandate=SCRIPTED + "Look up a service and probe its hosts; report which are down.",
+        rules=MONITOR_RULES,
+        tools=("incident.lookup_service", "incident.check_health"),
+        output_schema={
+            "type": "object",
+            "required": ["service", "tier", "unhealthy"],
+            "properties": {
+                "service": {"type": "string"},
+                "tier": {"type": "integer"},
+                "hosts": {"type": "integer"},
+                "unhealthy": STRING_LIST,
+            },
+        },
+    ),
+    DemoAgent(
+        "incident-triage",
+        "Triage agent (scripted)",
+        owner="alice",
+        mandate=SCRIPTED + "Classify an incident's severity (sev1 to sev3) from what monitoring "
+        "found.",
+        rules=TRIAGE_RULES,
+        output_schema={
+            "type": "object",
+            "required": ["severity", "reason"],
+            "properties": {
+                "severity": {"enum": ["sev1", "sev2", "sev3"]},
+                "reason": {"type": "string"},
+            },
+        },
+    ),
+    DemoAgent(
+        "incident-remediation",
+        "Remediation agent (scripted)",
+        owner="alice",
+        mandate=SCRIPTED + "Propose runbook steps and apply them: restart hosts that are down, "
+        "scale a slow service. Production restarts need an incident commander's approval.",
+        rules=REMEDIATION_RULES,
+        tools=("incident.restart_service", "incident.scale_service"),
+        output_schema={
+            "type": "object",
+            "required": ["runbook", "applied"],
+            "properties": {"runbook": STRING_LIST, "applied": STRING_LIST},
+        },
+    ),
+    DemoAgent(
+        "incident-comms",
+        "Communications agent (scripted)",
+        owner="dave",
+        mandate=SCRIPTED + "Draft and post the status update of an incident.",
+        rules=COMMS_RULES,
+        tools=("incident.post_update",),
+        output_schema={
+            "type": "object",
+            "required": ["channel", "message"],
+            "properties": {"channel": {"type": "string"}, "message": {"type": "string"}},
+        },
+    ),
+    DemoAgent(
+        "incident-coordinator",
+        "Incident coordinator (scripted)",
+        owner="dave",
+        mandate=SCRIPTED + "Run an incident: monitoring, then triage, then remediation and "
+        "communications in parallel; sum up.",
+        rules=COORDINATOR_RULES,
+        tools=("delegate",),
+        delegates=(
+            "incident-monitor",
+            "incident-triage",
+            "incident-remediation",
+            "incident-comms",
+        ),
+        output_schema={"type": "object", "required": ["incident"]},
+    ),
+]
+
+# --- workflows -----------------------------------------------------------------------------------
 
 TRIAGE = """
 description: Look up a service, probe its hosts, tell its owners, and restart what is down.
@@ -142,9 +723,90 @@ output:
   approved: "{{ steps.review.approved }}"
 """
 
+INCIDENT_RESPONSE = """
+description: >-
+  An incident handled by scripted agents: the coordinator delegates to the monitoring, triage,
+  remediation and communications agents (scripted demo agents, no real model).
+input_schema:
+  type: object
+  required: [incident, service, symptom]
+  properties:
+    incident: {type: string}
+    service: {type: string}
+    symptom: {type: string, enum: [down, slow, errors]}
+defaults:
+  retry: {max_attempts: 3, initial_interval: 1s, backoff_multiplier: 2, max_interval: 30s}
+steps:
+  - id: coordinate
+    type: agent
+    agent: incident-coordinator
+    task:
+      incident: "{{ input.incident }}"
+      service: "{{ input.service }}"
+      symptom: "{{ input.symptom }}"
+    escalate_to: Managers
+output:
+  incident: "{{ input.incident }}"
+  result: "{{ steps.coordinate.result }}"
+"""
+
+PRODUCTION_CHANGE = """
+description: Restart a service in production once an incident commander approved the change.
+input_schema:
+  type: object
+  required: [change, service, environment, reason]
+  properties:
+    change: {type: string}
+    service: {type: string}
+    environment: {type: string, enum: [staging, production]}
+    reason: {type: string}
+defaults:
+  retry: {max_attempts: 3, initial_interval: 1s, backoff_multiplier: 2, max_interval: 30s}
+steps:
+  - id: lookup
+    type: tool
+    tool: incident.lookup_service
+    args: {service: "{{ input.service }}"}
+  - id: approve
+    type: approval
+    depends_on: [lookup]
+    rule: incident-commander
+    action: change.restart_service
+    risk: high
+    summary: >-
+      {{ input.change }}: restart {{ input.service }} in {{ input.environment }} on
+      {{ steps.lookup.hosts | join(', ') }}. Why: {{ input.reason }}
+    arguments:
+      service: "{{ input.service }}"
+      environment: "{{ input.environment }}"
+      hosts: "{{ steps.lookup.hosts }}"
+      reason: "{{ input.reason }}"
+  - id: restart
+    type: tool
+    tool: incident.restart_service
+    depends_on: [approve]
+    args: {service: "{{ input.service }}", hosts: "{{ steps.lookup.hosts }}"}
+  - id: announce
+    type: tool
+    tool: incident.post_update
+    depends_on: [restart]
+    args:
+      incident: "{{ input.change }}"
+      channel: "#changes"
+      message: >-
+        {{ input.change }}: {{ input.service }} restarted in {{ input.environment }}, approved by
+        {{ steps.approve.decisions | map(attribute='by') | join(', ') }}.
+output:
+  change: "{{ input.change }}"
+  restarted: "{{ steps.restart.restarted }}"
+  approved_by: "{{ steps.approve.decisions | map(attribute='by') | list }}"
+"""
+
 DEMO_WORKFLOWS = [
     ("incident-triage", "Incident triage", TRIAGE),
     ("incident-postmortem", "Incident postmortem", POSTMORTEM),
+    ("incident-response", "Incident response (scripted agents)", INCIDENT_RESPONSE),
+    ("production-change", "Production change", PRODUCTION_CHANGE),
 ]
 
 
@@ -158,6 +820,11 @@ class DemoRun:
     started_by: str
     signal: tuple[str, dict[str, Any]] | None = None
     story: str = ""
+
+    @property
+    def business_key(self) -> str:
+        """Return the incident or change the run is about."""
+        return str(self.input.get("incident") or self.input.get("change") or "")
 
 
 DEMO_RUNS = [
@@ -180,7 +847,7 @@ DEMO_RUNS = [
         "incident-postmortem",
         {"incident": "INC-0998", "cooldown": "10s"},
         "bob",
-        signal=("postmortem_reviewed", {"approved": True, "reviewer": "carol"}),
+        signal=("postmortem_reviewed", {"approved": True, "reviewer": "dave"}),
         story="completes after 10 s: its signal arrived before the step that waits for it",
     ),
     DemoRun(
@@ -197,35 +864,230 @@ DEMO_RUNS = [
         "bob",
         story="sleeps for 10 minutes, then waits for its review",
     ),
+    DemoRun(
+        "demo:INC-2001",
+        "incident-response",
+        {"incident": "INC-2001", "service": "search", "symptom": "errors"},
+        "alice",
+        story="agents finish: every host healthy, sev3, nothing to restart, update posted",
+    ),
+    DemoRun(
+        "demo:INC-2002",
+        "incident-response",
+        {"incident": "INC-2002", "service": "checkout", "symptom": "down"},
+        "alice",
+        story="agents wait: restarting checkout-2 needs an incident commander (bob) to approve",
+    ),
+    DemoRun(
+        "demo:INC-2003",
+        "incident-response",
+        {"incident": "INC-2003", "service": "billing", "symptom": "slow"},
+        "alice",
+        story="agents finish after a denial: 20 replicas refused by policy, scaled to 10",
+    ),
+    DemoRun(
+        "demo:CHG-3001",
+        "production-change",
+        {
+            "change": "CHG-3001",
+            "service": "billing",
+            "environment": "production",
+            "reason": "apply the new TLS certificate",
+        },
+        "alice",
+        story="waits at its approval step for an incident commander (bob)",
+    ),
 ]
+
+# --- seeding -------------------------------------------------------------------------------------
 
 
 def ensure_users() -> dict[str, Any]:
-    """Create the demo logins once; staff get view rights through the demo viewers group."""
+    """Create the demo logins once, each a governance principal (a person)."""
     User = get_user_model()
-    viewers = ensure_viewers_group()
     users = {}
     for spec in DEMO_USERS:
         user = User.objects.filter(username=spec.username).first()
-        if user is None:
-            if spec.superuser:
-                user = User.objects.create_superuser(spec.username, "", spec.password)
-            else:
-                user = User.objects.create_user(spec.username, "", spec.password, is_staff=True)
-                user.groups.add(viewers)
+        if user is None and spec.superuser:
+            # Governance has no service for superusers: Django's own creates it, then the
+            # principal is added like any person's.
+            user = User.objects.create_superuser(spec.username, "", spec.password)
+        elif user is None:
+            user = governance.create_person(
+                username=spec.username,
+                password=spec.password,
+                first_name=spec.first_name,
+                is_staff=True,
+            )
+        governance.ensure_principal(user)
         users[spec.username] = user
     return users
 
 
-def ensure_viewers_group() -> Group:
-    """Return the group that may view (not change) the orchestrator, agents and audit models."""
-    group, _ = Group.objects.get_or_create(name=VIEWERS_GROUP)
-    group.permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label__in=VIEWED_APPS, codename__startswith="view_"
-        )
+def view_permissions(apps: tuple[str, ...], leave_out: tuple[str, ...] = ()) -> list[str]:
+    """Return 'app.view_model' for every model of these apps, less those left out."""
+    names = Permission.objects.filter(
+        content_type__app_label__in=apps, codename__startswith="view_"
+    ).values_list("content_type__app_label", "codename")
+    return sorted(
+        f"{app}.{codename}" for app, codename in names if f"{app}.{codename}" not in leave_out
     )
-    return group
+
+
+def ensure_roles(users: dict[str, Any]) -> dict[str, Role]:
+    """Create the roles once, give them their members and model-level permissions."""
+    admin = users["admin"]
+    roles = {}
+    for spec in DEMO_ROLES:
+        role = Role.objects.filter(name=spec.name).first()
+        if role is None:
+            role = governance.create_role(
+                name=spec.name,
+                description=spec.description,
+                owner=users[spec.owner],
+                actor=admin,
+                reason=SEED_REASON,
+            )
+        members = [users[u.username] for u in DEMO_USERS if spec.name in u.roles]
+        current = set(role.group.user_set.values_list("pk", flat=True))
+        if not {member.pk for member in members} <= current:
+            for member in members:
+                if member.pk not in current:
+                    governance.add_member(role, member, actor=admin)
+        held = {
+            f"{app}.{codename}"
+            for app, codename in role.group.permissions.values_list(
+                "content_type__app_label", "codename"
+            )
+        }
+        wanted = [*view_permissions(spec.view_apps, spec.except_views), *spec.permissions]
+        for perm in wanted:
+            if perm not in held:
+                governance.grant(role, perm, actor=admin)
+        roles[spec.name] = role
+    return roles
+
+
+def ensure_approval_rule(roles: dict[str, Role], admin) -> ApprovalRule:
+    """Create the incident commanders' approval rule, escalating to the managers after a day."""
+    rule = ApprovalRule.objects.filter(slug=APPROVAL_RULE).first()
+    if rule is None:
+        rule = governance.create_approval_rule(
+            slug=APPROVAL_RULE,
+            name="Incident commander approval",
+            description="One incident commander approves; after a day the managers may.",
+            role=roles[INCIDENT_COMMANDERS],
+            approvals_required=1,
+            sla_seconds=APPROVAL_SLA_SECONDS,
+            escalation=[roles[MANAGERS]],
+            actor=admin,
+            reason=SEED_REASON,
+        )
+    return rule
+
+
+def _rule_fields(spec: DemoRule) -> dict[str, Any]:
+    """Return the fields of a policy rule as the demo defines it."""
+    approval_rule = (
+        ApprovalRule.objects.get(slug=spec.approval_rule) if spec.approval_rule else None
+    )
+    return {
+        "position": spec.position,
+        "action": spec.action,
+        "condition": spec.condition,
+        "effect": spec.effect,
+        "reason": spec.reason,
+        "risk": spec.risk,
+        "approval_rule": approval_rule,
+    }
+
+
+def ensure_policies(admin) -> dict[str, Policy]:
+    """Create the policies once; save a rule (a new policy version) only when it changed."""
+    policies = {}
+    for spec in DEMO_POLICIES:
+        policy = Policy.objects.filter(slug=spec.slug).first()
+        if policy is None:
+            policy = governance.create_policy(
+                slug=spec.slug,
+                name=spec.name,
+                description=spec.description,
+                priority=spec.priority,
+                actor=admin,
+                reason=SEED_REASON,
+            )
+        for rule_spec in spec.rules:
+            fields = _rule_fields(rule_spec)
+            rule = PolicyRule.objects.filter(policy=policy, name=rule_spec.name).first()
+            if rule is not None and all(getattr(rule, k) == v for k, v in fields.items()):
+                continue
+            rule = rule or PolicyRule(policy=policy, name=rule_spec.name)
+            for name, value in fields.items():
+                setattr(rule, name, value)
+            governance.save_rule(rule, actor=admin, reason=SEED_REASON)
+        policy.refresh_from_db()
+        policies[spec.slug] = policy
+    return policies
+
+
+def ensure_tools(admin) -> dict[str, Tool]:
+    """Mirror the registered tools, then enable the demo's (and set their risk) once."""
+    agents.sync_tools()
+    tools = {}
+    for name, wanted in DEMO_TOOLS.items():
+        tool = Tool.objects.get(name=name)
+        changes = {k: v for k, v in wanted.items() if getattr(tool, k) != v}
+        if changes:
+            tool = agents.update_tool(tool, actor=admin, reason=SEED_REASON, **changes)
+        tools[name] = tool
+    return tools
+
+
+def ensure_agents(users: dict[str, Any]) -> dict[str, Agent]:
+    """Create the scripted agents once; a changed script or schema updates the agent."""
+    admin = users["admin"]
+    provider = ModelProvider.objects.filter(slug=PROVIDER_SLUG).first()
+    if provider is None:
+        provider = agents.create_provider(
+            slug=PROVIDER_SLUG,
+            name=PROVIDER_NAME,
+            kind=ProviderKind.SCRIPTED,
+            actor=admin,
+            reason=SEED_REASON,
+        )
+    created: dict[str, Agent] = {}
+    for spec in DEMO_AGENTS:
+        script = {"rules": spec.rules}
+        agent = Agent.objects.filter(slug=spec.slug).first()
+        if agent is None:
+            agent = agents.create_agent(
+                slug=spec.slug,
+                name=spec.name,
+                mandate=spec.mandate,
+                owner=users[spec.owner],
+                provider=provider,
+                model="rules",
+                script=script,
+                tools=list(spec.tools),
+                delegates=[created[slug] for slug in spec.delegates],
+                output_schema=spec.output_schema,
+                actor=admin,
+                reason=SEED_REASON,
+            )
+        else:
+            wanted = {
+                "name": spec.name,
+                "mandate": spec.mandate,
+                "script": script,
+                "output_schema": spec.output_schema,
+            }
+            changes = {k: v for k, v in wanted.items() if getattr(agent, k) != v}
+            if changes:
+                agent = agents.update_agent(
+                    agent, actor=admin, reason="demo script updated", **changes
+                )
+        created[spec.slug] = agent
+    return created
 
 
 def ensure_workflow(slug: str, name: str, text: str, actor) -> Workflow:
@@ -248,6 +1110,18 @@ def ensure_workflows(actor) -> dict[str, Workflow]:
     return {slug: ensure_workflow(slug, name, text, actor) for slug, name, text in DEMO_WORKFLOWS}
 
 
+def ensure_workflow_permissions(
+    roles: dict[str, Role], workflows: dict[str, Workflow], admin
+) -> None:
+    """Give roles their object permissions on single workflows (guardian)."""
+    for spec in DEMO_ROLES:
+        for perm, slug in spec.on_workflows:
+            role, workflow = roles[spec.name], workflows[slug]
+            action = perm.split(".", 1)[1].removesuffix("_workflow")
+            if not governance.role_grants(role, action, workflow):
+                governance.grant(role, perm, workflow, actor=admin)
+
+
 def ensure_run(spec: DemoRun, users: dict[str, Any]) -> WorkflowRun:
     """Start a demo run once (by its idempotency key) and send its signal once."""
     run = services.start_run(
@@ -255,7 +1129,7 @@ def ensure_run(spec: DemoRun, users: dict[str, Any]) -> WorkflowRun:
         spec.input,
         started_by=users.get(spec.started_by),
         trigger="demo",
-        business_key=spec.input.get("incident", ""),
+        business_key=spec.business_key,
         idempotency_key=spec.key,
     )
     if spec.signal is not None:
@@ -273,6 +1147,22 @@ def ensure_runs(users: dict[str, Any]) -> list[WorkflowRun]:
 def seed() -> dict[str, Any]:
     """Seed the whole demo and return what it holds."""
     users = ensure_users()
-    workflows = ensure_workflows(users["admin"])
+    admin = users["admin"]
+    roles = ensure_roles(users)
+    approval_rule = ensure_approval_rule(roles, admin)
+    policies = ensure_policies(admin)
+    tools = ensure_tools(admin)
+    demo_agents = ensure_agents(users)
+    workflows = ensure_workflows(admin)
+    ensure_workflow_permissions(roles, workflows, admin)
     runs = ensure_runs(users)
-    return {"users": users, "workflows": workflows, "runs": runs}
+    return {
+        "users": users,
+        "roles": roles,
+        "approval_rule": approval_rule,
+        "policies": policies,
+        "tools": tools,
+        "agents": demo_agents,
+        "workflows": workflows,
+        "runs": runs,
+    }

@@ -43,6 +43,18 @@ def test_restart_fails_its_first_attempt_with_a_retryable_error():
     assert call("incident.restart_service", arguments, attempt=2)["restarted"] == ["checkout-2"]
 
 
+def test_scale_answers_with_the_new_and_the_previous_replica_count():
+    result = call("incident.scale_service", {"service": "billing", "replicas": 10})
+    assert result == {"service": "billing", "replicas": 10, "previous": 4}
+
+
+def test_scale_refuses_an_unknown_service_and_a_count_outside_the_schema():
+    with pytest.raises(FatalToolError, match="nope"):
+        call("incident.scale_service", {"service": "nope", "replicas": 2})
+    with pytest.raises(ArgumentsInvalid, match="replicas"):
+        call("incident.scale_service", {"service": "billing", "replicas": 0})
+
+
 @pytest.mark.django_db
 def test_post_update_writes_one_row_per_idempotency_key():
     arguments = {"incident": "INC-1", "channel": "#ops", "message": "looking"}

@@ -1,13 +1,26 @@
-"""The demo seed: idempotent, refused outside DEBUG, and its runs do what the seed says."""
+"""The demo seed: idempotent, refused outside DEBUG, and its runs do what the README says."""
 
 import datetime as dt
+import json
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.urls import reverse
+from guardian.models import GroupObjectPermission
 
-from agents.models import IncidentUpdate
+from agents.models import Agent, IncidentUpdate, ModelCall, ModelProvider, Tool, ToolInvocation
 from audit import clock
+from audit.models import AuditEntry
+from governance import services as governance
+from governance.models import (
+    ApprovalRequest,
+    ApprovalRule,
+    Policy,
+    PolicyRule,
+    Principal,
+    Role,
+)
 from orchestrator import demo, engine, services
 from orchestrator.models import (
     EventKind,
@@ -21,7 +34,27 @@ from orchestrator.models import (
 
 pytestmark = pytest.mark.django_db
 
-SEEDED_MODELS = [get_user_model(), Workflow, WorkflowVersion, WorkflowRun, StepRun, RunSignal]
+User = get_user_model()
+SEEDED_MODELS = [
+    User,
+    Principal,
+    Role,
+    GroupObjectPermission,
+    ApprovalRule,
+    Policy,
+    PolicyRule,
+    ModelProvider,
+    Tool,
+    Agent,
+    Workflow,
+    WorkflowVersion,
+    WorkflowRun,
+    StepRun,
+    RunSignal,
+    ApprovalRequest,
+    ToolInvocation,
+]
+HISTORIES = [Policy, PolicyRule, Role, Agent, Tool, ApprovalRule]
 
 
 @pytest.fixture(autouse=True)
@@ -31,18 +64,39 @@ def _debug_on(settings):
 
 
 def counts():
-    """Count the rows of every model the seed writes, and the run history."""
-    return {model.__name__: model.objects.count() for model in [*SEEDED_MODELS, RunEvent]}
+    """Count the rows of every model the seed writes, their history, and the run history."""
+    rows = {model.__name__: model.objects.count() for model in [*SEEDED_MODELS, RunEvent]}
+    rows.update({f"{m.__name__} history": m.history.count() for m in HISTORIES})
+    rows["group permissions"] = sum(role.group.permissions.count() for role in Role.objects.all())
+    rows["policy versions"] = sorted(Policy.objects.values_list("slug", "version"))
+    return rows
 
 
-def demo_run(incident: str, workflow: str = "incident-postmortem") -> WorkflowRun:
-    """Return the demo run of an incident."""
-    return WorkflowRun.objects.get(business_key=incident, workflow__slug=workflow)
+def demo_run(key: str, workflow: str = "incident-postmortem") -> WorkflowRun:
+    """Return the demo run of an incident or a change."""
+    return WorkflowRun.objects.get(business_key=key, workflow__slug=workflow)
 
 
 def step(run: WorkflowRun, step_id: str) -> StepRun:
     """Return a run's step row."""
     return StepRun.objects.get(run=run, step_id=step_id, item_index=-1)
+
+
+def user(username: str):
+    """Return a demo login."""
+    return User.objects.get(username=username)
+
+
+def pending(action: str) -> ApprovalRequest:
+    """Return the one pending approval request of an action."""
+    return ApprovalRequest.objects.get(action=action, status="pending")
+
+
+def let_retries_run(frozen, seconds: float = 5) -> None:
+    """Let backoff delays pass: advance the clock, fire due timers, run what is ready."""
+    frozen.advance(seconds)
+    engine.sweep()
+    engine.drain()
 
 
 def test_seed_demo_twice_creates_nothing_new(capsys):
@@ -52,20 +106,69 @@ def test_seed_demo_twice_creates_nothing_new(capsys):
     assert counts() == first
     assert first["Workflow"] == len(demo.DEMO_WORKFLOWS)
     assert first["WorkflowRun"] == len(demo.DEMO_RUNS)
+    assert first["Agent"] == len(demo.DEMO_AGENTS)
+    assert first["Role"] == len(demo.DEMO_ROLES)
+    assert first["PolicyRule"] == sum(len(policy.rules) for policy in demo.DEMO_POLICIES)
     assert first["RunSignal"] == 1
     output = capsys.readouterr().out
     assert "admin  / admin-demo" in output
+    assert "bob    / bob-demo" in output
+    assert "Scripted agents (rules, no real model): incident-monitor" in output
 
 
-def test_seed_demo_logins_work_and_staff_may_only_view():
+def test_a_changed_agent_script_updates_the_agent_once(monkeypatch):
+    demo.seed()
+    spec = demo.DEMO_AGENTS[1]
+    rules = [{**spec.rules[0], "confidence": 0.95}, *spec.rules[1:]]
+    changed = demo.DemoAgent(**{**spec.__dict__, "rules": rules})
+    monkeypatch.setattr(demo, "DEMO_AGENTS", [demo.DEMO_AGENTS[0], changed, *demo.DEMO_AGENTS[2:]])
+    demo.seed()
+    demo.seed()
+    agent = Agent.objects.get(slug=spec.slug)
+    assert agent.script == {"rules": rules}
+    assert list(agent.history.values_list("history_change_reason", flat=True)) == [
+        "demo script updated",
+        "demo seed",
+    ]
+
+
+def test_every_login_holds_the_roles_the_readme_says():
     call_command("seed_demo")
-    User = get_user_model()
-    admin = User.objects.get(username="admin")
-    assert admin.is_superuser and admin.check_password("admin-demo")
-    alice = User.objects.get(username="alice")
-    assert alice.is_staff and not alice.is_superuser and alice.check_password("alice-demo")
+    for spec in demo.DEMO_USERS:
+        login = user(spec.username)
+        assert login.check_password(spec.password), spec.username
+        assert governance.is_person(login)
+        assert [role.name for role in governance.roles_of(login)] == sorted(spec.roles)
+    admin, alice, oscar = user("admin"), user("alice"), user("oscar")
+    assert admin.is_superuser
+    assert alice.is_staff and not alice.is_superuser
     assert alice.has_perm("orchestrator.view_workflowrun")
     assert not alice.has_perm("orchestrator.change_workflowrun")
+    assert oscar.is_staff and not WorkflowRun.objects.restrict(oscar).exists()
+    assert not Agent.objects.restrict(oscar).exists()
+    assert user("grace").has_perm("governance.change_policy")
+    assert not user("carol").has_perm("governance.change_policy")
+    assert user("carol").has_perm("audit.view_auditentry")
+    # Every role and agent has an accountable person; agents are scripted and say so.
+    assert all(role.owner is not None for role in Role.objects.all())
+    for agent in Agent.objects.select_related("provider", "user__principal"):
+        assert agent.owner is not None and governance.is_person(agent.owner)
+        assert agent.user.principal.is_agent and not agent.user.has_usable_password()
+        assert agent.provider.kind == "scripted" and agent.is_scripted
+        assert "scripted" in agent.name.lower() and "no real model" in agent.mandate
+
+
+def test_object_permissions_decide_who_sees_and_starts_which_workflow():
+    workflows = demo.seed()["workflows"]
+    bob, alice = user("bob"), user("alice")
+    visible = set(Workflow.objects.restrict(bob).values_list("slug", flat=True))
+    assert visible == {"incident-response", "production-change", "incident-postmortem"}
+    assert not bob.has_perm("orchestrator.view_workflow")  # row by row, not model-wide
+    assert not governance.can(bob, "view", workflows["incident-triage"])
+    started = set(Workflow.objects.restrict(alice, "change").values_list("slug", flat=True))
+    assert started == {"incident-triage", "incident-response", "production-change"}
+    with pytest.raises(services.OperationDenied):
+        services.start_run(workflows["incident-postmortem"], {"incident": "X"}, started_by=alice)
 
 
 def test_seed_demo_refuses_with_debug_off(settings):
@@ -134,3 +237,155 @@ def test_demo_runs_complete_wait_and_sleep_as_the_seed_says():
     assert IncidentUpdate.objects.filter(
         incident="INC-0999", message__contains="approved by bob"
     ).exists()
+
+
+def test_agent_incidents_finish_get_denied_and_wait_for_approval_as_the_readme_says():
+    with clock.frozen(seed=3):
+        demo.seed()
+        engine.drain()
+
+    # INC-2001: every host healthy, sev3, nothing to restart, an update posted; finished.
+    healthy = demo_run("INC-2001", "incident-response")
+    assert healthy.status == "succeeded", healthy.error
+    result = healthy.output["result"]
+    assert (result["severity"], result["unhealthy"], result["applied"]) == ("sev3", [], [])
+    assert result["update"] == IncidentUpdate.objects.get(incident="INC-2001").message
+    assert result["update"].startswith("INC-2001 (sev3): we are working on search")
+    delegated = StepRun.objects.filter(run=healthy).exclude(item_index=-1).order_by("pk")
+    assert [child.item["agent"] for child in delegated] == [
+        "incident-monitor",
+        "incident-triage",
+        "incident-remediation",
+        "incident-comms",
+    ]
+    # Model calls: coordinator 4 (one per delegation round and the summary), monitor 3, triage 1,
+    # remediation 1 (nothing to restart), comms 2.
+    calls = ModelCall.objects.filter(run_id=healthy.pk, provider="scripted-demo")
+    assert sorted(calls.values_list("agent_slug", flat=True)) == sorted(
+        ["incident-coordinator"] * 4
+        + ["incident-monitor"] * 3
+        + ["incident-triage", "incident-remediation"]
+        + ["incident-comms"] * 2
+    )
+
+    # INC-2003: 20 replicas denied by policy, the refusal goes back to the model, 10 allowed.
+    slow = demo_run("INC-2003", "incident-response")
+    assert slow.status == "succeeded", slow.error
+    denied, allowed = ToolInvocation.objects.filter(
+        run_id=slow.pk, tool="incident.scale_service"
+    ).order_by("pk")
+    assert (denied.arguments["replicas"], denied.verdict, denied.stage) == (20, "deny", "policy")
+    assert denied.policy == "capacity-limits" and denied.executed_at is None
+    assert (allowed.arguments["replicas"], allowed.verdict) == (10, "allow")
+    assert allowed.outcome["result"] == {"service": "billing", "replicas": 10, "previous": 4}
+    audited = AuditEntry.objects.filter(action="agents.tool.decided", run_id=slow.pk)
+    verdicts = [json.loads(entry.decision) for entry in audited]
+    assert {"verdict": "deny", "stage": "policy", "policy": "capacity-limits"}.items() <= next(
+        v for v in verdicts if v["verdict"] == "deny"
+    ).items()
+    result = slow.output["result"]
+    assert result["severity"] == "sev2"
+    assert result["applied"] == ["scaled billing to 10 replicas"]
+    assert "ask for 10 or fewer" in result["runbook"][1]  # the model was told why
+
+    # INC-2002: checkout-2 is down; the remediation agent's restart waits for an approval.
+    down = demo_run("INC-2002", "incident-response")
+    assert down.status == "running"
+    remediation = StepRun.objects.get(run=down, item__agent="incident-remediation")
+    request = pending("tool.incident.restart_service")
+    assert remediation.status == "waiting" and remediation.wait_signal == request.signal_name
+    assert request.run_id == down.pk
+    assert request.arguments == {"service": "checkout", "hosts": ["checkout-2"]}
+    assert (request.risk, request.role.name) == ("high", demo.INCIDENT_COMMANDERS)
+    assert request.requested_by == Agent.objects.get(slug="incident-remediation").user
+    assert request.accountable_owner == request.run_initiator == user("alice")
+    assert request.decision_basis["policy_slug"] == "production-changes"
+    comms = StepRun.objects.get(run=down, item__agent="incident-comms")
+    assert comms.status == "succeeded"  # ran in parallel with the remediation
+    assert IncidentUpdate.objects.get(incident="INC-2002").message.startswith("INC-2002 (sev1)")
+
+    # CHG-3001: the approval step waits for an incident commander.
+    change = demo_run("CHG-3001", "production-change")
+    approval = pending("change.restart_service")
+    assert change.status == "running" and step(change, "approve").status == "waiting"
+    assert approval.arguments["hosts"] == ["billing-1"]
+    assert approval.target_repr == str(Workflow.objects.get(slug="production-change"))
+
+    # Only bob may decide them now: alice asked, dave's turn comes after a day, oscar has no role.
+    for waiting in (request, approval):
+        assert [u.username for u in governance.eligible_deciders(waiting)] == ["bob"]
+    bob_queue = set(governance.pending_for(user("bob")).values_list("pk", flat=True))
+    assert bob_queue == {request.pk, approval.pk}
+    for name in ("alice", "dave", "oscar", "carol"):
+        assert not governance.pending_for(user(name)).exists(), name
+    with pytest.raises(governance.ApprovalRefused, match="Separation of duties"):
+        governance.decide_approval(approval, user=user("alice"), decision="approve")
+
+
+def test_bob_decides_both_requests_in_the_admin_and_the_runs_complete(client):
+    with clock.frozen(seed=3) as frozen:
+        demo.seed()
+        engine.drain()
+        restart = pending("tool.incident.restart_service")
+        change = pending("change.restart_service")
+
+        client.force_login(user("oscar"))
+        listing = client.get(reverse("admin:governance_approvalrequest_changelist"))
+        assert listing.status_code == 403
+
+        assert client.login(username="bob", password="bob-demo")
+        listing = client.get(reverse("admin:governance_approvalrequest_changelist"))
+        assert listing.status_code == 200
+        for request in (restart, change):
+            assert reverse("admin:governance_approvalrequest_change", args=[request.pk]) in (
+                listing.content.decode()
+            )
+            page = client.get(reverse("admin:governance_approvalrequest_change", args=[request.pk]))
+            assert page.status_code == 200 and page.context["decision_form"] is not None
+            decided = client.post(
+                reverse("admin:governance_approvalrequest_decide", args=[request.pk]),
+                {
+                    "decision": "approve",
+                    "comment": "go ahead",
+                    "expected_digest": request.arguments_digest,
+                },
+            )
+            assert decided.status_code == 302
+            request.refresh_from_db()
+            assert request.status == "approved", request.status
+        engine.drain()
+        let_retries_run(frozen)  # each restart fails its first attempt, as restarts do
+
+    down = demo_run("INC-2002", "incident-response")
+    assert down.status == "succeeded", down.error
+    result = down.output["result"]
+    assert (result["severity"], result["applied"]) == ("sev1", ["restarted checkout-2"])
+    restarted = ToolInvocation.objects.get(run_id=down.pk, tool="incident.restart_service")
+    assert restarted.verdict == "approval" and restarted.outcome["ok"] is True
+
+    change_run = demo_run("CHG-3001", "production-change")
+    assert change_run.status == "succeeded", change_run.error
+    assert change_run.output == {
+        "change": "CHG-3001",
+        "restarted": ["billing-1"],
+        "approved_by": ["bob"],
+    }
+    decided = AuditEntry.objects.filter(action="governance.approval.decided", actor_name="bob")
+    assert decided.count() == 2
+
+
+def test_an_approval_bob_leaves_for_a_day_goes_to_the_managers():
+    with clock.frozen(seed=3) as frozen:
+        demo.seed()
+        engine.drain()
+        frozen.advance(demo.APPROVAL_SLA_SECONDS + 1)
+        engine.sweep()
+        engine.drain()
+        change = pending("change.restart_service")
+        assert change.role.name == demo.MANAGERS
+        assert [u.username for u in governance.eligible_deciders(change)] == ["bob", "dave"]
+        governance.decide_approval(change, user=user("dave"), decision="reject", comment="no")
+        engine.drain()
+    change_run = demo_run("CHG-3001", "production-change")
+    assert change_run.status == "failed"
+    assert step(change_run, "approve").error["type"] == "ApprovalRejected"

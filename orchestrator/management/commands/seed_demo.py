@@ -1,4 +1,4 @@
-"""Seed the demo: logins, incident workflows and runs in every state. Safe to run again."""
+"""Seed the demo: people and roles, policies, scripted agents, workflows and runs. Idempotent."""
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -7,7 +7,10 @@ from orchestrator import demo
 
 
 class Command(BaseCommand):
-    help = "Create the demo users, workflows and runs (idempotent; refused with DEBUG off)."
+    help = (
+        "Create the demo company (logins, roles, policies), its scripted agents, workflows and "
+        "runs (idempotent; refused with DEBUG off)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -26,9 +29,11 @@ class Command(BaseCommand):
         out = self.stdout
         out.write(self.style.SUCCESS("Demo seeded."))
         out.write("Workflows: " + ", ".join(sorted(seeded["workflows"])))
+        out.write("Scripted agents (rules, no real model): " + ", ".join(seeded["agents"]))
+        out.write("Policies: " + ", ".join(sorted(seeded["policies"])))
         out.write("Runs:")
         for spec, run in zip(demo.DEMO_RUNS, seeded["runs"], strict=True):
-            out.write(f"  #{run.pk:<4} {spec.workflow:<20} {run.status:<9} {spec.story}")
+            out.write(f"  #{run.pk:<4} {spec.workflow:<20} {spec.business_key:<9} {spec.story}")
         out.write("Demo logins (demo-only passwords):")
         for user in demo.DEMO_USERS:
             out.write(f"  {user.username:<6} / {user.password:<11} {user.role}")
