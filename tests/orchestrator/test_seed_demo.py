@@ -16,6 +16,7 @@ from governance import services as governance
 from governance.models import (
     ApprovalRequest,
     ApprovalRule,
+    Escalation,
     Policy,
     PolicyRule,
     Principal,
@@ -41,6 +42,7 @@ SEEDED_MODELS = [
     Role,
     GroupObjectPermission,
     ApprovalRule,
+    Escalation,
     Policy,
     PolicyRule,
     ModelProvider,
@@ -374,7 +376,7 @@ def test_bob_decides_both_requests_in_the_admin_and_the_runs_complete(client):
     assert decided.count() == 2
 
 
-def test_an_approval_bob_leaves_for_a_day_goes_to_the_managers():
+def test_rejected_after_a_day_by_the_managers_the_change_fails_and_a_person_takes_over():
     with clock.frozen(seed=3) as frozen:
         demo.seed()
         engine.drain()
@@ -382,10 +384,23 @@ def test_an_approval_bob_leaves_for_a_day_goes_to_the_managers():
         engine.sweep()
         engine.drain()
         change = pending("change.restart_service")
-        assert change.role.name == demo.MANAGERS
+        restart = pending("tool.incident.restart_service")
+        for request in (change, restart):
+            assert request.role.name == demo.MANAGERS, request.action
+        # dave may decide now; the agent's restart still excludes alice (owner and initiator).
         assert [u.username for u in governance.eligible_deciders(change)] == ["bob", "dave"]
+        assert [u.username for u in governance.eligible_deciders(restart)] == ["bob", "dave"]
         governance.decide_approval(change, user=user("dave"), decision="reject", comment="no")
+        governance.decide_approval(restart, user=user("dave"), decision="reject", comment="wait")
         engine.drain()
     change_run = demo_run("CHG-3001", "production-change")
     assert change_run.status == "failed"
     assert step(change_run, "approve").error["type"] == "ApprovalRejected"
+    # The remediation agent is told, is not confident enough, and hands over to the managers.
+    down = demo_run("INC-2002", "incident-response")
+    escalation = Escalation.objects.get(run_id=down.pk, status="open")
+    assert (escalation.reason, escalation.role.name) == ("low_confidence", demo.MANAGERS)
+    assert "was rejected" in escalation.context["result"]["runbook"][0]
+    assert not ToolInvocation.objects.filter(
+        run_id=down.pk, tool="incident.restart_service", executed_at__isnull=False
+    ).exists()
