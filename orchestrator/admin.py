@@ -1,21 +1,37 @@
-"""Admin for workflows and runs: read-only history, and operations that go through services."""
+"""Admin for workflows and runs: read-only history, and operations that go through services.
+
+Every page goes through governance's restrict() / can(): workflows and runs with the governed
+admin (GovernedAdminMixin), and the rows that belong to them (versions, steps, events, effects)
+through the workflow or run they belong to. Operations (start, publish, signal, cancel, pause,
+resume, retry) call orchestrator.services, which authorise the user and audit refusals; a page or
+action the user may not use is a 403 (or a 404 for what they may not see), audited.
+"""
 
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import redirect
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from guardian.admin import AdminGroupObjectPermissionsForm, ReinforcedGuardedModelAdminMixin
+from guardian.shortcuts import get_group_perms
 from simple_history.admin import SimpleHistoryAdmin
 
+from governance import services as governance
 from governance.admin_mixins import GovernedAdminMixin, audited_view
+from governance.models import Role
+from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 from orchestrator import services
 from orchestrator.forms import PublishVersionForm, SendSignalForm, StartRunForm
 from orchestrator.models import (
+    EffectJournal,
     RunEvent,
     RunSignal,
     StepRun,
@@ -24,6 +40,10 @@ from orchestrator.models import (
     WorkflowRun,
     WorkflowVersion,
 )
+
+# Who is looking at the page being rendered: display callables see only the object, and the
+# operations they offer depend on the viewer (a context variable: admins are shared by threads).
+_viewer: ContextVar = ContextVar("orchestrator_admin_viewer", default=None)
 
 
 def pretty_json(value) -> str:
@@ -46,6 +66,10 @@ class ReadOnlyInline(admin.TabularInline):
         """Rows here are written by the engine, not by hand."""
         return False
 
+    def has_view_permission(self, request, obj=None):
+        """Show the rows of the workflow or run whose page this is (that page checked it)."""
+        return True
+
 
 class VersionInline(ReadOnlyInline):
     model = WorkflowVersion
@@ -67,8 +91,182 @@ def _operation_page(model_admin, request, title, form, obj, submit_label):
     return TemplateResponse(request, "admin/orchestrator/operation_form.html", context)
 
 
+def _refuse_unavailable_action(model_admin, request) -> None:
+    """Refuse (403, audited by the page) a declared bulk action the user may not use."""
+    name = request.POST.get("action", "")
+    declared = {model_admin.get_action(action)[1] for action in model_admin.actions}
+    if name in declared and name not in model_admin.get_actions(request):
+        raise AccessDenied(
+            request.user,
+            "change",
+            model=model_admin.model,
+            detail=f"You may not use the action {name!r} here.",
+        )
+
+
+class ObjectPermissionsThroughRolesMixin(ReinforcedGuardedModelAdminMixin):
+    """Guardian's object-permission pages, with every grant going through governance's services.
+
+    Object permissions are held by roles (their groups), never by a person directly: saving a
+    role's permissions on the object calls governance's grant() / revoke() for each change, so
+    nobody grants what they do not hold and each refusal is audited by those services. As on
+    governance's own pages, listing needs guardian's view permissions on object permissions and
+    editing its change permission; a refusal is an audited 403, a hidden object an audited 404.
+    """
+
+    def _require_guardian(self, request, action: str, permissions: list[str]) -> None:
+        """Refuse, as a 403, a user without guardian's permissions for these pages."""
+        missing = [name for name in permissions if not request.user.has_perm(name)]
+        if missing:
+            raise AccessDenied(
+                request.user,
+                action,
+                model=self.model,
+                detail=f"Managing object permissions needs {', '.join(missing)}.",
+            )
+
+    @audited_view("view")
+    def obj_perms_manage_view(self, request, object_pk):
+        """Who holds what on this object, for those who may see it and object permissions."""
+        self._require_guardian(
+            request,
+            "view",
+            ["guardian.view_userobjectpermission", "guardian.view_groupobjectpermission"],
+        )
+        self.get_object(request, unquote(object_pk))
+        return super().obj_perms_manage_view(request, object_pk)
+
+    @audited_view("change")
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        """Refused: object permissions go to roles, so that every grant is a governed one."""
+        self.get_object(request, unquote(object_pk))
+        raise AccessDenied(
+            request.user,
+            "change",
+            model=self.model,
+            detail="Object permissions are granted to roles, not to people: "
+            "give the person a role that holds them.",
+        )
+
+    @audited_view("change")
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        """Change what one role holds on this object, through governance's grant service."""
+        self._require_guardian(request, "change", ["guardian.change_groupobjectpermission"])
+        obj = self.get_object(request, unquote(object_pk))
+        role = (
+            Role.objects.restrict(request.user, "view")
+            .select_related("group")
+            .filter(group_id=group_id)
+            .first()
+        )
+        if role is None:
+            raise NotVisible(request.user, "view", Role, group_id)
+        form = AdminGroupObjectPermissionsForm(role.group, obj, request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            self._apply_role_permissions(request, role, obj, form)
+            return redirect(request.get_full_path())
+        context = self.get_obj_perms_base_context(request, obj)
+        context.update(
+            group_obj=role.group, group_perms=get_group_perms(role.group, obj), form=form
+        )
+        request.current_app = self.admin_site.name
+        return render(request, self.get_obj_perms_manage_group_template(), context)
+
+    def _apply_role_permissions(self, request, role, obj, form) -> None:
+        """Grant and revoke the difference one by one, each through the services, and report."""
+        wanted = set(form.cleaned_data[form.get_obj_perms_field_name()])
+        held = set(get_group_perms(role.group, obj))
+        app_label = obj._meta.app_label
+        changes = [(governance.grant, name) for name in sorted(wanted - held)]
+        changes += [(governance.revoke, name) for name in sorted(held - wanted)]
+        done = []
+        for change, codename in changes:
+            try:
+                change(role, f"{app_label}.{codename}", obj, actor=request.user)
+            except (governance.GovernanceError, PermissionDenied, Http404) as refusal:
+                # Already audited by the service, in its own transaction.
+                self.message_user(request, str(refusal), messages.ERROR)
+            else:
+                done.append(f"{'granted' if change is governance.grant else 'revoked'} {codename}")
+        if done:
+            self.message_user(request, f"{role}: {', '.join(done)}.", messages.SUCCESS)
+
+
+class RestrictedThroughParentAdmin(admin.ModelAdmin):
+    """Read-only rows of a governed workflow or run: visible exactly when their parent is."""
+
+    parent_field = "run"
+    parent_model = WorkflowRun
+
+    def get_queryset(self, request):
+        """List the rows whose parent the user may view (all of them with model-wide view)."""
+        queryset = super().get_queryset(request)
+        if has_model_permission(request.user, "view", self.parent_model):
+            return queryset
+        visible = self.parent_model.objects.restrict(request.user, "view")
+        return queryset.filter(**{f"{self.parent_field}__in": visible.values("pk")})
+
+    def has_view_permission(self, request, obj=None):
+        """View a row whose parent the user may view; the list when some parent is visible."""
+        if has_model_permission(request.user, "view", self.parent_model):
+            return True
+        if obj is None:
+            return self.parent_model.objects.restrict(request.user, "view").exists()
+        parent = getattr(obj, self.parent_field)
+        return parent is not None and can(request.user, "view", parent)
+
+    def has_module_permission(self, request):
+        """Show the app to users who may view some parent."""
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request, *args):
+        """Written by the engine only."""
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        """Written by the engine only: the page is read-only, with no Save button."""
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        """Records of what happened are not deleted."""
+        return False
+
+    def get_object(self, request, object_id, from_field=None):
+        """Return the row, or a 404 when it is missing or its parent is hidden."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise NotVisible(request.user, "view", self.model, object_id)
+        return obj
+
+    def response_action(self, request, queryset):
+        """Refuse an action the user may not use; each row is then checked by its service."""
+        _refuse_unavailable_action(self, request)
+        return super().response_action(request, queryset)
+
+    @audited_view("view")
+    def changelist_view(self, request, extra_context=None):
+        """The list, with refusals audited."""
+        return super().changelist_view(request, extra_context)
+
+    @audited_view("view")
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The (read-only) page of one row, with refusals audited."""
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @audited_view("view")
+    def history_view(self, request, object_id, extra_context=None):
+        """The admin log of one row, for those who may see it."""
+        self.get_object(request, unquote(object_id))
+        return super().history_view(request, object_id, extra_context)
+
+    @audited_view("delete")
+    def delete_view(self, request, object_id, extra_context=None):
+        """Refused (audited): records are not deleted."""
+        return super().delete_view(request, object_id, extra_context)
+
+
 @admin.register(Workflow)
-class WorkflowAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
+class WorkflowAdmin(GovernedAdminMixin, ObjectPermissionsThroughRolesMixin, SimpleHistoryAdmin):
     list_display = ["slug", "name", "is_active", "latest", "run_count", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["slug", "name", "description"]
@@ -86,7 +284,9 @@ class WorkflowAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
 
     @admin.display(description="Operations")
     def start_link(self, obj):
-        if not obj.pk:
+        """Offer starting and publishing to those who may change the workflow."""
+        user = _viewer.get()
+        if not obj.pk or not can(user, "change", obj):
             return "—"
         return format_html(
             '<a class="button" href="{}">Start a run</a> '
@@ -95,6 +295,11 @@ class WorkflowAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
             reverse("admin:orchestrator_workflowversion_add"),
             obj.pk,
         )
+
+    def get_readonly_fields(self, request, obj=None):
+        """Remember who looks, so the operations offered are the ones they may use."""
+        _viewer.set(request.user)
+        return super().get_readonly_fields(request, obj)
 
     def get_urls(self):
         return [
@@ -106,14 +311,14 @@ class WorkflowAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
             *super().get_urls(),
         ]
 
-    @audited_view("add")
+    @audited_view("change")
     def start_view(self, request, pk):
-        """Start a run from the admin through the service layer."""
+        """Start a run from the admin through the service layer (needs change on the workflow)."""
         workflow = self.get_object(request, str(pk))
-        if not self.has_view_permission(request, workflow) or not request.user.has_perm(
-            "orchestrator.add_workflowrun"
-        ):
-            raise PermissionDenied
+        if not can(request.user, "change", workflow):
+            raise AccessDenied(
+                request.user, "change", workflow, detail=f"You may not start runs of {workflow}."
+            )
         form = StartRunForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -125,6 +330,8 @@ class WorkflowAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
                     business_key=form.cleaned_data["business_key"],
                     idempotency_key=form.cleaned_data["idempotency_key"] or None,
                 )
+            except (PermissionDenied, Http404):
+                raise
             except services.EngineError as exc:
                 form.add_error(None, str(exc))
             else:
@@ -134,9 +341,11 @@ class WorkflowAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(admin.ModelAdmin):
+class WorkflowVersionAdmin(RestrictedThroughParentAdmin):
     """Versions are published through a validating form and never changed afterwards."""
 
+    parent_field = "workflow"
+    parent_model = Workflow
     form = PublishVersionForm
     list_display = ["__str__", "workflow", "number", "published_at", "published_by_name"]
     list_filter = ["workflow"]
@@ -164,16 +373,23 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
     def definition_pretty(self, obj):
         return pretty_json(obj.definition)
 
-    def has_change_permission(self, request, obj=None):
-        """Published versions are immutable; viewing is allowed through view permission."""
-        return False
+    def has_add_permission(self, request, *args):
+        """Publish when the user may change some workflow (the chosen one is checked on save)."""
+        return Workflow.objects.restrict(request.user, "change").exists()
 
-    def has_delete_permission(self, request, obj=None):
-        """Runs are pinned to versions; they are never deleted."""
-        return False
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """Offer the workflows the user may see."""
+        if db_field.name == "workflow":
+            kwargs["queryset"] = Workflow.objects.restrict(request.user, "view")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @audited_view("change")
+    def add_view(self, request, form_url="", extra_context=None):
+        """Publish a version; a workflow the user may not change is refused (403, audited)."""
+        return super().add_view(request, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
-        """Publish through the service layer, which numbers the version."""
+        """Publish through the service layer, which checks the workflow and numbers the version."""
         version = services.publish_version(
             form.cleaned_data["workflow"],
             form.cleaned_data["definition_text"],
@@ -225,6 +441,9 @@ def _bulk_operation(label, operation):
             try:
                 operation(run, actor=request.user)
                 done += 1
+            except (PermissionDenied, Http404) as refusal:
+                # The service refused and audited it; the other runs still go ahead.
+                modeladmin.message_user(request, f"Run {run.pk}: {refusal}", messages.ERROR)
             except services.EngineError as exc:
                 modeladmin.message_user(request, f"Run {run.pk}: {exc}", messages.WARNING)
         if done:
@@ -237,7 +456,7 @@ def _bulk_operation(label, operation):
 
 
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(GovernedAdminMixin, admin.ModelAdmin):
+class WorkflowRunAdmin(GovernedAdminMixin, ObjectPermissionsThroughRolesMixin, admin.ModelAdmin):
     """Runs are written by the engine; the admin shows them and applies operations."""
 
     list_display = [
@@ -318,16 +537,39 @@ class WorkflowRunAdmin(GovernedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Operations")
     def operations(self, obj):
-        if obj.is_finished:
+        """Offer a signal to those who may change an unfinished run."""
+        if obj.is_finished or not can(_viewer.get(), "change", obj):
             return "—"
         return format_html(
             '<a class="button" href="{}">Send a signal</a>',
             reverse("admin:orchestrator_workflowrun_signal", args=[obj.pk]),
         )
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request, *args):
         """Runs start from their workflow's page, through the service layer."""
         return False
+
+    def get_readonly_fields(self, request, obj=None):
+        """Remember who looks, so the operations offered are the ones they may use."""
+        _viewer.set(request.user)
+        return super().get_readonly_fields(request, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """A run's page is a record: no Save buttons (operations are actions and links)."""
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def response_action(self, request, queryset):
+        """Refuse an action the user may not use; the service then checks every selected run."""
+        _refuse_unavailable_action(self, request)
+        # Not GovernedAdminMixin's silent narrowing: each run the user may not change is refused
+        # by the service, audited, and reported.
+        return admin.ModelAdmin.response_action(self, request, queryset)
 
     def has_delete_permission(self, request, obj=None):
         """Runs are records; they are not deleted from the admin."""
@@ -347,8 +589,8 @@ class WorkflowRunAdmin(GovernedAdminMixin, admin.ModelAdmin):
     def signal_view(self, request, pk):
         """Send a signal to a run through the service layer."""
         run = self.get_object(request, str(pk))
-        if not self.has_change_permission(request, run):
-            raise PermissionDenied
+        if not can(request.user, "change", run):
+            raise AccessDenied(request.user, "change", run, detail=f"You may not signal {run}.")
         form = SendSignalForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -358,7 +600,10 @@ class WorkflowRunAdmin(GovernedAdminMixin, admin.ModelAdmin):
                     form.cleaned_data["payload"],
                     sent_by=request.user,
                 )
+            except (PermissionDenied, Http404):
+                raise
             except services.EngineError as exc:
+                # A finished run, or a name reserved for governance's decisions.
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Signal {form.cleaned_data['name']!r} sent.")
@@ -369,19 +614,23 @@ class WorkflowRunAdmin(GovernedAdminMixin, admin.ModelAdmin):
         """Runs are never saved from the admin form."""
 
 
-@admin.action(description="Retry selected failed steps", permissions=["change"])
+@admin.action(description="Retry selected failed steps", permissions=["retry"])
 def retry_steps(modeladmin, request, queryset):
     """Retry each selected failed step through the service layer."""
     for step in queryset:
         try:
             services.retry_step(step, actor=request.user)
             modeladmin.message_user(request, f"Retrying {step}.", messages.SUCCESS)
+        except (PermissionDenied, Http404) as refusal:
+            modeladmin.message_user(request, f"{step}: {refusal}", messages.ERROR)
         except services.EngineError as exc:
             modeladmin.message_user(request, f"{step}: {exc}", messages.WARNING)
 
 
 @admin.register(StepRun)
-class StepRunAdmin(admin.ModelAdmin):
+class StepRunAdmin(RestrictedThroughParentAdmin):
+    """Steps of the runs the user may view; read-only, retried through an action."""
+
     list_display = [
         "__str__",
         "run",
@@ -399,29 +648,27 @@ class StepRunAdmin(admin.ModelAdmin):
     actions = [retry_steps]
     readonly_fields = [f.name for f in StepRun._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def save_model(self, request, obj, form, change):
-        """Steps are written by the engine only."""
+    def has_retry_permission(self, request):
+        """Offer retrying to those who may change some run (the service checks each step's)."""
+        return WorkflowRun.objects.restrict(request.user, "change").exists()
 
 
 @admin.register(RunEvent)
-class RunEventAdmin(admin.ModelAdmin):
+class RunEventAdmin(RestrictedThroughParentAdmin):
+    """The history of the runs the user may view."""
+
     list_display = ["created_at", "run", "kind", "step_id", "item_index", "attempt", "actor_name"]
     list_filter = ["kind", "run__workflow", "created_at"]
     search_fields = ["=run__id", "step_id"]
     list_select_related = ["run"]
     readonly_fields = [f.name for f in RunEvent._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+@admin.register(EffectJournal)
+class EffectJournalAdmin(RestrictedThroughParentAdmin):
+    """Recorded side effects of the runs the user may view (without a run: model-wide viewers)."""
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    list_display = ["key", "name", "run", "step_run", "created_at"]
+    search_fields = ["key", "name", "=run__id"]
+    list_select_related = ["run", "step_run"]
+    readonly_fields = [f.name for f in EffectJournal._meta.fields]
