@@ -3,7 +3,9 @@
 With no DATABASE_URL and no REDIS_URL, Steward runs on SQLite and kombu's filesystem transport.
 This test migrates a fresh database in a temporary STEWARD_VAR_DIR, starts a real Celery worker
 and beat as separate processes (with the worker pool `make run` uses on SQLite), starts a run
-from a third process, and polls the database until the run is finished.
+from a third process, and polls the database until the run is finished. A second test does what
+`make run` does: seeds the demo (twice), lets a real worker and beat run it, and checks that the
+scripted agents finish, get denied and wait for bob, whose approvals let the waiting runs finish.
 """
 
 from __future__ import annotations
@@ -201,3 +203,73 @@ def test_embedded_default_runs_a_workflow_across_processes(tmp_path, processes):
     assert "fanned_out" in kinds
     assert "timer_fired" in kinds  # beat's sweeper woke the sleep in the worker
     assert kinds[-1] == "run_succeeded"
+
+
+DECIDE_AS_BOB = """
+from django.contrib.auth import get_user_model
+from governance import services
+bob = get_user_model().objects.get(username="bob")
+for request in services.pending_for(bob):
+    services.decide_approval(request, user=bob, decision="approve", comment="quickstart test")
+    print("APPROVED", request.pk)
+"""
+
+
+def poll_runs(database: Path, wanted: dict[str, str], timeout: float) -> dict[str, str]:
+    """Poll until the runs (by business key) have the wanted statuses; return what they have."""
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database, timeout=5) as db:
+            statuses = dict(
+                db.execute(
+                    "SELECT business_key, status FROM orchestrator_workflowrun "
+                    f"WHERE business_key IN ({', '.join('?' * len(wanted))})",
+                    list(wanted),
+                ).fetchall()
+            )
+        if statuses == wanted:
+            break
+        time.sleep(0.3)
+    return statuses
+
+
+def test_make_run_seeds_the_demo_and_its_agents_work_in_the_worker(tmp_path, processes):
+    env = embedded_env(tmp_path)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    seeded = manage(env, "seed_demo")  # what `make run` does before starting the processes
+    assert "INC-2002" in seeded and "bob    / bob-demo" in seeded
+    assert manage(env, "seed_demo").count("Demo seeded.") == 1  # again: nothing duplicated
+    database = tmp_path / "steward.sqlite3"
+
+    celery = [sys.executable, "-m", "celery", "-A", "orchestrator"]
+    worker_args = ["--pool", "solo", "--without-gossip", "--without-mingle"]
+    processes([*celery, "worker", "--loglevel", "INFO", *worker_args], env, tmp_path / "worker.log")
+    processes(
+        [*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
+        env,
+        tmp_path / "beat.log",
+    )
+
+    def logs() -> str:
+        return "\n".join(
+            f"--- {name}\n{(tmp_path / name).read_text(errors='replace')[-3000:]}"
+            for name in ("worker.log", "beat.log")
+        )
+
+    first = {"INC-2001": "succeeded", "INC-2003": "succeeded", "INC-1002": "succeeded"}
+    assert poll_runs(database, first, timeout=90) == first, logs()
+    with sqlite3.connect(database) as db:
+        waiting = db.execute(
+            "SELECT action FROM governance_approvalrequest WHERE status = 'pending' ORDER BY action"
+        ).fetchall()
+        runs = dict(
+            db.execute("SELECT business_key, COUNT(*) FROM orchestrator_workflowrun GROUP BY 1")
+        )
+    assert waiting == [("change.restart_service",), ("tool.incident.restart_service",)], logs()
+    assert set(runs.values()) == {1}
+
+    approved = manage(env, "shell", "-c", DECIDE_AS_BOB)
+    assert approved.count("APPROVED") == 2, approved
+    after = {"INC-2002": "succeeded", "CHG-3001": "succeeded"}
+    assert poll_runs(database, after, timeout=60) == after, logs()
