@@ -232,12 +232,15 @@ def test_demo_runs_complete_wait_and_sleep_as_the_seed_says():
         assert nap.status == "waiting"
         assert nap.wake_at - nap.started_at == dt.timedelta(minutes=10)
 
-        services.send_signal(waiting, "postmortem_reviewed", {"approved": True, "reviewer": "bob"})
+        review = {"approved": True, "reviewer": "dave"}
+        with pytest.raises(services.OperationDenied):  # the auditor only reads
+            services.send_signal(waiting, "postmortem_reviewed", review, sent_by=user("carol"))
+        services.send_signal(waiting, "postmortem_reviewed", review, sent_by=user("dave"))
         engine.drain()
     waiting.refresh_from_db()
     assert waiting.status == "succeeded"
     assert IncidentUpdate.objects.filter(
-        incident="INC-0999", message__contains="approved by bob"
+        incident="INC-0999", message__contains="approved by dave"
     ).exists()
 
 
