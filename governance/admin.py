@@ -201,6 +201,11 @@ class PrincipalAdmin(GovernedModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
+        """A new owner goes through set_owner; an agent left without one never gets here.
+
+        The form refuses it (Principal.clean, run by the form's model validation), and so
+        would save_governed's full_clean for any other path.
+        """
         reason = self.change_reason(request, form)
         if "owner" in form.changed_data and obj.owner is not None:
             services.set_owner(obj, obj.owner, actor=request.user, reason=reason)

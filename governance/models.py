@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
@@ -66,6 +67,14 @@ class Principal(models.Model):
         """Tell whether this principal is an agent's service account."""
         return self.kind == PrincipalKind.AGENT
 
+    def clean(self):
+        """Refuse an agent or integration without the person accountable for it."""
+        super().clean()
+        if self.kind != PrincipalKind.PERSON and self.owner_id is None:
+            raise ValidationError(
+                {"owner": f"An {self.get_kind_display().lower()} must keep an accountable owner."}
+            )
+
 
 class Role(models.Model):
     """A named mandate: a Django group with a description, an accountable owner and permissions."""
@@ -73,10 +82,11 @@ class Role(models.Model):
     group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="role")
     name = models.CharField(max_length=150, unique=True)
     description = models.TextField(blank=True)
+    # Required on every save (full_clean); nullable only so that deleting the person keeps the
+    # role, with owner_name saying who it was, until someone else takes it over.
     owner = models.ForeignKey(
         USER,
         null=True,
-        blank=True,
         on_delete=models.SET_NULL,
         related_name="owned_roles",
         help_text="The person accountable for who holds this role and what it may do.",

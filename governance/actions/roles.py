@@ -18,6 +18,7 @@ from governance.actions.common import (
     name_of,
     save_governed,
 )
+from governance.actions.principals import is_person
 from governance.models import Role
 from governance.permissions import can, has_model_permission, permission_name, require
 
@@ -47,11 +48,22 @@ def role_grants(role: Role, action: str, obj) -> bool:
     return ObjectPermissionChecker(role.group).has_perm(codename, obj)
 
 
+def _require_owner(owner) -> None:
+    """Refuse a role without an accountable owner who is an active person."""
+    if owner is None:
+        raise GovernanceError("A role needs an accountable owner.", code="owner_required")
+    if not owner.is_active or not is_person(owner):
+        raise GovernanceError(
+            "A role's accountable owner must be an active person.", code="owner_not_a_person"
+        )
+
+
 @audited_refusals
 def create_role(
     *, name: str, description: str = "", owner=None, actor=None, reason: str = ""
 ) -> Role:
-    """Create a role and the group that carries its permissions."""
+    """Create a role, with the person accountable for it, and the group carrying its permissions."""
+    _require_owner(owner)
     if Group.objects.filter(name=name).exists():
         raise GovernanceError(f"A group named {name!r} already exists.", code="duplicate")
     group = Group.objects.create(name=name)
@@ -67,6 +79,7 @@ def update_role(role: Role, *, actor, reason: str, **fields) -> Role:
         if name not in {"name", "description", "owner"}:
             raise TypeError(f"update_role cannot change {name!r}")
         setattr(role, name, value)
+    _require_owner(role.owner)
     role.owner_name = name_of(role.owner)
     save_governed(role, actor=actor, reason=reason)
     if role.group.name != role.name:
