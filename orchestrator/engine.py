@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 
 from audit import clock
@@ -710,13 +710,40 @@ def _lock_run(run_id: int) -> WorkflowRun:
     return WorkflowRun.objects.select_for_update(no_key=True).get(pk=run_id)
 
 
+def _relock_run(run: WorkflowRun) -> WorkflowRun:
+    """Lock a run already read by this worker, reading again only what can have changed.
+
+    While a run is running or paused, only its status changes (its output, error and end are
+    set when it finishes), so one narrow locking query suffices; a finished run is read again.
+    """
+    if connection.vendor != "postgresql":
+        return _lock_run(run.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_RUN_SQL, [run.pk])
+        found = cursor.fetchone()
+    return _with_status(run, found)
+
+
+def _with_status(run: WorkflowRun, found: tuple | None) -> WorkflowRun:
+    """Return the run with the status just read under its lock (read in full once finished)."""
+    if found is None:
+        raise WorkflowRun.DoesNotExist(f"run {run.pk} no longer exists")
+    if found[0] in (RunStatus.RUNNING, RunStatus.PAUSED):
+        run.status = found[0]
+        return run
+    return WorkflowRun.objects.get(pk=run.pk)  # already locked by this transaction
+
+
+_LOCK_RUN_SQL = f"SELECT status FROM {WorkflowRun._meta.db_table} WHERE id = %s FOR NO KEY UPDATE"
+
+
 def _finish(step_id: int, token: str, outcome, ctx: StepContext, claim_next: bool):
     """Record an attempt's outcome if this worker still holds the step; advance the run.
 
     Returns the next step when one was claimed inline for this worker.
     """
     now = clock.now()
-    run = _lock_run(ctx.run.pk)
+    run = _relock_run(ctx.run)
     step = ctx.step
     ctx.run = run
     events = EventLog(run, now)
@@ -903,6 +930,51 @@ def _hand_to_failure_handler(run, step, definition, error, events, now) -> bool:
     return True
 
 
+class StepRows(dict):
+    """The top-level step rows of a locked run by step id, each read when first needed.
+
+    A finished step only concerns its children and their other parents, so propagating it
+    reads those rows, not the whole run: the cost of a step does not grow with the run's length.
+    Rows are read under the run's lock, which every change of a pending step also takes.
+    """
+
+    def __init__(self, run: WorkflowRun, wf: WorkflowDef):
+        super().__init__()
+        self.run = run
+        self.wf = wf
+        self.complete = False
+
+    def prefetch(self, step_ids: Iterable[str]) -> None:
+        """Read, in one query, the rows of these steps and of their parents not yet read."""
+        wanted = set()
+        for sid in step_ids:
+            wanted.add(sid)
+            wanted.update(self.wf.steps[sid].depends_on)
+        self._read(wanted - self.keys())
+
+    def load_all(self) -> None:
+        """Read every row of the run not yet read."""
+        if not self.complete:
+            self._read(None)
+            self.complete = True
+
+    def _read(self, step_ids: set[str] | None) -> None:
+        """Read the given rows (None: all of them), keeping rows already held in memory."""
+        if step_ids is not None and not step_ids:
+            return
+        query = StepRun.objects.filter(run_id=self.run.pk, item_index=NO_ITEM)
+        if step_ids is not None:
+            query = query.filter(step_id__in=step_ids)
+        for row in query:
+            self.setdefault(row.step_id, row)
+
+    def __missing__(self, step_id: str) -> StepRun:
+        self.prefetch([step_id])
+        if step_id not in self.keys():
+            raise KeyError(step_id)
+        return dict.__getitem__(self, step_id)
+
+
 def _after_step_finished(run, step, events, now, claim_next=False) -> StepRun | None:
     """Propagate a finished step: close its foreach parent, fail the run, or ready its children."""
     wf = compiled_version(run.version_id)
@@ -911,11 +983,12 @@ def _after_step_finished(run, step, events, now, claim_next=False) -> StepRun | 
     if step.item_index != NO_ITEM:
         return _after_item_finished(run, wf, step, events, now, claim_next)
     definition = wf.steps[step.step_id]
-    rows = {row.step_id: row for row in StepRun.objects.filter(run=run, item_index=NO_ITEM)}
+    rows = StepRows(run, wf)
+    rows[step.step_id] = step
     if step.status == StepStatus.FAILED and definition.on_failure == "fail":
         _fail_run(run, rows, events, now, {"step": step.step_id, **(step.error or {})})
         return None
-    rows[step.step_id] = step
+    rows.prefetch(definition.children)
     activated = _activate(
         run, wf, rows, list(definition.children), events, now, claim_one=claim_next
     )
@@ -984,6 +1057,10 @@ def _settle_run(run, wf, rows: dict[str, StepRun], events, now) -> None:
         return
     if any(row.status not in STEP_FINISHED for row in rows.values()):
         return
+    if isinstance(rows, StepRows):
+        rows.load_all()  # every row read so far is finished: only all of them can tell
+        if any(row.status not in STEP_FINISHED for row in rows.values()):
+            return
     blocked = [sid for sid, row in rows.items() if _blocks_children(row, wf.steps[sid])]
     if blocked:
         _fail_run(run, rows, events, now, {"step": blocked[0], **(rows[blocked[0]].error or {})})
