@@ -95,42 +95,69 @@ def entry_leaf_hash(seq: int, row: tuple) -> bytes:
     return leaf_hash(leaf_bytes(seq, row))
 
 
-# The fast encoder: what canonical_json does for a leaf, without its per-value checks. A leaf
-# holds only ints below 2**53 (ids, seq), strings read from the database and the decision,
-# which is stored as canonical JSON text and spliced in as it is. The verifier uses it and, on a
+# The fast encoder: what canonical_json writes for a leaf, as one format string in the leaf's
+# sorted key order. A leaf holds only ints (ids, seq), None, strings read from the database
+# (escaped by the json module's C string encoder, which writes exactly what RFC 8785 asks for
+# with ensure_ascii off) and the decision, which is stored as canonical JSON text and spliced in
+# as it is. Anything else goes to the reference encoder. The verifier uses it and, on a
 # mismatch, recomputes with canonical_json before reporting anything; the sequencer always uses
 # canonical_json. tests/audit/test_leaves.py checks the two agree.
-_FAST = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
-_SPLICE = "\x00decision\x00"
-_SPLICED = json.dumps(_SPLICE)
+_LEAF_FORMAT = (
+    '{"action":%s,"actor_id":%s,"actor_kind":%s,"actor_name":%s,"body_digest":%s,'
+    '"decision":%s,"entry_id":%d,"request_id":%s,"run_id":%s,"seq":%d,"step_id":%s,'
+    '"target_id":%s,"target_repr":%s,"target_type":%s,"time":%s,"v":' + str(LEAF_VERSION) + "}"
+)
+_escape = json.encoder.encode_basestring
 _sha256 = hashlib.sha256
 
 
 def fast_leaf_hash(seq: int, row: tuple) -> bytes:
     """Return entry_leaf_hash(seq, row) faster, for rows whose decision is text or None."""
-    decision = row[12]
-    leaf = {
-        "v": LEAF_VERSION,
-        "seq": seq,
-        "entry_id": row[0],
-        "time": format_time(row[1]),
-        "actor_id": row[2],
-        "actor_name": row[3],
-        "actor_kind": row[4],
-        "action": row[5],
-        "target_type": row[6],
-        "target_id": row[7],
-        "target_repr": row[8],
-        "run_id": row[9],
-        "step_id": row[10],
-        "request_id": row[11],
-        "decision": None if decision is None else _SPLICE,
-        "body_digest": row[13],
-    }
-    text = _FAST.encode(leaf)
-    if decision is not None:
-        text = text.replace(_SPLICED, decision, 1)
-    return _sha256(b"\x00" + text.encode("utf-8")).digest()
+    (
+        entry_id,
+        created_at,
+        actor_id,
+        actor_name,
+        actor_kind,
+        action,
+        target_type,
+        target_id,
+        target_repr,
+        run_id,
+        step_id,
+        request_id,
+        decision,
+        body_digest,
+    ) = row
+    if (
+        type(seq) is not int
+        or type(entry_id) is not int
+        or not (actor_id is None or type(actor_id) is int)
+        or not (decision is None or type(decision) is str)
+    ):
+        return entry_leaf_hash(seq, row)
+    try:
+        text = _LEAF_FORMAT % (
+            _escape(action),
+            "null" if actor_id is None else actor_id,
+            _escape(actor_kind),
+            _escape(actor_name),
+            _escape(body_digest),
+            "null" if decision is None else decision,
+            entry_id,
+            _escape(request_id),
+            _escape(run_id),
+            seq,
+            _escape(step_id),
+            _escape(target_id),
+            _escape(target_repr),
+            _escape(target_type),
+            _escape(format_time(created_at)),
+        )
+        data = text.encode("utf-8")
+    except (TypeError, UnicodeEncodeError):
+        return entry_leaf_hash(seq, row)  # not a str where one belongs: the reference decides
+    return _sha256(b"\x00" + data).digest()
 
 
 def entry_row(entry) -> tuple:

@@ -17,22 +17,29 @@ What is checked, and what a failure names:
 from __future__ import annotations
 
 import base64
-import hashlib
+import multiprocessing
+import re
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from django.db import connection
 
 from audit import keys
 from audit.evidence import checkpoint_message, key_id_for, verify_checkpoint_signature
-from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash, fast_leaf_hash
+from audit.leafcheck import (
+    PG_TYPES,
+    RangeResult,
+    check_range_in_worker,
+    check_rows,
+    pg_copy_sql,
+    range_sql,
+)
 from audit.merkle import Frontier
 from audit.models import AuditCheckpoint, AuditTreeState
 from audit.services import ERASURE_ACTION
 
-PAGE = 20_000
-PROGRESS_EVERY = 100_000
 MAX_LISTED = 20
 
 
@@ -134,121 +141,153 @@ def _check_checkpoints(result: VerificationResult, public_key: bytes) -> list[Au
     return trusted
 
 
-_SELECT = """
-    SELECT l.seq, l.leaf_hash, l.entry_id, {columns},
-           b.entry_id IS NOT NULL, b.content, b.erasure_entry_id
-    FROM audit_auditleaf l
-    LEFT JOIN audit_auditentry e ON e.id = l.entry_id
-    LEFT JOIN audit_auditbody b ON b.entry_id = l.entry_id
-"""
-_PG_TIME = "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-_PG_TYPES = ["int8", "bytea", "int8", "int8", "text", "int8"] + ["text"] * 11
-_PG_TYPES += ["bool", "text", "int8"]
+CHUNK = 100_000
+PARALLEL_MIN = 200_000
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]+")
 
 
-def _rows():
-    """Yield (seq, leaf_hash, entry_id, *ENTRY_COLUMNS, has_body, content, erasure_id) by seq.
+def _log_bounds() -> tuple[int, int]:
+    """Return (the highest seq + 1, the number of leaves) as committed now."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(MAX(seq) + 1, 0), COUNT(*) FROM audit_auditleaf")
+        bound, count = cursor.fetchone()
+    return int(bound), int(count)
 
-    On PostgreSQL one COPY in binary streams every row (the server formats the time while
-    Python hashes); elsewhere pages of a plain query.
-    """
+
+def _ranges(bound: int) -> list[tuple[int, int]]:
+    """Split [0, bound) into the ranges that are read and checked one at a time."""
+    return [(start, min(start + CHUNK, bound)) for start in range(0, bound, CHUNK)]
+
+
+def _check_range_here(start: int, stop: int) -> RangeResult:
+    """Check one range on this process's connection (one binary COPY on PostgreSQL)."""
+    sql = range_sql(connection.vendor, start, stop)
     if connection.vendor == "postgresql":
-        columns = ", ".join(
-            _PG_TIME
-            if name == "created_at"
-            else f"e.{name}::text"
-            if name != "id" and name != "actor_id"
-            else f"e.{name}"
-            for name in ENTRY_COLUMNS
-        )
-        sql = _SELECT.format(columns=columns) + " ORDER BY l.seq"
         connection.ensure_connection()
-        with connection.cursor() as cursor:
-            cursor.execute("SET jit = off")  # one long scan: compiling costs more than it saves
         with (
             connection.connection.cursor() as cursor,
-            cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)") as copy,
+            cursor.copy(pg_copy_sql(start, stop)) as copy,
         ):
-            copy.set_types(_PG_TYPES)
-            yield from copy.rows()
-        return
-    columns = ", ".join(f"e.{name}" for name in ENTRY_COLUMNS)
-    sql = _SELECT.format(columns=columns) + " WHERE l.seq > %s ORDER BY l.seq LIMIT %s"
-    after_seq = -1
-    while True:
+            copy.set_types(PG_TYPES)
+            return check_rows(copy.rows(), start, stop)
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return check_rows(cursor.fetchall(), start, stop)
+
+
+def _serial_results(bound: int):
+    """Yield the RangeResult of every range, checked in this process; then the log's size."""
+    if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql, [after_seq, PAGE])
-            rows = cursor.fetchall()
-        if not rows:
-            return
-        yield from rows
-        after_seq = rows[-1][0]
+            cursor.execute("SET jit = off")  # long scans: compiling costs more than it saves
+    for start, stop in _ranges(bound):
+        yield _check_range_here(start, stop)
+
+
+def _connection_params() -> dict:
+    """Return what a worker process needs to open its own connection to this database."""
+    params = connection.get_connection_params()
+    return {k: v for k, v in params.items() if isinstance(v, str | int) and k != "cursor_factory"}
+
+
+def _parallel_results(workers: int):
+    """Yield (bound, count) and then every range's RangeResult, checked by worker processes.
+
+    This process holds a REPEATABLE READ transaction on a connection of its own and exports its
+    snapshot; each worker imports it, so all ranges read the log as of one moment. Ranges come
+    back in order while the workers go on with the next ones.
+    """
+    import psycopg
+
+    params = _connection_params()
+    with psycopg.connect(**params, autocommit=True) as holder, holder.transaction():
+        holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        snapshot = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        if not _SNAPSHOT_ID.fullmatch(snapshot):
+            raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+        bound, count = holder.execute(
+            "SELECT COALESCE(MAX(seq) + 1, 0), COUNT(*) FROM audit_auditleaf"
+        ).fetchone()
+        yield int(bound), int(count)
+        # fork: no re-import of the caller's __main__. A child never touches the connections
+        # it inherits (it opens its own), and leaves through os._exit, which closes none.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(check_range_in_worker, params, snapshot, start, stop)
+                for start, stop in _ranges(int(bound))
+            ]
+            for future in futures:
+                yield future.result()
+
+
+def _gap_message(low: int, high: int) -> str:
+    """Describe the sequence numbers [low, high) that have no leaf."""
+    return (
+        f"sequence numbers {low}..{high - 1} are missing (deleted entries); "
+        f"seq {high} follows seq {low - 1}"
+    )
 
 
 def _check_leaves(
     result: VerificationResult,
     roots_wanted: set[int],
     progress: Callable[[int, int], None] | None,
-    total: int,
+    workers: int,
 ) -> dict[int, bytes]:
     """Recompute every leaf and the tree; return the roots at the sizes asked for."""
     frontier = Frontier()
     roots: dict[int, bytes] = {}
     if 0 in roots_wanted:
         roots[0] = frontier.root()
+    parallel = workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block
+    if parallel:
+        results = _parallel_results(workers)
+        bound, total = next(results)
+        if bound < PARALLEL_MIN:
+            results.close()  # too small to pay for starting processes
+            parallel = False
+    if not parallel:
+        bound, total = _log_bounds()
+        results = _serial_results(bound)
     erasures: list[tuple[int, int, int | None]] = []
-    width = len(ENTRY_COLUMNS)
-    append = frontier.append
-    sha256 = hashlib.sha256
-    expected = 0
-    for row in _rows():
-        seq, stored, entry_id = row[0], bytes(row[1]), row[2]
-        entry = row[3 : 3 + width]
-        has_body, content, erasure_id = row[3 + width :]
-        if seq != expected:
-            result.fail(
-                "gap",
-                f"sequence numbers {expected}..{seq - 1} are missing (deleted entries); "
-                f"seq {seq} follows seq {expected - 1}",
-            )
-            expected = seq
-        if entry[0] is None:
-            result.fail("entry_missing", f"seq {seq}: its entry #{entry_id} is missing")
-            digest = stored
-        else:
-            digest = fast_leaf_hash(seq, entry)
-            if digest != stored:
-                digest = entry_leaf_hash(seq, entry)  # the reference encoder decides
-            if digest != stored:
-                result.fail(
-                    "entry_changed",
-                    f"seq {seq} (entry #{entry_id}): the entry does not match the leaf "
-                    "recorded when it was sequenced (changed, renumbered or swapped)",
-                )
-            body_digest = entry[-1]
-            if content is not None:
-                if sha256(content.encode("utf-8")).hexdigest() != body_digest:
-                    result.fail(
-                        "body_changed",
-                        f"seq {seq} (entry #{entry_id}): the body does not match its digest",
-                    )
-            elif has_body:
-                result.erased += 1
-                erasures.append((seq, entry_id, erasure_id))
-            elif body_digest:
-                result.fail("body_missing", f"seq {seq} (entry #{entry_id}): its body was deleted")
-        append(digest)
-        expected += 1
-        if expected in roots_wanted:
-            roots[expected] = frontier.root()
-        if progress is not None and not expected % PROGRESS_EVERY:
-            progress(expected, total)
+    gap_start = None  # a run of missing numbers that reached the end of the previous range
+    for chunk in results:
+        for code, message in chunk.failures:
+            result.fail(code, message)
+        erasures.extend(chunk.erasures)
+        result.erased += chunk.erased
+        if gap_start is not None and not (chunk.missing and chunk.missing[0][0] == chunk.start):
+            result.fail("gap", _gap_message(gap_start, chunk.start))
+            gap_start = None
+        for low, high in chunk.missing:
+            low = low if gap_start is None else gap_start
+            if high == chunk.stop and chunk.stop != bound:
+                gap_start = low  # it may go on in the next range
+            else:
+                result.fail("gap", _gap_message(low, high))
+                gap_start = None
+        # Roots at the sizes asked for: split the range's hashes where those sizes fall.
+        done = 0
+        for size in sorted(s for s in roots_wanted if chunk.start < s <= chunk.stop):
+            upto = chunk.found_below(size)
+            frontier.extend(_split_hashes(chunk.digests, done, upto))
+            done = upto
+            roots[size] = frontier.root()
+        frontier.extend(_split_hashes(chunk.digests, done, chunk.found))
+        if progress is not None and chunk.stop < bound:
+            progress(chunk.stop, total)
     if progress is not None:
-        progress(expected, total)
-    result.size = expected
+        progress(total, total)
+    result.size = bound
     result.root_hash = frontier.root().hex()
     _check_erasures(result, erasures)
     return roots
+
+
+def _split_hashes(blob: bytes, low: int, high: int) -> list[bytes]:
+    """Return the 32-byte hashes low..high-1 of a blob of concatenated hashes."""
+    return [blob[i : i + 32] for i in range(low * 32, high * 32, 32)]
 
 
 def _check_erasures(result: VerificationResult, erasures: list[tuple[int, int, int | None]]):
@@ -330,8 +369,13 @@ def verify_log(
     *,
     external: list[dict] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> VerificationResult:
-    """Verify the whole trail (and checkpoints kept outside the database); return what failed."""
+    """Verify the whole trail (and checkpoints kept outside the database); return what failed.
+
+    With `workers` > 1 on PostgreSQL, a large log's entries are recomputed by that many worker
+    processes, range by range, all reading one snapshot; the tree is built here.
+    """
     result = VerificationResult()
     public_key = keys.public_key()
     trusted = _check_checkpoints(result, public_key)
@@ -345,10 +389,7 @@ def verify_log(
         else:
             external_ok.append((name, checkpoint))
     wanted = {c.tree_size for c in trusted} | {c["tree_size"] for _, c in external_ok}
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT COUNT(*) FROM audit_auditleaf")
-        total = cursor.fetchone()[0]
-    roots = _check_leaves(result, wanted, progress, total)
+    roots = _check_leaves(result, wanted, progress, workers)
     _duplicates(result)
 
     by_size: dict[int, list[tuple[str, str]]] = defaultdict(list)

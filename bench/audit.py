@@ -2,8 +2,10 @@
 
     python bench/audit.py [--seconds 10] [--writers 4] [--entries 1000000]
 
-Uses DATABASE_URL (default postgres://root@127.0.0.1:5432/steward_bench), creating and
-migrating the database when missing; it empties the audit tables first. Three measures:
+Uses BENCH_DATABASE_URL (default postgres://root@127.0.0.1:5432/steward_bench), creating and
+migrating the database when missing; it empties that database's audit tables first. An inherited
+DATABASE_URL is ignored, so the benchmark never empties a real database. DEBUG is off, as in
+production. Three measures:
 
 1. appends/s through audit.services from parallel writer processes, each entry its own
    transaction (record() in autocommit), then with 10 record() calls per transaction, and with
@@ -32,7 +34,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The project first: this file, bench/audit.py, must not shadow the `audit` app.
+sys.path[:0] = [str(ROOT)]
 DEFAULT_URL = "postgres://root@127.0.0.1:5432/steward_bench"
 AUDIT_TABLES = (
     "audit_auditbody",
@@ -43,26 +46,48 @@ AUDIT_TABLES = (
 )
 
 
-def _prepare_environment() -> None:
-    """Point Django at the benchmark database with a throwaway signing key, and set it up."""
-    os.environ.setdefault("DATABASE_URL", DEFAULT_URL)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["STEWARD_FIND_SERVICES"] = "0"
-    os.environ.setdefault("AUDIT_CHECKPOINT_SECONDS", "2")
-    if "AUDIT_SIGNING_KEY" not in os.environ:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+def _prepare_environment() -> str:
+    """Point Django at the benchmark database with throwaway secrets, set it up; return its URL.
 
-        from audit.keys import encode_private_key
+    Only BENCH_DATABASE_URL is read: an inherited DATABASE_URL (a real database) is ignored,
+    since the benchmark empties the audit tables of the database it uses.
+    """
+    import secrets
 
-        os.environ["AUDIT_SIGNING_KEY"] = encode_private_key(Ed25519PrivateKey.generate())
-    _create_database(os.environ["DATABASE_URL"])
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from audit.keys import encode_private_key
+
+    database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    for name in (
+        "STEWARD_TEST_DB_NAME",
+        "AUDIT_SIGNING_KEY_FILE",
+        "SECRET_KEY_FILE",
+        "STEWARD_SECRETS_KEY_FILE",
+    ):
+        os.environ.pop(name, None)
+    os.environ.update(
+        {
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
+            "STEWARD_FIND_SERVICES": "0",
+            "DEBUG": "0",  # as in production: no query log
+            "SECRET_KEY": secrets.token_urlsafe(40),
+            "AUDIT_SIGNING_KEY": encode_private_key(Ed25519PrivateKey.generate()),
+            "STEWARD_SECRETS_KEY": Fernet.generate_key().decode(),
+            "AUDIT_CHECKPOINT_SECONDS": "2",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    _create_database(database_url)
     import django
 
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    return database_url
 
 
 def _create_database(url: str) -> None:
@@ -103,8 +128,8 @@ def _entry(worker: int, n: int) -> dict:
     }
 
 
-def _writer(worker: int, mode: str, seconds: float, start_at: float, counts) -> None:
-    """Append entries for `seconds` from this process; store the count committed."""
+def _writer(worker: int, mode: str, seconds: float, start_at: float, counts, cpu) -> None:
+    """Append entries for `seconds` from this process; store the count and its CPU seconds."""
     import django
 
     django.setup()
@@ -117,6 +142,7 @@ def _writer(worker: int, mode: str, seconds: float, start_at: float, counts) -> 
         time.sleep(0.001)
     deadline = start_at + seconds
     n = 0
+    cpu_before = time.process_time()
     while time.time() < deadline:
         if mode == "single":
             services.record(**_entry(worker, n))
@@ -131,6 +157,7 @@ def _writer(worker: int, mode: str, seconds: float, start_at: float, counts) -> 
                 services.record_many([_entry(worker, n + i) for i in range(10)])
                 n += 10
     counts[worker] = n
+    cpu[worker] = time.process_time() - cpu_before
 
 
 def _sequencer(stop_at: float) -> None:
@@ -176,10 +203,11 @@ def measure_appends(mode: str, writers: int, seconds: float) -> dict:
     connections.close_all()
     ctx = multiprocessing.get_context("fork")
     counts = ctx.Array("q", writers)
+    cpu = ctx.Array("d", writers)
     start_at = time.time() + 1.0
     sequencer = ctx.Process(target=_sequencer, args=(start_at + seconds,))
     procs = [
-        ctx.Process(target=_writer, args=(i, mode, seconds, start_at, counts))
+        ctx.Process(target=_writer, args=(i, mode, seconds, start_at, counts, cpu))
         for i in range(writers)
     ]
     sequencer.start()
@@ -201,6 +229,9 @@ def measure_appends(mode: str, writers: int, seconds: float) -> dict:
         "lag_p50_s": round(p50, 3),
         "lag_p99_s": round(p99, 3),
         "lag_sampled": sampled,
+        # CPU the writer processes spent per entry (Python, Django, psycopg); the rest of the
+        # 2 cores goes to PostgreSQL, the sequencer and the operating system.
+        "writer_cpu_us_per_entry": round(sum(cpu) / total * 1e6, 1) if total else None,
     }
 
 
@@ -292,33 +323,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--writers", type=int, default=4)
-    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--entries", type=int, default=1_000_000, help="0: skip audit_verify")
+    parser.add_argument(
+        "--modes",
+        default="single,batch10,record_many10",
+        help="comma-separated append modes to run (default all three)",
+    )
     args = parser.parse_args()
-    _prepare_environment()
+    modes = [mode for mode in args.modes.split(",") if mode]
+    unknown = set(modes) - {"single", "batch10", "record_many10"}
+    if unknown:
+        parser.error(f"unknown modes: {sorted(unknown)}")
+    load_before = os.getloadavg()
+    database_url = _prepare_environment()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; database {os.environ['DATABASE_URL']}",
+        f"{platform.python_version()}; database {database_url}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         file=sys.stderr,
     )
     runs = []
-    for mode in ("single", "batch10", "record_many10"):
+    for mode in modes:
         run = measure_appends(mode, args.writers, args.seconds)
         runs.append(run)
         print(json.dumps(run), file=sys.stderr)
-    verify = measure_verify(args.entries)
-    print(json.dumps(verify), file=sys.stderr)
+    verify = measure_verify(args.entries) if args.entries else {}
+    if verify:
+        print(json.dumps(verify), file=sys.stderr)
     by_mode = {run["mode"]: run for run in runs}
     summary = {
-        "appends_per_s": by_mode["single"]["appends_per_s"],
-        "appends_per_s_batch10": by_mode["batch10"]["appends_per_s"],
-        "appends_per_s_record_many10": by_mode["record_many10"]["appends_per_s"],
-        "sequencer_lag_p99_s": max(run["lag_p99_s"] for run in runs),
+        "appends_per_s": by_mode.get("single", {}).get("appends_per_s"),
+        "appends_per_s_batch10": by_mode.get("batch10", {}).get("appends_per_s"),
+        "appends_per_s_record_many10": by_mode.get("record_many10", {}).get("appends_per_s"),
+        "sequencer_lag_p99_s": max((run["lag_p99_s"] for run in runs), default=None),
         "verify_1m_s": verify["verify_s"] if args.entries == 1_000_000 else None,
-        "verify_s": verify["verify_s"],
-        "verify_entries": verify["entries"],
-        "sequencer_entries_per_s": verify["sequencer_entries_per_s"],
+        "verify_s": verify.get("verify_s"),
+        "verify_entries": verify.get("entries"),
+        "sequencer_entries_per_s": verify.get("sequencer_entries_per_s"),
         "writers": args.writers,
         "cores": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(summary))
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
 from django.db import connection
 
-from audit import services
+from audit import services, verification
 from audit.evidence import checkpoint_message, key_id_for, sign_checkpoint
 from audit.keys import public_key_bytes
 from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash
@@ -26,14 +26,20 @@ from tests.audit.conftest import attacker, seal
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def verify(*args) -> tuple[int, str]:
-    """Run audit_verify; return its exit code and output."""
+def verify_with_progress(*args) -> tuple[int, str, str]:
+    """Run audit_verify; return its exit code, its output and its progress (stderr)."""
     out, err = io.StringIO(), io.StringIO()
     try:
         call_command("audit_verify", *args, stdout=out, stderr=err)
     except SystemExit as exc:
-        return int(exc.code), out.getvalue()
-    return 0, out.getvalue()
+        return int(exc.code), out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def verify(*args) -> tuple[int, str]:
+    """Run audit_verify; return its exit code and output."""
+    code, output, _ = verify_with_progress(*args)
+    return code, output
 
 
 def fill(count: int = 20) -> list:
@@ -57,11 +63,52 @@ def entry_at(seq: int) -> int:
     return AuditLeaf.objects.get(seq=seq).entry_id
 
 
-def test_clean_log_verifies_with_progress():
+def test_clean_log_verifies_with_progress(monkeypatch):
+    monkeypatch.setattr(verification, "CHUNK", 8)  # three ranges: progress after each
     fill()
-    code, output = verify()
+    code, output, progress = verify_with_progress()
     assert code == 0, output
     assert output.startswith("OK: 20 entries, 1 checkpoints")
+    lines = progress.splitlines()
+    # The first range always reports (the throttle starts open); the last line is the total.
+    assert lines[0] == "verified 8 of 20 entries (40%)"
+    assert lines[-1] == "verified 20 of 20 entries (100%)"
+    code, output, progress = verify_with_progress("--quiet")
+    assert code == 0 and progress == ""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ranges_checked_in_worker_processes_name_the_same_failures(monkeypatch, workers):
+    """Ranges of 4 seqs, checked here or by 2 processes: a gap across ranges is named once."""
+    monkeypatch.setattr(verification, "CHUNK", 4)
+    monkeypatch.setattr(verification, "PARALLEL_MIN", 0)
+    ranges_in_workers = []
+    parallel = verification._parallel_results
+
+    def spy(count):
+        ranges_in_workers.append(count)
+        return parallel(count)
+
+    monkeypatch.setattr(verification, "_parallel_results", spy)
+    fill()
+    clean = verification.verify_log(workers=workers)
+    assert clean.ok, clean.failures
+    assert clean.root_hash == AuditTreeState.objects.get().root_hash
+    changed = entry_at(13)
+    with attacker() as cursor:
+        cursor.execute("DELETE FROM audit_auditleaf WHERE seq IN (7, 8)")
+        cursor.execute("UPDATE audit_auditentry SET action = 'forged' WHERE id = %s", [changed])
+    result = verification.verify_log(workers=workers)
+    codes = [failure.code for failure in result.failures]
+    assert codes.count("gap") == 1
+    messages = [str(failure) for failure in result.failures]
+    assert "gap: sequence numbers 7..8 are missing (deleted entries); seq 9 follows seq 6" in (
+        messages
+    )
+    assert any(m.startswith(f"entry_changed: seq 13 (entry #{changed})") for m in messages)
+    assert "root_mismatch" in codes
+    assert ranges_in_workers == ([2, 2] if workers == 2 else [])
 
 
 def test_changed_byte_of_an_entry_is_named():

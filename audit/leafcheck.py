@@ -1,0 +1,148 @@
+"""Recompute the leaves of one range of sequence numbers; no Django, so worker processes can run it.
+
+audit_verify splits the log into ranges of sequence numbers. Each range is read in one query (on
+PostgreSQL one binary COPY) and checked here: every entry recomputed into its leaf hash and
+compared with the one stored when it was sequenced, every body compared with its digest, and
+the missing sequence numbers noted. The result carries the leaf hashes in order, so that the
+caller, which owns the Merkle frontier, builds the tree without hashing an entry again. With
+several workers each range runs in its own process on its own connection, reading the snapshot
+the caller exported, so every range sees the log as of one moment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash, fast_leaf_hash
+
+WIDTH = len(ENTRY_COLUMNS)
+_SELECT = """
+    SELECT l.seq, l.leaf_hash, l.entry_id, {columns},
+           b.entry_id IS NOT NULL, b.content, b.erasure_entry_id
+    FROM audit_auditleaf l
+    LEFT JOIN audit_auditentry e ON e.id = l.entry_id
+    LEFT JOIN audit_auditbody b ON b.entry_id = l.entry_id
+    WHERE l.seq >= {start} AND l.seq < {stop}
+    ORDER BY l.seq
+"""
+# The server formats the time (in the leaf's form) while Python hashes.
+_PG_TIME = "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+PG_TYPES = ["int8", "bytea", "int8", "int8", "text", "int8", *["text"] * 11, "bool", "text", "int8"]
+
+
+def range_sql(vendor: str, start: int, stop: int) -> str:
+    """Return the query of the leaves in [start, stop) with their entries and bodies, by seq."""
+    if vendor == "postgresql":
+        columns = ", ".join(
+            _PG_TIME
+            if name == "created_at"
+            else f"e.{name}"
+            if name in ("id", "actor_id")
+            else f"e.{name}::text"
+            for name in ENTRY_COLUMNS
+        )
+    else:
+        columns = ", ".join(f"e.{name}" for name in ENTRY_COLUMNS)
+    return _SELECT.format(columns=columns, start=int(start), stop=int(stop))
+
+
+def pg_copy_sql(start: int, stop: int) -> str:
+    """Return the binary COPY of range_sql on PostgreSQL."""
+    return f"COPY ({range_sql('postgresql', start, stop)}) TO STDOUT (FORMAT BINARY)"
+
+
+@dataclass
+class RangeResult:
+    """What one range of sequence numbers recomputed to, and what failed in it."""
+
+    start: int
+    stop: int
+    digests: bytes = b""  # the leaf hashes of the rows found, in seq order, 32 bytes each
+    missing: list[tuple[int, int]] = field(default_factory=list)  # [low, high) without a row
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    erasures: list[tuple[int, int, int | None]] = field(default_factory=list)
+    erased: int = 0
+
+    @property
+    def found(self) -> int:
+        """Return how many rows the range held."""
+        return len(self.digests) // 32
+
+    def found_below(self, size: int) -> int:
+        """Return how many rows of the range have a seq below `size`."""
+        gone = sum(max(0, min(high, size) - low) for low, high in self.missing if low < size)
+        return max(0, min(size, self.stop) - self.start - gone)
+
+
+def check_rows(rows, start: int, stop: int) -> RangeResult:
+    """Check the rows of range_sql for [start, stop); return the leaf hashes and the failures."""
+    result = RangeResult(start, stop)
+    digests = []
+    failures = result.failures
+    sha256 = hashlib.sha256
+    expected = start
+    for row in rows:
+        seq, stored, entry_id = row[0], bytes(row[1]), row[2]
+        entry = row[3 : 3 + WIDTH]
+        has_body, content, erasure_id = row[3 + WIDTH :]
+        if seq != expected:
+            result.missing.append((expected, seq))
+            expected = seq
+        if entry[0] is None:
+            failures.append(("entry_missing", f"seq {seq}: its entry #{entry_id} is missing"))
+            digest = stored
+        else:
+            digest = fast_leaf_hash(seq, entry)
+            if digest != stored:
+                digest = entry_leaf_hash(seq, entry)  # the reference encoder decides
+            if digest != stored:
+                failures.append(
+                    (
+                        "entry_changed",
+                        f"seq {seq} (entry #{entry_id}): the entry does not match the leaf "
+                        "recorded when it was sequenced (changed, renumbered or swapped)",
+                    )
+                )
+            body_digest = entry[-1]
+            if content is not None:
+                if sha256(content.encode("utf-8")).hexdigest() != body_digest:
+                    failures.append(
+                        (
+                            "body_changed",
+                            f"seq {seq} (entry #{entry_id}): the body does not match its digest",
+                        )
+                    )
+            elif has_body:
+                result.erased += 1
+                result.erasures.append((seq, entry_id, erasure_id))
+            elif body_digest:
+                failures.append(
+                    ("body_missing", f"seq {seq} (entry #{entry_id}): its body was deleted")
+                )
+        digests.append(digest)
+        expected += 1
+    if expected < stop:
+        result.missing.append((expected, stop))
+    result.digests = b"".join(digests)
+    return result
+
+
+_worker_connection = None
+
+
+def check_range_in_worker(params: dict, snapshot: str, start: int, stop: int) -> RangeResult:
+    """Check [start, stop) on this worker process's own connection, in the exported snapshot."""
+    global _worker_connection
+    import psycopg
+
+    if _worker_connection is None or _worker_connection.closed:
+        _worker_connection = psycopg.connect(**params, autocommit=True)
+        _worker_connection.execute("SET jit = off")  # one long scan: compiling costs more
+    conn = _worker_connection
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        with conn.cursor() as cursor, cursor.copy(pg_copy_sql(start, stop)) as copy:
+            copy.set_types(PG_TYPES)
+            return check_rows(copy.rows(), start, stop)
