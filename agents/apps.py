@@ -50,8 +50,8 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self):
-        """Register the system checks, and sync the tool rows after every migrate."""
-        from agents import checks  # noqa: F401  (registers the checks)
+        """Register the checks and receivers, and sync the tool rows after every migrate."""
+        from agents import checks, receivers  # noqa: F401  (registers them)
 
         post_migrate.connect(
             sync_tools_after_migrate, sender=self, dispatch_uid="agents.sync_tools"

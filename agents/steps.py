@@ -438,24 +438,35 @@ class AgentLoop:
         if verdict.verdict == Verdict.ALLOW:
             return None
         if verdict.verdict == Verdict.APPROVAL:
-            request = ApprovalRequest.objects.get(pk=verdict.approval_request)
-            if request.status == ApprovalStatus.PENDING:
-                raise _Done(
-                    self.wait_for(
-                        "approval",
-                        request.pk,
-                        request.signal_name,
-                        seconds=max((request.due_at - clock.now()).total_seconds(), 0.0),
-                    )
-                )
-            if approval_applies(request, call.get("arguments")):
-                return None
-            return enforcement.refusal(
-                verdict,
-                f"approval request #{request.pk} was {request.get_status_display().lower()}"
-                if request.status != ApprovalStatus.APPROVED
-                else f"approval request #{request.pk} covers other arguments",
+            ids = verdict.required_approvals
+            requests = sorted(
+                ApprovalRequest.objects.filter(pk__in=ids), key=lambda r: ids.index(r.pk)
             )
+            if len(requests) != len(ids):
+                return enforcement.refusal(verdict, "an approval this call needs does not exist")
+            # A person's refusal is reported before the cancellations it caused.
+            decided = sorted(requests, key=lambda r: r.status == ApprovalStatus.CANCELLED)
+            for request in decided:
+                if request.status == ApprovalStatus.PENDING:
+                    continue
+                if not approval_applies(request, call.get("arguments")):
+                    return enforcement.refusal(
+                        verdict,
+                        f"approval request #{request.pk} was {request.get_status_display().lower()}"
+                        if request.status != ApprovalStatus.APPROVED
+                        else f"approval request #{request.pk} covers other arguments",
+                    )
+            for request in requests:
+                if request.status == ApprovalStatus.PENDING:
+                    raise _Done(
+                        self.wait_for(
+                            "approval",
+                            request.pk,
+                            request.signal_name,
+                            seconds=max((request.due_at - clock.now()).total_seconds(), 0.0),
+                        )
+                    )
+            return None
         escalation = Escalation.objects.get(pk=verdict.escalation)
         if escalation.status == EscalationStatus.OPEN:
             raise _Done(self.wait_for("escalation", escalation.pk, escalation.signal_name))

@@ -7,8 +7,8 @@ A model's output is untrusted input. It proposes a call; this module decides, in
 3. the arguments are a JSON object valid against the tool's schema;
 4. the agent's principal holds the permission the tool needs on its target (guardian);
 5. the rate limit of the agent and tool, shared by every worker;
-6. the governance policy decision: allow, deny, require approval, or escalate (and the tool's
-   own approval rule, which applies on top of an allow).
+6. the governance policy decision: allow, deny, require approval, or escalate; the tool's own
+   approval rule applies on top of an allow and of a policy's approval (both are then needed).
 
 A refusal is final for that call and goes back to the model as a refusal. An approval is opened
 for exactly these arguments (bound to their SHA-256 digest) and the step waits for it; an
@@ -80,6 +80,14 @@ class ToolVerdict:
     approval_request: int | None = None
     escalation: int | None = None
     target: dict[str, Any] = field(default_factory=dict)
+    approval_requests: list[int] = field(default_factory=list)
+
+    @property
+    def required_approvals(self) -> list[int]:
+        """Return every approval request the call needs (a policy's and the tool's own)."""
+        if self.approval_requests:
+            return list(self.approval_requests)
+        return [self.approval_request] if self.approval_request is not None else []
 
     @property
     def allowed(self) -> bool:
@@ -256,13 +264,12 @@ def decide_tool_call(
             target=described,
             escalation=escalation.pk,
         )
-    rule = None
-    stage = "policy"
+    rules: list[ApprovalRule] = []
     if decision.effect == Effect.REQUIRE_APPROVAL and decision.approval_rule_id:
-        rule = ApprovalRule.objects.get(pk=decision.approval_rule_id)
-    elif tool_row.approval_rule_id:
-        rule, stage = tool_row.approval_rule, "tool_approval_rule"
-    elif decision.effect == Effect.REQUIRE_APPROVAL:
+        rules.append(ApprovalRule.objects.get(pk=decision.approval_rule_id))
+    if tool_row.approval_rule_id and tool_row.approval_rule_id not in {r.pk for r in rules}:
+        rules.append(tool_row.approval_rule)  # the tool's own rule applies on top of policies
+    if not rules and decision.effect == Effect.REQUIRE_APPROVAL:
         return conclude(
             Verdict.DENY,
             "policy",
@@ -270,15 +277,20 @@ def decide_tool_call(
             policy=policy,
             target=described,
         )
-    if rule is not None:
-        request = _open_approval(agent, name, arguments, target, rule, decision, site, now)
+    if rules:
+        requests = [
+            _open_approval(agent, name, arguments, target, rule, decision, site, now)
+            for rule in rules
+        ]
+        policy_asked = decision.effect == Effect.REQUIRE_APPROVAL
         return conclude(
             Verdict.APPROVAL,
-            stage,
-            f"needs approval under {rule.slug!r}",
+            "policy" if policy_asked else "tool_approval_rule",
+            "needs approval under " + " and ".join(repr(rule.slug) for rule in rules),
             policy=policy,
             target=described,
-            approval_request=request.pk,
+            approval_request=requests[0].pk,
+            approval_requests=[request.pk for request in requests],
         )
     return conclude(Verdict.ALLOW, "policy", decision.reason, policy=policy, target=described)
 
@@ -358,6 +370,7 @@ def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) 
             "reason": verdict.reason,
             "target": verdict.target,
             "approval_request": verdict.approval_request,
+            "approval_requests": verdict.required_approvals,
             "escalation": verdict.escalation,
             "key": site.key,
         },
@@ -394,7 +407,8 @@ def execute_tool_call(
     if agent.status != AgentStatus.ACTIVE:
         raise AgentStopped(f"agent {agent.slug} is {agent.status}: {agent.status_reason}")
     if verdict.verdict == Verdict.APPROVAL:
-        require_approval_for(verdict.approval_request, arguments)
+        for request_id in verdict.required_approvals:
+            require_approval_for(request_id, arguments)
     elif verdict.verdict != Verdict.ALLOW:
         raise ValueError(f"a {verdict.verdict} verdict cannot be executed")
     spec = registered_tools()[name]

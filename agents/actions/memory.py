@@ -3,8 +3,9 @@
 A namespace is scoped to a run, a workflow or a named domain, and has a data classification and
 a retention period. Reading needs `agents.read_memorynamespace` and writing
 `agents.write_memorynamespace` on the namespace (guardian: per agent, person or role). A write
-states the version it read (0: the key must not exist yet); a stale write is refused with a
-conflict, never applied. Every read, write, conflict and purge is audited; values themselves
+states the version it read (0: the key must not exist yet, or has expired); a stale write, and
+a first write that loses the race to another first write, is refused with a conflict, never
+applied. Every read, write, conflict and purge is audited; values themselves
 are not copied into the audit log (their digest is), so a purge really removes them. A legal
 hold on a namespace stops the purge.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from guardian.shortcuts import assign_perm
 
 from agents.models import Agent, Classification, MemoryEntry, MemoryNamespace, MemoryScope
@@ -207,8 +208,8 @@ def read_entry(
     _check(user, "read", namespace)
     now = now or clock.now()
     entry = MemoryEntry.objects.filter(namespace=namespace, key=key).first()
-    if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
-        entry = None if not namespace.legal_hold else entry
+    if entry is not None and _expired(entry, namespace, now):
+        entry = None
     found = _entry_json(entry, key)
     _audit(
         "agents.memory.read",
@@ -238,27 +239,11 @@ def write_entry(
     _check(user, "write", namespace)
     now = now or clock.now()
     entry = MemoryEntry.objects.select_for_update().filter(namespace=namespace, key=key).first()
+    if entry is not None and _expired(entry, namespace, now):
+        entry.version = 0  # reads as absent, so it is written as a new key (version 1)
     current = entry.version if entry is not None else 0
     if current != expected_version:
-        conflict = MemoryConflict(
-            f"{namespace.slug}/{key} is at version {current}, not {expected_version}: read it "
-            "again and write on top of what is there now.",
-            current_version=current,
-        )
-        conflict.audit_entry = {
-            "action": "agents.memory.conflict",
-            "actor": user,
-            "target": namespace,
-            "run_id": run_id,
-            "step_id": step_id or None,
-            "body": {
-                "namespace": namespace.slug,
-                "key": key,
-                "expected_version": expected_version,
-                "current_version": current,
-            },
-        }
-        raise conflict
+        raise _conflict(namespace, key, expected_version, current, user, run_id, step_id)
     expires = (
         now + dt.timedelta(seconds=namespace.retention_seconds)
         if namespace.retention_seconds is not None
@@ -276,7 +261,15 @@ def write_entry(
         "expires_at": expires,
     }
     if entry is None:
-        entry = MemoryEntry.objects.create(namespace=namespace, key=key, version=1, **fields)
+        try:
+            entry = _insert_first(namespace, key, fields)
+        except IntegrityError:
+            # Another writer created the key since we looked: the same conflict as a stale write.
+            stored = MemoryEntry.objects.filter(namespace=namespace, key=key).first()
+            current = stored.version if stored is not None else 0
+            raise _conflict(
+                namespace, key, expected_version, current, user, run_id, step_id
+            ) from None
     else:
         for name, field_value in fields.items():
             setattr(entry, name, field_value)
@@ -291,6 +284,40 @@ def write_entry(
         step_id=step_id,
     )
     return _entry_json(entry, key)
+
+
+def _expired(entry: MemoryEntry, namespace: MemoryNamespace, now: dt.datetime) -> bool:
+    """Tell whether an entry has expired (and so reads as absent): never under a legal hold."""
+    return entry.expires_at is not None and entry.expires_at <= now and not namespace.legal_hold
+
+
+def _insert_first(namespace: MemoryNamespace, key: str, fields: dict) -> MemoryEntry:
+    """Create a key's first version in a savepoint (a concurrent first write fails it alone)."""
+    with transaction.atomic():
+        return MemoryEntry.objects.create(namespace=namespace, key=key, version=1, **fields)
+
+
+def _conflict(namespace, key, expected_version, current, user, run_id, step_id) -> MemoryConflict:
+    """Return the conflict refusing a stale write, with the audit entry it leaves."""
+    conflict = MemoryConflict(
+        f"{namespace.slug}/{key} is at version {current}, not {expected_version}: read it "
+        "again and write on top of what is there now.",
+        current_version=current,
+    )
+    conflict.audit_entry = {
+        "action": "agents.memory.conflict",
+        "actor": user,
+        "target": namespace,
+        "run_id": run_id,
+        "step_id": step_id or None,
+        "body": {
+            "namespace": namespace.slug,
+            "key": key,
+            "expected_version": expected_version,
+            "current_version": current,
+        },
+    }
+    return conflict
 
 
 @transaction.atomic

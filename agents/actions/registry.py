@@ -123,6 +123,13 @@ def script_problems(script: Any) -> list[str]:
         answers = [k for k in ("tool_calls", "final", "text") if k in rule]
         if len(answers) != 1:
             problems.append(f"rules/{index}: give exactly one of tool_calls, final or text")
+        if "final" in rule and "confidence" not in rule:
+            problems.append(
+                f"rules/{index}: a final answer must state its confidence (0 to 1); it is "
+                "compared with the agent's threshold"
+            )
+        if "confidence" in rule and "final" not in rule:
+            problems.append(f"rules/{index}: only a final answer has a confidence")
     return problems
 
 
@@ -195,8 +202,8 @@ def create_agent(
     _check(agent)
     save_governed(agent, actor=actor, reason=reason or "agent created")
     _set_tools(agent, tools)
-    if delegates:
-        agent.delegates.set(list(delegates))
+    if delegates := list(delegates):
+        _set_delegates(agent, delegates, actor=actor, reason=reason or "agent created")
     _set_roles(agent, list(roles), actor=actor)
     return agent
 
@@ -274,8 +281,13 @@ def set_delegates(agent: Agent, delegates: Iterable[Agent], *, actor, reason: st
     """Change the specialised agents a coordinator may delegate to."""
     if actor is not None:
         require(actor, "change", agent)
-    delegates = list(delegates)
-    if any(other.pk == agent.pk for other in delegates):
+    _set_delegates(agent, list(delegates), actor=actor, reason=reason)
+    return agent
+
+
+def _set_delegates(agent: Agent, delegates: list[Agent], *, actor, reason: str) -> None:
+    """Let an agent delegate to exactly these others (never itself); audited."""
+    if any(other.pk == agent.pk or other.slug == agent.slug for other in delegates):
         raise AgentError("An agent cannot delegate to itself.", code="delegate_self")
     agent.delegates.set(delegates)
     audit.record(
@@ -284,7 +296,6 @@ def set_delegates(agent: Agent, delegates: Iterable[Agent], *, actor, reason: st
         target=agent,
         body={"reason": reason, "delegates": sorted(other.slug for other in delegates)},
     )
-    return agent
 
 
 @audited_refusals
