@@ -52,6 +52,7 @@ from governance.models import (
     RiskLevel,
     Role,
 )
+from governance.permissions import require
 from governance.signals import approval_decided, approval_escalated, approval_requested
 
 MIN_APPROVALS_BY_RISK = {RiskLevel.CRITICAL: 2}
@@ -77,13 +78,16 @@ class ApprovalMismatch(GovernanceError):
 # --- approval rules -----------------------------------------------------------------------------
 
 
-def _set_chain(rule: ApprovalRule, roles: list[Role], reason: str) -> None:
-    """Replace a rule's escalation chain (each level keeps its own history)."""
+def _set_chain(rule: ApprovalRule, roles: list[Role], reason: str, *, actor) -> None:
+    """Replace a rule's escalation chain (each level's history names `actor`, already checked)."""
     for level in list(rule.levels.all()):
-        delete_governed(level, actor=None, reason=reason)
+        delete_governed(level, actor=actor, reason=reason, check=False)
     for position, role in enumerate(roles, start=1):
         save_governed(
-            EscalationLevel(rule=rule, position=position, role=role), actor=None, reason=reason
+            EscalationLevel(rule=rule, position=position, role=role),
+            actor=actor,
+            reason=reason,
+            check=False,
         )
 
 
@@ -110,7 +114,7 @@ def create_approval_rule(
         description=description,
     )
     save_governed(rule, actor=actor, reason=reason or "approval rule created")
-    _set_chain(rule, list(escalation), reason or "approval rule created")
+    _set_chain(rule, list(escalation), reason or "approval rule created", actor=actor)
     return rule
 
 
@@ -126,15 +130,17 @@ def update_approval_rule(
     rule.version = ApprovalRule.objects.select_for_update().get(pk=rule.pk).version + 1
     save_governed(rule, actor=actor, reason=reason)
     if escalation is not None:
-        _set_chain(rule, list(escalation), reason)
+        _set_chain(rule, list(escalation), reason, actor=actor)
     return rule
 
 
 @audited_refusals
 def delete_approval_rule(rule: ApprovalRule, *, actor, reason: str) -> None:
     """Delete an approval rule that no policy rule uses any more."""
+    if actor is not None:
+        require(actor, "delete", rule)
     for level in list(rule.levels.all()):
-        delete_governed(level, actor=None, reason=reason)
+        delete_governed(level, actor=actor, reason=reason, check=False)
     delete_governed(rule, actor=actor, reason=reason)
 
 

@@ -100,9 +100,13 @@ def save_governed(
     return obj
 
 
-def delete_governed(obj: models.Model, *, actor, reason: str = "") -> None:
-    """Delete a governed object as `actor`, recording who and why in its history."""
-    if actor is not None:
+def delete_governed(obj: models.Model, *, actor, reason: str = "", check: bool = True) -> None:
+    """Delete a governed object as `actor`, recording who and why in its history.
+
+    `check=False` is for callers that authorised the deletion already (a policy's rules go
+    with the policy).
+    """
+    if actor is not None and check:
         require(actor, "delete", obj)
     obj._change_reason = reason or "deleted"
     if actor is not None:

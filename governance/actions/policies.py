@@ -91,10 +91,13 @@ def validate_rule(rule: PolicyRule) -> None:
 
 
 def _bump(policy: Policy, *, actor, reason: str) -> Policy:
-    """Make a new version of a policy (its rules changed, or it did)."""
+    """Make a new version of a policy (its rules changed) in the name of who changed them.
+
+    The caller has authorised the change; the version's history and audit entry name `actor`.
+    """
     locked = Policy.objects.select_for_update().get(pk=policy.pk)
     locked.version += 1
-    save_governed(locked, actor=actor, reason=reason)
+    save_governed(locked, actor=actor, reason=reason, check=False)
     policy.version = locked.version
     return locked
 
@@ -131,9 +134,11 @@ def update_policy(policy: Policy, *, actor, reason: str, **fields) -> Policy:
 
 @audited_refusals
 def delete_policy(policy: Policy, *, actor, reason: str) -> None:
-    """Delete a policy and its rules."""
+    """Delete a policy and its rules (each rule's history names who deleted it)."""
+    if actor is not None:
+        require(actor, "delete", policy)
     for rule in list(policy.rules.all()):
-        delete_governed(rule, actor=None, reason=reason)
+        delete_governed(rule, actor=actor, reason=reason, check=False)
     delete_governed(policy, actor=actor, reason=reason)
 
 
@@ -145,7 +150,7 @@ def save_rule(rule: PolicyRule, *, actor, reason: str) -> PolicyRule:
     if actor is not None:
         # Changing a rule is changing its policy: the policy's permission decides.
         require(actor, "change", Policy.objects.get(pk=policy.pk))
-    policy = _bump(policy, actor=None, reason=f"rule {rule.name!r}: {reason or 'changed'}")
+    policy = _bump(policy, actor=actor, reason=f"rule {rule.name!r}: {reason or 'changed'}")
     rule.policy = policy
     rule.version = policy.version
     rule._change_reason = reason or "changed"
@@ -161,8 +166,8 @@ def delete_rule(rule: PolicyRule, *, actor, reason: str) -> None:
     """Delete a rule; its policy gets a new version."""
     if actor is not None:
         require(actor, "change", rule.policy)
-    _bump(rule.policy, actor=None, reason=f"rule {rule.name!r} deleted: {reason}")
-    delete_governed(rule, actor=None, reason=reason)
+    _bump(rule.policy, actor=actor, reason=f"rule {rule.name!r} deleted: {reason}")
+    delete_governed(rule, actor=actor, reason=reason, check=False)
 
 
 # --- the decision -------------------------------------------------------------------------------
