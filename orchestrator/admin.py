@@ -93,7 +93,9 @@ def _operation_page(model_admin, request, title, form, obj, submit_label):
 
 def _refuse_unavailable_action(model_admin, request) -> None:
     """Refuse (403, audited by the page) a declared bulk action the user may not use."""
-    name = request.POST.get("action", "")
+    if request.method != "POST" or "action" not in request.POST:
+        return
+    name = request.POST["action"]
     declared = {model_admin.get_action(action)[1] for action in model_admin.actions}
     if name in declared and name not in model_admin.get_actions(request):
         raise AccessDenied(
@@ -127,13 +129,17 @@ class ObjectPermissionsThroughRolesMixin(ReinforcedGuardedModelAdminMixin):
 
     @audited_view("view")
     def obj_perms_manage_view(self, request, object_pk):
-        """Who holds what on this object, for those who may see it and object permissions."""
+        """Who holds what on this object, for those who may change it and see permissions."""
         self._require_guardian(
             request,
             "view",
             ["guardian.view_userobjectpermission", "guardian.view_groupobjectpermission"],
         )
-        self.get_object(request, unquote(object_pk))
+        obj = self.get_object(request, unquote(object_pk))
+        if not can(request.user, "change", obj):
+            raise AccessDenied(
+                request.user, "change", obj, detail=f"You may not manage who may act on {obj}."
+            )
         return super().obj_perms_manage_view(request, object_pk)
 
     @audited_view("change")
@@ -183,8 +189,15 @@ class ObjectPermissionsThroughRolesMixin(ReinforcedGuardedModelAdminMixin):
         for change, codename in changes:
             try:
                 change(role, f"{app_label}.{codename}", obj, actor=request.user)
-            except (governance.GovernanceError, PermissionDenied, Http404) as refusal:
+            except (PermissionDenied, Http404) as refusal:
                 # Already audited by the service, in its own transaction.
+                self.message_user(request, str(refusal), messages.ERROR)
+            except governance.GovernanceError as refusal:
+                if getattr(refusal, "audit_entry", None) is None:
+                    # grant() refuses "beyond your own" without an audit entry of its own.
+                    AccessDenied(request.user, "change", obj, detail=str(refusal)).audit()
+                else:
+                    refusal.audit()
                 self.message_user(request, str(refusal), messages.ERROR)
             else:
                 done.append(f"{'granted' if change is governance.grant else 'revoked'} {codename}")
@@ -238,14 +251,10 @@ class RestrictedThroughParentAdmin(admin.ModelAdmin):
             raise NotVisible(request.user, "view", self.model, object_id)
         return obj
 
-    def response_action(self, request, queryset):
-        """Refuse an action the user may not use; each row is then checked by its service."""
-        _refuse_unavailable_action(self, request)
-        return super().response_action(request, queryset)
-
     @audited_view("view")
     def changelist_view(self, request, extra_context=None):
-        """The list, with refusals audited."""
+        """The list, with refusals (of the page, or of an action not offered) audited."""
+        _refuse_unavailable_action(self, request)
         return super().changelist_view(request, extra_context)
 
     @audited_view("view")
@@ -564,9 +573,14 @@ class WorkflowRunAdmin(GovernedAdminMixin, ObjectPermissionsThroughRolesMixin, a
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def response_action(self, request, queryset):
-        """Refuse an action the user may not use; the service then checks every selected run."""
+    @audited_view("change")
+    def changelist_view(self, request, extra_context=None):
+        """The list; an action the user is not offered is refused (403, audited)."""
         _refuse_unavailable_action(self, request)
+        return super().changelist_view(request, extra_context)
+
+    def response_action(self, request, queryset):
+        """Apply an action to every selected run; the service checks (and audits) each."""
         # Not GovernedAdminMixin's silent narrowing: each run the user may not change is refused
         # by the service, audited, and reported.
         return admin.ModelAdmin.response_action(self, request, queryset)
