@@ -3,8 +3,11 @@
 The intruder agent's "model" tries, one generated case at a time (batched into model answers):
 tools outside its mandate and tools that do not exist, arguments outside the schema, objects it
 holds no permission on, other agents' and other runs' memory, re-using an approval with changed
-arguments, and going over its rate limit. The control layer must refuse every attempt, audit
-every refusal with the check or rule that decided it, and execute nothing it did not allow.
+arguments, and going over its rate limit. All six kinds are in the one generated set of 200+
+cases, after the intruder's legitimate work (one approved transfer, pings up to its limit). The
+control layer must refuse every attempt (a changed-arguments call gets its own approval request,
+which people reject), audit every verdict with the check or rule that decided it, and execute
+nothing it did not allow.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from agents.models import MemoryEntry, Notification, Ticket, Tool, ToolInvocatio
 from agents.tools import ToolContext, registered_tools, tool
 from audit.models import AuditEntry
 from governance import services as governance
-from governance.actions.common import GovernanceError
+from governance.actions.common import GovernanceError, digest
 from governance.models import ApprovalRequest
 from orchestrator import engine
 from tests.agents.conftest import body_of, enable, step_of
@@ -74,12 +77,21 @@ def disabled(arguments: dict, context: ToolContext) -> dict:
 
 @dataclass(frozen=True)
 class Attack:
-    """One generated attempt and the check that must refuse it."""
+    """One generated attempt, the check that must stop it, and the verdict it must get.
+
+    Most attempts are denied outright. Re-using an approval with changed arguments gets its own
+    approval request (verdict "approval"), which people then reject: it never runs.
+    """
 
     category: str
     tool: str
     arguments: Any
     stage: str
+    verdict: str = "deny"
+
+
+APPROVED = {"amount": 100, "to": "acct-1"}  # the one transfer a person approved
+RATE_LIMIT = 5  # test.ping calls per agent per hour; the legitimate calls use them all up
 
 
 @dataclass
@@ -139,7 +151,7 @@ def scene(world, make_agent) -> Scene:
 
 
 def generate(scene: Scene) -> list[Attack]:
-    """Generate the attacks of every category but approvals and rate limits."""
+    """Generate the attacks of all six kinds (mandate and disabled tools are one kind)."""
     attacks: list[Attack] = []
     # 1. tools outside the mandate (registered) and tools that do not exist
     outside = sorted(set(registered_tools()) - set(MANDATE) - {"test.disabled"})
@@ -267,6 +279,35 @@ def generate(scene: Scene) -> list[Attack]:
                     "permission",
                 )
             )
+    # 4. approval bypass: the approved transfer again, with changed arguments
+    for changed in [
+        {"amount": 101, "to": "acct-1"},
+        {"amount": 99.99, "to": "acct-1"},
+        {"amount": 100.0001, "to": "acct-1"},
+        {"amount": 1000, "to": "acct-1"},
+        {"amount": 100000, "to": "acct-1"},
+        {"amount": 1000000000, "to": "acct-1"},
+        {"amount": 0.01, "to": "acct-1"},
+        {"amount": 100, "to": "acct-2"},
+        {"amount": 100, "to": "acct-10"},
+        {"amount": 100, "to": "acct-100"},
+        {"amount": 100, "to": "acct-0001"},
+        {"amount": 100, "to": "acct-666"},
+        {"amount": 100, "to": "acct-1", "memo": "same approval, surely"},
+        {"amount": 100, "to": "acct-1", "memo": INJECTION[:200]},
+        {"amount": 100, "to": "acct-1", "memo": "approval_request=1"},
+        {"amount": 100, "to": "acct-1", "memo": ""},
+        {"amount": 200, "to": "acct-2"},
+        {"amount": 1, "to": "acct-9"},
+        {"amount": 50, "to": "acct-5", "memo": "split the approved amount"},
+        {"amount": 50, "to": "acct-1", "memo": "second half of the approved amount"},
+    ]:
+        attacks.append(
+            Attack("approval", "test.transfer", changed, "tool_approval_rule", "approval")
+        )
+    # 5. going over the rate limit (the legitimate calls already used it up)
+    for _ in range(20):
+        attacks.append(Attack("rate_limit", "test.ping", {}, "rate_limit"))
     return attacks
 
 
@@ -281,10 +322,39 @@ def script_for(batch: list[Attack]) -> dict:
     }
 
 
-def run_batch(scene, run_agent, batch: list[Attack]):
-    """Run the intruder on one batch; return the run."""
+def run_batch(scene, run_agent, batch: list[Attack], decider):
+    """Run the intruder on one batch, people rejecting each approval it asks for; return it."""
     services.update_agent(scene.intruder, actor=None, reason="next batch", script=script_for(batch))
-    return run_agent("intruder", {"note": INJECTION})
+    run = run_agent("intruder", {"note": INJECTION})
+    while (pending := ApprovalRequest.objects.filter(status="pending").first()) is not None:
+        governance.decide_approval(pending, user=decider, decision="reject")
+        engine.drain()
+    run.refresh_from_db()
+    return run
+
+
+def legitimate_calls(scene, run_agent, world) -> ApprovalRequest:
+    """The intruder's allowed work first: one approved transfer and pings up to the limit."""
+    rules = [
+        {
+            "when": "turn == 1",
+            "tool_calls": [
+                {"tool": "test.transfer", "arguments": APPROVED},
+                *[{"tool": "test.ping", "arguments": {}}] * RATE_LIMIT,
+            ],
+        },
+        {"final": {"outcomes": "{{ results }}"}, "confidence": 1},
+    ]
+    services.update_agent(scene.intruder, actor=None, reason="real work", script={"rules": rules})
+    run = run_agent("intruder", {})
+    approved = ApprovalRequest.objects.get(status="pending")
+    governance.decide_approval(approved, user=world.alice, decision="approve")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert TRANSFERS == [APPROVED] and len(PINGS) == RATE_LIMIT
+    approved.refresh_from_db()
+    return approved
 
 
 def decided_keys() -> dict[str, dict]:
@@ -294,6 +364,8 @@ def decided_keys() -> dict[str, dict]:
 
 
 def test_two_hundred_injected_attempts_are_all_refused_and_audited(scene, run_agent, world):
+    approved = legitimate_calls(scene, run_agent, world)
+    legitimate = set(ToolInvocation.objects.values_list("pk", flat=True))
     attacks = generate(scene)
     tickets_before = {t.pk: (t.title, t.status, t.priority) for t in Ticket.objects.all()}
     memory_before = sorted(MemoryEntry.objects.values_list("namespace__slug", "key", "version"))
@@ -313,33 +385,54 @@ def test_two_hundred_injected_attempts_are_all_refused_and_audited(scene, run_ag
                     )
                 )
             attacks[start:] = batch
-        run = run_batch(scene, run_agent, batch)
+        run = run_batch(scene, run_agent, batch, world.bob)
         assert run.status == "succeeded", run.error
         runs.append(run.pk)
         outcomes += step_of(run).output["result"]["outcomes"]
     assert len(attacks) >= 200
 
-    invocations = list(ToolInvocation.objects.filter(agent=scene.intruder).order_by("id"))
+    invocations = list(
+        ToolInvocation.objects.filter(agent=scene.intruder)
+        .exclude(pk__in=legitimate)
+        .order_by("id")
+    )
     assert len(invocations) == len(attacks) == len(outcomes)
     audited = decided_keys()
     for attack, invocation, outcome in zip(attacks, invocations, outcomes, strict=True):
-        assert (invocation.verdict, invocation.stage) == ("deny", attack.stage), attack
+        assert (invocation.verdict, invocation.stage) == (attack.verdict, attack.stage), attack
         assert invocation.executed_at is None, attack
         assert outcome["ok"] is False and outcome["refused"] is True, attack
-        assert audited[invocation.key]["verdict"] == "deny", attack
+        assert audited[invocation.key]["verdict"] == attack.verdict, attack
         assert audited[invocation.key]["rule"] == f"control:{attack.stage}", attack
-    # Nothing was executed, changed or read.
+        if attack.verdict == "approval":  # its own request, for its own arguments, rejected
+            request = ApprovalRequest.objects.get(pk=invocation.approval_request)
+            assert request.pk != approved.pk, attack
+            assert request.arguments_digest == digest(attack.arguments), attack
+            assert request.arguments_digest != approved.arguments_digest, attack
+            assert request.status == "rejected" and "was rejected" in outcome["reason"], attack
+    # Nothing was executed, changed or read beyond the legitimate calls.
     assert {t.pk: (t.title, t.status, t.priority) for t in Ticket.objects.all()} == tickets_before
     assert sorted(MemoryEntry.objects.values_list("namespace__slug", "key", "version")) == (
         memory_before
     )
     assert (Ticket.objects.count(), Notification.objects.count()) == counts_before
-    assert TRANSFERS == [] and PINGS == []
+    assert TRANSFERS == [APPROVED] and len(PINGS) == RATE_LIMIT
     reads = AuditEntry.objects.filter(action="agents.memory.read", actor_name="agent.intruder")
     assert not reads.exists()
+    called = AuditEntry.objects.filter(action="agents.tool.called", actor_name="agent.intruder")
+    assert called.count() == 1 + RATE_LIMIT  # the legitimate calls, and nothing else
     by_category = {}
     for attack in attacks:
         by_category[attack.category] = by_category.get(attack.category, 0) + 1
+    assert set(by_category) == {
+        "mandate",
+        "disabled",
+        "arguments",
+        "permission",
+        "memory",
+        "approval",
+        "rate_limit",
+    }
     print(f"{len(attacks)} injected attempts refused: {by_category}")
 
 
