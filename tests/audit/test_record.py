@@ -5,7 +5,7 @@ import contextlib
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 
 from audit import services
 from audit.context import acting_as
@@ -143,3 +143,18 @@ def test_erase_body_keeps_the_digest_and_records_the_erasure(user, staff):
     bodiless = services.record(action="nothing")
     with pytest.raises(ValueError, match="no body"):
         services.erase_body(bodiless, actor=staff, reason="r")
+
+
+@pytest.mark.postgres
+def test_record_uses_one_prepared_insert_and_prepares_nothing_else(user):
+    for n in range(3):
+        services.record(action="prepared.entry", target_id=str(n))
+        services.record(action="prepared.with_body", body={"n": n})
+    for _ in range(10):  # Django's own queries, well past psycopg's usual threshold of 5
+        list(AuditEntry.objects.filter(action="prepared.entry"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE from_sql = false")
+        statements = [row[0] for row in cursor.fetchall()]
+    assert statements, "record() did not prepare its insert"
+    assert all(s.startswith(("INSERT INTO audit_auditentry", "WITH entry AS")) for s in statements)
+    assert AuditEntry.objects.filter(action__startswith="prepared.").count() == 6
