@@ -8,7 +8,12 @@ from governance.models import ApprovalRequest, ApprovalStatus
 from orchestrator import engine
 from orchestrator import services as workflows
 from orchestrator.models import RunSignal, RunStatus
-from tests.governance.test_engine_steps import approval_flow, start, statuses
+from tests.governance.test_engine_steps import (  # noqa: F401  (the fixture: oscar may start runs)
+    _oscar_starts_payments,
+    approval_flow,
+    start,
+    statuses,
+)
 
 
 @pytest.mark.parametrize("prefix", ["approval", "escalation", "children"])
@@ -17,7 +22,7 @@ def test_reserved_signal_names_are_refused_from_outside(company, prefix):
     request = ApprovalRequest.objects.get(run_id=run.pk)
     name = f"{prefix}:{request.pk}"
     with pytest.raises(engine.EngineError, match="reserved"):
-        workflows.send_signal(run, name, {"status": "approved"}, sent_by=company.oscar)
+        workflows.send_signal(run, name, {"status": "approved"}, sent_by=company.gina)
     assert not RunSignal.objects.filter(run=run, name=name).exists()
     assert statuses(run)["approve"] == "waiting"
 
