@@ -5,8 +5,9 @@ answer its has_*_permission questions with can(), turn an object the user may no
 404 (not the admin's "perhaps it was deleted" redirect), ask for a change reason on every form
 (set on the object before it is saved, for simple-history), save through a function that
 re-checks the result inside the admin's transaction, and write every refusal (403 or 404) to the
-audit log once the refused transaction has rolled back. Other apps use it for their governed
-models (the engine's workflows and runs, the agents).
+audit log once the refused transaction has rolled back. That covers the pages the admin gets from
+simple-history (a past version and its revert) and from guardian (object permissions) too.
+Other apps use it for their governed models (the engine's workflows and runs, the agents).
 """
 
 from __future__ import annotations
@@ -215,6 +216,86 @@ class GovernedAdminMixin:
         if not visible and not has_model_permission(request.user, "view", self.model):
             raise NotVisible(request.user, "view", self.model, object_id)
         return super().history_view(request, object_id, extra_context)
+
+    @audited_view("view")
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        """One past version and its revert (simple-history), through the authorisation path.
+
+        A version of an object the user cannot see is a 404 (a deleted object's versions are
+        shown to those who may view every row of its model); reverting is a change, refused
+        with a 403 to those who may not change the object. Both refusals are audited.
+        """
+        obj = self.get_queryset(request).filter(pk=unquote(object_id)).first()
+        if obj is None and not has_model_permission(request.user, "view", self.model):
+            raise NotVisible(request.user, "view", self.model, object_id)
+        if request.method == "POST":
+            may_revert = (
+                self.has_change_permission(request, obj)
+                if obj is not None
+                else has_model_permission(request.user, "change", self.model)
+            )
+            if not may_revert:
+                raise AccessDenied(
+                    request.user,
+                    "change",
+                    obj,
+                    model=self.model,
+                    detail=f"You may not revert {obj or self.model._meta.verbose_name}.",
+                )
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+    # --- guardian's object-permission pages ---------------------------------------------------
+
+    def _object_for_permissions(self, request, object_pk, *guardian_perms: str):
+        """Return the object whose permissions the user may manage, or raise an audited refusal.
+
+        Guardian's own pages answer a hidden object with an unaudited 404, check only that the
+        user may change *some* row of the model, and send a user who lacks its permissions back
+        to the index without a word; here the object must be visible (404), changeable by the
+        user (403), and guardian's permissions held (403).
+        """
+        obj = self.get_queryset(request).filter(pk=unquote(object_pk)).first()
+        if obj is None:
+            raise NotVisible(request.user, "change", self.model, object_pk)
+        if not can(request.user, "change", obj):
+            raise AccessDenied(
+                request.user,
+                "change",
+                obj,
+                detail=f"You may not manage who may do what to {obj}.",
+            )
+        missing = [perm for perm in guardian_perms if not request.user.has_perm(perm)]
+        if missing:
+            raise AccessDenied(
+                request.user,
+                "change",
+                obj,
+                detail=f"Managing object permissions needs {', '.join(missing)}.",
+            )
+        return obj
+
+    @audited_view("change")
+    def obj_perms_manage_view(self, request, object_pk):
+        """Who holds which permission on this object (guardian), through the authorisation path."""
+        self._object_for_permissions(
+            request,
+            object_pk,
+            "guardian.view_userobjectpermission",
+            "guardian.view_groupobjectpermission",
+        )
+        return super().obj_perms_manage_view(request, object_pk)
+
+    @audited_view("change")
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        """One user's permissions on this object (guardian), through the authorisation path."""
+        self._object_for_permissions(request, object_pk, "guardian.change_userobjectpermission")
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    @audited_view("change")
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        """One group's permissions on this object (guardian), through the authorisation path."""
+        self._object_for_permissions(request, object_pk, "guardian.change_groupobjectpermission")
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
 
 
 def permission_label(model, action: str) -> str:
