@@ -743,6 +743,8 @@ def _finish(step_id: int, token: str, outcome, ctx: StepContext, claim_next: boo
     Returns the next step when one was claimed inline for this worker.
     """
     now = clock.now()
+    if isinstance(outcome, Complete) and connection.vendor == "postgresql":
+        return _finish_success(step_id, token, outcome, ctx, claim_next, now)
     run = _relock_run(ctx.run)
     step = ctx.step
     ctx.run = run
@@ -765,6 +767,111 @@ def _finish(step_id: int, token: str, outcome, ctx: StepContext, claim_next: boo
         claimed = _apply_outcome(run, step, ctx.definition, outcome, events, now, claim_next)
     events.flush()
     return claimed
+
+
+def _finish_success(step_id: int, token: str, outcome: Complete, ctx, claim_next: bool, now):
+    """Record a success on PostgreSQL in one round trip of three statements, in lock order.
+
+    Lock the run; record the result if this worker still holds the step (the ownership check
+    and the result in one conditional update); and claim for this worker the step's sole
+    successor when nothing but this step's success decides it (see `_plain_successor`) and the
+    run is running. Anything else (several children, conditions, a paused run) goes through
+    `_after_step_finished`. A lost lease raises LeaseLost, which rolls the whole trip back.
+    """
+    step = ctx.step
+    fields = _success_fields(step, outcome, now)
+    successor = None
+    if claim_next:
+        successor = _plain_successor(compiled_version(ctx.run.version_id), ctx.definition, step)
+    statements = [_LOCK_RUN_SQL, _SUCCEED_SQL]
+    params = [ctx.run.pk]
+    params += [StepStatus.SUCCEEDED, _json(outcome.output), _json(step.input), now]
+    params += [step_id, StepStatus.RUNNING, token]
+    if successor is not None:
+        statements.append(_CLAIM_SUCCESSOR_SQL)
+        params += [StepStatus.RUNNING, uuid.uuid4().hex, now + _lease(), _deadline(successor, now)]
+        params += [WORKER_ID, now, now, now]
+        params += [ctx.run.pk, successor.id, NO_ITEM, StepStatus.PENDING]
+        params += [ctx.run.pk, RunStatus.RUNNING]
+    with connection.cursor() as cursor:
+        cursor.execute(";\n".join(statements), params)
+        found = cursor.fetchone()
+        cursor.nextset()
+        owned = cursor.fetchone()
+        claimed_row = cursor.fetchone() if successor is not None and cursor.nextset() else None
+    run = _with_status(ctx.run, found)
+    ctx.run = run
+    if owned is None:
+        raise LeaseLost(step_id)
+    step.lease_token = ""
+    step.lease_expires_at = None
+    for name, value in fields.items():
+        setattr(step, name, value)
+    events = EventLog(run, now)
+    events.add(EventKind.STEP_SUCCEEDED, step)
+    if claimed_row is not None:
+        claimed = _step_from_row(claimed_row)
+        claimed.run = run
+        events.add(EventKind.STEP_STARTED, claimed, worker=WORKER_ID, inline=True)
+    else:
+        claimed = _after_step_finished(run, step, events, now, claim_next)
+    events.flush()
+    return claimed
+
+
+def _plain_successor(wf: WorkflowDef, definition: StepDef, step: StepRun) -> StepDef | None:
+    """Return the step's only child when the step's success alone makes it ready to run.
+
+    That is a top-level step whose one child depends on it alone, with no `when` and no
+    `foreach`: the child's activation needs no row read, only that it is still pending.
+    """
+    if step.item_index != NO_ITEM or is_child(step) or len(definition.children) != 1:
+        return None
+    child = wf.steps[definition.children[0]]
+    if child.depends_on != (step.step_id,) or child.when is not None or child.foreach is not None:
+        return None
+    return child
+
+
+def _lease() -> dt.timedelta:
+    """Return how long a claim holds a step before the sweeper may take it back."""
+    return dt.timedelta(seconds=settings.STEWARD_LEASE_SECONDS)
+
+
+def _deadline(step: StepDef, now: dt.datetime) -> dt.datetime | None:
+    """Return when an attempt started now runs past the step's timeout, if it has one."""
+    return now + dt.timedelta(seconds=step.timeout) if step.timeout else None
+
+
+_STEP_TABLE = StepRun._meta.db_table
+_STEP_FIELDS = StepRun._meta.concrete_fields
+_STEP_COLUMNS = ", ".join(f'"{field.column}"' for field in _STEP_FIELDS)
+_SUCCEED_SQL = (
+    f"UPDATE {_STEP_TABLE} SET status = %s, output = %s, input = %s, error = NULL, "
+    "finished_at = %s, wake_at = NULL, wait_signal = '', lease_token = '', "
+    "lease_expires_at = NULL WHERE id = %s AND status = %s AND lease_token = %s RETURNING id"
+)
+_CLAIM_SUCCESSOR_SQL = (
+    f"UPDATE {_STEP_TABLE} SET status = %s, attempt = attempt + 1, lease_token = %s, "
+    "lease_expires_at = %s, deadline_at = %s, worker = %s, started_at = %s, ready_at = %s, "
+    "dispatched_at = %s WHERE run_id = %s AND step_id = %s AND item_index = %s AND status = %s "
+    f"AND EXISTS (SELECT 1 FROM {WorkflowRun._meta.db_table} WHERE id = %s AND status = %s) "
+    f"RETURNING {_STEP_COLUMNS}"
+)
+
+
+def _json(value: Any):
+    """Adapt a value for a JSON column as the ORM does."""
+    return StepRun._meta.get_field("output").get_db_prep_save(value, connection)
+
+
+def _step_from_row(row: tuple) -> StepRun:
+    """Build a step row from the columns a RETURNING clause gave, converted as the ORM does."""
+    values = [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(_STEP_FIELDS, row, strict=True)
+    ]
+    return StepRun.from_db(connection.alias, [field.attname for field in _STEP_FIELDS], values)
 
 
 def _success_fields(step: StepRun, outcome: Complete, now: dt.datetime) -> dict[str, Any]:

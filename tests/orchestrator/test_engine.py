@@ -718,3 +718,79 @@ def test_a_lost_message_is_republished_with_growing_intervals(make_workflow, pub
     gaps = [b - a for a, b in zip(sent_at, sent_at[1:], strict=False)]
     assert gaps == sorted(gaps) and max(gaps) == 60
     assert len(sent_at) < 20  # ten minutes without a worker: a handful of copies, not 300
+
+
+# --- the cost of a step ---------------------------------------------------------------------------
+
+
+def _chain(length, **last):
+    """Return a definition of `length` sequential steps setting values (extra keys on the last)."""
+    steps = [
+        {
+            "id": f"s{i}",
+            "type": "set",
+            "value": {"n": i},
+            **({"depends_on": [f"s{i - 1}"]} if i else {}),
+        }
+        for i in range(length)
+    ]
+    steps[-1].update(last)
+    return {"steps": steps}
+
+
+def test_a_finished_step_reads_its_successor_not_the_whole_run(make_workflow, published):
+    from django.db.models.signals import post_init
+
+    run = services.start_run(make_workflow(_chain(30)))
+    loaded = []
+
+    def count(sender, instance, **kwargs):
+        loaded.append(instance)
+
+    post_init.connect(count, sender=StepRun)
+    try:
+        assert engine.drain() == 30
+    finally:
+        post_init.disconnect(count, sender=StepRun)
+    assert refreshed(run).status == "succeeded"
+    assert refreshed(run).output == {"s29": {"n": 29}}
+    # Reading every row of the run at each step would load 30 x 30 rows; the run's end reads
+    # them once to settle it.
+    assert len(loaded) <= 3 * 30
+
+
+def test_the_successor_claimed_inline_is_the_row_the_database_holds(make_workflow, published):
+    run = services.start_run(make_workflow(_chain(2, timeout="90s")))
+    first = engine.claim(published[0])
+    with clock.frozen():
+        second = engine.execute_claimed(first)
+        stored = StepRun.objects.get(pk=second.pk)
+        assert second.step_id == "s1" and stored.status == second.status == "running"
+        for field in StepRun._meta.concrete_fields:
+            assert getattr(second, field.attname) == getattr(stored, field.attname), field.name
+        assert stored.attempt == 1 and stored.worker == engine.WORKER_ID
+        assert stored.deadline_at == clock.now() + dt.timedelta(seconds=90)
+    assert StepRun.objects.get(pk=first.pk).output == {"n": 0}
+    assert event_kinds(run)[-2:] == [EventKind.STEP_SUCCEEDED, EventKind.STEP_STARTED]
+    assert RunEvent.objects.filter(run=run).last().data == {
+        "worker": engine.WORKER_ID,
+        "inline": True,
+    }
+    assert engine.execute_claimed(second) is None
+    assert refreshed(run).status == "succeeded"
+
+
+def test_a_lost_lease_claims_no_successor(make_workflow, published, settings):
+    settings.STEWARD_LEASE_SECONDS = 10
+    definition = _chain(2)
+    definition["steps"][0]["retry"] = {"max_attempts": 3, "initial_interval": 0}
+    with clock.frozen() as frozen:
+        run = services.start_run(make_workflow(definition))
+        first = engine.claim(published[0])
+        frozen.advance(11)
+        assert engine.sweep()["reclaimed"] == 1  # the step is taken back while it runs
+        assert engine.execute_claimed(first) is None
+        assert steps_of(run) == {"s0": "ready", "s1": "pending"}
+        assert EventKind.STEP_SUCCEEDED not in event_kinds(run)
+        assert engine.drain() == 2
+    assert refreshed(run).status == "succeeded"
