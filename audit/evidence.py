@@ -50,6 +50,16 @@ Bundle format (JSON), "steward-evidence/1"
                   "body": <the JSON body, or null when erased or absent>,
                   "inclusion_proof": ["<hex>", ...]}]}
 
+A bundle may also carry a consistency proof from an older checkpoint (one its reader kept from
+before, say) to its own checkpoint:
+
+     "consistency": {"old_checkpoint": {<a checkpoint, as above, signed by the same key>},
+                     "proof": ["<hex>", ...]}
+
+It verifies when the old checkpoint's signature does, its size is at most the bundle's, and the
+proof shows (RFC 9162 2.1.4.2) that the tree of the bundle's checkpoint extends the old one:
+nothing the old checkpoint covered was changed, removed or reordered since.
+
 An entry verifies when SHA-256(0x00 || canonical_json(leaf)) at index `seq` reaches the
 checkpoint's root through its inclusion proof (RFC 9162 2.1.3.2) and, if its body is not null,
 `body_digest(body)` equals the leaf's body_digest; a leaf that carries its own "seq" must carry
@@ -73,7 +83,7 @@ from datetime import datetime, timedelta
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from audit.merkle import HASH_SIZE, leaf_hash, verify_inclusion
+from audit.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_inclusion
 
 BUNDLE_FORMAT = "steward-evidence/1"
 CHECKPOINT_HEADER = b"steward-checkpoint/1\n"
@@ -453,8 +463,41 @@ def _check_body(name: str, leaf: dict, body, problems: list[str]) -> None:
         problems.append(f"{name}: body digest mismatch")
 
 
-def verify_bundle(bundle: dict) -> list[str]:
-    """Return every problem found in an evidence bundle, each naming what failed; [] if valid."""
+def _check_consistency(consistency, public_key, size, root, problems: list[str]) -> None:
+    """Check a bundle's consistency proof from its older checkpoint to its own checkpoint."""
+    if not isinstance(consistency, dict):
+        problems.append("consistency: not an object")
+        return
+    old_problems: list[str] = []
+    old_size, old_root = _check_checkpoint(
+        consistency.get("old_checkpoint"), public_key, old_problems
+    )
+    problems.extend(
+        p.replace("checkpoint:", "consistency: old checkpoint:", 1) for p in old_problems
+    )
+    proof = _decode_proof(consistency.get("proof"))
+    if proof is None:
+        problems.append("consistency: proof is not a list of 64-digit lowercase hex hashes")
+        return
+    if old_size is None or old_root is None or size is None or root is None:
+        return
+    if old_size > size:
+        problems.append(
+            f"consistency: old checkpoint size {old_size} is larger than the checkpoint's {size}"
+        )
+    elif not verify_consistency(old_size, size, old_root, root, proof):
+        problems.append(
+            f"consistency: the tree of size {size} does not extend the old checkpoint "
+            f"(size {old_size}, root {old_root.hex()}): the proof does not verify"
+        )
+
+
+def verify_bundle(bundle: dict, since: dict | None = None) -> list[str]:
+    """Return every problem found in an evidence bundle, each naming what failed; [] if valid.
+
+    `since` is a checkpoint the reader kept from before: the bundle must then prove, with its
+    consistency proof, that its checkpoint extends exactly that one.
+    """
     if not isinstance(bundle, dict):
         return ["bundle: not a JSON object"]
     if bundle.get("format") != BUNDLE_FORMAT:
@@ -471,4 +514,29 @@ def verify_bundle(bundle: dict) -> list[str]:
     seen: set[int] = set()
     for position, entry in enumerate(entries):
         _check_entry(entry, position, size, root, seen, problems)
+    consistency = bundle.get("consistency")
+    if consistency is not None:
+        _check_consistency(consistency, public_key, size, root, problems)
+    if since is not None:
+        _check_since(since, consistency, public_key, problems)
     return problems
+
+
+def _check_since(since, consistency, public_key, problems: list[str]) -> None:
+    """Check that the bundle's proof starts from the checkpoint its reader kept (`since`)."""
+    kept_problems: list[str] = []
+    kept_size, kept_root = _check_checkpoint(since, public_key, kept_problems)
+    problems.extend(p.replace("checkpoint:", "kept checkpoint:", 1) for p in kept_problems)
+    if kept_size is None or kept_root is None:
+        return
+    old = consistency.get("old_checkpoint") if isinstance(consistency, dict) else None
+    if not isinstance(old, dict):
+        problems.append(
+            f"kept checkpoint (size {kept_size}): the bundle has no consistency proof from it"
+        )
+    elif old.get("tree_size") != kept_size or old.get("root_hash") != kept_root.hex():
+        problems.append(
+            f"kept checkpoint (size {kept_size}, root {kept_root.hex()}): the bundle's proof "
+            f"starts from another checkpoint (size {old.get('tree_size')!r}, root "
+            f"{old.get('root_hash')!r})"
+        )

@@ -15,7 +15,7 @@ from django.db import connection
 from audit import keys, services
 from audit.evidence import canonical_json
 from audit.leaves import ENTRY_COLUMNS, leaf_dict
-from audit.merkle import MerkleTree
+from audit.merkle import MerkleTree, verify_consistency
 from audit.models import AuditCheckpoint
 
 BUNDLE_FORMAT = "steward-evidence/1"
@@ -69,17 +69,35 @@ def entry_ids_to_seqs(entry_ids: list[int], *, wait: float = 10.0) -> list[int]:
     return sorted(found[i] for i in set(entry_ids))
 
 
-def build_bundle(seqs: list[int]) -> dict:
-    """Return an evidence bundle for the entries at `seqs`."""
-    if not seqs:
-        raise ExportError("no entries chosen")
-    seqs = sorted(set(seqs))
-    checkpoint = _covering_checkpoint(seqs[-1])
-    tree = MerkleTree(_leaf_hashes(checkpoint.tree_size))
-    if tree.root().hex() != checkpoint.root_hash:
+def _check_since(since: dict) -> int:
+    """Check an older checkpoint given by the user (signed by our key); return its size."""
+    from audit.verification import check_checkpoint_signature
+
+    try:
+        problem = check_checkpoint_signature(since, keys.public_key())
+    except (KeyError, TypeError, ValueError) as exc:
+        problem = f"malformed ({exc})"
+    if problem:
+        raise ExportError(f"the older checkpoint does not verify: {problem}")
+    return since["tree_size"]
+
+
+def _consistency(tree: MerkleTree, since: dict) -> dict:
+    """Return the consistency proof from the older checkpoint `since` to the tree."""
+    old_size = since["tree_size"]
+    proof = tree.consistency_proof(old_size)
+    if not verify_consistency(
+        old_size, tree.size, bytes.fromhex(since["root_hash"]), tree.root(), proof
+    ):
         raise ExportError(
-            f"the log's leaves do not match checkpoint #{checkpoint.pk}: run audit_verify"
+            f"the log does not extend the older checkpoint (size {old_size}, root "
+            f"{since['root_hash']}): its first {old_size} leaves differ; run audit_verify"
         )
+    return {"old_checkpoint": dict(since), "proof": [node.hex() for node in proof]}
+
+
+def _entry_rows(seqs: list[int]) -> list[tuple]:
+    """Return (seq, *ENTRY_COLUMNS, body content) of the entries at `seqs`, by seq."""
     columns = ", ".join(f"e.{name}" for name in ENTRY_COLUMNS)
     placeholders = ", ".join(["%s"] * len(seqs))
     with connection.cursor() as cursor:
@@ -90,7 +108,46 @@ def build_bundle(seqs: list[int]) -> dict:
             f"WHERE l.seq IN ({placeholders}) ORDER BY l.seq",
             seqs,
         )
-        rows = cursor.fetchall()
+        return cursor.fetchall()
+
+
+CHECKPOINT_FIELDS = frozenset({"tree_size", "root_hash", "timestamp", "key_id", "signature"})
+
+
+def read_checkpoint_file(path: str) -> dict:
+    """Read a checkpoint kept outside the database: a bare checkpoint, or a bundle holding one."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read checkpoint {path}: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("checkpoint"), dict):
+        data = data["checkpoint"]
+    if not isinstance(data, dict) or not set(data) >= CHECKPOINT_FIELDS:
+        raise ExportError(f"{path} is not a checkpoint: it needs {sorted(CHECKPOINT_FIELDS)}")
+    return {name: data[name] for name in CHECKPOINT_FIELDS}
+
+
+def build_bundle(seqs: list[int], *, since: dict | None = None) -> dict:
+    """Return an evidence bundle for the entries at `seqs`.
+
+    With `since`, an older checkpoint the reader kept, the bundle also proves that its own
+    checkpoint extends that one (a consistency proof); `seqs` may then be empty.
+    """
+    if not seqs and since is None:
+        raise ExportError("no entries chosen")
+    seqs = sorted(set(seqs))
+    needed = seqs[-1] if seqs else -1
+    if since is not None:
+        needed = max(needed, _check_since(since) - 1)
+    checkpoint = _covering_checkpoint(needed)
+    tree = MerkleTree(_leaf_hashes(checkpoint.tree_size))
+    if tree.root().hex() != checkpoint.root_hash:
+        raise ExportError(
+            f"the log's leaves do not match checkpoint #{checkpoint.pk}: run audit_verify"
+        )
+    consistency = _consistency(tree, since) if since is not None else None
+    rows = _entry_rows(seqs) if seqs else []
     if len(rows) != len(seqs):
         found = {row[0] for row in rows}
         raise ExportError(f"entries missing at seq {sorted(set(seqs) - found)[:20]}")
@@ -105,12 +162,15 @@ def build_bundle(seqs: list[int]) -> dict:
                 "inclusion_proof": [node.hex() for node in tree.inclusion_proof(seq)],
             }
         )
-    return {
+    bundle = {
         "format": BUNDLE_FORMAT,
         "public_key": base64.b64encode(keys.public_key()).decode(),
         "checkpoint": checkpoint.as_dict(),
         "entries": entries,
     }
+    if consistency is not None:
+        bundle["consistency"] = consistency
+    return bundle
 
 
 def dump_bundle(bundle: dict) -> str:

@@ -36,7 +36,7 @@ from audit.leafcheck import (
     pg_copy_sql,
     range_sql,
 )
-from audit.merkle import Frontier
+from audit.merkle import Frontier, consistency_proof, verify_consistency
 from audit.models import AuditCheckpoint, AuditTreeState
 from audit.services import ERASURE_ACTION
 
@@ -234,8 +234,12 @@ def _check_leaves(
     roots_wanted: set[int],
     progress: Callable[[int, int], None] | None,
     workers: int,
+    keep: list[bytes] | None = None,
 ) -> dict[int, bytes]:
-    """Recompute every leaf and the tree; return the roots at the sizes asked for."""
+    """Recompute every leaf and the tree; return the roots at the sizes asked for.
+
+    With `keep`, every leaf hash is also appended to it, in order (for consistency proofs).
+    """
     frontier = Frontier()
     roots: dict[int, bytes] = {}
     if 0 in roots_wanted:
@@ -275,6 +279,8 @@ def _check_leaves(
             done = upto
             roots[size] = frontier.root()
         frontier.extend(_split_hashes(chunk.digests, done, chunk.found))
+        if keep is not None:
+            keep.extend(_split_hashes(chunk.digests, 0, chunk.found))
         if progress is not None and chunk.stop < bound:
             progress(chunk.stop, total)
     if progress is not None:
@@ -365,6 +371,39 @@ def _duplicates(result: VerificationResult) -> None:
             result.fail("numbered_twice", f"entry #{entry_id} holds {count} sequence numbers")
 
 
+def _check_extends(
+    result: VerificationResult, name: str, checkpoint: dict, hashes: list[bytes], last_good: int
+) -> None:
+    """Check with a consistency proof that the log's current tree extends an external checkpoint.
+
+    The proof is built from the leaf hashes just recomputed from the entries and checked with
+    the same verify_consistency the offline verifier uses, from the checkpoint's signed root to
+    the root recomputed now.
+    """
+    size = checkpoint["tree_size"]
+    if size > result.size:
+        result.fail(
+            "rollback",
+            f"{name} was signed over {size} entries but the log holds only "
+            f"{result.size}: entries seq {result.size}..{size - 1} were removed "
+            "(rolled back below a published checkpoint)",
+        )
+        return
+    proof = consistency_proof(hashes, size) if size <= len(hashes) else []
+    root = bytes.fromhex(result.root_hash)  # the frontier's root over these same hashes
+    if not verify_consistency(
+        size, len(hashes), bytes.fromhex(checkpoint["root_hash"]), root, proof
+    ):
+        since = last_good if last_good < size else 0
+        result.fail(
+            "not_extended",
+            f"{name}: the consistency proof from its size {size} to the log's {result.size} "
+            f"entries does not verify against its signed root: the log does not extend it "
+            f"(entries in seq {since}..{size - 1} were changed, removed or reordered after it "
+            "was signed)",
+        )
+
+
 def verify_log(
     *,
     external: list[dict] | None = None,
@@ -388,15 +427,14 @@ def verify_log(
             result.fail(code, f"{name}: {problem}")
         else:
             external_ok.append((name, checkpoint))
-    wanted = {c.tree_size for c in trusted} | {c["tree_size"] for _, c in external_ok}
-    roots = _check_leaves(result, wanted, progress, workers)
+    wanted = {c.tree_size for c in trusted}
+    hashes: list[bytes] | None = [] if external_ok else None
+    roots = _check_leaves(result, wanted, progress, workers, keep=hashes)
     _duplicates(result)
 
     by_size: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for checkpoint in trusted:
         by_size[checkpoint.tree_size].append((_describe(checkpoint), checkpoint.root_hash))
-    for name, checkpoint in external_ok:
-        by_size[checkpoint["tree_size"]].append((name, checkpoint["root_hash"]))
     last_good = 0
     for size in sorted(by_size):
         for name, root in by_size[size]:
@@ -416,5 +454,7 @@ def verify_log(
                 )
             else:
                 last_good = max(last_good, size)
+    for name, checkpoint in external_ok:
+        _check_extends(result, name, checkpoint, hashes or [], last_good)
     _check_unsequenced(result)
     return result

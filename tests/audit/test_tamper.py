@@ -235,8 +235,8 @@ def test_truncation_hidden_from_the_database_is_caught_by_an_external_checkpoint
     code, output = verify("--checkpoint", str(kept))
     assert code == 1
     assert (
-        "FAIL root_mismatch: external checkpoint 1 (size 20): the log's root at size 20 "
-        "differs from the signed root"
+        "FAIL not_extended: external checkpoint 1 (size 20): the consistency proof from its "
+        "size 20 to the log's 20 entries does not verify against its signed root"
     ) in output
 
 
@@ -389,3 +389,33 @@ def test_entry_committed_below_the_cursor_without_a_number_is_named():
     assert code == 1
     assert "FAIL unsequenced: 1 committed entries were passed over" in output
     assert f"#{smuggled}" in output
+
+
+def test_log_grown_since_an_external_checkpoint_extends_it_by_a_consistency_proof(tmp_path):
+    fill(13)
+    kept = tmp_path / "checkpoint.json"
+    kept.write_text(json.dumps(AuditCheckpoint.objects.get().as_dict()))
+    services.record_many([{"action": f"later{i}"} for i in range(9)])
+    seal()
+    code, output = verify("--checkpoint", str(kept))
+    assert code == 0, output
+    assert "1 external" in output
+    # Rewrite an entry the external checkpoint covers, and everything stored that hashes it:
+    # leaf hash, the sequencer's state, the database's own checkpoints (re-signed by no one).
+    victim = entry_at(5)
+    with attacker() as cursor:
+        cursor.execute("UPDATE audit_auditentry SET target_repr = 'x' WHERE id = %s", [victim])
+        cursor.execute(
+            f"SELECT {', '.join(ENTRY_COLUMNS)} FROM audit_auditentry WHERE id = %s", [victim]
+        )
+        row = cursor.fetchone()
+        cursor.execute(
+            "UPDATE audit_auditleaf SET leaf_hash = %s WHERE seq = 5", [entry_leaf_hash(5, row)]
+        )
+        cursor.execute("DELETE FROM audit_auditcheckpoint")
+    code, output = verify("--checkpoint", str(kept))
+    assert code == 1
+    assert (
+        "FAIL not_extended: external checkpoint 1 (size 13): the consistency proof from its "
+        "size 13 to the log's 22 entries does not verify"
+    ) in output

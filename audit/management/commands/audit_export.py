@@ -2,7 +2,13 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.export import ExportError, build_bundle, dump_bundle, entry_ids_to_seqs
+from audit.export import (
+    ExportError,
+    build_bundle,
+    dump_bundle,
+    entry_ids_to_seqs,
+    read_checkpoint_file,
+)
 from audit.queries import AuditFilter, search_entries
 
 
@@ -16,15 +22,22 @@ class Command(BaseCommand):
         parser.add_argument("--action", default="", help="Every entry of this action.")
         parser.add_argument("--limit", type=int, default=10000)
         parser.add_argument("-o", "--output", default="-", help="File to write (default stdout).")
+        parser.add_argument(
+            "--since-checkpoint",
+            metavar="FILE",
+            help="An older checkpoint kept outside the database (JSON, or a bundle holding one): "
+            "the bundle then also proves that its checkpoint extends it (a consistency proof).",
+        )
 
-    def handle(self, *args, seq, entry, run, action, limit, output, **options):
+    def handle(self, *args, seq, entry, run, action, limit, output, since_checkpoint, **options):
         entry_ids = list(entry)
         if run or action:
             chosen = search_entries(AuditFilter(run_id=run, action=action))
             entry_ids += list(chosen.values_list("id", flat=True)[:limit])
         try:
+            since = read_checkpoint_file(since_checkpoint) if since_checkpoint else None
             seqs = list(seq) + (entry_ids_to_seqs(entry_ids) if entry_ids else [])
-            bundle = build_bundle(seqs)
+            bundle = build_bundle(seqs, since=since)
         except ExportError as exc:
             raise CommandError(str(exc)) from exc
         text = dump_bundle(bundle)
@@ -33,7 +46,11 @@ class Command(BaseCommand):
         else:
             with open(output, "w") as handle:
                 handle.write(text)
+            proof = bundle.get("consistency")
+            extends = (
+                f", proven to extend size {proof['old_checkpoint']['tree_size']}" if proof else ""
+            )
             self.stderr.write(
                 f"wrote {len(bundle['entries'])} entries, checkpoint at size "
-                f"{bundle['checkpoint']['tree_size']}, to {output}"
+                f"{bundle['checkpoint']['tree_size']}{extends}, to {output}"
             )

@@ -1,12 +1,12 @@
 """Recompute the audit trail and check it against its signed checkpoints; exit 1 naming failures."""
 
-import json
 import os
 import sys
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.export import ExportError, read_checkpoint_file
 from audit.verification import verify_log
 
 
@@ -22,7 +22,8 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="FILE",
-            help="A checkpoint kept outside the database (JSON, or an evidence bundle).",
+            help="A checkpoint kept outside the database (JSON, or an evidence bundle): the log "
+            "must extend it, shown by a consistency proof from it to the log's current tree.",
         )
         parser.add_argument("--quiet", action="store_true", help="No progress output.")
         parser.add_argument(
@@ -62,15 +63,8 @@ class Command(BaseCommand):
 
     @staticmethod
     def _load(path: str) -> dict:
-        """Read a checkpoint from a JSON file (a bare checkpoint or a bundle holding one)."""
+        """Read a checkpoint kept outside the database (a bare one or a bundle holding one)."""
         try:
-            with open(path) as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise CommandError(f"cannot read checkpoint {path}: {exc}") from exc
-        if isinstance(data, dict) and isinstance(data.get("checkpoint"), dict):
-            data = data["checkpoint"]
-        required = {"tree_size", "root_hash", "timestamp", "key_id", "signature"}
-        if not isinstance(data, dict) or not required <= set(data):
-            raise CommandError(f"{path} is not a checkpoint: it needs {sorted(required)}")
-        return data
+            return read_checkpoint_file(path)
+        except ExportError as exc:
+            raise CommandError(str(exc)) from exc
