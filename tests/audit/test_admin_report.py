@@ -6,6 +6,8 @@ import io
 import json
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from audit import services
@@ -46,11 +48,39 @@ def test_admin_is_read_only_and_shows_status(client, staff, entries):
     assert AuditEntry.objects.filter(pk=entry.pk).exists()
 
 
-def test_report_and_exports_are_staff_only(client, user, entries):
-    client.force_login(user)
-    for name in ("audit:report", "audit:export-csv", "audit:export-json"):
+REPORT_URLS = ("audit:report", "audit:export-csv", "audit:export-json")
+
+
+def _person(username: str, *, staff: bool, may_view: bool):
+    """Return a user, staff or not, holding audit.view_auditentry or not."""
+    person = get_user_model().objects.create_user(username, password="pw-12345678", is_staff=staff)
+    if may_view:
+        person.user_permissions.add(Permission.objects.get(codename="view_auditentry"))
+    return person
+
+
+def test_report_and_exports_send_anonymous_visitors_to_login(client, entries):
+    for name in REPORT_URLS:
         response = client.get(reverse(name))
         assert response.status_code == 302 and "login" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    ("staff", "may_view"), [(False, False), (True, False), (False, True)], ids=str
+)
+def test_report_and_exports_refuse_who_the_admin_would_refuse(client, entries, staff, may_view):
+    client.force_login(_person("outsider", staff=staff, may_view=may_view))
+    for name in REPORT_URLS:
+        assert client.get(reverse(name)).status_code == 403, name
+    listing = client.get(reverse("admin:audit_auditentry_changelist"))
+    assert listing.status_code in (302, 403)  # the admin refuses them as well
+
+
+def test_staff_with_the_view_permission_reads_report_and_exports(client, entries):
+    client.force_login(_person("auditor", staff=True, may_view=True))
+    for name in REPORT_URLS:
+        assert client.get(reverse(name)).status_code == 200, name
+    assert client.get(reverse("admin:audit_auditentry_changelist")).status_code == 200
 
 
 def test_report_page_filters(client, staff, entries):
