@@ -316,3 +316,18 @@ def test_journals_and_memory_entries_are_read_only(world, make_agent, root, run_
     call = listing.context["cl"].result_list[0]
     page = client.get(reverse("admin:agents_modelcall_change", args=[call.pk]))
     assert page.status_code == 200 and b'name="_save"' not in page.content
+
+
+def test_every_agents_admin_page_renders(world, make_agent, root):
+    agent = make_agent("shown", SCRIPT["rules"], tools=["ticket.create"])
+    ticket = services.create_ticket(title="Shown", actor=None)
+    namespace = services.create_namespace(slug="shown", name="Shown")
+    client = client_for(root)
+    assert client.get(reverse("admin:app_list", args=["agents"])).status_code == 200
+    for model in (Agent, ModelProvider, Tool, Notification, MemoryNamespace):
+        assert client.get(_url(model, "changelist")).status_code == 200, model
+    for model in (Agent, ModelProvider, MemoryNamespace, type(ticket)):
+        assert client.get(_url(model, "add")).status_code == 200, model
+    for obj in (agent, world.scripted, Tool.objects.get(name="ticket.create"), ticket, namespace):
+        assert client.get(_url(type(obj), "change", obj.pk)).status_code == 200, obj
+        assert client.get(_url(type(obj), "history", obj.pk)).status_code == 200, obj
