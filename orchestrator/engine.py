@@ -30,6 +30,7 @@ from orchestrator.models import (
     STEP_FINISHED,
     EffectJournal,
     EventKind,
+    RunEvent,
     RunSignal,
     RunStatus,
     StepRun,
@@ -154,11 +155,10 @@ class EventLog:
         self.now = now
         self.actor = actor
         self.events: list = []
+        self.saved: list = []  # written already, by a statement of the caller's own
 
     def add(self, kind: str, step: StepRun | None = None, **data) -> None:
         """Queue an event for the run (and step)."""
-        from orchestrator.models import RunEvent
-
         actor = self.actor
         self.events.append(
             RunEvent(
@@ -177,13 +177,18 @@ class EventLog:
 
     def flush(self) -> None:
         """Write the queued events and announce them inside the same transaction."""
-        from orchestrator.models import RunEvent
-
-        if not self.events:
-            return
-        saved = RunEvent.objects.bulk_create(self.events)
+        saved = self.saved + (RunEvent.objects.bulk_create(self.events) if self.events else [])
         self.events = []
-        run_events_recorded.send(sender=RunEvent, events=saved, run=self.run)
+        self.saved = []
+        if saved:
+            run_events_recorded.send(sender=RunEvent, events=saved, run=self.run)
+
+    def mark_saved(self, ids_by_kind: dict[str, int]) -> None:
+        """Take the queued events as written, with the ids a caller's own insert gave them."""
+        for event in self.events:
+            event.pk = ids_by_kind[event.kind]
+        self.saved += self.events
+        self.events = []
 
 
 # --- the context a step type works through -------------------------------------------------------
@@ -783,39 +788,57 @@ def _finish_success(step_id: int, token: str, outcome: Complete, ctx, claim_next
     successor = None
     if claim_next:
         successor = _plain_successor(compiled_version(ctx.run.version_id), ctx.definition, step)
+    started = {"worker": WORKER_ID, "inline": True}
     statements = [_LOCK_RUN_SQL, _SUCCEED_SQL]
     params = [ctx.run.pk]
     params += [StepStatus.SUCCEEDED, _json(outcome.output), _json(step.input), now]
     params += [step_id, StepStatus.RUNNING, token]
+    # The events are written in the same trip: "succeeded" for this step, and "started" for
+    # the successor if the claim took it (found by its new lease token).
+    record_events = _RECORD_SUCCESS_SQL
+    event_params = [ctx.run.pk, step_id, step.step_id, step.attempt, EventKind.STEP_SUCCEEDED]
+    event_params += [_json({}), now]
     if successor is not None:
+        lease_token = uuid.uuid4().hex
         statements.append(_CLAIM_SUCCESSOR_SQL)
-        params += [StepStatus.RUNNING, uuid.uuid4().hex, now + _lease(), _deadline(successor, now)]
+        params += [StepStatus.RUNNING, lease_token, now + _lease(), _deadline(successor, now)]
         params += [WORKER_ID, now, now, now]
         params += [ctx.run.pk, successor.id, NO_ITEM, StepStatus.PENDING]
         params += [ctx.run.pk, RunStatus.RUNNING]
+        record_events += _RECORD_STARTED_SQL
+        event_params += [EventKind.STEP_STARTED, _json(started), now]
+        event_params += [ctx.run.pk, successor.id, NO_ITEM, lease_token]
+    statements.append(record_events + " RETURNING id, kind")
     with connection.cursor() as cursor:
-        cursor.execute(";\n".join(statements), params)
+        cursor.execute(";\n".join(statements), params + event_params)
         found = cursor.fetchone()
         cursor.nextset()
         owned = cursor.fetchone()
-        claimed_row = cursor.fetchone() if successor is not None and cursor.nextset() else None
+        claimed_row = None
+        if successor is not None:
+            cursor.nextset()
+            claimed_row = cursor.fetchone()
+        cursor.nextset()
+        event_ids = {kind: pk for pk, kind in cursor.fetchall()}
     run = _with_status(ctx.run, found)
     ctx.run = run
     if owned is None:
-        raise LeaseLost(step_id)
+        raise LeaseLost(step_id)  # rolls back the whole trip, its events included
     step.lease_token = ""
     step.lease_expires_at = None
     for name, value in fields.items():
         setattr(step, name, value)
     events = EventLog(run, now)
     events.add(EventKind.STEP_SUCCEEDED, step)
+    claimed = None
     if claimed_row is not None:
         claimed = _step_from_row(claimed_row)
         claimed.run = run
-        events.add(EventKind.STEP_STARTED, claimed, worker=WORKER_ID, inline=True)
-    else:
+        events.add(EventKind.STEP_STARTED, claimed, **started)
+    events.mark_saved(event_ids)
+    if claimed is None:
         claimed = _after_step_finished(run, step, events, now, claim_next)
-    events.flush()
+    events.flush()  # one announcement for the whole batch, for the audit
     return claimed
 
 
@@ -857,6 +880,18 @@ _CLAIM_SUCCESSOR_SQL = (
     "dispatched_at = %s WHERE run_id = %s AND step_id = %s AND item_index = %s AND status = %s "
     f"AND EXISTS (SELECT 1 FROM {WorkflowRun._meta.db_table} WHERE id = %s AND status = %s) "
     f"RETURNING {_STEP_COLUMNS}"
+)
+
+_EVENT_TABLE = RunEvent._meta.db_table
+_RECORD_SUCCESS_SQL = (
+    f"INSERT INTO {_EVENT_TABLE} (run_id, step_run_id, step_id, item_index, attempt, kind, data, "
+    "actor_id, actor_name, created_at) SELECT %s::bigint, %s::bigint, %s::varchar, NULL::integer, "
+    "%s::integer, %s::varchar, %s::jsonb, NULL::bigint, '', %s::timestamptz"
+)
+_RECORD_STARTED_SQL = (
+    " UNION ALL SELECT run_id, id, step_id, NULL, attempt, %s, %s, NULL, '', %s "
+    f"FROM {_STEP_TABLE} WHERE run_id = %s AND step_id = %s AND item_index = %s "
+    "AND lease_token = %s"
 )
 
 

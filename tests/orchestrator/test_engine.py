@@ -1,6 +1,7 @@
 """The engine in one process: graph semantics, retries, timers, signals and run operations."""
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -794,3 +795,35 @@ def test_a_lost_lease_claims_no_successor(make_workflow, published, settings):
         assert EventKind.STEP_SUCCEEDED not in event_kinds(run)
         assert engine.drain() == 2
     assert refreshed(run).status == "succeeded"
+
+
+def test_events_written_with_a_success_are_announced_in_one_batch_with_their_ids(make_workflow):
+    from audit.models import AuditEntry
+    from orchestrator.signals import run_events_recorded
+
+    run = services.start_run(make_workflow(_chain(3)))
+    batches = []
+
+    def collect(sender, events, run, **kwargs):
+        batches.append([(event.pk, event.kind, event.step_id, event.data) for event in events])
+
+    run_events_recorded.connect(collect, weak=False, dispatch_uid="test.collect")
+    try:
+        engine.drain()
+    finally:
+        run_events_recorded.disconnect(dispatch_uid="test.collect")
+    stored = [
+        (e.pk, e.kind, e.step_id, e.data) for e in RunEvent.objects.filter(run=run).order_by("id")
+    ]
+    announced = [event for batch in batches for event in batch]
+    assert announced == stored[2:]  # all but the start's two, with the ids the rows have
+    assert [[kind for _, kind, _, _ in batch] for batch in batches] == [
+        [EventKind.STEP_STARTED],
+        [EventKind.STEP_SUCCEEDED, EventKind.STEP_STARTED],
+        [EventKind.STEP_SUCCEEDED, EventKind.STEP_STARTED],
+        [EventKind.STEP_SUCCEEDED, EventKind.RUN_SUCCEEDED],
+    ]
+    assert announced[2][2:] == ("s1", {"worker": engine.WORKER_ID, "inline": True})
+    entries = AuditEntry.objects.filter(run_id=str(run.pk)).order_by("id")
+    bodies = [json.loads(entry.body_row.content) for entry in entries]
+    assert [body["event_id"] for body in bodies] == [pk for pk, *_ in stored]
