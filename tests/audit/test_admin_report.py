@@ -100,3 +100,34 @@ def test_csv_and_json_exports(client, staff, entries):
     data = json.loads(b"".join(response.streaming_content))
     assert sorted(row["run_id"] for row in data) == ["r1", "r2"]
     assert client.get(reverse("audit:export-json"), {"since": "nonsense"}).status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_says_what_it_checked_and_proves_inclusion_in_the_signed_root(
+    client, staff, monkeypatch
+):
+    from audit import admin as audit_admin
+    from tests.audit.conftest import attacker, seal
+
+    monkeypatch.setattr(audit_admin, "_signed_cache", (0.0, None))
+    first = services.record(action="proved.one", body={"x": 1})
+    second = services.record(action="proved.two")
+    seal()
+    checkpoint = services.latest_checkpoint()
+    client.force_login(staff)
+    listing = client.get(reverse("admin:audit_auditentry_changelist"))
+    assert b"Entry vs. its leaf" in listing.content and b"Signed checkpoint" in listing.content
+    assert b"matches leaf" in listing.content
+    assert f"in #{checkpoint.pk}".encode() in listing.content
+    page = client.get(reverse("admin:audit_auditentry_change", args=[first.pk]))
+    assert b"its inclusion proof verifies against the signed root" in page.content
+
+    # Rewrite the other entry's stored leaf hash: each entry still matches its own leaf, but
+    # the stored leaves no longer reach the signed root, and the entry's page says so.
+    with attacker() as cursor:
+        cursor.execute(
+            "UPDATE audit_auditleaf SET leaf_hash = %s WHERE entry_id = %s", [b"\0" * 32, second.pk]
+        )
+    page = client.get(reverse("admin:audit_auditentry_change", args=[first.pk]))
+    assert b"matches leaf" in page.content
+    assert b"FAILED: the stored leaves do not reach the signed root" in page.content
