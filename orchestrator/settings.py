@@ -242,6 +242,18 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEWARD_QUEUE", "steward")
+# Beat's housekeeping (the sweeper, the audit sequencer, SLA and retention sweeps) has a queue and
+# a worker of its own, so that long steps never delay timers, lease take-back or sequencing.
+STEWARD_CONTROL_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-control"
+CELERY_TASK_ROUTES = {
+    name: {"queue": STEWARD_CONTROL_QUEUE}
+    for name in (
+        "orchestrator.sweep",
+        "audit.sequence",
+        "governance.sweep_overdue_approvals",
+        "agents.purge_memory",
+    )
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {

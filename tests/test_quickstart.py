@@ -137,6 +137,32 @@ def processes():
             process.wait(timeout=5)
 
 
+def procfile() -> dict[str, str]:
+    """Return the Procfile's commands by process name."""
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, command = line.split(":", 1)
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def start_as_make_run(processes, env: dict[str, str], tmp_path: Path) -> dict:
+    """Start the Procfile's worker, control and beat as `make run` does on SQLite, by name."""
+    commands = procfile()
+    assert set(commands) == {"web", "worker", "control", "beat"}
+    env = {
+        **env,
+        "WORKER_ARGS": "--pool solo",  # the Makefile's choice without DATABASE_URL
+        "BEAT_SCHEDULE": str(tmp_path / "beat-schedule"),
+        "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+    }
+    return {
+        name: processes(["bash", "-c", commands[name]], env, tmp_path / f"{name}.log")
+        for name in ("worker", "control", "beat")
+    }
+
+
 def poll_run(database: Path, run_id: int, timeout: float) -> tuple[str, str | None]:
     """Poll the SQLite database until the run is finished or the time is up."""
     deadline = time.monotonic() + timeout
@@ -159,23 +185,14 @@ def test_embedded_default_runs_a_workflow_across_processes(tmp_path, processes):
     database = tmp_path / "steward.sqlite3"
     assert database.exists()
 
-    celery = [sys.executable, "-m", "celery", "-A", "orchestrator"]
-    worker_args = ["--pool", "solo", "--without-gossip", "--without-mingle"]  # as `make run`
-    worker = processes(
-        [*celery, "worker", "--loglevel", "INFO", *worker_args], env, tmp_path / "worker.log"
-    )
-    processes(
-        [*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
-        env,
-        tmp_path / "beat.log",
-    )
+    worker = start_as_make_run(processes, env, tmp_path)["worker"]
     run_id, starter_pid = manage(env, "shell", "-c", START_RUN).split("RUN ")[1].split()[:2]
 
     status, output = poll_run(database, int(run_id), timeout=25)
 
     logs = "\n".join(
         f"--- {name}\n{(tmp_path / name).read_text(errors='replace')[-3000:]}"
-        for name in ("worker.log", "beat.log")
+        for name in ("worker.log", "control.log", "beat.log")
     )
     assert status == "succeeded", f"run {run_id} is {status} after 25 s\n{logs}"
     assert json.loads(output) == {
@@ -242,19 +259,12 @@ def test_make_run_seeds_the_demo_and_its_agents_work_in_the_worker(tmp_path, pro
     assert manage(env, "seed_demo").count("Demo seeded.") == 1  # again: nothing duplicated
     database = tmp_path / "steward.sqlite3"
 
-    celery = [sys.executable, "-m", "celery", "-A", "orchestrator"]
-    worker_args = ["--pool", "solo", "--without-gossip", "--without-mingle"]
-    processes([*celery, "worker", "--loglevel", "INFO", *worker_args], env, tmp_path / "worker.log")
-    processes(
-        [*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
-        env,
-        tmp_path / "beat.log",
-    )
+    start_as_make_run(processes, env, tmp_path)
 
     def logs() -> str:
         return "\n".join(
             f"--- {name}\n{(tmp_path / name).read_text(errors='replace')[-3000:]}"
-            for name in ("worker.log", "beat.log")
+            for name in ("worker.log", "control.log", "beat.log")
         )
 
     first = {"INC-2001": "succeeded", "INC-2003": "succeeded", "INC-1002": "succeeded"}
