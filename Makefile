@@ -34,13 +34,13 @@ install: $(STAMP)
 migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput
 
-# Migrate, seed the demo (idempotent), then run web + worker + beat from the Procfile until Ctrl-C.
+# Migrate, seed the demo (idempotent), then run web, worker, control and beat (the Procfile).
 run: migrate
 	$(PY) manage.py seed_demo
 	@mkdir -p $(RUN_DIR)
 	@echo
 	@echo "Steward is starting on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
-	@echo "Log in with a demo login above (admin / admin-demo). Ctrl-C stops web, worker and beat."
+	@echo "Log in with a demo login above (admin / admin-demo). Ctrl-C stops web, worker, control and beat."
 	@echo
 	@HOST=$(HOST) WORKER_ARGS="$(WORKER_ARGS)" BEAT_SCHEDULE=$(RUN_DIR)/celerybeat-schedule \
 		exec $(PY) -m honcho start --procfile Procfile --port $(PORT)
