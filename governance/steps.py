@@ -2,7 +2,7 @@
 
 The engine registers them in OrchestratorConfig.ready(); governance never imports it. The step
 type follows orchestrator/steptypes.py: `execute(ctx)` answers with ctx.complete / ctx.wait /
-ctx.fail, and `on_wake(ctx, reason, payload)` continues after a signal or a timer.
+ctx.fail / ctx.resume, and `on_wake(ctx, reason, payload)` continues after a signal or a timer.
 """
 
 from __future__ import annotations
@@ -12,7 +12,16 @@ from typing import Any
 
 from governance.actions import approvals
 from governance.actions.escalations import escalate_failed_step
-from governance.models import ApprovalRequest, ApprovalRule, ApprovalStatus, RiskLevel
+from governance.models import (
+    ApprovalRequest,
+    ApprovalRule,
+    ApprovalStatus,
+    Effect,
+    Escalation,
+    EscalationStatus,
+    Resolution,
+    RiskLevel,
+)
 
 __all__ = ["ApprovalStep", "escalate_failed_step"]
 
@@ -37,6 +46,9 @@ class ApprovalStep:
     the policy decision is about; default `workflow.<slug>.<step>`), `arguments` (templated:
     exactly what is approved, bound by its digest), `summary`, `risk`, `classification`.
     The step's timer is the SLA: when it fires the request escalates, and the step waits again.
+    A policy that escalates instead opens a human escalation, which the step waits for: taken
+    over, the person's result is the step's output; sent back, the step asks again (the policy
+    decides anew); stopped or cancelled, the step fails.
     """
 
     name = "approval"
@@ -72,6 +84,17 @@ class ApprovalStep:
             classification=spec.get("classification"),
             now=ctx.now,
         )
+        if request is None and decision.effect == Effect.ESCALATE:
+            escalation = approvals.policy_escalation_for_step(ctx.step.pk)
+            ctx.record_input(
+                {
+                    "escalation": escalation.pk,
+                    "arguments": arguments,
+                    "arguments_digest": escalation.context.get("arguments_digest"),
+                    "policy": decision.as_record(),
+                }
+            )
+            return ctx.wait(signal=escalation.signal_name)
         if request is None:
             return ctx.fail(
                 "PolicyDenied", decision.reason, retryable=False, policy=decision.as_record()
@@ -87,6 +110,8 @@ class ApprovalStep:
 
     def on_wake(self, ctx, reason: str, payload: Any):
         """On the decision: go on or fail. On the SLA timer: escalate and wait again."""
+        if "escalation" in (ctx.step.input or {}):
+            return self._after_escalation(ctx)
         request_id = (ctx.step.input or {}).get("approval_request")
         if reason == "signal":
             # The request row, not the signal's payload, says what was decided: a signal only
@@ -116,4 +141,32 @@ class ApprovalStep:
             f"approval request #{payload.get('request')} was {words}",
             retryable=False,
             approval=payload,
+        )
+
+    def _after_escalation(self, ctx):
+        """Carry out what a person resolved for the policy's escalation this step waits for.
+
+        The Escalation row, not the signal's payload, says what was resolved (as for approval
+        requests): a signal only says "look again".
+        """
+        escalation = Escalation.objects.get(pk=ctx.step.input["escalation"])
+        if escalation.status == EscalationStatus.OPEN:
+            return ctx.wait(signal=escalation.signal_name)
+        if escalation.status == EscalationStatus.CANCELLED:
+            return ctx.fail(
+                "EscalationCancelled",
+                f"escalation #{escalation.pk} was cancelled: {escalation.comment}",
+                retryable=False,
+                escalation=escalation.pk,
+            )
+        if escalation.resolution == Resolution.TAKE_OVER:
+            return ctx.complete(escalation.result)
+        if escalation.resolution == Resolution.RETRY:
+            # Sent back: execute again, so the policy decides anew on the same arguments.
+            return ctx.resume()
+        return ctx.fail(
+            "StoppedByPerson",
+            f"{escalation.resolved_by_name} stopped it: {escalation.comment}".rstrip(": "),
+            retryable=False,
+            escalation=escalation.pk,
         )

@@ -9,6 +9,7 @@ import pytest
 from audit import clock
 from audit.models import AuditEntry
 from governance import services
+from governance.actions.escalations import cancel_escalation
 from governance.models import ApprovalRequest, ApprovalStatus, Escalation, PolicyRule
 from orchestrator import engine
 from orchestrator import services as workflows
@@ -245,3 +246,114 @@ def test_only_the_escalation_role_resolves_and_only_once(company):
         services.resolve_escalation(escalation, user=fresh(company.maya), resolution="stop")
     assert again.value.code == "already_resolved"
     assert AuditEntry.objects.filter(action="governance.access_denied", actor_name="alice").exists()
+
+
+# --- a policy that escalates: the approval step waits for a person ------------------------------
+
+
+@pytest.fixture
+def escalating_rule(company):
+    """Payments above 1 000 go to the managers as a human escalation, not to the approvers."""
+    return services.save_rule(
+        PolicyRule(
+            policy=company.policy,
+            name="big payments go to a manager",
+            action="workflow.payments.*",
+            condition="arguments.amount > 1000",
+            effect="escalate",
+            escalate_to=company.managers,
+            reason="too big for the approvers alone",
+        ),
+        actor=None,
+        reason="test",
+    )
+
+
+def _escalated(company, on_failure="fail"):
+    """Start a big payment; check that its approval step waits for the managers' escalation."""
+    run = start(company, approval_flow(on_failure=on_failure))
+    approve = StepRun.objects.get(run=run, step_id="approve")
+    escalation = Escalation.objects.get(run_id=run.pk)
+    assert approve.status == "waiting" and approve.wait_signal == escalation.signal_name
+    assert approve.input["escalation"] == escalation.pk
+    assert approve.input["arguments"] == {"amount": 5000}
+    assert approve.input["policy"]["effect"] == "escalate"
+    assert (escalation.reason, escalation.role, escalation.parked) == (
+        "policy",
+        company.managers,
+        False,
+    )
+    assert not ApprovalRequest.objects.exists()
+    run.refresh_from_db()
+    assert run.status == "running"
+    return run, escalation
+
+
+def test_an_escalating_policy_waits_and_a_take_over_supplies_the_steps_output(
+    company, escalating_rule
+):
+    run, escalation = _escalated(company)
+    services.resolve_escalation(
+        escalation,
+        user=fresh(company.maya),
+        resolution="take_over",
+        result={"approved": True, "paid_by": "hand"},
+        comment="I paid it myself",
+    )
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    approve = StepRun.objects.get(run=run, step_id="approve")
+    assert approve.output == {"approved": True, "paid_by": "hand"}
+    assert statuses(run)["pay"] == "succeeded"
+
+
+def test_sending_an_escalation_back_asks_the_policy_again(company, escalating_rule):
+    run, first = _escalated(company)
+    services.resolve_escalation(first, user=fresh(company.maya), resolution="retry")
+    engine.drain()
+    # Still over the limit: the policy escalates again, to a new task; the step waits for it.
+    second = Escalation.objects.filter(run_id=run.pk).exclude(pk=first.pk).get()
+    approve = StepRun.objects.get(run=run, step_id="approve")
+    assert (approve.status, approve.wait_signal) == ("waiting", second.signal_name)
+    assert approve.input["escalation"] == second.pk and approve.attempt == 1
+    # The managers lift the rule, then send it back once more: now the approvers are asked.
+    escalating_rule.status = "disabled"
+    services.save_rule(escalating_rule, actor=None, reason="test: rule lifted")
+    services.resolve_escalation(second, user=fresh(company.maya), resolution="retry")
+    engine.drain()
+    request = ApprovalRequest.objects.get(run_id=run.pk)
+    approve.refresh_from_db()
+    assert (approve.status, approve.wait_signal) == ("waiting", request.signal_name)
+    services.decide_approval(request, user=fresh(company.alice), decision="approve")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert Escalation.objects.filter(run_id=run.pk).count() == 2
+
+
+def test_stopping_an_escalation_cancels_the_run(company, escalating_rule):
+    run, escalation = _escalated(company, on_failure="continue")
+    services.resolve_escalation(escalation, user=fresh(company.maya), resolution="stop")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert statuses(run)["approve"] == "cancelled" and statuses(run)["pay"] != "succeeded"
+
+
+def test_the_step_reads_the_escalation_row_not_the_signal_payload(company, escalating_rule):
+    run, escalation = _escalated(company)
+    # A wake-up whose payload claims a take-over, while the escalation is still open: nothing.
+    forged = {"escalation": escalation.pk, "resolution": "take_over", "result": "forged"}
+    engine.send_signal(run.pk, escalation.signal_name, forged, owner_app=True)
+    engine.drain()
+    approve = StepRun.objects.get(run=run, step_id="approve")
+    assert (approve.status, approve.wait_signal) == ("waiting", escalation.signal_name)
+    assert approve.output is None
+    # Cancelled (nobody resolved it): the step fails and the run follows on_failure.
+    cancel_escalation(Escalation.objects.get(pk=escalation.pk), reason="test: withdrawn")
+    engine.send_signal(run.pk, escalation.signal_name, forged, owner_app=True)
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error["type"] == "EscalationCancelled"
+    assert statuses(run)["pay"] == "cancelled"
