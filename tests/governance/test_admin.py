@@ -164,14 +164,15 @@ def test_an_integration_has_no_password_to_log_in_with(company):
     assert response.status_code == 200 and "_auth_user_id" not in client.session
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="governance/backends.py refuses only agents: an integration given a password and "
-    "the staff flag logs in (reported; the backend should refuse every non-person principal)",
-)
 def test_an_integration_never_reaches_the_admin_even_as_staff_with_a_password(company):
     integration = _staff_with_password(company.integration, "pw-erp-123")
-    assert not _logs_in(integration, "pw-erp-123")
+    person = _staff_with_password(company.oscar, "pw-oscar-123")
+    assert _logs_in(person, "pw-oscar-123")  # the same form lets a person in...
+    assert not _logs_in(integration, "pw-erp-123")  # ...but not an integration
+    stolen = Client()
+    stolen.force_login(integration)  # a session it somehow holds is dropped on the next request
+    response = stolen.get(reverse("admin:governance_role_changelist"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
 
 
 def test_the_admin_asks_for_a_change_reason_and_history_shows_the_diff(company):
@@ -357,6 +358,10 @@ def test_guardian_object_permission_page_is_for_governance_admins(company):
     assert {group.name: list(perms) for group, perms in page.context["groups_perms"].items()} == {
         "Approvers": ["change_policy"]
     }
-    response = client_for(fresh(company.maya)).get(url)
-    assert response.status_code == 302  # guardian sends her away...
-    assert response["Location"] == reverse("admin:index")  # ...to the index, not the page
+    # Maya views the policy but may not change it, nor does she hold guardian's permissions:
+    # an audited 403 (not guardian's silent redirect to the index).
+    maya = fresh(company.maya)
+    response = client_for(maya).get(url)
+    assert response.status_code == 403
+    refusal = AuditEntry.objects.get(action="governance.access_denied", actor_id=maya.pk)
+    assert (refusal.target_type, refusal.target_id) == ("governance.policy", str(company.policy.pk))
