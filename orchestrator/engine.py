@@ -627,6 +627,8 @@ def claim(step_run_id: int, now: dt.datetime | None = None) -> StepRun | None:
     now = now or clock.now()
     token = uuid.uuid4().hex
     lease = dt.timedelta(seconds=settings.STEWARD_LEASE_SECONDS)
+    if connection.vendor == "postgresql":
+        return _claim_on_postgres(step_run_id, token, now, now + lease)
     with transaction.atomic():
         updated = StepRun.objects.filter(
             pk=step_run_id,
@@ -651,6 +653,40 @@ def claim(step_run_id: int, now: dt.datetime | None = None) -> StepRun | None:
             StepRun.objects.filter(pk=step.pk).update(deadline_at=step.deadline_at)
         events = EventLog(step.run, now)
         events.add(EventKind.STEP_STARTED, step, worker=WORKER_ID)
+        events.flush()
+    return step
+
+
+def _claim_on_postgres(step_run_id: int, token: str, now, lease_expires_at) -> StepRun | None:
+    """Claim a ready step in one round trip: the conditional update, the run, the event.
+
+    The same condition as the ORM's: the step is ready and due, and its run is running. The
+    update returns the step's and its run's columns, and the "started" event is inserted from
+    the row the update just took (found by its new lease token).
+    """
+    data = {"worker": WORKER_ID}
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CLAIM_SQL + ";\n" + _RECORD_CLAIM_SQL,
+                [StepStatus.RUNNING, token, lease_expires_at, WORKER_ID, now, step_run_id]
+                + [StepStatus.READY, now, RunStatus.RUNNING]
+                + [EventKind.STEP_STARTED, _json(data), now, step_run_id, token],
+            )
+            row = cursor.fetchone()
+            cursor.nextset()
+            event_ids = {kind: pk for pk, kind in cursor.fetchall()}
+        if row is None:
+            return None
+        step = _from_row(StepRun, _STEP_FIELDS, row[: len(_STEP_FIELDS)])
+        step.run = _from_row(WorkflowRun, _RUN_FIELDS, row[len(_STEP_FIELDS) :])
+        definition = definition_of(compiled_version(step.run.version_id), step.step_id)
+        if definition.timeout:
+            step.deadline_at = _deadline(definition, now)
+            StepRun.objects.filter(pk=step.pk).update(deadline_at=step.deadline_at)
+        events = EventLog(step.run, now)
+        events.add(EventKind.STEP_STARTED, step, **data)
+        events.mark_saved(event_ids)
         events.flush()
     return step
 
@@ -894,6 +930,25 @@ _RECORD_STARTED_SQL = (
     "AND lease_token = %s"
 )
 
+_RUN_TABLE = WorkflowRun._meta.db_table
+_RUN_FIELDS = WorkflowRun._meta.concrete_fields
+_CLAIM_SQL = (
+    f"UPDATE {_STEP_TABLE} AS step SET status = %s, attempt = step.attempt + 1, "
+    "lease_token = %s, lease_expires_at = %s, worker = %s, started_at = %s, deadline_at = NULL "
+    f"FROM {_RUN_TABLE} AS run WHERE step.id = %s AND step.status = %s AND step.ready_at <= %s "
+    "AND run.id = step.run_id AND run.status = %s RETURNING "
+    + ", ".join(
+        [f'step."{field.column}"' for field in _STEP_FIELDS]
+        + [f'run."{field.column}"' for field in _RUN_FIELDS]
+    )
+)
+_RECORD_CLAIM_SQL = (
+    f"INSERT INTO {_EVENT_TABLE} (run_id, step_run_id, step_id, item_index, attempt, kind, data, "
+    f"actor_id, actor_name, created_at) SELECT run_id, id, step_id, NULLIF(item_index, {NO_ITEM}), "
+    f"attempt, %s, %s, NULL, '', %s FROM {_STEP_TABLE} WHERE id = %s AND lease_token = %s "
+    "RETURNING id, kind"
+)
+
 
 def _json(value: Any):
     """Adapt a value for a JSON column as the ORM does."""
@@ -901,12 +956,17 @@ def _json(value: Any):
 
 
 def _step_from_row(row: tuple) -> StepRun:
-    """Build a step row from the columns a RETURNING clause gave, converted as the ORM does."""
+    """Build a step row from the columns a RETURNING clause gave."""
+    return _from_row(StepRun, _STEP_FIELDS, row)
+
+
+def _from_row(model, fields, row: tuple):
+    """Build a model instance from raw columns, converted as the ORM does (JSON is text)."""
     values = [
         field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-        for field, value in zip(_STEP_FIELDS, row, strict=True)
+        for field, value in zip(fields, row, strict=True)
     ]
-    return StepRun.from_db(connection.alias, [field.attname for field in _STEP_FIELDS], values)
+    return model.from_db(connection.alias, [field.attname for field in fields], values)
 
 
 def _success_fields(step: StepRun, outcome: Complete, now: dt.datetime) -> dict[str, Any]:
