@@ -6,6 +6,7 @@ dead workers, due timers and retries. Lock order everywhere: the run row, then i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -432,9 +433,11 @@ def start_run(
     if errors := wf.input_errors(input):
         raise InvalidInput(errors)
     now = clock.now()
+    # Only a reused idempotency key can make the insert fail: only then is a savepoint needed.
+    guard = transaction.atomic if idempotency_key else contextlib.nullcontext
     with transaction.atomic():
         try:
-            with transaction.atomic():
+            with guard():
                 run = WorkflowRun.objects.create(
                     workflow=workflow,
                     version=version,
