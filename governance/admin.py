@@ -20,7 +20,6 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
-from guardian.admin import ReinforcedGuardedModelAdminMixin
 from guardian.models import GroupObjectPermission
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -29,6 +28,7 @@ from governance.admin_mixins import (
     REASON_FIELD,
     ChangeReasonForm,
     GovernedAdminMixin,
+    ObjectPermissionsThroughRolesMixin,
     audited_view,
 )
 from governance.models import (
@@ -57,8 +57,13 @@ def pretty_json(value) -> str:
     return format_html("<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2))
 
 
-class GovernedModelAdmin(GovernedAdminMixin, ReinforcedGuardedModelAdminMixin, SimpleHistoryAdmin):
-    """A governed model: restricted pages, change reasons, history, object permissions."""
+class GovernedModelAdmin(
+    GovernedAdminMixin, ObjectPermissionsThroughRolesMixin, SimpleHistoryAdmin
+):
+    """A governed model: restricted pages, change reasons, history, object permissions.
+
+    Its object-permission pages grant to roles through governance's grant() / revoke().
+    """
 
 
 def _differs(obj, fields) -> bool:

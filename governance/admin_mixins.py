@@ -6,8 +6,10 @@ answer its has_*_permission questions with can(), turn an object the user may no
 (set on the object before it is saved, for simple-history), save through a function that
 re-checks the result inside the admin's transaction, and write every refusal (403 or 404) to the
 audit log once the refused transaction has rolled back. That covers the pages the admin gets from
-simple-history (a past version and its revert) and from guardian (object permissions) too.
-Other apps use it for their governed models (the engine's workflows and runs, the agents).
+simple-history (a past version and its revert) too. `ObjectPermissionsThroughRolesMixin` adds
+guardian's object-permission pages, through the same path, granting only through governance's
+grant() / revoke(). Other apps use both for their governed models (the engine's workflows and
+runs, the agents).
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from guardian.admin import AdminGroupObjectPermissionsForm, ReinforcedGuardedModelAdminMixin
+from guardian.shortcuts import get_group_perms
 
 from governance.actions.common import GovernanceError, delete_governed, save_governed
+from governance.actions.roles import grant, revoke
+from governance.models import Role
 from governance.permissions import (
     AccessDenied,
     NotVisible,
@@ -244,16 +251,22 @@ class GovernedAdminMixin:
                 )
         return super().history_form_view(request, object_id, version_id, extra_context)
 
-    # --- guardian's object-permission pages ---------------------------------------------------
+
+class ObjectPermissionsThroughRolesMixin(ReinforcedGuardedModelAdminMixin):
+    """Guardian's object-permission pages, with every grant going through governance's services.
+
+    Put it after GovernedAdminMixin (whose get_queryset restricts). Guardian's own pages answer
+    a hidden object with an unaudited 404, check only that the user may change *some* row of
+    the model, send a user without its permissions back to the index without a word, and write
+    permission rows directly. Here the object must be visible (audited 404) and changeable by
+    the user, and guardian's permissions held (audited 403). Object permissions are held by
+    roles (their groups), never by a person directly: saving a role's permissions on the object
+    calls governance's grant() / revoke() for each change, so nobody grants what they do not
+    hold, and each refusal is audited by those services.
+    """
 
     def _object_for_permissions(self, request, object_pk, *guardian_perms: str):
-        """Return the object whose permissions the user may manage, or raise an audited refusal.
-
-        Guardian's own pages answer a hidden object with an unaudited 404, check only that the
-        user may change *some* row of the model, and send a user who lacks its permissions back
-        to the index without a word; here the object must be visible (404), changeable by the
-        user (403), and guardian's permissions held (403).
-        """
+        """Return the object whose permissions the user may manage, or raise an audited refusal."""
         obj = self.get_queryset(request).filter(pk=unquote(object_pk)).first()
         if obj is None:
             raise NotVisible(request.user, "change", self.model, object_pk)
@@ -276,7 +289,7 @@ class GovernedAdminMixin:
 
     @audited_view("change")
     def obj_perms_manage_view(self, request, object_pk):
-        """Who holds which permission on this object (guardian), through the authorisation path."""
+        """Who holds which permission on this object, for those who may manage it."""
         self._object_for_permissions(
             request,
             object_pk,
@@ -287,15 +300,61 @@ class GovernedAdminMixin:
 
     @audited_view("change")
     def obj_perms_manage_user_view(self, request, object_pk, user_id):
-        """One user's permissions on this object (guardian), through the authorisation path."""
-        self._object_for_permissions(request, object_pk, "guardian.change_userobjectpermission")
-        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+        """Refused: object permissions go to roles, so that every grant is a governed one."""
+        obj = self._object_for_permissions(request, object_pk)
+        raise AccessDenied(
+            request.user,
+            "change",
+            obj,
+            detail="Object permissions are granted to roles, not to people: "
+            "give the person a role that holds them.",
+        )
 
     @audited_view("change")
     def obj_perms_manage_group_view(self, request, object_pk, group_id):
-        """One group's permissions on this object (guardian), through the authorisation path."""
-        self._object_for_permissions(request, object_pk, "guardian.change_groupobjectpermission")
-        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+        """Change what one role holds on this object, through governance's grant service."""
+        obj = self._object_for_permissions(
+            request, object_pk, "guardian.change_groupobjectpermission"
+        )
+        role = (
+            Role.objects.restrict(request.user, "view")
+            .select_related("group")
+            .filter(group_id=group_id)
+            .first()
+        )
+        if role is None:
+            raise NotVisible(request.user, "view", Role, group_id)
+        form = AdminGroupObjectPermissionsForm(role.group, obj, request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            self._apply_role_permissions(request, role, obj, form)
+            return redirect(request.get_full_path())
+        context = self.get_obj_perms_base_context(request, obj)
+        context.update(
+            group_obj=role.group, group_perms=get_group_perms(role.group, obj), form=form
+        )
+        request.current_app = self.admin_site.name
+        return render(request, self.get_obj_perms_manage_group_template(), context)
+
+    def _apply_role_permissions(self, request, role, obj, form) -> None:
+        """Grant and revoke the difference one by one, each through the services, and report.
+
+        A refused change is audited by the service that refused it; the others still apply.
+        """
+        wanted = set(form.cleaned_data[form.get_obj_perms_field_name()])
+        held = set(get_group_perms(role.group, obj))
+        app_label = obj._meta.app_label
+        changes = [(grant, name) for name in sorted(wanted - held)]
+        changes += [(revoke, name) for name in sorted(held - wanted)]
+        done = []
+        for change, codename in changes:
+            try:
+                change(role, f"{app_label}.{codename}", obj, actor=request.user)
+            except (AccessDenied, NotVisible, GovernanceError) as refusal:
+                self.message_user(request, str(refusal), messages.ERROR)
+            else:
+                done.append(f"{'granted' if change is grant else 'revoked'} {codename}")
+        if done:
+            self.message_user(request, f"{role}: {', '.join(done)}.", messages.SUCCESS)
 
 
 def permission_label(model, action: str) -> str:

@@ -115,6 +115,32 @@ def can(user, action: str, obj: models.Model) -> bool:
 # --- refusals -------------------------------------------------------------------------------
 
 
+def record_refusal_once(refusal, **entry) -> None:
+    """Write a refusal's audit entry, unless an earlier write of it still stands.
+
+    A refusal is audited where it is raised, once the service's own transaction has rolled
+    back. When the service ran inside a caller's transaction (the admin's change view is
+    atomic), the caller may roll back as well and take that entry with it; whoever handles the
+    refusal afterwards (the governed admin) calls audit() again, and the entry is written anew
+    only if the first one is gone. So a refusal is in the log exactly once either way.
+    """
+    from django.db import transaction
+
+    from audit import services as audit
+    from audit.models import AuditEntry
+
+    written = getattr(refusal, "_written_entry", None)
+    if refusal.recorded:
+        if written is None:  # written outside any transaction (or marked so): it stands
+            return
+        if AuditEntry.objects.filter(pk=written[0], action=written[1]).exists():
+            return
+    saved = audit.record(**entry)
+    in_transaction = transaction.get_connection(saved._state.db).in_atomic_block
+    refusal._written_entry = (saved.pk, saved.action) if in_transaction else None
+    refusal.recorded = True
+
+
 class _Refusal:
     """What a refusal carries so it can be audited after its transaction rolled back."""
 
@@ -128,13 +154,10 @@ class _Refusal:
 
     def audit(self) -> None:
         """Write the refusal to the audit log once (call it outside the rolled-back block)."""
-        if self.recorded:
-            return
-        from audit import services as audit
-
         target_type = self.model._meta.label_lower if self.model is not None else ""
         target = self.target if getattr(self.target, "pk", None) is not None else None
-        audit.record(
+        record_refusal_once(
+            self,
             action="governance.access_denied",
             actor=self.user if _usable(self.user) else None,
             target=target,
@@ -147,7 +170,6 @@ class _Refusal:
                 "detail": self.detail,
             },
         )
-        self.recorded = True
 
 
 class AccessDenied(_Refusal, PermissionDenied):

@@ -16,17 +16,17 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from guardian.admin import AdminGroupObjectPermissionsForm, ReinforcedGuardedModelAdminMixin
-from guardian.shortcuts import get_group_perms
 from simple_history.admin import SimpleHistoryAdmin
 
-from governance import services as governance
-from governance.admin_mixins import GovernedAdminMixin, audited_view
-from governance.models import Role
+from governance.admin_mixins import (
+    GovernedAdminMixin,
+    ObjectPermissionsThroughRolesMixin,
+    audited_view,
+)
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 from orchestrator import services
 from orchestrator.forms import PublishVersionForm, SendSignalForm, StartRunForm
@@ -104,105 +104,6 @@ def _refuse_unavailable_action(model_admin, request) -> None:
             model=model_admin.model,
             detail=f"You may not use the action {name!r} here.",
         )
-
-
-class ObjectPermissionsThroughRolesMixin(ReinforcedGuardedModelAdminMixin):
-    """Guardian's object-permission pages, with every grant going through governance's services.
-
-    Object permissions are held by roles (their groups), never by a person directly: saving a
-    role's permissions on the object calls governance's grant() / revoke() for each change, so
-    nobody grants what they do not hold and each refusal is audited by those services. As on
-    governance's own pages, listing needs guardian's view permissions on object permissions and
-    editing its change permission; a refusal is an audited 403, a hidden object an audited 404.
-    """
-
-    def _require_guardian(self, request, action: str, permissions: list[str]) -> None:
-        """Refuse, as a 403, a user without guardian's permissions for these pages."""
-        missing = [name for name in permissions if not request.user.has_perm(name)]
-        if missing:
-            raise AccessDenied(
-                request.user,
-                action,
-                model=self.model,
-                detail=f"Managing object permissions needs {', '.join(missing)}.",
-            )
-
-    @audited_view("view")
-    def obj_perms_manage_view(self, request, object_pk):
-        """Who holds what on this object, for those who may change it and see permissions."""
-        self._require_guardian(
-            request,
-            "view",
-            ["guardian.view_userobjectpermission", "guardian.view_groupobjectpermission"],
-        )
-        obj = self.get_object(request, unquote(object_pk))
-        if not can(request.user, "change", obj):
-            raise AccessDenied(
-                request.user, "change", obj, detail=f"You may not manage who may act on {obj}."
-            )
-        return super().obj_perms_manage_view(request, object_pk)
-
-    @audited_view("change")
-    def obj_perms_manage_user_view(self, request, object_pk, user_id):
-        """Refused: object permissions go to roles, so that every grant is a governed one."""
-        self.get_object(request, unquote(object_pk))
-        raise AccessDenied(
-            request.user,
-            "change",
-            model=self.model,
-            detail="Object permissions are granted to roles, not to people: "
-            "give the person a role that holds them.",
-        )
-
-    @audited_view("change")
-    def obj_perms_manage_group_view(self, request, object_pk, group_id):
-        """Change what one role holds on this object, through governance's grant service."""
-        self._require_guardian(request, "change", ["guardian.change_groupobjectpermission"])
-        obj = self.get_object(request, unquote(object_pk))
-        role = (
-            Role.objects.restrict(request.user, "view")
-            .select_related("group")
-            .filter(group_id=group_id)
-            .first()
-        )
-        if role is None:
-            raise NotVisible(request.user, "view", Role, group_id)
-        form = AdminGroupObjectPermissionsForm(role.group, obj, request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            self._apply_role_permissions(request, role, obj, form)
-            return redirect(request.get_full_path())
-        context = self.get_obj_perms_base_context(request, obj)
-        context.update(
-            group_obj=role.group, group_perms=get_group_perms(role.group, obj), form=form
-        )
-        request.current_app = self.admin_site.name
-        return render(request, self.get_obj_perms_manage_group_template(), context)
-
-    def _apply_role_permissions(self, request, role, obj, form) -> None:
-        """Grant and revoke the difference one by one, each through the services, and report."""
-        wanted = set(form.cleaned_data[form.get_obj_perms_field_name()])
-        held = set(get_group_perms(role.group, obj))
-        app_label = obj._meta.app_label
-        changes = [(governance.grant, name) for name in sorted(wanted - held)]
-        changes += [(governance.revoke, name) for name in sorted(held - wanted)]
-        done = []
-        for change, codename in changes:
-            try:
-                change(role, f"{app_label}.{codename}", obj, actor=request.user)
-            except (PermissionDenied, Http404) as refusal:
-                # Already audited by the service, in its own transaction.
-                self.message_user(request, str(refusal), messages.ERROR)
-            except governance.GovernanceError as refusal:
-                if getattr(refusal, "audit_entry", None) is None:
-                    # grant() refuses "beyond your own" without an audit entry of its own.
-                    AccessDenied(request.user, "change", obj, detail=str(refusal)).audit()
-                else:
-                    refusal.audit()
-                self.message_user(request, str(refusal), messages.ERROR)
-            else:
-                done.append(f"{'granted' if change is governance.grant else 'revoked'} {codename}")
-        if done:
-            self.message_user(request, f"{role}: {', '.join(done)}.", messages.SUCCESS)
 
 
 class RestrictedThroughParentAdmin(admin.ModelAdmin):

@@ -12,6 +12,7 @@ from audit.evidence import canonical_json
 from governance.permissions import (
     AccessDenied,
     NotVisible,
+    record_refusal_once,
     require,
     require_model,
     verify_after_write,
@@ -33,18 +34,19 @@ class GovernanceError(Exception):
 
     def audit(self) -> None:
         """Write the refusal to the audit log once, after the refused transaction rolled back."""
-        if self.recorded or self.audit_entry is None:
+        if self.audit_entry is None:
             return
-        from audit import services as audit
-
         entry = dict(self.audit_entry)
         body = {**entry.pop("body", {}), "code": self.code, "message": str(self)}
-        audit.record(**entry, body=body)
-        self.recorded = True
+        record_refusal_once(self, **entry, body=body)
 
 
 def audited_refusals(func):
-    """Run a service in its own transaction; a refusal rolls it back, and is then audited."""
+    """Run a service in its own transaction; a refusal rolls it back, and is then audited.
+
+    Inside a caller's transaction that later rolls back too, the entry goes with it; the
+    refusal's audit() then writes it again (see permissions.record_refusal_once).
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

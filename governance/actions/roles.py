@@ -156,11 +156,24 @@ def grant(role: Role, perm: str, obj=None, *, actor) -> Role:
     if actor is not None:
         require(actor, "change", role)
         if not _may_grant(actor, perm, obj):
-            raise GovernanceError(
+            refusal = GovernanceError(
                 f"You cannot grant {perm} {'on ' + str(obj) if obj else 'globally'}: "
                 "you do not hold it yourself.",
                 code="grant_beyond_own",
             )
+            # Audited like any other refusal (audited_refusals writes it after the rollback).
+            refusal.audit_entry = {
+                "action": "governance.access_denied",
+                "actor": actor,
+                "target": obj if obj is not None else role,
+                "body": {
+                    "action": "grant",
+                    "permission": perm,
+                    "role": role.name,
+                    "outcome": "forbidden",
+                },
+            }
+            raise refusal
     if obj is None:
         role.group.permissions.add(_permission(perm))
     else:

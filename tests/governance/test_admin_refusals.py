@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.db import transaction
 from django.test import Client
 from django.urls import reverse
+from guardian.shortcuts import get_group_perms
 
 from audit.models import AuditEntry
 from governance import services
@@ -111,7 +114,149 @@ def test_with_guardian_permissions_the_pages_work_for_what_the_user_may_change(c
     gina = client_for(company.gina)
     role = company.agents
     assert gina.get(permissions_url(role)).status_code == 200
-    assert gina.get(permissions_url(role, "user", company.alice.pk)).status_code == 200
     assert gina.get(permissions_url(role, "group", company.approvers.group_id)).status_code == 200
-    assert gina.get(permissions_url(role, "user", 987654)).status_code == 404  # no such user
+    hidden_group = permissions_url(role, "group", 987654)  # no such role
+    assert gina.get(hidden_group).status_code == 404
     assert refusals("gina")[-1]["outcome"] == "not_found"
+    # Object permissions go to roles, never to one person: the user page is an audited 403.
+    assert gina.get(permissions_url(role, "user", company.alice.pk)).status_code == 403
+    assert refusals("gina")[-1]["outcome"] == "forbidden"
+    assert "granted to roles" in refusals("gina")[-1]["detail"]
+
+
+# --- a refusal inside the caller's transaction is audited once, after that transaction ---------
+
+
+def denials(username: str) -> int:
+    return AuditEntry.objects.filter(action="governance.access_denied", actor_name=username).count()
+
+
+def test_a_refusal_audited_inside_a_rolled_back_transaction_is_written_again_once(company):
+    maya = fresh(company.maya)  # managers view roles; they do not change them
+    # In the caller's transaction (as the admin's change view holds one), which rolls back.
+    with pytest.raises(services.AccessDenied) as refused, transaction.atomic():
+        services.add_member(company.agents, company.oscar, actor=maya)
+    # The service audited it inside the caller's transaction, which then rolled back with it:
+    # whoever handles the refusal next writes it again, once.
+    assert denials("maya") == 0
+    refused.value.audit()
+    refused.value.audit()
+    assert denials("maya") == 1
+
+
+def test_a_refusal_audited_in_a_transaction_that_commits_is_not_written_twice(company):
+    maya = fresh(company.maya)
+    with transaction.atomic():
+        with pytest.raises(services.AccessDenied) as refused:
+            services.add_member(company.agents, company.oscar, actor=maya)
+        refused.value.audit()  # the caller goes on, and audits what it caught once more
+    assert denials("maya") == 1
+
+
+def test_a_grant_refused_inside_the_admins_change_view_leaves_one_audit_entry(company):
+    gina = fresh(company.gina)  # she changes roles, but holds no guardian permission herself
+    client = client_for(gina)
+    url = reverse("admin:governance_role_change", args=[company.agents.pk])
+    data = change_form_data(client.get(url))
+    wanted = Permission.objects.get(
+        content_type__app_label="guardian", codename="view_groupobjectpermission"
+    )
+    data["permissions"] = [str(wanted.pk)]
+    data["description"] = "changed together with the refused grant"
+    data["change_reason"] = "hand out guardian's pages"
+    response = client.post(url, data, follow=True)
+    assert response.status_code == 200
+    assert any("do not hold it yourself" in str(m) for m in response.context["messages"])
+    # The whole change was rolled back, and the refusal is in the audit log exactly once.
+    role = Role.objects.get(pk=company.agents.pk)
+    assert role.description == "" and not role.group.permissions.filter(pk=wanted.pk).exists()
+    assert denials("gina") == 1
+    refusal = refusals("gina")[-1]
+    assert refusal["code"] == "grant_beyond_own"
+    assert refusal["permission"] == "guardian.view_groupobjectpermission"
+
+
+# --- granting on governance's own models goes through grant() / revoke() -----------------------
+
+
+@pytest.fixture
+def guardian_pages(company):
+    """Governance admins and managers may use guardian's object-permission pages."""
+    for role in (company.admins, company.managers):
+        for model in ("userobjectpermission", "groupobjectpermission"):
+            for action in ("view", "change"):
+                services.grant(role, f"guardian.{action}_{model}", actor=None)
+
+
+def policy_group_url(policy, role) -> str:
+    return reverse(
+        "admin:governance_policy_permissions_manage_group", args=[policy.pk, role.group_id]
+    )
+
+
+def test_granting_on_a_policy_goes_through_grant_and_a_refusal_is_audited_once(
+    company, guardian_pages
+):
+    # Maya may change this one policy (object by object) and view every policy; she may change
+    # the Integrations role, so granting to it is hers to try; she may not delete policies.
+    services.grant(company.managers, "governance.change_policy", company.policy, actor=None)
+    services.grant(company.managers, "governance.change_role", company.integrations, actor=None)
+    maya = fresh(company.maya)
+    url = policy_group_url(company.policy, company.integrations)
+    assert client_for(maya).get(url).status_code == 200
+    response = client_for(maya).post(
+        url, {"permissions": ["view_policy", "change_policy", "delete_policy"]}, follow=True
+    )
+    assert response.status_code == 200
+    held = set(get_group_perms(company.integrations.group, company.policy))
+    assert held == {"view_policy", "change_policy"}
+    texts = [str(m) for m in response.context["messages"]]
+    assert any("do not hold it yourself" in text for text in texts), texts
+    refused = refusals("maya")
+    assert len(refused) == 1  # written by grant() itself, not a second time by the page
+    assert (refused[0]["code"], refused[0]["permission"]) == (
+        "grant_beyond_own",
+        "governance.delete_policy",
+    )
+    entry = AuditEntry.objects.get(action="governance.access_denied", actor_name="maya")
+    assert (entry.target_type, entry.target_id) == ("governance.policy", str(company.policy.pk))
+    # Revoking goes through revoke(): the role loses what is left unticked.
+    client_for(maya).post(url, {"permissions": ["view_policy"]})
+    assert set(get_group_perms(company.integrations.group, company.policy)) == {"view_policy"}
+
+
+def test_granting_to_a_role_you_may_not_change_is_refused_by_the_service_and_audited(
+    company, guardian_pages
+):
+    services.grant(company.managers, "governance.change_policy", company.policy, actor=None)
+    maya = fresh(company.maya)  # she views the Approvers role but may not change it
+    url = policy_group_url(company.policy, company.approvers)
+    client_for(maya).post(url, {"permissions": ["view_policy"]})
+    assert not get_group_perms(company.approvers.group, company.policy).exists()
+    refused = refusals("maya")
+    assert len(refused) == 1 and refused[0]["outcome"] == "forbidden"
+    assert refused[0]["permission"] == "governance.change_role"
+
+
+def test_every_governed_model_of_governance_has_the_governed_permission_pages(company):
+    from django.contrib import admin as django_admin
+
+    from governance.admin import GovernedModelAdmin
+    from governance.admin_mixins import ObjectPermissionsThroughRolesMixin
+
+    governed = [
+        model_admin
+        for model_admin in django_admin.site._registry.values()
+        if isinstance(model_admin, GovernedModelAdmin)
+    ]
+    assert {type(model_admin).__name__ for model_admin in governed} >= {
+        "RoleAdmin",
+        "PolicyAdmin",
+        "ApprovalRuleAdmin",
+        "DelegationAdmin",
+        "PrincipalAdmin",
+    }
+    for model_admin in governed:
+        assert isinstance(model_admin, ObjectPermissionsThroughRolesMixin)
+        view = type(model_admin).obj_perms_manage_group_view
+        assert view.__qualname__.startswith("ObjectPermissionsThroughRolesMixin."), model_admin
