@@ -346,8 +346,8 @@ NAMESPACE = {"type": "string", "minLength": 1, "maxLength": 150}
     target_model="agents.memorynamespace",
 )
 def memory_read(arguments: dict, context: ToolContext) -> dict:
-    """Read through the memory service (audited)."""
-    return memory.read_entry(
+    """Read through the memory service (audited); the outcome names the held value."""
+    return memory.read_for_tool(
         _namespace(arguments, context),
         arguments["key"],
         user=_actor(context),
@@ -375,10 +375,11 @@ def memory_read(arguments: dict, context: ToolContext) -> dict:
     target=_namespace,
     permission="write",
     target_model="agents.memorynamespace",
+    digested_arguments=("value",),
 )
 def memory_write(arguments: dict, context: ToolContext) -> dict:
     """Write through the memory service: a stale version is a conflict, never an overwrite."""
-    return memory.write_entry(
+    return memory.write_for_tool(
         _namespace(arguments, context),
         arguments["key"],
         arguments["value"],

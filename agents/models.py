@@ -523,6 +523,43 @@ class MemoryEntry(models.Model):
         return f"{self.namespace.slug}/{self.key} v{self.version}"
 
 
+class MemoryValueCopy(models.Model):
+    """A memory value held outside its entry, so the value's retention reaches the copy too.
+
+    Either the value itself, held for the conversation of the step that read it (the journal
+    and the tool records name this row, never the value), or an audit entry whose body holds
+    the value in full (a model call's prompt or response). The purge erases both when the
+    value's retention passes: the held value is cleared, the audit body erased.
+    """
+
+    namespace = models.ForeignKey(MemoryNamespace, on_delete=models.PROTECT, related_name="copies")
+    key = models.CharField(max_length=200)
+    version = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the value's retention passes (none: kept)."
+    )
+    value = models.JSONField(null=True, blank=True, help_text="The held value; NULL once erased.")
+    audit_entry_id = models.BigIntegerField(
+        null=True, blank=True, help_text="An audit entry whose body holds the value in full."
+    )
+    run_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    erased_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                name="memory_copy_expiry_idx",
+                condition=Q(erased_at__isnull=True, expires_at__isnull=False),
+            )
+        ]
+
+    def __str__(self):
+        return f"copy of {self.namespace.slug}/{self.key} v{self.version}"
+
+
 class IncidentUpdate(models.Model):
     """A status update posted by the `incident.post_update` tool, once per idempotency key."""
 

@@ -95,6 +95,8 @@ class AgentLoop:
         self.epoch = 0
         self.counter = 0
         self.usage = {"model_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
+        self.exposed: list[dict[str, Any]] = []  # memory values the conversation holds
+        self.last_model_entry: int | None = None  # the audit entry of the last model call
 
     # --- journal ---------------------------------------------------------------------------
 
@@ -266,6 +268,7 @@ class AgentLoop:
             )
         tools = self.offered_tools()
         invalid = 0
+        self.exposed = []
         while True:
             if self.usage["model_calls"] >= agent.max_steps:
                 return self.ctx.fail(
@@ -327,6 +330,7 @@ class AgentLoop:
             request,
             lambda context: self._call_model(context, messages, tools),
         )
+        self.last_model_entry = response.get("audit_entry")
         self.usage["model_calls"] += 1
         self.usage["input_tokens"] += response["input_tokens"]
         self.usage["output_tokens"] += response["output_tokens"]
@@ -358,7 +362,7 @@ class AgentLoop:
             tool_calls=len(response.tool_calls),
             created_at=clock.now(),
         )
-        audit.record(
+        entry = audit.record(
             action="agents.model.called",
             actor=agent.user,
             actor_kind="agent",
@@ -379,8 +383,11 @@ class AgentLoop:
                 "key": context.idempotency_key,
             },
         )
+        # The prompt holds every memory value read or written so far in this conversation:
+        # the purge of any of them erases this body.
+        memory.note_audited_copies(entry.pk, self.exposed, run_id=self.ctx.run.pk)
         mark_active(agent.pk)
-        return response.as_json()
+        return {**response.as_json(), "audit_entry": entry.pk}
 
     # --- tool calls ------------------------------------------------------------------------
 
@@ -394,7 +401,7 @@ class AgentLoop:
                 delegations.append(call)
                 continue
             if outcome is None:
-                outcome = self.execute(call, verdict, key)
+                outcome = self.for_model(call, self.execute(call, verdict, key))
             messages.append(conversation.tool_message(call, outcome))
         if delegations:
             for call, outcome in zip(delegations, self.delegate(delegations), strict=True):
@@ -423,7 +430,8 @@ class AgentLoop:
                 argument_error=call.get("error", ""),
             ).as_json()
 
-        request = {"tool": call["name"], "arguments": call.get("arguments"), "decision": True}
+        arguments = enforcement.recordable(call["name"], call.get("arguments"))
+        request = {"tool": call["name"], "arguments": arguments, "decision": True}
         data = self.ctx.effect(f"decide:{call['name']}", request, perform, key_suffix=suffix)
         return ToolVerdict.from_json(data), site.key
 
@@ -449,7 +457,8 @@ class AgentLoop:
             for request in decided:
                 if request.status == ApprovalStatus.PENDING:
                     continue
-                if not approval_applies(request, call.get("arguments")):
+                bound = enforcement.recordable(call["name"], call.get("arguments"))
+                if not approval_applies(request, bound):
                     return enforcement.refusal(
                         verdict,
                         f"approval request #{request.pk} was {request.get_status_display().lower()}"
@@ -489,7 +498,7 @@ class AgentLoop:
 
         def perform(context):
             self.guard()
-            return enforcement.execute_tool_call(
+            outcome = enforcement.execute_tool_call(
                 self.agent.pk,
                 call["name"],
                 call["arguments"],
@@ -497,8 +506,27 @@ class AgentLoop:
                 context,
                 invocation_key=decision_key,
             )
+            written = _memory_reference(call, outcome) if call["name"] == "memory.write" else None
+            if written is not None and self.last_model_entry is not None:
+                # The model call that proposed this write holds the value in its response.
+                memory.note_audited_copies(self.last_model_entry, [written], run_id=self.ctx.run.pk)
+            return outcome
 
-        return self.effect(call["name"], call["arguments"], perform)
+        request = enforcement.recordable(call["name"], call["arguments"])
+        return self.effect(call["name"], request, perform)
+
+    def for_model(self, call: dict, outcome: dict[str, Any]) -> dict[str, Any]:
+        """Return an outcome as the model sees it: a memory read gets its held value back."""
+        reference = _memory_reference(call, outcome)
+        if reference is None:
+            return outcome
+        self.exposed.append(reference)
+        result = {k: v for k, v in outcome["result"].items() if k != "memory"}
+        if call["name"] == "memory.read":
+            result["value"] = memory.held_value(reference)
+        else:
+            result.pop("value", None)  # the model wrote it; no need to echo it back
+        return {**outcome, "result": result}
 
     # --- delegation ------------------------------------------------------------------------
 
@@ -652,6 +680,14 @@ class AgentStep:
         ctx.record_input(state)
         log.info("agent step %s resumes after %s (%s)", ctx.step, reason, waiting.get("kind"))
         return ctx.resume()
+
+
+def _memory_reference(call: dict, outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the memory reference in a memory tool's successful outcome (None otherwise)."""
+    if call["name"] not in ("memory.read", "memory.write") or not outcome.get("ok"):
+        return None
+    result = outcome.get("result")
+    return result.get("memory") if isinstance(result, dict) else None
 
 
 def describe_outcome(outcome: dict[str, Any]) -> str:

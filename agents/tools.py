@@ -22,6 +22,18 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 
+def recordable_arguments(arguments: Any, digested: tuple[str, ...]) -> Any:
+    """Return arguments with the named ones replaced by {"sha256": ...} (others unchanged)."""
+    if not digested or not isinstance(arguments, dict):
+        return arguments
+    from governance.actions.common import digest
+
+    return {
+        name: {"sha256": digest(value)} if name in digested else value
+        for name, value in arguments.items()
+    }
+
+
 class ToolError(Exception):
     """A tool failed; retryable unless the subclass says otherwise."""
 
@@ -71,6 +83,11 @@ class ToolSpec:
     )
     permission: str = ""
     target_model: str | Callable[[dict[str, Any]], list[str]] = ""
+    digested_arguments: tuple[str, ...] = ()
+
+    def recordable(self, arguments: Any) -> Any:
+        """Return the arguments as records keep them: the digested ones by SHA-256 only."""
+        return recordable_arguments(arguments, self.digested_arguments)
 
     def target_labels(self, config: dict[str, Any] | None = None) -> list[str]:
         """Return the models ('app.model') this tool acts on, given its row's settings."""
@@ -110,12 +127,14 @@ def tool(
     target: Callable[[dict[str, Any], ToolContext], Any] | None = None,
     permission: str = "",
     target_model: str | Callable[[dict[str, Any]], list[str]] = "",
+    digested_arguments: tuple[str, ...] = (),
 ):
     """Register the decorated callable `func(arguments, context)` as a tool.
 
     `target_model` names the model `target` returns ('agents.ticket'), or computes the models
     from the tool row's settings; the admin shows it and the agent review page checks the
-    agent's roles against it.
+    agent's roles against it. `digested_arguments` are kept by their SHA-256 only in every
+    record of a call (journal, invocation, audit): values whose retention the tool governs.
     """
     schema = schema if schema is not None else {"type": "object"}
     try:
@@ -135,6 +154,7 @@ def tool(
             target=target,
             permission=permission,
             target_model=target_model,
+            digested_arguments=tuple(digested_arguments),
         )
         return func
 

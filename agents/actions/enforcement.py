@@ -127,6 +127,12 @@ def _classification(target) -> str | None:
     return getattr(target, "classification", None) if isinstance(target, models.Model) else None
 
 
+def recordable(name: str, arguments: Any) -> Any:
+    """Return a call's arguments as records keep them (a tool's digested ones by SHA-256)."""
+    spec = registered_tools().get(name)
+    return spec.recordable(arguments) if spec is not None else arguments
+
+
 def _holds(agent: Agent, spec: ToolSpec, target) -> tuple[bool, str]:
     """Tell whether the agent's principal holds the tool's permission on its target."""
     if not spec.permission or target is None:
@@ -235,7 +241,7 @@ def decide_tool_call(
         actor=agent.user,
         action=f"tool.{name}",
         target=_policy_target(target),
-        arguments=arguments,
+        arguments=spec.recordable(arguments),  # a digested value is decided on by its digest
         classification=_classification(target),
         risk=tool_row.risk,
         run_id=site.run_id,
@@ -248,7 +254,7 @@ def decide_tool_call(
         escalation = open_escalation(
             reason="policy",
             summary=f"{agent.name} wants to call {name}: {decision.reason}",
-            context={"tool": name, "arguments": arguments, "decision": policy},
+            context={"tool": name, "arguments": recordable(name, arguments), "decision": policy},
             role=Role.objects.filter(pk=decision.escalate_to_id).first(),
             run_id=site.run_id,
             step_run_id=site.step_run_id,
@@ -279,7 +285,9 @@ def decide_tool_call(
         )
     if rules:
         requests = [
-            _open_approval(agent, name, arguments, target, rule, decision, site, now)
+            _open_approval(
+                agent, name, spec.recordable(arguments), target, rule, decision, site, now
+            )
             for rule in rules
         ]
         policy_asked = decision.effect == Effect.REQUIRE_APPROVAL
@@ -325,6 +333,7 @@ def _open_approval(agent, name, arguments, target, rule, decision: PolicyDecisio
 def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) -> ToolVerdict:
     """Keep the verdict as a ToolInvocation and write it to the audit log."""
     policy = verdict.policy or {}
+    arguments = recordable(verdict.tool, arguments)
     ToolInvocation.objects.create(
         agent=agent,
         agent_slug=agent.slug,
@@ -408,7 +417,7 @@ def execute_tool_call(
         raise AgentStopped(f"agent {agent.slug} is {agent.status}: {agent.status_reason}")
     if verdict.verdict == Verdict.APPROVAL:
         for request_id in verdict.required_approvals:
-            require_approval_for(request_id, arguments)
+            require_approval_for(request_id, recordable(name, arguments))
     elif verdict.verdict != Verdict.ALLOW:
         raise ValueError(f"a {verdict.verdict} verdict cannot be executed")
     spec = registered_tools()[name]
@@ -444,7 +453,7 @@ def execute_tool_call(
         body={
             "agent": agent.slug,
             "tool": name,
-            "arguments": arguments,
+            "arguments": spec.recordable(arguments),
             "arguments_digest": digest(arguments),
             "outcome": outcome,
             "idempotency_key": context.idempotency_key,

@@ -9,6 +9,13 @@ applied. Every read, write, conflict and purge is audited; values themselves
 are not copied into the audit log (their digest is), so a purge really removes them. A legal
 hold on a namespace stops the purge.
 
+Agents reach memory through tools (`read_for_tool`, `write_for_tool`): their outcomes carry a
+reference to the value, never the value, so the tool call's journal, invocation row and audit
+entries hold only digests. A read value is held in a `MemoryValueCopy` for the step's
+conversation; a model call's audit entry whose prompt or response holds a value is noted as a
+copy too. The purge erases every copy whose retention passed: held values are cleared and those
+audit bodies erased through the audit trail's own erasure (recorded, proofs intact).
+
 A run's own namespace (`run-<id>`) is created by the control layer when an agent step of that
 run starts, and the agents working in the run get read and write on it, by that rule alone.
 """
@@ -21,9 +28,17 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from guardian.shortcuts import assign_perm
 
-from agents.models import Agent, Classification, MemoryEntry, MemoryNamespace, MemoryScope
+from agents.models import (
+    Agent,
+    Classification,
+    MemoryEntry,
+    MemoryNamespace,
+    MemoryScope,
+    MemoryValueCopy,
+)
 from audit import clock
 from audit import services as audit
+from audit.models import AuditBody, AuditEntry
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -286,6 +301,116 @@ def write_entry(
     return _entry_json(entry, key)
 
 
+ERASED = {"erased": "this memory value's retention passed; it was purged"}
+
+
+def _reference(namespace: MemoryNamespace, key: str, version: int, **extra) -> dict[str, Any]:
+    """Return what a tool outcome says about a value: where it is, never what it is."""
+    stored = MemoryEntry.objects.filter(namespace=namespace, key=key, version=version)
+    expires = stored.values_list("expires_at", flat=True).first()
+    return {
+        "namespace_id": namespace.pk,
+        "key": key,
+        "version": version,
+        "expires_at": expires.isoformat() if expires is not None else None,
+        **extra,
+    }
+
+
+def read_for_tool(namespace: MemoryNamespace, key: str, *, user, run_id=None, step_id=""):
+    """Read for an agent's tool: the value is held in a copy the purge erases, and named."""
+    found = read_entry(namespace, key, user=user, run_id=run_id, step_id=step_id)
+    if not found["found"]:
+        return found
+    memory = _reference(namespace, key, found["version"])
+    expires = memory["expires_at"]
+    copy = MemoryValueCopy.objects.create(
+        namespace=namespace,
+        key=key,
+        version=found["version"],
+        expires_at=dt.datetime.fromisoformat(expires) if expires else None,
+        value=found["value"],
+        run_id=run_id,
+        created_at=clock.now(),
+    )
+    held = {**memory, "held": copy.pk}
+    return {**found, "value": {"sha256": digest(found["value"])}, "memory": held}
+
+
+def write_for_tool(namespace: MemoryNamespace, key: str, value: Any, **kwargs) -> dict[str, Any]:
+    """Write for an agent's tool: the outcome names the version written, not the value."""
+    written = write_entry(namespace, key, value, **kwargs)
+    return {
+        **written,
+        "value": {"sha256": digest(value)},
+        "memory": _reference(namespace, key, written["version"]),
+    }
+
+
+def held_value(memory: dict[str, Any]) -> Any:
+    """Return the value a tool outcome refers to (or the erasure notice once purged)."""
+    copy = MemoryValueCopy.objects.filter(pk=memory.get("held")).first()
+    if copy is None or copy.erased_at is not None:
+        return ERASED
+    return copy.value
+
+
+def note_audited_copies(audit_entry_id: int, values: list[dict[str, Any]], *, run_id=None):
+    """Note that an audit entry's body holds these memory values (its purge erases the body)."""
+    seen = set()
+    for memory in values:
+        ident = (memory["namespace_id"], memory["key"], memory["version"])
+        if ident in seen:
+            continue
+        seen.add(ident)
+        expires = memory.get("expires_at")
+        MemoryValueCopy.objects.create(
+            namespace_id=memory["namespace_id"],
+            key=memory["key"],
+            version=memory["version"],
+            expires_at=dt.datetime.fromisoformat(expires) if expires else None,
+            audit_entry_id=audit_entry_id,
+            run_id=run_id,
+            created_at=clock.now(),
+        )
+
+
+def _erase_copies(now: dt.datetime, limit: int) -> dict[int, dict[str, int]]:
+    """Erase copies whose value's retention passed (no legal hold): per namespace, how many."""
+    copies = list(
+        MemoryValueCopy.objects.filter(
+            expires_at__lte=now, erased_at__isnull=True, namespace__legal_hold=False
+        )
+        .select_for_update(skip_locked=True)
+        .order_by("expires_at")[:limit]
+    )
+    counts: dict[int, dict[str, int]] = {}
+    erased_bodies: set[int] = set()
+    for copy in copies:
+        tally = counts.setdefault(copy.namespace_id, {"held": 0, "audit_bodies": 0})
+        if copy.audit_entry_id is None:
+            tally["held"] += 1
+            continue
+        if copy.audit_entry_id in erased_bodies:
+            continue
+        erased_bodies.add(copy.audit_entry_id)
+        still_there = AuditBody.objects.filter(
+            entry_id=copy.audit_entry_id, content__isnull=False
+        ).exists()
+        if still_there:
+            audit.erase_body(
+                AuditEntry.objects.get(pk=copy.audit_entry_id),
+                actor=None,
+                reason=f"memory retention: {copy.namespace.slug}/{copy.key} v{copy.version} "
+                "expired",
+            )
+            tally["audit_bodies"] += 1
+    MemoryValueCopy.objects.filter(pk__in=[copy.pk for copy in copies]).update(
+        value=None, erased_at=now
+    )
+    return counts
+
+
 def _expired(entry: MemoryEntry, namespace: MemoryNamespace, now: dt.datetime) -> bool:
     """Tell whether an entry has expired (and so reads as absent): never under a legal hold."""
     return entry.expires_at is not None and entry.expires_at <= now and not namespace.legal_hold
@@ -336,8 +461,10 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
     for _, namespace_id, key, version in rows:
         by_namespace.setdefault(namespace_id, []).append((key, version))
     MemoryEntry.objects.filter(pk__in=[row[0] for row in rows]).delete()
-    for namespace in MemoryNamespace.objects.filter(pk__in=by_namespace):
-        keys = by_namespace[namespace.pk]
+    copies = _erase_copies(now, limit)
+    for namespace in MemoryNamespace.objects.filter(pk__in=set(by_namespace) | set(copies)):
+        keys = by_namespace.get(namespace.pk, [])
+        erased = copies.get(namespace.pk, {"held": 0, "audit_bodies": 0})
         _audit(
             "agents.memory.purged",
             namespace,
@@ -345,9 +472,15 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
             body={
                 "entries": len(keys),
                 "keys": [{"key": key, "version": version} for key, version in keys[:500]],
+                "held_copies_erased": erased["held"],
+                "audit_bodies_erased": erased["audit_bodies"],
                 "retention_seconds": namespace.retention_seconds,
                 "purged_at": now.isoformat(),
             },
             run_id=namespace.run_id,
         )
-    return {"purged": len(rows), "held": held}
+    return {
+        "purged": len(rows),
+        "held": held,
+        "copies_erased": sum(c["held"] + c["audit_bodies"] for c in copies.values()),
+    }

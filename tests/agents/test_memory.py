@@ -85,7 +85,7 @@ def test_retention_purges_expired_entries_and_audits_the_purge(world, incidents)
         services.write_entry(incidents, "new", 2, expected_version=0, user=world.alice)
         frozen.advance(1801)  # "old" is 3601 s old, "new" 1801 s
         assert services.read_entry(incidents, "old", user=world.alice)["found"] is False
-        assert services.purge_expired() == {"purged": 1, "held": 0}
+        assert services.purge_expired() == {"purged": 1, "held": 0, "copies_erased": 0}
     assert list(MemoryEntry.objects.values_list("key", flat=True)) == ["new"]
     purge = AuditEntry.objects.get(action="agents.memory.purged")
     assert purge.actor_kind == "system"
