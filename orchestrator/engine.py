@@ -630,7 +630,7 @@ def claim(step_run_id: int, now: dt.datetime | None = None) -> StepRun | None:
     now = now or clock.now()
     token = uuid.uuid4().hex
     lease = dt.timedelta(seconds=settings.STEWARD_LEASE_SECONDS)
-    if connection.vendor == "postgresql":
+    if _batches_statements():
         return _claim_on_postgres(step_run_id, token, now, now + lease)
     with transaction.atomic():
         updated = StepRun.objects.filter(
@@ -658,6 +658,17 @@ def claim(step_run_id: int, now: dt.datetime | None = None) -> StepRun | None:
         events.add(EventKind.STEP_STARTED, step, worker=WORKER_ID)
         events.flush()
     return step
+
+
+def _batches_statements() -> bool:
+    """Tell whether the hot path's raw batches run here: PostgreSQL with client-side binding.
+
+    Django binds parameters on the client unless OPTIONS sets server_side_binding; only then
+    may one execute() carry several statements. Elsewhere the ORM path does the same work.
+    """
+    return connection.vendor == "postgresql" and not connection.settings_dict.get(
+        "OPTIONS", {}
+    ).get("server_side_binding")
 
 
 def _claim_on_postgres(step_run_id: int, token: str, now, lease_expires_at) -> StepRun | None:
@@ -787,7 +798,7 @@ def _finish(step_id: int, token: str, outcome, ctx: StepContext, claim_next: boo
     Returns the next step when one was claimed inline for this worker.
     """
     now = clock.now()
-    if isinstance(outcome, Complete) and connection.vendor == "postgresql":
+    if isinstance(outcome, Complete) and _batches_statements():
         return _finish_success(step_id, token, outcome, ctx, claim_next, now)
     run = _relock_run(ctx.run)
     step = ctx.step

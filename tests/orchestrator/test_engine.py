@@ -827,3 +827,21 @@ def test_events_written_with_a_success_are_announced_in_one_batch_with_their_ids
     entries = AuditEntry.objects.filter(run_id=str(run.pk)).order_by("id")
     bodies = [json.loads(entry.body_row.content) for entry in entries]
     assert [body["event_id"] for body in bodies] == [pk for pk, *_ in stored]
+
+
+def test_the_orm_path_records_the_same_history_as_the_batched_one(make_workflow, monkeypatch):
+    """Without raw batches (another database, or server-side binding) the outcome is the same."""
+
+    def history(run):
+        events = RunEvent.objects.filter(run=run).order_by("id")
+        return [(e.kind, e.step_id, e.attempt, e.data) for e in events]
+
+    wf = make_workflow(_chain(4, timeout="60s"))
+    batched = services.start_run(wf)
+    assert engine.drain() == 4
+    monkeypatch.setattr(engine, "_batches_statements", lambda: False)
+    plain = services.start_run(wf)
+    assert engine.drain() == 4
+    assert history(plain) == history(batched)
+    assert refreshed(plain).output == refreshed(batched).output == {"s3": {"n": 3}}
+    assert steps_of(plain) == steps_of(batched) == {f"s{i}": "succeeded" for i in range(4)}
