@@ -412,6 +412,14 @@ class Notification(models.Model):
         default=dict, blank=True, help_text="Per channel: delivered, skipped, or the error."
     )
     idempotency_key = models.CharField(max_length=300, unique=True, null=True, blank=True)
+    webhook_url = models.URLField(max_length=2000, blank=True, help_text="Where the webhook goes.")
+    delivery_attempts = models.PositiveSmallIntegerField(default=0)
+    next_delivery_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="When a pending email or webhook is tried next; empty when none is.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
 

@@ -5,6 +5,7 @@ import datetime as dt
 from celery import shared_task
 
 from agents import ratelimit, services
+from agents.actions import work
 from audit import clock
 
 
@@ -14,3 +15,9 @@ def purge_memory() -> dict:
     result = services.purge_expired()
     result["rate_counters"] = ratelimit.purge_old(clock.now() - dt.timedelta(days=1))
     return result
+
+
+@shared_task(name="agents.deliver_notifications", acks_late=True, ignore_result=True)
+def deliver_notifications() -> int:
+    """Retry pending notification deliveries that are due (lost first attempts, backoffs)."""
+    return work.deliver_due_notifications()

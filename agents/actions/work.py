@@ -8,8 +8,10 @@ once the transaction commits. Writes keyed by an idempotency key happen once per
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import smtplib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +19,7 @@ import httpx
 from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage
 from django.db import models, transaction
 from guardian.shortcuts import assign_perm
 
@@ -204,9 +206,10 @@ def notify(
     channels = channels or ["inbox"]
     deliveries: dict[str, str] = {"inbox": "delivered"}
     if "email" in channels:
-        deliveries["email"] = "pending" if recipient.email else "skipped: no address"
+        deliveries["email"] = PENDING if recipient.email else "skipped: no address"
     if "webhook" in channels:
-        deliveries["webhook"] = "pending" if webhook_url else "skipped: not configured"
+        deliveries["webhook"] = PENDING if webhook_url else "skipped: not configured"
+    pending = PENDING in deliveries.values()
     notification = Notification.objects.create(
         recipient=recipient,
         subject=subject,
@@ -216,6 +219,12 @@ def notify(
         run_id=run_id,
         deliveries=deliveries,
         idempotency_key=idempotency_key or None,
+        webhook_url=webhook_url if deliveries.get("webhook") == PENDING else "",
+        # Saved before the first attempt: if this process dies after the commit, the sweep
+        # (agents.deliver_notifications) finds it once this grace has passed.
+        next_delivery_at=clock.now() + dt.timedelta(seconds=_setting("LEASE_SECONDS"))
+        if pending
+        else None,
     )
     audit.record(
         action="agents.notification.sent",
@@ -224,8 +233,8 @@ def notify(
         run_id=run_id,
         body={"recipient": name_of(recipient), "subject": subject, "channels": deliveries},
     )
-    if deliveries.get("email") == "pending" or deliveries.get("webhook") == "pending":
-        transaction.on_commit(lambda: _deliver(notification.pk, webhook_url))
+    if pending:
+        transaction.on_commit(lambda: deliver_pending(notification.pk, due_only=False))
     return notification
 
 
@@ -236,39 +245,141 @@ def mark_read(notifications, *, user) -> int:
     return unread.update(read_at=clock.now())
 
 
-def _deliver(notification_id: int, webhook_url: str) -> None:
-    """Send a committed notification by email and webhook; record how each went."""
-    notification = Notification.objects.select_related("recipient").get(pk=notification_id)
+PENDING = "pending"
+DELIVERY_DEFAULTS = {
+    "LEASE_SECONDS": 60,  # how long one attempt may take before the sweep tries again
+    "BACKOFF_SECONDS": 30,  # the first retry's delay; doubled after each failure
+    "MAX_BACKOFF_SECONDS": 3600,
+    "MAX_ATTEMPTS": 6,
+}
+
+
+def _setting(name: str) -> int:
+    """Return a delivery setting (STEWARD_NOTIFY_<name>) or its default."""
+    return int(getattr(settings, f"STEWARD_NOTIFY_{name}", DELIVERY_DEFAULTS[name]))
+
+
+def delivery_key(notification: Notification, channel: str) -> str:
+    """Return the idempotency key of one delivery: the same on every attempt."""
+    return f"notification-{notification.pk}-{channel}"
+
+
+class _Retryable(Exception):
+    """A delivery failed in a way another attempt may fix."""
+
+
+def _claim(notification_id: int, now: dt.datetime, due_only: bool) -> Notification | None:
+    """Take one attempt of a pending delivery (one worker at a time), leased for a while."""
+    with transaction.atomic():
+        pending = Notification.objects.select_for_update(skip_locked=True).filter(
+            pk=notification_id, next_delivery_at__isnull=False
+        )
+        if due_only:
+            pending = pending.filter(next_delivery_at__lte=now)
+        notification = pending.select_related("recipient").first()
+        if notification is None:
+            return None
+        notification.delivery_attempts += 1
+        notification.next_delivery_at = now + dt.timedelta(seconds=_setting("LEASE_SECONDS"))
+        notification.save(update_fields=["delivery_attempts", "next_delivery_at"])
+    return notification
+
+
+def deliver_pending(
+    notification_id: int, *, now: dt.datetime | None = None, due_only: bool = True
+) -> dict[str, str] | None:
+    """Attempt a notification's pending email and webhook; retry later with backoff, or fail.
+
+    Safe to run twice: an attempt is claimed first (a lease, so a killed attempt is retried
+    once it lapses), and each delivery carries the same idempotency key on every attempt.
+    """
+    now = now or clock.now()
+    notification = _claim(notification_id, now, due_only)
+    if notification is None:
+        return None
     deliveries = dict(notification.deliveries)
-    if deliveries.get("email") == "pending":
+    retry = False
+    for channel, send in (("email", _send_email), ("webhook", _send_webhook)):
+        if deliveries.get(channel) != PENDING:
+            continue
         try:
-            send_mail(
-                notification.subject,
-                notification.body,
-                None,
-                [notification.recipient.email],
-            )
-            deliveries["email"] = "delivered"
+            deliveries[channel] = send(notification)
+        except _Retryable as exc:
+            if notification.delivery_attempts >= _setting("MAX_ATTEMPTS"):
+                deliveries[channel] = f"failed: {exc} (after {notification.delivery_attempts})"
+            else:
+                retry = True
+                deliveries[f"{channel}_last_error"] = str(exc)
         except Exception as exc:  # the inbox copy stands; say what happened
-            deliveries["email"] = f"failed: {type(exc).__name__}"
-    if deliveries.get("webhook") == "pending":
-        try:
-            reply = httpx.post(
-                webhook_url,
-                json={
-                    "recipient": notification.recipient.get_username(),
-                    "subject": notification.subject,
-                    "body": notification.body,
-                    "run_id": notification.run_id,
-                },
-                headers={"Idempotency-Key": notification.idempotency_key or str(notification.pk)},
-                timeout=5.0,
-                follow_redirects=False,
-            )
-            deliveries["webhook"] = f"delivered: {reply.status_code}"
-        except httpx.HTTPError as exc:
-            deliveries["webhook"] = f"failed: {type(exc).__name__}"
-    Notification.objects.filter(pk=notification_id).update(deliveries=deliveries)
+            deliveries[channel] = f"failed: {type(exc).__name__}: {exc}"[:300]
+    next_at = None
+    if retry:
+        delay = _setting("BACKOFF_SECONDS") * 2 ** (notification.delivery_attempts - 1)
+        next_at = now + dt.timedelta(seconds=min(delay, _setting("MAX_BACKOFF_SECONDS")))
+    Notification.objects.filter(pk=notification_id).update(
+        deliveries=deliveries, next_delivery_at=next_at
+    )
+    finished = {k: v for k, v in deliveries.items() if k in ("email", "webhook") and v != PENDING}
+    if finished and not retry:
+        audit.record(
+            action="agents.notification.delivered",
+            target=notification,
+            run_id=notification.run_id,
+            body={"channels": finished, "attempts": notification.delivery_attempts},
+        )
+    return deliveries
+
+
+def deliver_due_notifications(*, now: dt.datetime | None = None, limit: int = 200) -> int:
+    """Attempt every pending delivery that is due (a retry, or a lost first attempt)."""
+    now = now or clock.now()
+    due = Notification.objects.filter(next_delivery_at__lte=now).order_by("next_delivery_at")
+    count = 0
+    for notification_id in list(due.values_list("pk", flat=True)[:limit]):
+        if deliver_pending(notification_id, now=now) is not None:
+            count += 1
+    return count
+
+
+def _send_email(notification: Notification) -> str:
+    """Send the email (its Message-ID is the delivery's idempotency key)."""
+    key = delivery_key(notification, "email")
+    message = EmailMessage(
+        notification.subject,
+        notification.body,
+        None,
+        [notification.recipient.email],
+        headers={"Message-ID": f"<{key}@steward>", "Idempotency-Key": key},
+    )
+    try:
+        message.send()
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _Retryable(type(exc).__name__) from None
+    return "delivered"
+
+
+def _send_webhook(notification: Notification) -> str:
+    """POST the webhook; a 2xx delivers it, a 408/429/5xx or a transport error is retried."""
+    try:
+        reply = httpx.post(
+            notification.webhook_url,
+            json={
+                "recipient": notification.recipient.get_username(),
+                "subject": notification.subject,
+                "body": notification.body,
+                "run_id": notification.run_id,
+            },
+            headers={"Idempotency-Key": delivery_key(notification, "webhook")},
+            timeout=5.0,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        raise _Retryable(type(exc).__name__) from None
+    if reply.is_success:
+        return f"delivered: {reply.status_code}"
+    if reply.status_code in (408, 429) or reply.status_code >= 500:
+        raise _Retryable(f"HTTP {reply.status_code}")
+    return f"failed: HTTP {reply.status_code}"
 
 
 # --- HTTP requests -------------------------------------------------------------------------------

@@ -5,29 +5,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0002_registry_tools_memory'),
+        ("agents", "0002_registry_tools_memory"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MemoryValueCopy',
+            name="MemoryValueCopy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200)),
-                ('version', models.PositiveIntegerField()),
-                ('expires_at', models.DateTimeField(blank=True, help_text="When the value's retention passes (none: kept).", null=True)),
-                ('value', models.JSONField(blank=True, help_text='The held value; NULL once erased.', null=True)),
-                ('audit_entry_id', models.BigIntegerField(blank=True, help_text='An audit entry whose body holds the value in full.', null=True)),
-                ('run_id', models.BigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField()),
-                ('erased_at', models.DateTimeField(blank=True, null=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='copies', to='agents.memorynamespace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=200)),
+                ("version", models.PositiveIntegerField()),
+                (
+                    "expires_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When the value's retention passes (none: kept).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "value",
+                    models.JSONField(
+                        blank=True, help_text="The held value; NULL once erased.", null=True
+                    ),
+                ),
+                (
+                    "audit_entry_id",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="An audit entry whose body holds the value in full.",
+                        null=True,
+                    ),
+                ),
+                ("run_id", models.BigIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField()),
+                ("erased_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="copies",
+                        to="agents.memorynamespace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'indexes': [models.Index(condition=models.Q(('erased_at__isnull', True), ('expires_at__isnull', False)), fields=['expires_at'], name='memory_copy_expiry_idx')],
+                "ordering": ["id"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(
+                            ("erased_at__isnull", True), ("expires_at__isnull", False)
+                        ),
+                        fields=["expires_at"],
+                        name="memory_copy_expiry_idx",
+                    )
+                ],
             },
         ),
     ]
