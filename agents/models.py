@@ -197,10 +197,17 @@ class Agent(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Results below this confidence go to a person.",
     )
-    max_steps = models.PositiveIntegerField(default=10, help_text="Model calls per agent step.")
-    max_tokens = models.PositiveIntegerField(default=50_000, help_text="Tokens per agent step.")
+    max_steps = models.PositiveIntegerField(
+        default=10, help_text="Model calls per run (all its steps)."
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=50_000, help_text="Tokens per run (all its steps)."
+    )
     max_cost = models.DecimalField(
-        max_digits=10, decimal_places=4, default=Decimal("1.00"), help_text="Cost per agent step."
+        max_digits=10,
+        decimal_places=4,
+        default=Decimal("1.00"),
+        help_text="Cost per run (all its steps).",
     )
     max_wall_seconds = models.PositiveIntegerField(
         default=900, help_text="Wall time per agent step, waits for approvals excluded."

@@ -28,6 +28,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Count, Sum
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
@@ -138,27 +139,67 @@ class AgentLoop:
                 )
             )
 
-    def check_budget(self) -> None:
-        """Fail the step when tokens or cost went over the agent's limits."""
-        tokens = self.usage["input_tokens"] + self.usage["output_tokens"]
+    def run_usage(self, up_to: int | None = None) -> dict[str, Any]:
+        """Return the agent's usage in the whole run (every step), from its ModelCall rows.
+
+        `up_to` counts only the calls journaled up to that row, so a replay decides as the
+        first execution did.
+        """
+        calls = ModelCall.objects.filter(run_id=self.ctx.run.pk, agent_id=self.agent.pk)
+        if up_to is not None:
+            calls = calls.filter(pk__lte=up_to)
+        totals = calls.aggregate(
+            model_calls=Count("pk"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost=Sum("cost"),
+        )
+        return {
+            "model_calls": totals["model_calls"],
+            "input_tokens": totals["input_tokens"] or 0,
+            "output_tokens": totals["output_tokens"] or 0,
+            "cost": float(totals["cost"] or 0),
+        }
+
+    def check_calls(self) -> None:
+        """Before a new model call: fail when the agent has made its limit of calls in the run."""
+        made = self.run_usage()["model_calls"]
+        if made >= self.agent.max_steps:
+            raise _Done(
+                self.ctx.fail(
+                    "StepLimitExceeded",
+                    f"agent {self.agent.slug} made {made} model calls in run {self.ctx.run.pk} "
+                    f"without a final result; its limit is {self.agent.max_steps} per run",
+                    retryable=False,
+                    usage=self.usage,
+                    run_usage=self.run_usage(),
+                )
+            )
+
+    def check_budget(self, model_call_id: int | None) -> None:
+        """Fail the step when the agent's tokens or cost in the run went over its limits."""
+        used = self.run_usage(up_to=model_call_id) if model_call_id else self.usage
+        tokens = used["input_tokens"] + used["output_tokens"]
         if tokens > self.agent.max_tokens:
             raise _Done(
                 self.ctx.fail(
                     "TokenLimitExceeded",
-                    f"agent {self.agent.slug} used {tokens} tokens, over its limit of "
-                    f"{self.agent.max_tokens}",
+                    f"agent {self.agent.slug} used {tokens} tokens in run {self.ctx.run.pk}, "
+                    f"over its limit of {self.agent.max_tokens} per run",
                     retryable=False,
                     usage=self.usage,
+                    run_usage=used,
                 )
             )
-        if Decimal(str(self.usage["cost"])) > self.agent.max_cost:
+        if Decimal(str(used["cost"])) > self.agent.max_cost:
             raise _Done(
                 self.ctx.fail(
                     "CostLimitExceeded",
-                    f"agent {self.agent.slug} cost {self.usage['cost']:.4f}, over its limit of "
-                    f"{self.agent.max_cost}",
+                    f"agent {self.agent.slug} cost {used['cost']:.4f} in run {self.ctx.run.pk}, "
+                    f"over its limit of {self.agent.max_cost} per run",
                     retryable=False,
                     usage=self.usage,
+                    run_usage=used,
                 )
             )
 
@@ -270,13 +311,6 @@ class AgentLoop:
         invalid = 0
         self.exposed = []
         while True:
-            if self.usage["model_calls"] >= agent.max_steps:
-                return self.ctx.fail(
-                    "StepLimitExceeded",
-                    f"agent {agent.slug} made {agent.max_steps} model calls without a final result",
-                    retryable=False,
-                    usage=self.usage,
-                )
             response = self.model_call(messages, tools)
             messages.append(conversation.assistant_message(response))
             if response["tool_calls"]:
@@ -335,18 +369,19 @@ class AgentLoop:
         self.usage["input_tokens"] += response["input_tokens"]
         self.usage["output_tokens"] += response["output_tokens"]
         self.usage["cost"] = round(self.usage["cost"] + response["cost"], 8)
-        self.check_budget()
+        self.check_budget(response.get("model_call"))
         return response
 
     def _call_model(self, context, messages, tools) -> dict[str, Any]:
         """Call the provider, record the call, and audit prompt and response."""
         self.guard()
+        self.check_calls()  # only before a new call: a replay never refuses what was made
         agent = self.agent
         client = client_for(agent.provider.config(agent.model, agent.script))
         response: ModelResponse = client.complete(
             messages, tools, idempotency_key=context.idempotency_key
         )
-        ModelCall.objects.create(
+        row = ModelCall.objects.create(
             agent=agent,
             agent_slug=agent.slug,
             provider=response.provider,
@@ -387,7 +422,7 @@ class AgentLoop:
         # the purge of any of them erases this body.
         memory.note_audited_copies(entry.pk, self.exposed, run_id=self.ctx.run.pk)
         mark_active(agent.pk)
-        return {**response.as_json(), "audit_entry": entry.pk}
+        return {**response.as_json(), "audit_entry": entry.pk, "model_call": row.pk}
 
     # --- tool calls ------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from agents.models import ModelCall, Ticket, ToolInvocation
+from agents import services
+from agents.models import Agent, ModelCall, Ticket, ToolInvocation
 from agents.tools import ToolContext, tool
 from audit import clock
 from audit.models import AuditEntry
@@ -178,7 +179,8 @@ def test_too_many_model_calls_fail_the_step_with_a_clear_reason(world, make_agen
     assert run.status == "failed"
     error = step_of(run).error
     assert error["type"] == "StepLimitExceeded"
-    assert "made 4 model calls without a final result" in error["message"]
+    assert "made 4 model calls in run" in error["message"]
+    assert "its limit is 4 per run" in error["message"]
     assert ModelCall.objects.count() == 4 and error["attempt"] == 1  # final, not retried
 
 
@@ -217,3 +219,43 @@ def test_an_unknown_agent_fails_at_once(world, run_agent):
 
     with pytest.raises(workflows.DefinitionError, match="no agent has the slug"):
         run_agent("ghost", {})
+
+
+def test_limits_count_the_agent_across_every_step_of_the_run(world, make_agent, make_workflow_with):
+    twice = [
+        {"when": "turn == 1", "tool_calls": [{"tool": "echo", "arguments": {}}]},
+        {"final": {"ok": True}, "confidence": 1},
+    ]
+    make_agent("worker", twice, tools=["echo"], max_steps=3)
+    run = make_workflow_with(
+        [
+            {"id": "first", "type": "agent", "agent": "worker"},
+            {"id": "second", "type": "agent", "agent": "worker", "depends_on": ["first"]},
+        ]
+    )
+    assert step_of(run, "first").status == "succeeded"  # 2 calls: within 3 per run
+    error = step_of(run, "second").error
+    assert error["type"] == "StepLimitExceeded" and "its limit is 3 per run" in error["message"]
+    assert error["run_usage"]["model_calls"] == 3
+    assert ModelCall.objects.filter(run_id=run.pk).count() == 3  # the 4th was never made
+
+
+def test_tokens_are_counted_across_the_run(world, make_agent, make_workflow_with):
+    once = [{"final": {"ok": True}, "confidence": 1}]
+    make_agent("talker", once, max_tokens=10_000)
+    first = make_workflow_with([{"id": "a", "type": "agent", "agent": "talker"}])
+    per_call = sum(
+        ModelCall.objects.filter(run_id=first.pk).values_list("input_tokens", "output_tokens")[0]
+    )
+    services.update_agent(
+        Agent.objects.get(slug="talker"), actor=None, reason="test", max_tokens=per_call * 2 - 1
+    )
+    run = make_workflow_with(
+        [
+            {"id": "a", "type": "agent", "agent": "talker"},
+            {"id": "b", "type": "agent", "agent": "talker", "depends_on": ["a"]},
+        ]
+    )
+    assert step_of(run, "a").status == "succeeded"
+    error = step_of(run, "b").error
+    assert error["type"] == "TokenLimitExceeded" and "per run" in error["message"]
