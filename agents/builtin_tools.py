@@ -314,7 +314,8 @@ def http_request(arguments: dict, context: ToolContext) -> dict:
 
 
 def _namespace(arguments: dict, context: ToolContext) -> MemoryNamespace:
-    """Return the namespace a call names ('run': the calling run's); refuse other runs'."""
+    """Return the namespace a call names ('run': the calling run's); refuse other runs' and
+    other workflows' namespaces, whatever permission the caller holds on them."""
     slug = arguments["namespace"]
     if slug == "run":
         if context.run_id is None:
@@ -323,6 +324,10 @@ def _namespace(arguments: dict, context: ToolContext) -> MemoryNamespace:
     namespace = MemoryNamespace.objects.get(slug=slug)
     if namespace.scope == MemoryScope.RUN and namespace.run_id != context.run_id:
         raise TargetRefused("a run's memory is reachable only from within that run")
+    if namespace.scope == MemoryScope.WORKFLOW and (
+        context.workflow_id is None or namespace.workflow_id != context.workflow_id
+    ):
+        raise TargetRefused("a workflow's memory is reachable only from runs of that workflow")
     return namespace
 
 

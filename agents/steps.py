@@ -452,6 +452,7 @@ class AgentLoop:
             step_id=self.ctx.step.step_id,
             run_initiator_id=self.ctx.run.started_by_id,
             attempt=self.ctx.attempt,
+            workflow_id=self.ctx.run.workflow_id,
         )
 
         def perform(context):
@@ -540,6 +541,7 @@ class AgentLoop:
                 verdict,
                 context,
                 invocation_key=decision_key,
+                workflow_id=self.ctx.run.workflow_id,
             )
             written = _memory_reference(call, outcome) if call["name"] == "memory.write" else None
             if written is not None and self.last_model_entry is not None:

@@ -65,6 +65,7 @@ class ToolContext:
     attempt: int = 1
     actor_id: int | None = None
     agent_id: int | None = None
+    workflow_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class CallSite:
     step_id: str = ""
     run_initiator_id: int | None = None
     attempt: int = 1
+    workflow_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def decide_tool_call(
         attempt=site.attempt,
         actor_id=agent.user_id,
         agent_id=agent.pk,
+        workflow_id=site.workflow_id,
     )
 
     def conclude(verdict: str, stage: str, reason: str, **extra) -> ToolVerdict:
@@ -405,6 +407,7 @@ def execute_tool_call(
     context: ToolContext,
     *,
     invocation_key: str,
+    workflow_id: int | None = None,
 ) -> dict[str, Any]:
     """Run a call the control layer allowed (or that was approved for these arguments).
 
@@ -421,7 +424,9 @@ def execute_tool_call(
     elif verdict.verdict != Verdict.ALLOW:
         raise ValueError(f"a {verdict.verdict} verdict cannot be executed")
     spec = registered_tools()[name]
-    context = dataclasses.replace(context, actor_id=agent.user_id, agent_id=agent.pk)
+    context = dataclasses.replace(
+        context, actor_id=agent.user_id, agent_id=agent.pk, workflow_id=workflow_id
+    )
     try:
         with transaction.atomic():
             outcome = {"ok": True, "result": spec.call(arguments, context)}

@@ -241,3 +241,36 @@ def test_concurrent_writers_of_one_version_exactly_one_wins(world):
         thread.join()
     assert sorted(outcomes) == ["conflict"] * 7 + ["won"]
     assert MemoryEntry.objects.get(key="k").version == 2
+
+
+def test_a_workflow_namespace_is_reachable_only_from_runs_of_that_workflow(world, make_agent):
+    from orchestrator import engine
+    from orchestrator import services as workflows
+
+    rules = [
+        {
+            "when": "turn == 1",
+            "tool_calls": [
+                {"tool": "memory.read", "arguments": {"namespace": "wf-notes", "key": "k"}}
+            ],
+        },
+        {"final": {"read": "{{ results[0] }}"}, "confidence": 1},
+    ]
+    agent = make_agent("notetaker", rules, tools=["memory.read"])
+    steps = {"steps": [{"id": "work", "type": "agent", "agent": "notetaker"}]}
+    own = workflows.create_workflow(slug="own-wf", name="Own", definition=steps)
+    other = workflows.create_workflow(slug="other-wf", name="Other", definition=steps)
+    notes = services.create_namespace(
+        slug="wf-notes", name="Notes", scope="workflow", workflow_id=own.pk
+    )
+    services.grant_access(notes, agent, read=True)  # the permission alone is not enough
+    services.write_entry(notes, "k", "kept", expected_version=0, user=None)
+    runs = [workflows.start_run(workflow, {}) for workflow in (own, other)]
+    engine.drain()
+    for run in runs:
+        run.refresh_from_db()
+    allowed = step_of(runs[0]).output["result"]["read"]
+    assert allowed["ok"] is True and allowed["result"]["value"] == "kept"
+    refused = step_of(runs[1]).output["result"]["read"]
+    assert refused["refused"] is True and refused["stage"] == "permission"
+    assert "only from runs of that workflow" in refused["reason"]
