@@ -208,19 +208,67 @@ def record_many(entries: Iterable[dict]) -> list[AuditEntry]:
         unknown = set(item) - _FIELDS
         if unknown:
             raise TypeError(f"record_many: unknown keys {sorted(unknown)}")
-        built.append(_build(**item))
+        built.append(_values(**item))
     if not built:
         return []
-    with transaction.atomic(savepoint=False):
-        saved = AuditEntry.objects.bulk_create([entry for entry, _ in built])
+    connection = connections[router.db_for_write(AuditEntry)]
+    if connection.vendor == "postgresql":
+        ids = _insert_many_postgresql(connection, built)
+    else:
+        with transaction.atomic(using=connection.alias, savepoint=False):
+            ids = [_insert(connection, values, content) for values, content in built]
+    saved = []
+    for pk, (values, _) in zip(ids, built, strict=True):
+        entry = AuditEntry(pk, *values)
+        entry._state.adding = False
+        entry._state.db = connection.alias
+        saved.append(entry)
+    return saved
+
+
+_COLUMN_ARRAYS = (
+    "timestamptz[]",
+    "int8[]",
+    *["text[]"] * (len(_INSERT_COLUMNS) - 2),
+)
+_INSERT_MANY = (
+    f"INSERT INTO audit_auditentry ({', '.join(_INSERT_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%s::{kind}' for kind in _COLUMN_ARRAYS)}) RETURNING id"
+)
+_INSERT_BODIES = (
+    "INSERT INTO audit_auditbody (entry_id, content) SELECT * FROM unnest(%s::int8[], %s::text[])"
+)
+
+
+def _insert_many_postgresql(connection, built: list[tuple[list, str | None]]) -> list[int]:
+    """Insert entries with one prepared statement, their bodies with another; return the ids.
+
+    The ids come from the sequence as the rows are inserted, in the order unnest gives them,
+    which is the order of the arrays: sorted, they are the entries' ids in the order given,
+    whatever order RETURNING lists them in.
+    """
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = _ONLY_WHEN_ASKED
+    columns = [list(column) for column in zip(*(values for values, _ in built), strict=True)]
+    with (
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.wrap_database_errors,
+        psycopg.Cursor(raw) as cursor,
+    ):
+        cursor.execute(_INSERT_MANY, columns, prepare=True)
+        ids = sorted(row[0] for row in cursor.fetchall())
         bodies = [
-            AuditBody(entry=entry, content=content)
-            for entry, (_, content) in zip(saved, built, strict=True)
+            (pk, content)
+            for pk, (_, content) in zip(ids, built, strict=True)
             if content is not None
         ]
         if bodies:
-            AuditBody.objects.bulk_create(bodies)
-    return saved
+            body_columns = [list(column) for column in zip(*bodies, strict=True)]
+            cursor.execute(_INSERT_BODIES, body_columns, prepare=True)
+    return ids
 
 
 @transaction.atomic

@@ -83,6 +83,9 @@ def test_record_many_writes_all_in_order(user):
     assert all(e.pk for e in saved)
     assert AuditEntry.objects.filter(run_id="1").count() == 3
     assert AuditBody.objects.filter(entry__in=saved).count() == 1
+    assert AuditBody.objects.get(entry__in=saved).entry_id == saved[1].pk  # the right entry's
+    stored = AuditEntry.objects.in_bulk([e.pk for e in saved])
+    assert [stored[e.pk].action for e in saved] == [e.action for e in saved]
     assert saved[2].actor_name == "alice"
     with pytest.raises(TypeError, match="colour"):
         services.record_many([{"action": "x", "colour": "red"}])
@@ -146,7 +149,7 @@ def test_erase_body_keeps_the_digest_and_records_the_erasure(user, staff):
 
 
 @pytest.mark.postgres
-def test_record_uses_one_prepared_insert_and_prepares_nothing_else(user):
+def test_record_uses_prepared_inserts_and_prepares_nothing_else(user):
     for n in range(3):
         services.record(action="prepared.entry", target_id=str(n))
         services.record(action="prepared.with_body", body={"n": n})
@@ -156,5 +159,6 @@ def test_record_uses_one_prepared_insert_and_prepares_nothing_else(user):
         cursor.execute("SELECT statement FROM pg_prepared_statements WHERE from_sql = false")
         statements = [row[0] for row in cursor.fetchall()]
     assert statements, "record() did not prepare its insert"
-    assert all(s.startswith(("INSERT INTO audit_auditentry", "WITH entry AS")) for s in statements)
+    audit_inserts = ("INSERT INTO audit_auditentry", "INSERT INTO audit_auditbody", "WITH entry AS")
+    assert all(s.startswith(audit_inserts) for s in statements), statements
     assert AuditEntry.objects.filter(action__startswith="prepared.").count() == 6
