@@ -60,19 +60,11 @@ class OperationNotVisible(NotVisible, EngineError):
     """The workflow or run does not exist for this actor (404)."""
 
 
-def _in_callers_transaction() -> bool:
-    """Tell whether the caller holds a transaction open (a test's own wrapper does not count)."""
-    blocks = transaction.get_connection().atomic_blocks
-    return any(not getattr(block, "_from_testcase", False) for block in blocks)
-
-
 def _refuse(refusal: OperationDenied | OperationNotVisible):
     """Audit a refusal and raise it."""
+    # If the caller's transaction rolls back and takes this entry with it, whoever handles the
+    # refusal afterwards (the governed admin) calls audit() again, which writes it anew only then.
     refusal.audit()
-    if _in_callers_transaction():
-        # The caller's transaction may still roll back and take the audit row with it; whoever
-        # handles the refusal after that (the governed admin's audited_view) then writes it again.
-        refusal.recorded = False
     raise refusal
 
 

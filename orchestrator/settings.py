@@ -170,7 +170,7 @@ MIDDLEWARE = [
 ]
 
 AUTHENTICATION_BACKENDS = [
-    "governance.backends.PrincipalBackend",  # Django's ModelBackend, refusing agents
+    "governance.backends.PrincipalBackend",  # ModelBackend, refusing every non-person principal
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object
