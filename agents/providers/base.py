@@ -233,9 +233,28 @@ class HTTPModelClient(ModelClient):
     def _post_once(self, payload: dict, headers: dict, names: dict[str, str]) -> ModelResponse:
         """Make one HTTP attempt and classify what went wrong."""
         timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0))
+        # httpx's timeout bounds each read, not the reply: a server trickling bytes would keep
+        # the call alive forever. The whole attempt must finish within the timeout.
+        deadline = time.monotonic() + self.config.timeout
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-                reply = client.post(self.url(), json=payload, headers=headers)
+            with (
+                httpx.Client(timeout=timeout, follow_redirects=False) as client,
+                client.stream("POST", self.url(), json=payload, headers=headers) as reply,
+            ):
+                received = bytearray()
+                for chunk in reply.iter_raw():
+                    received += chunk
+                    if time.monotonic() > deadline:
+                        raise ProviderUnavailable(
+                            f"no complete reply within {self.config.timeout:g}s "
+                            f"({len(received)} bytes so far)"
+                        )
+                reply = httpx.Response(  # decoded (Content-Encoding) as any reply
+                    reply.status_code,
+                    headers=reply.headers,
+                    content=bytes(received),
+                    request=reply.request,
+                )
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(
                 f"no reply within {self.config.timeout:g}s ({type(exc).__name__})"

@@ -26,6 +26,7 @@ class Reply:
     delay: float = 0.0
     truncate: bool = False
     raw: bytes | None = None
+    trickle: float = 0.0  # seconds between bytes of the body: a server that never quite stalls
 
 
 @dataclass
@@ -83,6 +84,12 @@ class FakeModelServer:
                         self.wfile.write(payload[: len(payload) // 2])
                         self.wfile.flush()
                         self.close_connection = True
+                        return
+                    if reply.trickle:
+                        for position in range(len(payload)):
+                            self.wfile.write(payload[position : position + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.trickle)
                         return
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 from decimal import Decimal
 
 import pytest
@@ -231,6 +232,19 @@ def test_always_slow_fails_as_unavailable(kind, server, sleeps):
     client = make_client(kind, server, sleeps, timeout=0.15, max_retries=1)
     with pytest.raises(ProviderUnavailable, match="no reply within"):
         client.complete(CONVERSATION, TOOLS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_trickled_reply_is_cut_at_the_total_deadline(kind, server, sleeps):
+    # Each byte comes well within the per-read timeout; the whole reply would take seconds.
+    slow = Reply(ok_reply(kind), trickle=0.02)
+    server.push(slow, slow)
+    client = make_client(kind, server, sleeps, timeout=0.3, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(ProviderUnavailable, match="no complete reply within 0.3s"):
+        client.complete(CONVERSATION, TOOLS)
+    assert time.monotonic() - started < 1.5  # two attempts of 0.3 s, not two trickles
+    assert len(server.requests) == 2
 
 
 @pytest.mark.parametrize("kind", KINDS)
