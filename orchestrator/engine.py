@@ -456,13 +456,21 @@ def start_run(
                 raise
             existing = WorkflowRun.objects.get(idempotency_key=idempotency_key)
             return _same_workflow(existing, workflow, idempotency_key)
+        # Roots with neither `when` nor `foreach` are ready from the start: written so, they need
+        # no update of their own (the history still schedules them, as activation would).
+        plain = all(
+            wf.steps[sid].when is None and wf.steps[sid].foreach is None for sid in wf.roots
+        )
+        ready_now = set(wf.roots) if plain else set()
         steps = StepRun.objects.bulk_create(
             [
                 StepRun(
                     run=run,
                     step_id=sid,
                     step_type=step.type,
-                    status=StepStatus.PENDING,
+                    status=StepStatus.READY if sid in ready_now else StepStatus.PENDING,
+                    ready_at=now if sid in ready_now else None,
+                    dispatched_at=now if sid in ready_now else None,
                     created_at=now,
                 )
                 for sid, step in wf.steps.items()
@@ -471,7 +479,12 @@ def start_run(
         events = EventLog(run, now, actor=started_by)
         events.add(EventKind.RUN_STARTED, version=version.number, trigger=trigger)
         rows = {step.step_id: step for step in steps}
-        ready = _activate(run, wf, rows, list(wf.roots), events, now)
+        if ready_now:
+            ready = [rows[sid].pk for sid in wf.roots]
+            for sid in wf.roots:
+                events.add(EventKind.STEP_SCHEDULED, rows[sid])
+        else:
+            ready = _activate(run, wf, rows, list(wf.roots), events, now)
         _settle_run(run, wf, rows, events, now)
         events.flush()
         publish_on_commit(ready)

@@ -845,3 +845,29 @@ def test_the_orm_path_records_the_same_history_as_the_batched_one(make_workflow,
     assert history(plain) == history(batched)
     assert refreshed(plain).output == refreshed(batched).output == {"s3": {"n": 3}}
     assert steps_of(plain) == steps_of(batched) == {f"s{i}": "succeeded" for i in range(4)}
+
+
+def test_plain_roots_are_written_ready_and_scheduled_in_the_history(make_workflow, published):
+    wf = make_workflow(
+        {
+            "steps": [
+                {"id": "a", "type": "noop"},
+                {"id": "b", "type": "noop"},
+                {"id": "c", "type": "noop", "depends_on": ["a", "b"]},
+            ]
+        }
+    )
+    run = services.start_run(wf)
+    assert steps_of(run) == {"a": "ready", "b": "ready", "c": "pending"}
+    rows = {row.step_id: row for row in StepRun.objects.filter(run=run)}
+    assert published == [rows["a"].pk, rows["b"].pk]
+    assert rows["a"].ready_at == rows["a"].dispatched_at == rows["a"].created_at
+    assert rows["c"].ready_at is None
+    assert event_kinds(run) == [
+        EventKind.RUN_STARTED,
+        EventKind.STEP_SCHEDULED,
+        EventKind.STEP_SCHEDULED,
+    ]
+    assert [e.step_id for e in RunEvent.objects.filter(run=run).order_by("id")] == ["", "a", "b"]
+    assert engine.drain() == 3
+    assert refreshed(run).status == "succeeded"
