@@ -322,6 +322,14 @@ CELERY_BEAT_SCHEDULE["agents-memory-retention"] = {
     "options": {"expires": 300},
 }
 
+# Notifications: a beat task retries email and webhook deliveries that are due (a delivery lost
+# after its commit included). It makes network calls, so it stays on the step queue, not control.
+CELERY_BEAT_SCHEDULE["agents-notification-delivery"] = {
+    "task": "agents.deliver_notifications",
+    "schedule": env_float("STEWARD_NOTIFY_SWEEP_SECONDS", 15.0),
+    "options": {"expires": 30},
+}
+
 # The governed records (and their fields) that agents' `record.update` tool may change; the
 # tool's row in the admin can narrow this further.
 STEWARD_AGENT_UPDATABLE_RECORDS = {
