@@ -17,22 +17,38 @@ from dataclasses import dataclass, field
 from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash, fast_leaf_hash
 
 WIDTH = len(ENTRY_COLUMNS)
+# The entries of a range of seqs have ids in a narrow range too (they are numbered in commit
+# order), so the joins are bounded by the range's lowest and highest entry id: each range then
+# reads its own part of the entry and body tables, not the whole of them.
 _SELECT = """
     SELECT l.seq, l.leaf_hash, l.entry_id, {columns},
            b.entry_id IS NOT NULL, b.content, b.erasure_entry_id
     FROM audit_auditleaf l
-    LEFT JOIN audit_auditentry e ON e.id = l.entry_id
-    LEFT JOIN audit_auditbody b ON b.entry_id = l.entry_id
+    LEFT JOIN audit_auditentry e
+      ON e.id = l.entry_id AND e.id BETWEEN {low_id} AND {high_id}
+    LEFT JOIN audit_auditbody b
+      ON b.entry_id = l.entry_id AND b.entry_id BETWEEN {low_id} AND {high_id}
     WHERE l.seq >= {start} AND l.seq < {stop}
     ORDER BY l.seq
 """
+# For the sessions that read ranges: no JIT (compiling costs more than it saves here), no
+# parallel query (the worker processes already fill the cores), and room to sort a range of
+# rows by seq in memory after the hash joins.
+SESSION_SETTINGS = ("jit = off", "max_parallel_workers_per_gather = 0", "work_mem = '256MB'")
+ID_BOUNDS_SQL = (
+    "SELECT COALESCE(MIN(entry_id), 0), COALESCE(MAX(entry_id), 0) FROM audit_auditleaf "
+    "WHERE seq >= %s AND seq < %s"
+)
 # The server formats the time (in the leaf's form) while Python hashes.
 _PG_TIME = "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 PG_TYPES = ["int8", "bytea", "int8", "int8", "text", "int8", *["text"] * 11, "bool", "text", "int8"]
 
 
-def range_sql(vendor: str, start: int, stop: int) -> str:
-    """Return the query of the leaves in [start, stop) with their entries and bodies, by seq."""
+def range_sql(vendor: str, start: int, stop: int, low_id: int, high_id: int) -> str:
+    """Return the query of the leaves in [start, stop) with their entries and bodies, by seq.
+
+    `low_id` and `high_id` are the lowest and highest entry id of those leaves (ID_BOUNDS_SQL).
+    """
     if vendor == "postgresql":
         columns = ", ".join(
             _PG_TIME
@@ -44,12 +60,19 @@ def range_sql(vendor: str, start: int, stop: int) -> str:
         )
     else:
         columns = ", ".join(f"e.{name}" for name in ENTRY_COLUMNS)
-    return _SELECT.format(columns=columns, start=int(start), stop=int(stop))
+    return _SELECT.format(
+        columns=columns,
+        start=int(start),
+        stop=int(stop),
+        low_id=int(low_id),
+        high_id=int(high_id),
+    )
 
 
-def pg_copy_sql(start: int, stop: int) -> str:
+def pg_copy_sql(start: int, stop: int, low_id: int, high_id: int) -> str:
     """Return the binary COPY of range_sql on PostgreSQL."""
-    return f"COPY ({range_sql('postgresql', start, stop)}) TO STDOUT (FORMAT BINARY)"
+    sql = range_sql("postgresql", start, stop, low_id, high_id)
+    return f"COPY ({sql}) TO STDOUT (FORMAT BINARY)"
 
 
 @dataclass
@@ -138,11 +161,14 @@ def check_range_in_worker(params: dict, snapshot: str, start: int, stop: int) ->
 
     if _worker_connection is None or _worker_connection.closed:
         _worker_connection = psycopg.connect(**params, autocommit=True)
-        _worker_connection.execute("SET jit = off")  # one long scan: compiling costs more
+        for setting in SESSION_SETTINGS:
+            _worker_connection.execute(f"SET {setting}")
     conn = _worker_connection
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        with conn.cursor() as cursor, cursor.copy(pg_copy_sql(start, stop)) as copy:
+        low_id, high_id = conn.execute(ID_BOUNDS_SQL, [start, stop]).fetchone()
+        copy_sql = pg_copy_sql(start, stop, low_id, high_id)
+        with conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
             copy.set_types(PG_TYPES)
             return check_rows(copy.rows(), start, stop)

@@ -29,7 +29,9 @@ from django.db import connection
 from audit import keys
 from audit.evidence import checkpoint_message, key_id_for, verify_checkpoint_signature
 from audit.leafcheck import (
+    ID_BOUNDS_SQL,
     PG_TYPES,
+    SESSION_SETTINGS,
     RangeResult,
     check_range_in_worker,
     check_rows,
@@ -161,12 +163,15 @@ def _ranges(bound: int) -> list[tuple[int, int]]:
 
 def _check_range_here(start: int, stop: int) -> RangeResult:
     """Check one range on this process's connection (one binary COPY on PostgreSQL)."""
-    sql = range_sql(connection.vendor, start, stop)
+    with connection.cursor() as cursor:
+        cursor.execute(ID_BOUNDS_SQL, [start, stop])
+        low_id, high_id = cursor.fetchone()
+    sql = range_sql(connection.vendor, start, stop, low_id, high_id)
     if connection.vendor == "postgresql":
         connection.ensure_connection()
         with (
             connection.connection.cursor() as cursor,
-            cursor.copy(pg_copy_sql(start, stop)) as copy,
+            cursor.copy(pg_copy_sql(start, stop, low_id, high_id)) as copy,
         ):
             copy.set_types(PG_TYPES)
             return check_rows(copy.rows(), start, stop)
@@ -177,11 +182,21 @@ def _check_range_here(start: int, stop: int) -> RangeResult:
 
 def _serial_results(bound: int):
     """Yield the RangeResult of every range, checked in this process; then the log's size."""
-    if connection.vendor == "postgresql":
+    if connection.vendor != "postgresql":
+        for start, stop in _ranges(bound):
+            yield _check_range_here(start, stop)
+        return
+    names = [setting.split(" = ")[0] for setting in SESSION_SETTINGS]
+    with connection.cursor() as cursor:
+        for setting in SESSION_SETTINGS:
+            cursor.execute(f"SET {setting}")
+    try:
+        for start, stop in _ranges(bound):
+            yield _check_range_here(start, stop)
+    finally:
         with connection.cursor() as cursor:
-            cursor.execute("SET jit = off")  # long scans: compiling costs more than it saves
-    for start, stop in _ranges(bound):
-        yield _check_range_here(start, stop)
+            for name in names:
+                cursor.execute(f"RESET {name}")
 
 
 def _connection_params() -> dict:
