@@ -40,6 +40,7 @@ from governance.admin_mixins import (
     REASON_FIELD,
     ChangeReasonForm,
     GovernedAdminMixin,
+    ReadOnlyInline,
     audited_view,
 )
 from governance.permissions import AccessDenied, NotVisible, can
@@ -595,21 +596,11 @@ class IncidentUpdateAdmin(admin.ModelAdmin):
 # --- tickets and the inbox -------------------------------------------------------------------
 
 
-class TicketCommentInline(admin.TabularInline):
+class TicketCommentInline(ReadOnlyInline):
     model = TicketComment
-    extra = 0
-    can_delete = False
     fields = ["created_at", "author_name", "body", "run_id"]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return True  # shown only inside a ticket the user may view
+    show_change_link = False
 
 
 class TicketForm(ChangeReasonForm):
@@ -709,21 +700,14 @@ class NotificationAdmin(ReadOnlyAdmin):
 # --- shared memory ---------------------------------------------------------------------------
 
 
-class MemoryEntryInline(admin.TabularInline):
+class MemoryEntryInline(ReadOnlyInline):
     model = MemoryEntry
-    extra = 0
-    can_delete = False
     fields = ["key", "version", "agent_name", "written_by_name", "written_at", "expires_at"]
     readonly_fields = fields
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def has_view_permission(self, request, obj=None):
+        """Entries are shown in a namespace only to those who may view it."""
         return obj is None or can(request.user, "view", obj)
 
 

@@ -29,6 +29,7 @@ from governance.admin_mixins import (
     ChangeReasonForm,
     GovernedAdminMixin,
     ObjectPermissionsThroughRolesMixin,
+    ReadOnlyInline,
     audited_view,
 )
 from governance.models import (
@@ -518,10 +519,8 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
-class DecisionInline(admin.TabularInline):
+class DecisionInline(ReadOnlyInline):
     model = ApprovalDecision
-    extra = 0
-    can_delete = False
     fields = [
         "decided_at",
         "decided_by_name",
@@ -533,15 +532,7 @@ class DecisionInline(admin.TabularInline):
         "arguments_digest",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return True  # shown only inside a request the user may view
+    show_change_link = False
 
 
 class DecisionForm(forms.Form):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 
 from django import forms
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
@@ -37,6 +37,26 @@ from governance.permissions import (
 )
 
 REASON_FIELD = "change_reason"
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """An inline that only shows rows, on the page of an object the viewer may view."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        """Rows shown here are written by services, not by hand in the inline."""
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        """Rows shown here are written by services, not by hand in the inline."""
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        """Show the rows of the object whose page this is (that page checked it)."""
+        return True
 
 
 class ChangeReasonForm(forms.ModelForm):

@@ -25,6 +25,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from governance.admin_mixins import (
     GovernedAdminMixin,
     ObjectPermissionsThroughRolesMixin,
+    ReadOnlyInline,
     audited_view,
 )
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
@@ -49,26 +50,6 @@ _viewer: ContextVar = ContextVar("orchestrator_admin_viewer", default=None)
 def pretty_json(value) -> str:
     """Render JSON for reading in the admin."""
     return format_html("<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2))
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """An inline that only shows rows."""
-
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        """Rows here are written by the engine, not by hand."""
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        """Rows here are written by the engine, not by hand."""
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        """Show the rows of the workflow or run whose page this is (that page checked it)."""
-        return True
 
 
 class VersionInline(ReadOnlyInline):
