@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import defaultdict
 
 import pytest
@@ -23,6 +22,7 @@ from governance import services as governance
 from orchestrator import services
 from orchestrator.models import RunStatus, WorkflowRun
 from tests.agents.fake_servers import FakeModelServer, Received, Reply, openai_reply
+from tests.integration.conftest import kill_workers_until_done, unfinished_runs
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -65,23 +65,6 @@ def model_server():
     server.stop()
 
 
-@pytest.fixture
-def effects_table():
-    """The stand-in external system's tables: every call, and each key's one effect."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS test_calls"
-            " (id bigserial PRIMARY KEY, idempotency_key text, value text)"
-        )
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS test_effects (idempotency_key text PRIMARY KEY, value text)"
-        )
-        cursor.execute("TRUNCATE test_calls, test_effects")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE test_calls, test_effects")
-
-
 def analyst(server: FakeModelServer) -> Agent:
     """An agent on the fake server with the two tools it uses, owned by a person."""
     owner = governance.create_person(username="owen")
@@ -107,10 +90,6 @@ def analyst(server: FakeModelServer) -> Agent:
     )
 
 
-def unfinished_runs() -> int:
-    return WorkflowRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]).count()
-
-
 def test_agent_loops_killed_at_random_resume_without_repeating_calls(
     steward_processes, model_server, effects_table
 ):
@@ -133,13 +112,7 @@ def test_agent_loops_killed_at_random_resume_without_repeating_calls(
     )
     steward_processes.start_sweeper()
     runs = [services.start_run(workflow, {"incident": f"INC-{n}"}) for n in range(RUNS)]
-    kills = 0
-    deadline = time.monotonic() + 180
-    while unfinished_runs() and time.monotonic() < deadline:
-        steward_processes.start_worker(wait_ready=True)
-        time.sleep(rng.uniform(0.3, 1.2))
-        steward_processes.kill_workers()
-        kills += 1
+    kills = kill_workers_until_done(steward_processes, rng, longest=1.2, give_up_after=180)
     steward_processes.start_worker()
     wait_until(
         lambda: unfinished_runs() == 0,

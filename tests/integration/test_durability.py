@@ -1,7 +1,6 @@
 """Durability with real processes: workers killed with -9, and a broker that loses everything."""
 
 import random
-import time
 
 import pytest
 import redis
@@ -10,6 +9,7 @@ from django.db import connection
 
 from orchestrator import services
 from orchestrator.models import EffectJournal, RunStatus, StepRun, WorkflowRun
+from tests.integration.conftest import kill_workers_until_done, unfinished_runs
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -65,27 +65,6 @@ EFFECTS = {
 EFFECTS_PER_RUN = 7
 
 
-@pytest.fixture
-def effects_table():
-    """The stand-in external system's tables: every call, and each key's one effect."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS test_calls"
-            " (id bigserial PRIMARY KEY, idempotency_key text, value text)"
-        )
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS test_effects (idempotency_key text PRIMARY KEY, value text)"
-        )
-        cursor.execute("TRUNCATE test_calls, test_effects")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE test_calls, test_effects")
-
-
-def unfinished_runs() -> int:
-    return WorkflowRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]).count()
-
-
 def calls_per_key() -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT idempotency_key, count(*) FROM test_calls GROUP BY 1")
@@ -114,15 +93,7 @@ def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
     workflow = services.create_workflow(slug="effects", name="Effects", definition=EFFECTS)
     steward_processes.start_sweeper()
     runs = [services.start_run(workflow, idempotency_key=f"crash-{n}") for n in range(50)]
-    kills = 0
-    deadline = time.monotonic() + 240
-    while unfinished_runs() and time.monotonic() < deadline:
-        # Kill only a worker that is up, at a random moment of its work: a slow start under load
-        # must not turn this into a test where no worker ever runs.
-        steward_processes.start_worker(wait_ready=True)
-        time.sleep(rng.uniform(0.3, 1.5))
-        steward_processes.kill_workers()
-        kills += 1
+    kills = kill_workers_until_done(steward_processes, rng, longest=1.5, give_up_after=240)
     steward_processes.start_worker()
     wait_until(
         lambda: unfinished_runs() == 0,
