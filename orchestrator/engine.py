@@ -254,6 +254,7 @@ class StepContext:
                 item_index=None if self.step.item_index == NO_ITEM else self.step.item_index,
                 attempt=self.step.attempt,
                 actor_id=self.run.started_by_id,
+                workflow_id=self.run.workflow_id,
             )
             result = perform(context)
             try:
