@@ -3,13 +3,15 @@
 import logging
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.dispatch import receiver
 
 from audit import services as audit
 from governance import services as governance
+from governance.models import ApprovalRequest, ApprovalStatus, Escalation, EscalationStatus
 from governance.signals import approval_decided, escalation_resolved
 from orchestrator import engine
-from orchestrator.models import EventKind
+from orchestrator.models import EventKind, WorkflowRun
 from orchestrator.signals import run_events_recorded
 
 log = logging.getLogger(__name__)
@@ -98,13 +100,32 @@ def close_governance_of_ended_runs(sender, events, run, **kwargs):
     if not any(event.kind in _RUN_ENDED for event in events):
         return
     run_id = run.pk
-    # After commit, in its own transaction: the run's lock is released by then (lock order:
-    # approval request, then run, as decisions take them).
+    # After commit: the run's lock is released by then (lock order: approval request, then run,
+    # as decisions take them), and what a step opened in a transaction of its own up to then is
+    # seen, as before.
     transaction.on_commit(lambda: _close_governance(run_id))
+
+
+def _holds_governance_open(run_id: int) -> bool:
+    """Tell, in one query, whether a run has a pending approval request or an open escalation."""
+    return (
+        WorkflowRun.objects.filter(pk=run_id)
+        .filter(
+            Exists(
+                ApprovalRequest.objects.filter(run_id=OuterRef("pk"), status=ApprovalStatus.PENDING)
+            )
+            | Exists(Escalation.objects.filter(run_id=OuterRef("pk"), status=EscalationStatus.OPEN))
+        )
+        .exists()
+    )
 
 
 def _close_governance(run_id: int) -> None:
     """Cancel what governance still holds open for an ended run."""
+    # Most runs end holding nothing open: one read, outside any transaction, spares them the
+    # two transactions (and their locking reads) of the cancellations.
+    if not _holds_governance_open(run_id):
+        return
     reason = f"run {run_id} ended"
     governance.cancel_approvals_for_run(run_id, reason=reason)
     with transaction.atomic():
