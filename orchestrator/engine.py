@@ -463,33 +463,70 @@ def start_run(
             wf.steps[sid].when is None and wf.steps[sid].foreach is None for sid in wf.roots
         )
         ready_now = set(wf.roots) if plain else set()
-        steps = StepRun.objects.bulk_create(
-            [
-                StepRun(
-                    run=run,
-                    step_id=sid,
-                    step_type=step.type,
-                    status=StepStatus.READY if sid in ready_now else StepStatus.PENDING,
-                    ready_at=now if sid in ready_now else None,
-                    dispatched_at=now if sid in ready_now else None,
-                    created_at=now,
-                )
-                for sid, step in wf.steps.items()
-            ]
-        )
         events = EventLog(run, now, actor=started_by)
         events.add(EventKind.RUN_STARTED, version=version.number, trigger=trigger)
-        rows = {step.step_id: step for step in steps}
-        if ready_now:
+        if plain and _batches_statements():
+            rows = _insert_plain_start(run, wf, events, now)
             ready = [rows[sid].pk for sid in wf.roots]
-            for sid in wf.roots:
-                events.add(EventKind.STEP_SCHEDULED, rows[sid])
         else:
-            ready = _activate(run, wf, rows, list(wf.roots), events, now)
+            steps = StepRun.objects.bulk_create(
+                [
+                    StepRun(
+                        run=run,
+                        step_id=sid,
+                        step_type=step.type,
+                        status=StepStatus.READY if sid in ready_now else StepStatus.PENDING,
+                        ready_at=now if sid in ready_now else None,
+                        dispatched_at=now if sid in ready_now else None,
+                        created_at=now,
+                    )
+                    for sid, step in wf.steps.items()
+                ]
+            )
+            rows = {step.step_id: step for step in steps}
+            if ready_now:
+                ready = [rows[sid].pk for sid in wf.roots]
+                for sid in wf.roots:
+                    events.add(EventKind.STEP_SCHEDULED, rows[sid])
+            else:
+                ready = _activate(run, wf, rows, list(wf.roots), events, now)
         _settle_run(run, wf, rows, events, now)
         events.flush()
         publish_on_commit(ready)
     return run
+
+
+def _insert_plain_start(run: WorkflowRun, wf: WorkflowDef, events: EventLog, now) -> dict:
+    """Write a run's step rows (its roots ready) and its first events in one round trip.
+
+    The same rows and events as the ORM path: the steps from arrays, then the "started" event
+    and one "scheduled" event per root (read back from the rows just inserted), in that order.
+    """
+    roots = list(wf.roots)
+    step_ids = list(wf.steps)
+    started = events.events[0]  # the run's "started" event, queued by the caller
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _START_STEPS_SQL + ";\n" + _START_EVENTS_SQL,
+            [run.pk, now, step_ids, [wf.steps[sid].type for sid in step_ids]]
+            + [[StepStatus.READY if sid in wf.roots else StepStatus.PENDING for sid in step_ids]]
+            + [[now if sid in wf.roots else None for sid in step_ids]]
+            + [run.pk, started.kind, _json(started.data), started.actor_id, started.actor_name]
+            + [now, EventKind.STEP_SCHEDULED, _json({}), started.actor_id, started.actor_name, now]
+            + [run.pk, roots, roots],
+        )
+        rows = {step.step_id: step for step in map(_step_from_row, cursor.fetchall())}
+        cursor.nextset()
+        event_ids = {(kind, step_run_id): pk for pk, kind, step_run_id in cursor.fetchall()}
+    for row in rows.values():
+        row.run = run
+    for sid in roots:
+        events.add(EventKind.STEP_SCHEDULED, rows[sid])
+    for event in events.events:
+        event.pk = event_ids[(event.kind, event.step_run_id)]
+    events.saved += events.events
+    events.events = []
+    return rows
 
 
 def _same_workflow(run: WorkflowRun, workflow: Workflow, key: str) -> WorkflowRun:
@@ -975,6 +1012,27 @@ _RECORD_CLAIM_SQL = (
     f"actor_id, actor_name, created_at) SELECT run_id, id, step_id, NULLIF(item_index, {NO_ITEM}), "
     f"attempt, %s, %s, NULL, '', %s FROM {_STEP_TABLE} WHERE id = %s AND lease_token = %s "
     "RETURNING id, kind"
+)
+
+
+_START_STEPS_SQL = (
+    f"INSERT INTO {_STEP_TABLE} (run_id, step_id, item_index, parent_id, step_type, status, "
+    "attempt, item, input, output, error, ready_at, dispatched_at, lease_token, "
+    "lease_expires_at, deadline_at, worker, wake_at, wait_signal, created_at, started_at, "
+    f"finished_at) SELECT %s::bigint, u.step_id, {NO_ITEM}, NULL, u.step_type, u.status, 0, "
+    "NULL, NULL, NULL, NULL, u.ready_at, u.ready_at, '', NULL, NULL, '', NULL, '', "
+    "%s::timestamptz, NULL, NULL FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], "
+    "%s::timestamptz[]) WITH ORDINALITY AS u(step_id, step_type, status, ready_at, position) "
+    f"ORDER BY u.position RETURNING {_STEP_COLUMNS}"
+)
+_START_EVENTS_SQL = (
+    f"INSERT INTO {_EVENT_TABLE} (run_id, step_run_id, step_id, item_index, attempt, kind, data, "
+    "actor_id, actor_name, created_at) SELECT %s::bigint, NULL::bigint, '', NULL::integer, "
+    "NULL::integer, %s::varchar, %s::jsonb, %s::bigint, %s::varchar, %s::timestamptz "
+    "UNION ALL (SELECT run_id, id, step_id, NULL, attempt, %s, %s::jsonb, %s, %s, %s "
+    f"FROM {_STEP_TABLE} WHERE run_id = %s AND item_index = {NO_ITEM} "
+    "AND step_id = ANY(%s::varchar[]) ORDER BY array_position(%s::varchar[], step_id)) "
+    "RETURNING id, kind, step_run_id"
 )
 
 
