@@ -14,7 +14,10 @@ reference to the value, never the value, so the tool call's journal, invocation 
 entries hold only digests. A read value is held in a `MemoryValueCopy` for the step's
 conversation; a model call's audit entry whose prompt or response holds a value is noted as a
 copy too. The purge erases every copy whose retention passed: held values are cleared and those
-audit bodies erased through the audit trail's own erasure (recorded, proofs intact).
+audit bodies erased through the audit trail's own erasure (recorded, proofs intact). The
+engine's journal of such a model call holds the response too: the purge announces those calls
+(`agents.signals.model_call_values_expired`) and the engine redacts the journals of finished
+steps in the same transaction; an unfinished step's calls are tried again by a later purge.
 
 A run's own namespace (`run-<id>`) is created by the control layer when an agent step of that
 run starts, and the agents working in the run get read and write on it, by that rule alone.
@@ -36,6 +39,7 @@ from agents.models import (
     MemoryScope,
     MemoryValueCopy,
 )
+from agents.signals import model_call_values_expired
 from audit import clock
 from audit import services as audit
 from audit.models import AuditBody, AuditEntry
@@ -301,6 +305,9 @@ def write_entry(
     return _entry_json(entry, key)
 
 
+# What a purge counts per namespace: held values cleared, audit bodies erased, model-call
+# journal rows redacted, and model calls whose journal was kept for an unfinished step.
+_COPY_COUNTS = ("held", "audit_bodies", "journal_rows", "journal_rows_kept")
 ERASED = {"erased": "this memory value's retention passed; it was purged"}
 
 
@@ -376,7 +383,12 @@ def note_audited_copies(audit_entry_id: int, values: list[dict[str, Any]], *, ru
 
 
 def _erase_copies(now: dt.datetime, limit: int) -> dict[int, dict[str, int]]:
-    """Erase copies whose value's retention passed (no legal hold): per namespace, how many."""
+    """Erase copies whose value's retention passed (no legal hold): per namespace, how many.
+
+    A model call's copy is done only once the engine's journal of that call is redacted too; a
+    call whose step is unfinished keeps its journal (the step resumes from it), so its copy stays
+    open and a later purge tries again (its audit body is already erased by then).
+    """
     copies = list(
         MemoryValueCopy.objects.filter(
             expires_at__lte=now, erased_at__isnull=True, namespace__legal_hold=False
@@ -385,15 +397,17 @@ def _erase_copies(now: dt.datetime, limit: int) -> dict[int, dict[str, int]]:
         .order_by("expires_at")[:limit]
     )
     counts: dict[int, dict[str, int]] = {}
-    erased_bodies: set[int] = set()
+    model_calls: dict[int, int | None] = {}
+    namespace_of_call: dict[int, int] = {}
     for copy in copies:
-        tally = counts.setdefault(copy.namespace_id, {"held": 0, "audit_bodies": 0})
+        tally = counts.setdefault(copy.namespace_id, dict.fromkeys(_COPY_COUNTS, 0))
         if copy.audit_entry_id is None:
             tally["held"] += 1
             continue
-        if copy.audit_entry_id in erased_bodies:
+        if copy.audit_entry_id in model_calls:
             continue
-        erased_bodies.add(copy.audit_entry_id)
+        model_calls[copy.audit_entry_id] = copy.run_id
+        namespace_of_call[copy.audit_entry_id] = copy.namespace_id
         still_there = AuditBody.objects.filter(
             entry_id=copy.audit_entry_id, content__isnull=False
         ).exists()
@@ -405,9 +419,18 @@ def _erase_copies(now: dt.datetime, limit: int) -> dict[int, dict[str, int]]:
                 "expired",
             )
             tally["audit_bodies"] += 1
-    MemoryValueCopy.objects.filter(pk__in=[copy.pk for copy in copies]).update(
-        value=None, erased_at=now
-    )
+    kept: set[int] = set()
+    if model_calls:
+        for _, answer in model_call_values_expired.send(
+            sender=MemoryValueCopy, model_calls=model_calls
+        ):
+            kept.update(answer.get("kept", ()))
+            for entry_id, rows in answer.get("redacted", {}).items():
+                counts[namespace_of_call[entry_id]]["journal_rows"] += rows
+        for entry_id in kept:
+            counts[namespace_of_call[entry_id]]["journal_rows_kept"] += 1
+    done = [copy.pk for copy in copies if copy.audit_entry_id not in kept]
+    MemoryValueCopy.objects.filter(pk__in=done).update(value=None, erased_at=now)
     return counts
 
 
@@ -464,7 +487,9 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
     copies = _erase_copies(now, limit)
     for namespace in MemoryNamespace.objects.filter(pk__in=set(by_namespace) | set(copies)):
         keys = by_namespace.get(namespace.pk, [])
-        erased = copies.get(namespace.pk, {"held": 0, "audit_bodies": 0})
+        erased = copies.get(namespace.pk, dict.fromkeys(_COPY_COUNTS, 0))
+        if not keys and not (erased["held"] or erased["audit_bodies"] or erased["journal_rows"]):
+            continue  # only calls still waiting for their step: nothing was purged this time
         _audit(
             "agents.memory.purged",
             namespace,
@@ -474,6 +499,8 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
                 "keys": [{"key": key, "version": version} for key, version in keys[:500]],
                 "held_copies_erased": erased["held"],
                 "audit_bodies_erased": erased["audit_bodies"],
+                "journal_rows_redacted": erased["journal_rows"],
+                "journal_rows_kept_for_unfinished_steps": erased["journal_rows_kept"],
                 "retention_seconds": namespace.retention_seconds,
                 "purged_at": now.isoformat(),
             },
@@ -483,4 +510,6 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
         "purged": len(rows),
         "held": held,
         "copies_erased": sum(c["held"] + c["audit_bodies"] for c in copies.values()),
+        "journal_rows_redacted": sum(c["journal_rows"] for c in copies.values()),
+        "journal_rows_kept": sum(c["journal_rows_kept"] for c in copies.values()),
     }

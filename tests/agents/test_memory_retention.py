@@ -8,8 +8,12 @@ from agents import services
 from agents.models import MemoryValueCopy, ToolInvocation
 from audit import clock
 from audit.models import AuditBody, AuditEntry
+from governance import services as governance
+from governance.actions.common import digest
+from governance.models import ApprovalRequest
+from orchestrator import engine
 from orchestrator.models import EffectJournal
-from tests.agents.conftest import step_of
+from tests.agents.conftest import enable, step_of
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +48,9 @@ RULES = [
         "confidence": 1,
     },
 ]
+# The same conversation, ending in an answer that does not need the value: a step that resumes
+# after the purge gets the erasure notice instead of it.
+RULES_ENDING_WITHOUT_THE_VALUE = [*RULES[:3], {"final": {"done": True}, "confidence": 1}]
 
 
 def _holders() -> dict[str, list]:
@@ -65,7 +72,17 @@ def _holders() -> dict[str, list]:
             for row in EffectJournal.objects.exclude(name__startswith="model:")
             if SECRET in json.dumps([row.request, row.result])
         ],
+        "model journals": _model_journals_holding(),
     }
+
+
+def _model_journals_holding() -> list[str]:
+    """Return the keys of the engine's model-call journal rows that hold the value."""
+    return [
+        row.key
+        for row in EffectJournal.objects.filter(name__startswith="model:")
+        if SECRET in json.dumps([row.request, row.result])
+    ]
 
 
 def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
@@ -83,6 +100,12 @@ def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
         # Tool records never held it: only digests and references.
         assert holders["tool invocations"] == [] and holders["tool journals"] == []
         assert holders["held copies"] != []
+        # The engine's journal of the call that proposed the write holds the model's response.
+        assert holders["model journals"] != []
+        journal_before = {
+            row.key: digest([row.request, row.result])
+            for row in EffectJournal.objects.filter(key__in=holders["model journals"])
+        }
         # The model calls after the write hold it in full (response, then prompts).
         model_calls = set(
             AuditEntry.objects.filter(action="agents.model.called").values_list("pk", flat=True)
@@ -98,7 +121,19 @@ def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
         "tool invocations": [],
         "held copies": [],
         "tool journals": [],
+        "model journals": [],
     }
+    # Every model journal of the finished run whose call held the value is now a marker that
+    # still proves what was there; the others are untouched.
+    for row in EffectJournal.objects.filter(name__startswith="model:"):
+        if row.result.get("redacted"):
+            assert row.request["redacted"] == "memory retention"
+            assert row.result == {"redacted": "memory retention", "sha256": row.result["sha256"]}
+        else:
+            assert "audit_entry" in row.result
+    redacted = EffectJournal.objects.filter(result__redacted="memory retention")
+    assert redacted.count() == 4  # the four model calls whose audit bodies were erased
+    assert set(journal_before) <= set(redacted.values_list("key", flat=True))
     erased = AuditBody.objects.filter(entry_id__in=holders["audit bodies"])
     assert all(body.content is None and body.erasure_entry_id for body in erased)
     erasures = AuditEntry.objects.filter(action="audit.body_erased")
@@ -106,6 +141,8 @@ def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
     assert "memory retention: cases/finding" in erasures.first().body_row.content
     purge = json.loads(AuditEntry.objects.get(action="agents.memory.purged").body_row.content)
     assert purge["audit_bodies_erased"] == 4 and purge["held_copies_erased"] == 1
+    assert purge["journal_rows_redacted"] == 4 == result["journal_rows_redacted"]
+    assert MemoryValueCopy.objects.filter(erased_at__isnull=True).count() == 0
 
 
 def test_a_legal_hold_keeps_the_copies_too(world, make_agent, run_agent):
@@ -118,3 +155,65 @@ def test_a_legal_hold_keeps_the_copies_too(world, make_agent, run_agent):
         frozen.advance(601)
         assert services.purge_expired()["copies_erased"] == 0
     assert len(_holders()["audit bodies"]) == 4
+
+
+def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
+    world, make_agent, run_agent
+):
+    agent = make_agent(
+        "scribe", RULES_ENDING_WITHOUT_THE_VALUE, tools=["memory.read", "memory.write", "echo"]
+    )
+    enable("echo", approval_rule=world.approval)  # the step waits after it read the value
+    cases = services.create_namespace(slug="cases", name="Cases", retention_seconds=600)
+    services.grant_access(cases, agent, read=True, write=True)
+    with clock.frozen() as frozen:
+        run = run_agent("scribe", PARTS)
+        assert step_of(run).status == "waiting"
+        held_by_journal = _model_journals_holding()
+        assert held_by_journal != []
+
+        frozen.advance(601)
+        first = services.purge_expired()
+        # The audit bodies go at once; the waiting step still resumes from its journal.
+        assert first["purged"] == 1 and first["journal_rows_redacted"] == 0
+        assert first["journal_rows_kept"] == 3  # the three model calls made before the wait
+        assert _holders()["audit bodies"] == []
+        assert _model_journals_holding() == held_by_journal
+        purge = json.loads(AuditEntry.objects.get(action="agents.memory.purged").body_row.content)
+        assert purge["journal_rows_redacted"] == 0
+        assert purge["journal_rows_kept_for_unfinished_steps"] == 3
+
+        # Purging again while the step still waits changes nothing and audits nothing new.
+        assert services.purge_expired()["journal_rows_redacted"] == 0
+        assert AuditEntry.objects.filter(action="agents.memory.purged").count() == 1
+        assert _model_journals_holding() == held_by_journal
+
+        governance.decide_approval(
+            ApprovalRequest.objects.get(), user=world.alice, decision="approve"
+        )
+        engine.drain()  # replays the kept journal, so the step finishes as it would have
+        run.refresh_from_db()
+        assert run.status == "succeeded", run.error
+
+        later = services.purge_expired()
+
+    # The three kept calls, and the one after the wait (noted: its prompt followed the read).
+    assert later["purged"] == 0 and later["journal_rows_redacted"] == 4
+    assert later["journal_rows_kept"] == 0
+    assert _holders() == {
+        "audit bodies": [],
+        "tool invocations": [],
+        "held copies": [],
+        "tool journals": [],
+        "model journals": [],
+    }
+    assert MemoryValueCopy.objects.filter(erased_at__isnull=True).count() == 0
+    assert not any(
+        "memory retention" in json.dumps(row.result)
+        for row in EffectJournal.objects.exclude(name__startswith="model:")
+    )
+    latest = AuditEntry.objects.filter(action="agents.memory.purged").order_by("-pk").first()
+    assert (
+        json.loads(latest.body_row.content)["journal_rows_redacted"]
+        == later["journal_rows_redacted"]
+    )
