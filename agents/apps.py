@@ -13,9 +13,17 @@ def _partially_migrated(using: str) -> bool:
 
 
 def _is_test_database(using: str) -> bool:
-    """Tell whether Django created this database for a test run."""
+    """Tell whether Django created this database for a test run.
+
+    While Django creates a test database, NAME already holds the test name: the one TEST names,
+    or the default `test_<name>`, so `_get_test_db_name()` alone (which prefixes it again) only
+    matches when TEST.NAME is set.
+    """
+    from django.db.backends.base.creation import TEST_DATABASE_PREFIX
+
     connection = connections[using]
-    return connection.settings_dict["NAME"] == connection.creation._get_test_db_name()
+    name = str(connection.settings_dict["NAME"])
+    return name == connection.creation._get_test_db_name() or name.startswith(TEST_DATABASE_PREFIX)
 
 
 def sync_enabled(using: str) -> bool:
