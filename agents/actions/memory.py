@@ -510,6 +510,4 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
         "purged": len(rows),
         "held": held,
         "copies_erased": sum(c["held"] + c["audit_bodies"] for c in copies.values()),
-        "journal_rows_redacted": sum(c["journal_rows"] for c in copies.values()),
-        "journal_rows_kept": sum(c["journal_rows_kept"] for c in copies.values()),
     }

@@ -141,7 +141,7 @@ def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
     assert "memory retention: cases/finding" in erasures.first().body_row.content
     purge = json.loads(AuditEntry.objects.get(action="agents.memory.purged").body_row.content)
     assert purge["audit_bodies_erased"] == 4 and purge["held_copies_erased"] == 1
-    assert purge["journal_rows_redacted"] == 4 == result["journal_rows_redacted"]
+    assert purge["journal_rows_redacted"] == 4
     assert MemoryValueCopy.objects.filter(erased_at__isnull=True).count() == 0
 
 
@@ -175,8 +175,7 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
         frozen.advance(601)
         first = services.purge_expired()
         # The audit bodies go at once; the waiting step still resumes from its journal.
-        assert first["purged"] == 1 and first["journal_rows_redacted"] == 0
-        assert first["journal_rows_kept"] == 3  # the three model calls made before the wait
+        assert first["purged"] == 1
         assert _holders()["audit bodies"] == []
         assert _model_journals_holding() == held_by_journal
         purge = json.loads(AuditEntry.objects.get(action="agents.memory.purged").body_row.content)
@@ -184,7 +183,7 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
         assert purge["journal_rows_kept_for_unfinished_steps"] == 3
 
         # Purging again while the step still waits changes nothing and audits nothing new.
-        assert services.purge_expired()["journal_rows_redacted"] == 0
+        assert services.purge_expired() == {"purged": 0, "held": 0, "copies_erased": 0}
         assert AuditEntry.objects.filter(action="agents.memory.purged").count() == 1
         assert _model_journals_holding() == held_by_journal
 
@@ -197,9 +196,7 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
 
         later = services.purge_expired()
 
-    # The three kept calls, and the one after the wait (noted: its prompt followed the read).
-    assert later["purged"] == 0 and later["journal_rows_redacted"] == 4
-    assert later["journal_rows_kept"] == 0
+    assert later["purged"] == 0
     assert _holders() == {
         "audit bodies": [],
         "tool invocations": [],
@@ -213,7 +210,6 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
         for row in EffectJournal.objects.exclude(name__startswith="model:")
     )
     latest = AuditEntry.objects.filter(action="agents.memory.purged").order_by("-pk").first()
-    assert (
-        json.loads(latest.body_row.content)["journal_rows_redacted"]
-        == later["journal_rows_redacted"]
-    )
+    # The three kept calls, and the one after the wait (noted: its prompt followed the read).
+    assert json.loads(latest.body_row.content)["journal_rows_redacted"] == 4
+    assert json.loads(latest.body_row.content)["journal_rows_kept_for_unfinished_steps"] == 0
