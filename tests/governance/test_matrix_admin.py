@@ -9,6 +9,7 @@ versions are records: their pages are read-only, so a change POST is refused for
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from governance.models import PolicyRule
 from orchestrator.models import WorkflowVersion
@@ -93,48 +94,70 @@ TOOL_PAGE_CRASHES = pytest.mark.xfail(
 )
 
 
-def _cases():
-    """Every (column, actor) pair, the known failures marked."""
-    for column in COLUMNS:
-        for actor in PRINCIPALS:
-            marks = [TOOL_PAGE_CRASHES] if (column, actor) == ("tool", "maya") else []
-            yield pytest.param(column, actor, marks=marks, id=f"{column}-{actor}")
-
-
-@pytest.mark.parametrize(("column", "actor"), list(_cases()))
-def test_permission_matrix_of_the_other_models_through_the_admin(
-    company,
-    objects,
-    root,  # noqa: F811 (the imported fixture)
-    actor,
-    column,
-):
-    user = fresh(getattr(company, actor))
-    obj = objects[column]
-    client = client_for(user)
+def _admin_outcome(client, root_client, user, obj) -> str:
+    """List, view and post the change form of `obj` as `user`; check each refusal is audited."""
     listing = client.get(_url(obj, "changelist"))
     listed = listing.status_code == 200 and obj in listing.context["cl"].result_list
     got = "+" if listed else "-"
     before = _denials(user)
     got += _outcome(client.get(_url(obj, "change")))
-    data = change_form_data(client_for(root).get(_url(obj, "change")))
+    data = change_form_data(root_client.get(_url(obj, "change")))
     response = _post_change(client, obj, data)
     if response.status_code == 200:
         pytest.fail(f"form refused: {response.context['adminform'].form.errors}")
     got += _outcome(response)
     refusals = got[1:].count("3") + got[1:].count("4")
-    assert _denials(user) == before + refusals, f"{actor} on {column}: refusals not audited"
-    assert got == EXPECTED[actor][column], f"{actor} on {column}: {got}"
+    assert _denials(user) == before + refusals, f"{user} on {obj}: refusals not audited"
+    return got
+
+
+@pytest.mark.parametrize("actor", PRINCIPALS)
+def test_permission_matrix_of_the_other_models_through_the_admin(
+    company,
+    objects,
+    root,  # noqa: F811 (the imported fixture)
+    actor,
+):
+    user = fresh(getattr(company, actor))
+    client, root_client = client_for(user), client_for(root)
+    got, expected = {}, {}
+    for column in COLUMNS:
+        if (column, actor) == ("tool", "maya"):
+            continue  # the known crash, below
+        with transaction.atomic():  # an allowed save is undone before the next column
+            got[column] = _admin_outcome(client, root_client, user, objects[column])
+            transaction.set_rollback(True)
+        expected[column] = EXPECTED[actor][column]
+    assert got == expected
+
+
+@TOOL_PAGE_CRASHES
+def test_a_view_only_user_sees_the_tool_page(
+    company,
+    objects,
+    root,  # noqa: F811 (the imported fixture)
+):
+    maya = fresh(company.maya)
+    got = _admin_outcome(client_for(maya), client_for(root), maya, objects["tool"])
+    assert got == EXPECTED["maya"]["tool"]
 
 
 @pytest.mark.parametrize("actor", STAFF)
-@pytest.mark.parametrize("column", COLUMNS)
-def test_delete_of_the_other_models_through_the_admin(company, objects, actor, column):
+def test_delete_of_the_other_models_through_the_admin(company, objects, actor):
     user = fresh(getattr(company, actor))
-    obj = objects[column]
-    before = _denials(user)
-    response = client_for(user).post(_url(obj, "delete"), {"post": "yes"})
-    expected = DELETE[actor][column]
-    assert response.status_code == expected, f"{actor} on {column}: {response.status_code}"
-    assert type(obj).objects.filter(pk=obj.pk).exists() == (expected != 302)
-    assert _denials(user) == before + (expected != 302), f"{actor} on {column}: not audited"
+    client = client_for(user)
+    got = {}
+    for column in COLUMNS:
+        obj = objects[column]
+        with transaction.atomic():  # a deletion is undone before the next column
+            before = _denials(user)
+            status = client.post(_url(obj, "delete"), {"post": "yes"}).status_code
+            gone = not type(obj).objects.filter(pk=obj.pk).exists()
+            audited = _denials(user) - before
+            transaction.set_rollback(True)
+        got[column] = (status, gone, audited)
+    expected = {
+        column: (status, status == 302, int(status != 302))
+        for column, status in DELETE[actor].items()
+    }
+    assert got == expected
