@@ -170,11 +170,23 @@ class GovernedAdminMixin:
 
     # --- saving with a reason, re-checked ---------------------------------------------------
 
+    def _asks_reason(self, request, obj) -> bool:
+        """Tell whether this page asks for a change reason (only where the user may change)."""
+        view_only = obj is not None and not self.has_change_permission(request, obj)
+        return self.ask_change_reason and not view_only
+
+    def get_fields(self, request, obj=None):
+        """Leave the reason out of the layout where it is not asked: a view-only page would
+        otherwise look it up as a read-only attribute and find the change_reason method."""
+        fields = super().get_fields(request, obj)
+        if REASON_FIELD in fields and not self._asks_reason(request, obj):
+            return [name for name in fields if name != REASON_FIELD]
+        return fields
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         """Ask for the change reason only where the user may change."""
         form = super().get_form(request, obj, change=change, **kwargs)
-        view_only = obj is not None and not self.has_change_permission(request, obj)
-        if REASON_FIELD in form.base_fields and (view_only or not self.ask_change_reason):
+        if REASON_FIELD in form.base_fields and not self._asks_reason(request, obj):
             form.base_fields.pop(REASON_FIELD)
         return form
 

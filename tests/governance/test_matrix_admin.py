@@ -83,17 +83,6 @@ def _post_change(client, obj, data):
     return client.post(_url(obj, "change"), data)
 
 
-TOOL_PAGE_CRASHES = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Bug in agents/admin.py ToolAdmin: its `fields` list REASON_FIELD ('change_reason'); "
-        "for a view-only user GovernedAdminMixin.get_form drops that field from the form, so "
-        "the admin renders it as a read-only field, resolves the name to the admin's own "
-        "change_reason(request, form) method and fails with a TypeError: a 500, not the page."
-    ),
-)
-
-
 def _admin_outcome(client, root_client, user, obj) -> str:
     """List, view and post the change form of `obj` as `user`; check each refusal is audited."""
     listing = client.get(_url(obj, "changelist"))
@@ -131,7 +120,6 @@ def test_permission_matrix_of_the_other_models_through_the_admin(
     assert got == expected
 
 
-@TOOL_PAGE_CRASHES
 def test_a_view_only_user_sees_the_tool_page(
     company,
     objects,
