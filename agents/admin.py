@@ -18,6 +18,7 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
 from agents import review, services
+from agents.actions.registry import AGENT_SETTINGS
 from agents.models import (
     Agent,
     AgentStatus,
@@ -334,22 +335,6 @@ class AgentForm(ChangeReasonForm):
             for problem in services.script_problems(cleaned.get("script")):
                 self.add_error("script", problem)
         return cleaned
-
-
-AGENT_SETTINGS = [
-    "name",
-    "mandate",
-    "instructions",
-    "model",
-    "provider",
-    "script",
-    "output_schema",
-    "confidence_threshold",
-    "max_steps",
-    "max_tokens",
-    "max_cost",
-    "max_wall_seconds",
-]
 
 
 class StatusFilter(admin.SimpleListFilter):

@@ -30,7 +30,8 @@ from governance.models import Role
 from governance.permissions import require
 
 AGENT_USERNAME_PREFIX = "agent."
-_AGENT_FIELDS = {
+# The agent's settings that update_agent may change (the admin edits the same ones).
+AGENT_SETTINGS = (
     "name",
     "mandate",
     "instructions",
@@ -43,7 +44,7 @@ _AGENT_FIELDS = {
     "max_tokens",
     "max_cost",
     "max_wall_seconds",
-}
+)
 
 
 class AgentError(GovernanceError):
@@ -212,7 +213,7 @@ def create_agent(
 def update_agent(agent: Agent, *, actor, reason: str, **fields) -> Agent:
     """Change an agent's description, model, script, schema, threshold or limits."""
     for name, value in fields.items():
-        if name not in _AGENT_FIELDS:
+        if name not in AGENT_SETTINGS:
             raise TypeError(f"update_agent cannot change {name!r}")
         setattr(agent, name, value)
     _check(agent)
