@@ -3,17 +3,16 @@
 import logging
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.dispatch import receiver
 
 from agents.signals import model_call_values_expired
 from audit import services as audit
 from governance import services as governance
-from governance.actions.common import digest
 from governance.models import ApprovalRequest, ApprovalStatus, Escalation, EscalationStatus
 from governance.signals import approval_decided, escalation_resolved
-from orchestrator import engine
-from orchestrator.models import STEP_FINISHED, EffectJournal, EventKind, WorkflowRun
+from orchestrator import engine, services
+from orchestrator.models import EventKind, WorkflowRun
 from orchestrator.signals import run_events_recorded
 
 log = logging.getLogger(__name__)
@@ -137,30 +136,4 @@ def _close_governance(run_id: int) -> None:
 @receiver(model_call_values_expired, dispatch_uid="orchestrator.redact_model_call_journals")
 def redact_model_call_journals(sender, model_calls, **kwargs):
     """Redact the journals of model calls that held an expired memory value (finished steps)."""
-    runs = {run_id for run_id in model_calls.values() if run_id is not None}
-    rows = (
-        EffectJournal.objects.filter(
-            Q(run_id__in=runs) | Q(run__isnull=True),
-            name__startswith="model:",
-            result__audit_entry__in=list(model_calls),
-        )
-        .select_related("step_run")
-        .select_for_update(of=("self",))
-    )
-    redacted: dict[int, int] = {}
-    kept: list[int] = []
-    for row in rows:
-        entry_id = row.result["audit_entry"]
-        if row.step_run is not None and row.step_run.status not in STEP_FINISHED:
-            kept.append(entry_id)  # the step resumes from this journal: a later purge redacts it
-            continue
-        row.request = _redacted(row.request)
-        row.result = _redacted(row.result)
-        row.save(update_fields=["request", "result"])
-        redacted[entry_id] = redacted.get(entry_id, 0) + 1
-    return {"redacted": redacted, "kept": kept}
-
-
-def _redacted(content) -> dict:
-    """Return the marker that replaces a journal field whose retention passed."""
-    return {"redacted": "memory retention", "sha256": digest(content)}
+    return services.redact_model_call_journals(model_calls)

@@ -22,7 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 
+from governance.actions.common import digest
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 from orchestrator import engine
 from orchestrator.definitions import (
@@ -32,7 +34,15 @@ from orchestrator.definitions import (
     validate_definition,
 )
 from orchestrator.engine import EngineError, InvalidInput
-from orchestrator.models import RunSignal, StepRun, Workflow, WorkflowRun, WorkflowVersion
+from orchestrator.models import (
+    STEP_FINISHED,
+    EffectJournal,
+    RunSignal,
+    StepRun,
+    Workflow,
+    WorkflowRun,
+    WorkflowVersion,
+)
 
 __all__ = [
     "DefinitionError",
@@ -212,3 +222,38 @@ def _run(run: WorkflowRun | int, actor) -> WorkflowRun:
             _refuse(OperationNotVisible(actor, "change", WorkflowRun, run))
         raise EngineError(f"no run has the id {run}")
     return found
+
+
+def redact_model_call_journals(model_calls: dict[int, int | None]) -> dict[str, Any]:
+    """Redact the journal rows of model calls (by audit entry id) whose steps have finished.
+
+    A step still running resumes from its journal, so its rows are kept and named in "kept":
+    a later purge redacts them once the step has finished.
+    """
+    runs = {run_id for run_id in model_calls.values() if run_id is not None}
+    rows = (
+        EffectJournal.objects.filter(
+            Q(run_id__in=runs) | Q(run__isnull=True),
+            name__startswith="model:",
+            result__audit_entry__in=list(model_calls),
+        )
+        .select_related("step_run")
+        .select_for_update(of=("self",))
+    )
+    redacted: dict[int, int] = {}
+    kept: list[int] = []
+    for row in rows:
+        entry_id = row.result["audit_entry"]
+        if row.step_run is not None and row.step_run.status not in STEP_FINISHED:
+            kept.append(entry_id)
+            continue
+        row.request = _redacted(row.request)
+        row.result = _redacted(row.result)
+        row.save(update_fields=["request", "result"])
+        redacted[entry_id] = redacted.get(entry_id, 0) + 1
+    return {"redacted": redacted, "kept": kept}
+
+
+def _redacted(content) -> dict:
+    """Return the marker that replaces a journal field whose retention passed."""
+    return {"redacted": "memory retention", "sha256": digest(content)}
