@@ -239,6 +239,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Keep database connections across tasks, as across web requests: CONN_MAX_AGE and the health
+# check decide when one is closed (orchestrator/celery.py). Celery's default closes them all
+# around every task.
+CELERY_DB_REUSE_MAX = 2**31
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEWARD_QUEUE", "steward")

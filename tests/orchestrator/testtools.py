@@ -101,3 +101,11 @@ def record_effect(arguments: dict, context: ToolContext) -> dict:
 def items(arguments: dict, context: ToolContext) -> dict:
     """Return a list of n numbers."""
     return {"items": list(range(arguments.get("n", 3)))}
+
+
+@tool("test.backend_pid", schema={"type": "object"}, side_effects=False)
+def backend_pid(arguments: dict, context: ToolContext) -> dict:
+    """Return the PostgreSQL backend serving this worker's own (Django) connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return {"pid": cursor.fetchone()[0]}
