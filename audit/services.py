@@ -230,45 +230,35 @@ _COLUMN_ARRAYS = (
     "timestamptz[]",
     "int8[]",
     *["text[]"] * (len(_INSERT_COLUMNS) - 2),
+    "text[]",  # the bodies' content
 )
+# Entries and bodies in one statement: the rows take their ids from the entries' identity
+# sequence first (`new` is materialized, so each row's nextval runs once), then both inserts
+# read them. The ids come back in the order given.
 _INSERT_MANY = (
-    f"INSERT INTO audit_auditentry ({', '.join(_INSERT_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%s::{kind}' for kind in _COLUMN_ARRAYS)}) RETURNING id"
-)
-_INSERT_BODIES = (
-    "INSERT INTO audit_auditbody (entry_id, content) SELECT * FROM unnest(%s::int8[], %s::text[])"
+    "WITH new AS (SELECT nextval(pg_get_serial_sequence('audit_auditentry', 'id')) AS id, u.* "
+    f"FROM unnest({', '.join(f'%s::{kind}' for kind in _COLUMN_ARRAYS)}) WITH ORDINALITY "
+    f"AS u({', '.join(_INSERT_COLUMNS)}, content, position)), "
+    f"entries AS (INSERT INTO audit_auditentry (id, {', '.join(_INSERT_COLUMNS)}) "
+    f"SELECT id, {', '.join(_INSERT_COLUMNS)} FROM new), "
+    "bodies AS (INSERT INTO audit_auditbody (entry_id, content) "
+    "SELECT id, content FROM new WHERE content IS NOT NULL) "
+    "SELECT id FROM new ORDER BY position"
 )
 
 
 def _insert_many_postgresql(connection, built: list[tuple[list, str | None]]) -> list[int]:
-    """Insert entries with one prepared statement, their bodies with another; return the ids.
-
-    The ids come from the sequence as the rows are inserted, in the order unnest gives them,
-    which is the order of the arrays: sorted, they are the entries' ids in the order given,
-    whatever order RETURNING lists them in.
-    """
+    """Insert entries and their bodies with one prepared statement; return the ids in order."""
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     raw = connection.connection
     if raw.prepare_threshold is None:
         raw.prepare_threshold = _ONLY_WHEN_ASKED
     columns = [list(column) for column in zip(*(values for values, _ in built), strict=True)]
-    with (
-        transaction.atomic(using=connection.alias, savepoint=False),
-        connection.wrap_database_errors,
-        psycopg.Cursor(raw) as cursor,
-    ):
+    columns.append([content for _, content in built])
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(_INSERT_MANY, columns, prepare=True)
-        ids = sorted(row[0] for row in cursor.fetchall())
-        bodies = [
-            (pk, content)
-            for pk, (_, content) in zip(ids, built, strict=True)
-            if content is not None
-        ]
-        if bodies:
-            body_columns = [list(column) for column in zip(*bodies, strict=True)]
-            cursor.execute(_INSERT_BODIES, body_columns, prepare=True)
-    return ids
+        return [row[0] for row in cursor.fetchall()]
 
 
 @transaction.atomic
