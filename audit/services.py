@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-import psycopg
 from django.db import connections, router, transaction
 from django.utils import timezone
 
 from audit import context
+from audit.db import execute_prepared
 from audit.evidence import canonical_json
 from audit.leaves import ENTRY_COLUMNS
 from audit.models import ActorKind, AuditBody, AuditCheckpoint, AuditEntry
@@ -155,36 +155,20 @@ _INSERT_BOTH = (
     f"WITH entry AS ({_INSERT_ENTRY}) "
     "INSERT INTO audit_auditbody (entry_id, content) SELECT id, %s FROM entry RETURNING entry_id"
 )
-# psycopg prepares a statement only when asked (prepare=True) once the connection has a
-# threshold; Django leaves it at None (never). This threshold is never reached by a count, so
-# nothing else on the connection gets prepared: only the two inserts below, explicitly.
-_ONLY_WHEN_ASKED = 2**62
 
 
 def _insert(connection, values: list, content: str | None) -> int:
     """Insert one entry (and its body) in one statement; return its id.
 
-    On PostgreSQL the statement is a protocol-level prepared statement of the connection (parsed
+    On PostgreSQL the statement is a prepared statement of the connection (audit/db.py: parsed
     and planned once, then only bound and executed: about a quarter of the server's work per
-    entry), sent through psycopg's server-binding cursor with Django's error translation and
-    its broken-transaction check. psycopg tracks the prepared statements per connection; behind
-    PgBouncer in transaction mode this needs PgBouncer 1.21 or later (max_prepared_statements).
-    The statement is atomic by itself, in the caller's transaction or in its own (autocommit);
-    inside the caller's block an error here marks that transaction for rollback.
+    entry). The statement is atomic by itself, in the caller's transaction or in its own
+    (autocommit); inside the caller's block an error here marks that transaction for rollback.
     """
     if connection.vendor == "postgresql":
-        connection.ensure_connection()
-        connection.validate_no_broken_transaction()
-        raw = connection.connection
-        if raw.prepare_threshold is None:
-            raw.prepare_threshold = _ONLY_WHEN_ASKED
-        # Django's cursors bind client-side and never prepare: a psycopg Cursor binds on the server.
-        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-            if content is None:
-                cursor.execute(_INSERT_ENTRY, values, prepare=True)
-            else:
-                cursor.execute(_INSERT_BOTH, [*values, content], prepare=True)
-            return cursor.fetchone()[0]
+        if content is None:
+            return execute_prepared(connection, _INSERT_ENTRY, values)[0][0]
+        return execute_prepared(connection, _INSERT_BOTH, [*values, content])[0][0]
     values = list(values)
     values[0] = connection.ops.adapt_datetimefield_value(values[0])
     with connection.cursor() as cursor:
@@ -249,16 +233,9 @@ _INSERT_MANY = (
 
 def _insert_many_postgresql(connection, built: list[tuple[list, str | None]]) -> list[int]:
     """Insert entries and their bodies with one prepared statement; return the ids in order."""
-    connection.ensure_connection()
-    connection.validate_no_broken_transaction()
-    raw = connection.connection
-    if raw.prepare_threshold is None:
-        raw.prepare_threshold = _ONLY_WHEN_ASKED
     columns = [list(column) for column in zip(*(values for values, _ in built), strict=True)]
     columns.append([content for _, content in built])
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(_INSERT_MANY, columns, prepare=True)
-        return [row[0] for row in cursor.fetchall()]
+    return [row[0] for row in execute_prepared(connection, _INSERT_MANY, columns)]
 
 
 @transaction.atomic

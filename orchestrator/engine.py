@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 
 from audit import clock
+from audit.db import execute_pipeline, execute_prepared
 from governance import expressions
 from orchestrator.definitions import StepDef, WorkflowDef, compiled_version
 from orchestrator.models import (
@@ -178,7 +179,7 @@ class EventLog:
 
     def flush(self) -> None:
         """Write the queued events and announce them inside the same transaction."""
-        saved = self.saved + (RunEvent.objects.bulk_create(self.events) if self.events else [])
+        saved = self.saved + (_insert_events(self.events) if self.events else [])
         self.events = []
         self.saved = []
         if saved:
@@ -190,6 +191,27 @@ class EventLog:
             event.pk = ids_by_kind[event.kind]
         self.saved += self.events
         self.events = []
+
+
+def _insert_events(events: list[RunEvent]) -> list[RunEvent]:
+    """Write events with one insert and give them their ids (a prepared statement on PostgreSQL).
+
+    The rows travel as one JSON array, in order; the ids come from the identity sequence as the
+    rows are inserted in that order, so sorted they are the events' ids in the order given.
+    """
+    if connection.vendor != "postgresql":
+        return RunEvent.objects.bulk_create(events)
+    rows = [
+        [event.run_id, event.step_run_id, event.step_id, event.item_index, event.attempt]
+        + [event.kind, event.data, event.actor_id, event.actor_name, event.created_at.isoformat()]
+        for event in events
+    ]
+    found = execute_prepared(connection, _INSERT_EVENTS_SQL, [json.dumps(rows)])
+    for event, (pk,) in zip(events, sorted(found), strict=True):
+        event.pk = pk
+        event._state.adding = False
+        event._state.db = connection.alias
+    return events
 
 
 # --- the context a step type works through -------------------------------------------------------
@@ -505,19 +527,25 @@ def _insert_plain_start(run: WorkflowRun, wf: WorkflowDef, events: EventLog, now
     roots = list(wf.roots)
     step_ids = list(wf.steps)
     started = events.events[0]  # the run's "started" event, queued by the caller
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _START_STEPS_SQL + ";\n" + _START_EVENTS_SQL,
-            [run.pk, now, step_ids, [wf.steps[sid].type for sid in step_ids]]
-            + [[StepStatus.READY if sid in wf.roots else StepStatus.PENDING for sid in step_ids]]
-            + [[now if sid in wf.roots else None for sid in step_ids]]
-            + [run.pk, started.kind, _json(started.data), started.actor_id, started.actor_name]
-            + [now, EventKind.STEP_SCHEDULED, _json({}), started.actor_id, started.actor_name, now]
-            + [run.pk, roots, roots],
-        )
-        rows = {step.step_id: step for step in map(_step_from_row, cursor.fetchall())}
-        cursor.nextset()
-        event_ids = {(kind, step_run_id): pk for pk, kind, step_run_id in cursor.fetchall()}
+    step_rows, event_rows = execute_pipeline(
+        connection,
+        [
+            (
+                _START_STEPS_SQL,
+                [run.pk, now, step_ids, [wf.steps[sid].type for sid in step_ids]]
+                + [[StepStatus.READY if sid in roots else StepStatus.PENDING for sid in step_ids]]
+                + [[now if sid in roots else None for sid in step_ids]],
+            ),
+            (
+                _START_EVENTS_SQL,
+                [run.pk, started.kind, _json(started.data), started.actor_id, started.actor_name]
+                + [now, EventKind.STEP_SCHEDULED, _json({}), started.actor_id, started.actor_name]
+                + [now, run.pk, roots, roots],
+            ),
+        ],
+    )
+    rows = {step.step_id: step for step in map(_step_from_row, step_rows)}
+    event_ids = {(kind, step_run_id): pk for pk, kind, step_run_id in event_rows}
     for row in rows.values():
         row.run = run
     for sid in roots:
@@ -654,7 +682,35 @@ def _set_status(row: StepRun, status: str, now: dt.datetime, **fields) -> None:
     row.status = status
     for name, value in fields.items():
         setattr(row, name, value)
-    StepRun.objects.filter(pk=row.pk).update(status=status, **fields)
+    _update_row(StepRun, row.pk, {"status": status, **fields})
+
+
+def _update_row(model, pk: int, fields: dict[str, Any]) -> None:
+    """Write plain values to one row by primary key, as `filter(pk=pk).update(**fields)` does.
+
+    On PostgreSQL the statement is prepared (one per model and set of fields): the ORM would
+    compile the same UPDATE again on every call of the engine's busiest paths.
+    """
+    if connection.vendor != "postgresql" or any(
+        hasattr(value, "resolve_expression") or hasattr(value, "_meta") for value in fields.values()
+    ):  # expressions and model instances are the ORM's to resolve
+        model.objects.filter(pk=pk).update(**fields)
+        return
+    names = tuple(sorted(fields))
+    model_fields = [model._meta.get_field(name) for name in names]
+    sql = _UPDATE_SQL.get((model, names))
+    if sql is None:
+        columns = ", ".join(f'"{field.column}" = %s' for field in model_fields)
+        sql = f'UPDATE "{model._meta.db_table}" SET {columns} WHERE id = %s'
+        _UPDATE_SQL[(model, names)] = sql
+    params = [
+        field.get_db_prep_save(fields[name], connection)
+        for name, field in zip(names, model_fields, strict=True)
+    ]
+    execute_prepared(connection, sql, [*params, pk])
+
+
+_UPDATE_SQL: dict[tuple, str] = {}
 
 
 def _claim_inline(row: StepRun, step: StepDef, now: dt.datetime) -> None:
@@ -731,16 +787,19 @@ def _claim_on_postgres(step_run_id: int, token: str, now, lease_expires_at) -> S
     """
     data = {"worker": WORKER_ID}
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _CLAIM_SQL + ";\n" + _RECORD_CLAIM_SQL,
-                [StepStatus.RUNNING, token, lease_expires_at, WORKER_ID, now, step_run_id]
-                + [StepStatus.READY, now, RunStatus.RUNNING]
-                + [EventKind.STEP_STARTED, _json(data), now, step_run_id, token],
-            )
-            row = cursor.fetchone()
-            cursor.nextset()
-            event_ids = {kind: pk for pk, kind in cursor.fetchall()}
+        claimed, recorded = execute_pipeline(
+            connection,
+            [
+                (
+                    _CLAIM_SQL,
+                    [StepStatus.RUNNING, token, lease_expires_at, WORKER_ID, now, step_run_id]
+                    + [StepStatus.READY, now, RunStatus.RUNNING],
+                ),
+                (_RECORD_CLAIM_SQL, [EventKind.STEP_STARTED, _json(data), now, step_run_id, token]),
+            ],
+        )
+        row = claimed[0] if claimed else None
+        event_ids = {kind: pk for pk, kind in recorded}
         if row is None:
             return None
         step = _from_row(StepRun, _STEP_FIELDS, row[: len(_STEP_FIELDS)])
@@ -824,10 +883,8 @@ def _relock_run(run: WorkflowRun) -> WorkflowRun:
     """
     if connection.vendor != "postgresql":
         return _lock_run(run.pk)
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_RUN_SQL, [run.pk])
-        found = cursor.fetchone()
-    return _with_status(run, found)
+    found = execute_prepared(connection, _LOCK_RUN_SQL, [run.pk])
+    return _with_status(run, found[0] if found else None)
 
 
 def _with_status(run: WorkflowRun, found: tuple | None) -> WorkflowRun:
@@ -890,10 +947,20 @@ def _finish_success(step_id: int, token: str, outcome: Complete, ctx, claim_next
     if claim_next:
         successor = _plain_successor(compiled_version(ctx.run.version_id), ctx.definition, step)
     started = {"worker": WORKER_ID, "inline": True}
-    statements = [_LOCK_RUN_SQL, _SUCCEED_SQL]
-    params = [ctx.run.pk]
-    params += [StepStatus.SUCCEEDED, _json(outcome.output), _json(step.input), now]
-    params += [step_id, StepStatus.RUNNING, token]
+    statements = [
+        (_LOCK_RUN_SQL, [ctx.run.pk]),
+        (
+            _SUCCEED_SQL,
+            [StepStatus.SUCCEEDED, _json(outcome.output), _json(step.input), now]
+            + [step_id, StepStatus.RUNNING, token],
+        ),
+    ]
+    # A top-level step that nothing depends on may be the run's last: settling the run then
+    # needs every step row, read in the same trip (after the update, so this one as updated).
+    last_candidate = not ctx.definition.children and step.item_index == NO_ITEM
+    last_candidate = last_candidate and not is_child(step)
+    if last_candidate:  # never with a successor, which needs a child: both are statement 3
+        statements.append((_READ_STEPS_SQL, [ctx.run.pk, NO_ITEM]))
     # The events are written in the same trip: "succeeded" for this step, and "started" for
     # the successor if the claim took it (found by its new lease token).
     record_events = _RECORD_SUCCESS_SQL
@@ -901,26 +968,22 @@ def _finish_success(step_id: int, token: str, outcome: Complete, ctx, claim_next
     event_params += [_json({}), now]
     if successor is not None:
         lease_token = uuid.uuid4().hex
-        statements.append(_CLAIM_SUCCESSOR_SQL)
-        params += [StepStatus.RUNNING, lease_token, now + _lease(), _deadline(successor, now)]
+        params = [StepStatus.RUNNING, lease_token, now + _lease(), _deadline(successor, now)]
         params += [WORKER_ID, now, now, now]
         params += [ctx.run.pk, successor.id, NO_ITEM, StepStatus.PENDING]
         params += [ctx.run.pk, RunStatus.RUNNING]
+        statements.append((_CLAIM_SUCCESSOR_SQL, params))
         record_events += _RECORD_STARTED_SQL
         event_params += [EventKind.STEP_STARTED, _json(started), now]
         event_params += [ctx.run.pk, successor.id, NO_ITEM, lease_token]
-    statements.append(record_events + " RETURNING id, kind")
-    with connection.cursor() as cursor:
-        cursor.execute(";\n".join(statements), params + event_params)
-        found = cursor.fetchone()
-        cursor.nextset()
-        owned = cursor.fetchone()
-        claimed_row = None
-        if successor is not None:
-            cursor.nextset()
-            claimed_row = cursor.fetchone()
-        cursor.nextset()
-        event_ids = {kind: pk for pk, kind in cursor.fetchall()}
+    statements.append((record_events + " RETURNING id, kind", event_params))
+    results = execute_pipeline(connection, statements)
+    found = results[0][0] if results[0] else None
+    owned = results[1][0] if results[1] else None
+    claimed_row = None
+    if successor is not None and results[2]:
+        claimed_row = results[2][0]
+    event_ids = {kind: pk for pk, kind in results[-1]}
     run = _with_status(ctx.run, found)
     ctx.run = run
     if owned is None:
@@ -938,7 +1001,8 @@ def _finish_success(step_id: int, token: str, outcome: Complete, ctx, claim_next
         events.add(EventKind.STEP_STARTED, claimed, **started)
     events.mark_saved(event_ids)
     if claimed is None:
-        claimed = _after_step_finished(run, step, events, now, claim_next)
+        all_rows = results[2] if last_candidate else None
+        claimed = _after_step_finished(run, step, events, now, claim_next, all_rows)
     events.flush()  # one announcement for the whole batch, for the audit
     return claimed
 
@@ -970,6 +1034,12 @@ def _deadline(step: StepDef, now: dt.datetime) -> dt.datetime | None:
 _STEP_TABLE = StepRun._meta.db_table
 _STEP_FIELDS = StepRun._meta.concrete_fields
 _STEP_COLUMNS = ", ".join(f'"{field.column}"' for field in _STEP_FIELDS)
+_READ_STEPS_SQL = (
+    f"SELECT {_STEP_COLUMNS} FROM {_STEP_TABLE} WHERE run_id = %s AND item_index = %s ORDER BY id"
+)
+_READ_SOME_STEPS_SQL = _READ_STEPS_SQL.replace(
+    " ORDER BY id", " AND step_id = ANY(%s::varchar[]) ORDER BY id"
+)
 _SUCCEED_SQL = (
     f"UPDATE {_STEP_TABLE} SET status = %s, output = %s, input = %s, error = NULL, "
     "finished_at = %s, wake_at = NULL, wait_signal = '', lease_token = '', "
@@ -993,6 +1063,14 @@ _RECORD_STARTED_SQL = (
     " UNION ALL SELECT run_id, id, step_id, NULL, attempt, %s, %s, NULL, '', %s "
     f"FROM {_STEP_TABLE} WHERE run_id = %s AND step_id = %s AND item_index = %s "
     "AND lease_token = %s"
+)
+
+_INSERT_EVENTS_SQL = (
+    f"INSERT INTO {_EVENT_TABLE} (run_id, step_run_id, step_id, item_index, attempt, kind, data, "
+    "actor_id, actor_name, created_at) SELECT (r->>0)::bigint, (r->>1)::bigint, r->>2, "
+    "(r->>3)::integer, (r->>4)::integer, r->>5, r->6, (r->>7)::bigint, r->>8, "
+    "(r->>9)::timestamptz FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(r, position) "
+    "ORDER BY position RETURNING id"
 )
 
 _RUN_TABLE = WorkflowRun._meta.db_table
@@ -1250,11 +1328,26 @@ class StepRows(dict):
         """Read the given rows (None: all of them), keeping rows already held in memory."""
         if step_ids is not None and not step_ids:
             return
+        if connection.vendor == "postgresql":
+            if step_ids is None:
+                found = execute_prepared(connection, _READ_STEPS_SQL, [self.run.pk, NO_ITEM])
+            else:
+                params = [self.run.pk, NO_ITEM, sorted(step_ids)]
+                found = execute_prepared(connection, _READ_SOME_STEPS_SQL, params)
+            self.add_rows(found)
+            return
         query = StepRun.objects.filter(run_id=self.run.pk, item_index=NO_ITEM)
         if step_ids is not None:
             query = query.filter(step_id__in=step_ids)
         for row in query:
             self.setdefault(row.step_id, row)
+
+    def add_rows(self, found: list[tuple], complete: bool = False) -> None:
+        """Take rows read as raw columns (_STEP_COLUMNS), keeping rows already held in memory."""
+        for columns in found:
+            row = _step_from_row(columns)
+            self.setdefault(row.step_id, row)
+        self.complete = self.complete or complete
 
     def __missing__(self, step_id: str) -> StepRun:
         self.prefetch([step_id])
@@ -1263,8 +1356,13 @@ class StepRows(dict):
         return dict.__getitem__(self, step_id)
 
 
-def _after_step_finished(run, step, events, now, claim_next=False) -> StepRun | None:
-    """Propagate a finished step: close its foreach parent, fail the run, or ready its children."""
+def _after_step_finished(
+    run, step, events, now, claim_next=False, all_rows: list[tuple] | None = None
+) -> StepRun | None:
+    """Propagate a finished step: close its foreach parent, fail the run, or ready its children.
+
+    `all_rows` are the run's top-level step rows as raw columns, when the caller read them all.
+    """
     wf = compiled_version(run.version_id)
     if is_child(step):
         return _after_child_finished(run, step, events, now, claim_next)
@@ -1273,6 +1371,8 @@ def _after_step_finished(run, step, events, now, claim_next=False) -> StepRun | 
     definition = wf.steps[step.step_id]
     rows = StepRows(run, wf)
     rows[step.step_id] = step
+    if all_rows is not None:
+        rows.add_rows(all_rows, complete=True)
     if step.status == StepStatus.FAILED and definition.on_failure == "fail":
         _fail_run(run, rows, events, now, {"step": step.step_id, **(step.error or {})})
         return None
@@ -1363,12 +1463,11 @@ def _settle_run(run, wf, rows: dict[str, StepRun], events, now) -> None:
 
 
 def _run_output(run, wf: WorkflowDef, rows: dict[str, StepRun]) -> Any:
-    """Render the definition's output, or gather the outputs of the steps nothing depends on."""
-    outputs = dict(
-        StepRun.objects.filter(
-            run=run, item_index=NO_ITEM, status=StepStatus.SUCCEEDED
-        ).values_list("step_id", "output")
-    )
+    """Render the definition's output, or gather the outputs of the steps nothing depends on.
+
+    `rows` holds every top-level step of the run, as written in this transaction.
+    """
+    outputs = {sid: row.output for sid, row in rows.items() if row.status == StepStatus.SUCCEEDED}
     if wf.output is not None:
         return expressions.render(
             wf.output,
@@ -1387,7 +1486,7 @@ def _set_run_status(run: WorkflowRun, status: str, now: dt.datetime, **fields) -
     run.updated_at = now
     for name, value in fields.items():
         setattr(run, name, value)
-    WorkflowRun.objects.filter(pk=run.pk).update(status=status, updated_at=now, **fields)
+    _update_row(WorkflowRun, run.pk, {"status": status, "updated_at": now, **fields})
 
 
 def _fail_run(run, rows, events, now, error: dict[str, Any]) -> None:

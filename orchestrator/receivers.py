@@ -2,12 +2,13 @@
 
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.dispatch import receiver
 
 from agents.signals import model_call_values_expired
 from audit import services as audit
+from audit.db import execute_prepared
 from governance import services as governance
 from governance.models import ApprovalRequest, ApprovalStatus, Escalation, EscalationStatus
 from governance.signals import approval_decided, escalation_resolved
@@ -109,6 +110,9 @@ def close_governance_of_ended_runs(sender, events, run, **kwargs):
 
 def _holds_governance_open(run_id: int) -> bool:
     """Tell, in one query, whether a run has a pending approval request or an open escalation."""
+    if connection.vendor == "postgresql":  # every run ends here: a prepared statement
+        params = [run_id, ApprovalStatus.PENDING, run_id, EscalationStatus.OPEN]
+        return execute_prepared(connection, _GOVERNANCE_OPEN_SQL, params)[0][0]
     return (
         WorkflowRun.objects.filter(pk=run_id)
         .filter(
@@ -119,6 +123,13 @@ def _holds_governance_open(run_id: int) -> bool:
         )
         .exists()
     )
+
+
+_GOVERNANCE_OPEN_SQL = (
+    f"SELECT EXISTS (SELECT 1 FROM {ApprovalRequest._meta.db_table} "
+    "WHERE run_id = %s AND status = %s) "
+    f"OR EXISTS (SELECT 1 FROM {Escalation._meta.db_table} WHERE run_id = %s AND status = %s)"
+)
 
 
 def _close_governance(run_id: int) -> None:

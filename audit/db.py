@@ -1,0 +1,82 @@
+"""Server-side prepared statements on Django's PostgreSQL connection, one or several per trip.
+
+The hot paths of every app (audit appends, the engine's step transactions) send the same few
+statements over and over. Django binds parameters on the client and never prepares, so the
+server parses and plans each one every time; here they are protocol-level prepared statements
+of the connection, parsed and planned once. Several can travel in one network round trip
+(psycopg's pipeline mode). `audit` is the lowest app, so every app may use this module.
+
+psycopg keeps the prepared statements per connection; behind PgBouncer in transaction mode this
+needs PgBouncer 1.21 or later (max_prepared_statements).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import psycopg
+
+# psycopg prepares a statement only when asked (prepare=True) once the connection has a
+# threshold; Django leaves it at None (never). This threshold is never reached by a count, so
+# nothing else on the connection gets prepared: only the statements sent through here.
+_ONLY_WHEN_ASKED = 2**62
+
+
+def _raw_connection(connection) -> psycopg.Connection:
+    """Return the psycopg connection under a Django one, ready to prepare on request."""
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = _ONLY_WHEN_ASKED
+    return raw
+
+
+def _log(connection, sql: str, began: float) -> None:
+    """Add a round trip to Django's query log when it keeps one (DEBUG, or a test capturing)."""
+    if connection.queries_logged:
+        connection.queries_log.append(
+            {"sql": sql, "time": f"{time.monotonic() - began:.3f}", "prepared": True}
+        )
+
+
+def execute_prepared(connection, sql: str, params: Sequence) -> list[tuple]:
+    """Run one statement as a prepared statement; return its rows ([] if it returns none).
+
+    Django's error translation applies. Inside the caller's atomic block an error marks that
+    transaction for rollback, as any failed statement does.
+    """
+    raw = _raw_connection(connection)
+    began = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        rows = cursor.fetchall() if cursor.description is not None else []
+    _log(connection, sql, began)
+    return rows
+
+
+def execute_pipeline(connection, statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
+    """Run statements in order as prepared statements in one round trip; return each one's rows.
+
+    The statements are sent together and their results read once the server has run them all,
+    so a statement cannot depend on what Python makes of an earlier one's rows; it may depend
+    on what an earlier statement wrote. The first error stops the rest and is raised.
+    """
+    raw = _raw_connection(connection)
+    began = time.monotonic()
+    cursors = [psycopg.Cursor(raw) for _ in statements]
+    try:
+        with connection.wrap_database_errors:
+            with raw.pipeline():
+                for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, params, prepare=True)
+            rows = [
+                cursor.fetchall() if cursor.description is not None else [] for cursor in cursors
+            ]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+    # One entry per round trip, as a multi-statement query would be logged.
+    _log(connection, ";\n".join(sql for sql, _ in statements), began)
+    return rows
