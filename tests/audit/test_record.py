@@ -92,6 +92,39 @@ def test_record_many_writes_all_in_order(user):
     assert services.record_many([]) == []
 
 
+@pytest.mark.django_db
+def test_record_many_stores_every_value_exactly_as_record_does(user):
+    """The batch travels as one JSON text: quotes, backslashes, non-ASCII and times survive."""
+    tricky = 'qu"ote \\ back\\slash \u00e9t\u00e9 \U0001f600 tab\t new\nline {"json": [1]}'
+    fields = {
+        "action": "odd.values",
+        "actor": user,
+        "target_type": "x.y",
+        "target_id": tricky[:64],
+        "target_repr": tricky,
+        "run_id": "7",
+        "step_id": tricky[:64],
+        "request_id": "r",
+        "decision": {"why": tricky},
+        "body": {"text": tricky, "n": 1.5, "none": None},
+    }
+    one = services.record(**fields)
+    many = services.record_many([fields, {**fields, "body": None}])
+    columns = ["created_at", "actor_id", "actor_name", "actor_kind", "action", "target_type"]
+    columns += ["target_id", "target_repr", "run_id", "step_id", "request_id", "decision"]
+    columns += ["body_digest"]
+    stored = AuditEntry.objects.in_bulk([one.pk] + [entry.pk for entry in many])
+    for entry in [one, *many]:
+        assert [getattr(stored[entry.pk], name) for name in columns] == [
+            getattr(entry, name) for name in columns
+        ]
+    assert stored[many[0].pk].target_repr == tricky
+    assert AuditBody.objects.get(entry_id=many[0].pk).content == (
+        AuditBody.objects.get(entry_id=one.pk).content
+    )
+    assert not AuditBody.objects.filter(entry_id=many[1].pk).exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_rolled_back_action_leaves_no_entry():
     with pytest.raises(RuntimeError), transaction.atomic():
