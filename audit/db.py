@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 import psycopg
+from psycopg import pq
 
 # psycopg prepares a statement only when asked (prepare=True) once the connection has a
 # threshold; Django leaves it at None (never). This threshold is never reached by a count, so
@@ -41,6 +42,15 @@ def _log(connection, sql: str, began: float) -> None:
         )
 
 
+def _rows(cursor: psycopg.Cursor) -> list[tuple]:
+    """Return a cursor's rows, or [] for a statement that returns none (UPDATE, no RETURNING)."""
+    # The result's status, not `description`, which builds every column's description.
+    result = cursor.pgresult
+    if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+        return []
+    return cursor.fetchall()
+
+
 def execute_prepared(connection, sql: str, params: Sequence) -> list[tuple]:
     """Run one statement as a prepared statement; return its rows ([] if it returns none).
 
@@ -51,7 +61,7 @@ def execute_prepared(connection, sql: str, params: Sequence) -> list[tuple]:
     began = time.monotonic()
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
-        rows = cursor.fetchall() if cursor.description is not None else []
+        rows = _rows(cursor)
     _log(connection, sql, began)
     return rows
 
@@ -71,9 +81,7 @@ def execute_pipeline(connection, statements: Sequence[tuple[str, Sequence]]) -> 
             with raw.pipeline():
                 for cursor, (sql, params) in zip(cursors, statements, strict=True):
                     cursor.execute(sql, params, prepare=True)
-            rows = [
-                cursor.fetchall() if cursor.description is not None else [] for cursor in cursors
-            ]
+            rows = [_rows(cursor) for cursor in cursors]
     finally:
         for cursor in cursors:
             cursor.close()
