@@ -444,36 +444,39 @@ def start_run(
             return _same_workflow(existing, workflow, idempotency_key)
     if not workflow.is_active:
         raise EngineError(f"workflow {workflow.slug!r} is inactive and cannot start runs")
-    version = version or workflow.latest_version()
-    if version is None:
-        raise EngineError(f"workflow {workflow.slug!r} has no published version")
-    if version.workflow_id != workflow.pk:
+    if version is not None and version.workflow_id != workflow.pk:
         raise EngineError(f"version {version} does not belong to workflow {workflow.slug!r}")
-    wf = compiled_version(version.pk)
+    version_id, version_number = (
+        (version.pk, version.number) if version is not None else _latest_version(workflow.pk)
+    )
+    if version_id is None:
+        raise EngineError(f"workflow {workflow.slug!r} has no published version")
+    wf = compiled_version(version_id)
     input = {} if input is None else input
     if not isinstance(input, dict):
         raise InvalidInput(["(input): a run input is a JSON object"])
     if errors := wf.input_errors(input):
         raise InvalidInput(errors)
     now = clock.now()
+    run = WorkflowRun(
+        workflow=workflow,
+        version_id=version_id,
+        input=input,
+        started_by=started_by if started_by is not None and started_by.pk else None,
+        started_by_name=getattr(started_by, "username", "") if started_by else "",
+        trigger=trigger,
+        business_key=business_key,
+        idempotency_key=idempotency_key or None,
+        request_id=request_id,
+        created_at=now,
+        updated_at=now,
+    )
     # Only a reused idempotency key can make the insert fail: only then is a savepoint needed.
     guard = transaction.atomic if idempotency_key else contextlib.nullcontext
     with transaction.atomic():
         try:
             with guard():
-                run = WorkflowRun.objects.create(
-                    workflow=workflow,
-                    version=version,
-                    input=input,
-                    started_by=started_by if started_by is not None and started_by.pk else None,
-                    started_by_name=getattr(started_by, "username", "") if started_by else "",
-                    trigger=trigger,
-                    business_key=business_key,
-                    idempotency_key=idempotency_key or None,
-                    request_id=request_id,
-                    created_at=now,
-                    updated_at=now,
-                )
+                _insert_row(run)
         except IntegrityError:
             if not idempotency_key:
                 raise
@@ -486,7 +489,7 @@ def start_run(
         )
         ready_now = set(wf.roots) if plain else set()
         events = EventLog(run, now, actor=started_by)
-        events.add(EventKind.RUN_STARTED, version=version.number, trigger=trigger)
+        events.add(EventKind.RUN_STARTED, version=version_number, trigger=trigger)
         if plain and _batches_statements():
             rows = _insert_plain_start(run, wf, events, now)
             ready = [rows[sid].pk for sid in wf.roots]
@@ -516,6 +519,52 @@ def start_run(
         events.flush()
         publish_on_commit(ready)
     return run
+
+
+def _latest_version(workflow_id: int) -> tuple[int | None, int | None]:
+    """Return the id and number of a workflow's newest version, without its definition."""
+    if connection.vendor == "postgresql":
+        found = execute_prepared(connection, _LATEST_VERSION_SQL, [workflow_id])
+    else:
+        found = list(
+            WorkflowVersion.objects.filter(workflow_id=workflow_id)
+            .order_by("-number")
+            .values_list("pk", "number")[:1]
+        )
+    return found[0] if found else (None, None)
+
+
+_LATEST_VERSION_SQL = (
+    f"SELECT id, number FROM {WorkflowVersion._meta.db_table} WHERE workflow_id = %s "
+    "ORDER BY number DESC LIMIT 1"
+)
+
+
+def _insert_row(instance) -> None:
+    """Insert a new model instance and give it its id (a prepared statement on PostgreSQL).
+
+    As with bulk_create, no save signals are sent: the engine announces its writes as run events.
+    """
+    model = type(instance)
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create([instance])
+        return
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    sql = _INSERT_SQL.get(model)
+    if sql is None:
+        columns = ", ".join(f'"{field.column}"' for field in fields)
+        values = ", ".join(["%s"] * len(fields))
+        sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({values}) RETURNING id'
+        _INSERT_SQL[model] = sql
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
+    ]
+    instance.pk = execute_prepared(connection, sql, params)[0][0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+
+
+_INSERT_SQL: dict[type, str] = {}
 
 
 def _insert_plain_start(run: WorkflowRun, wf: WorkflowDef, events: EventLog, now) -> dict:
@@ -768,14 +817,11 @@ def claim(step_run_id: int, now: dt.datetime | None = None) -> StepRun | None:
 
 
 def _batches_statements() -> bool:
-    """Tell whether the hot path's raw batches run here: PostgreSQL with client-side binding.
+    """Tell whether the hot paths' batches of prepared statements run here (PostgreSQL).
 
-    Django binds parameters on the client unless OPTIONS sets server_side_binding; only then
-    may one execute() carry several statements. Elsewhere the ORM path does the same work.
+    Elsewhere the ORM path does the same work, a statement at a time.
     """
-    return connection.vendor == "postgresql" and not connection.settings_dict.get(
-        "OPTIONS", {}
-    ).get("server_side_binding")
+    return connection.vendor == "postgresql"
 
 
 def _claim_on_postgres(step_run_id: int, token: str, now, lease_expires_at) -> StepRun | None:

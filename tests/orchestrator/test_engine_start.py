@@ -42,6 +42,7 @@ def written(run):
     return steps, events
 
 
+@pytest.mark.postgres  # elsewhere both paths are the ORM's
 def test_the_batched_start_writes_what_the_orm_path_writes(
     make_workflow, monkeypatch, django_user_model, published
 ):
