@@ -30,7 +30,7 @@ class AuditEntry(models.Model):
     target_type = models.CharField(max_length=100, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_repr = models.CharField(max_length=200, blank=True)
-    run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    run_id = models.CharField(max_length=64, blank=True)
     step_id = models.CharField(max_length=64, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     decision = models.TextField(
@@ -45,7 +45,12 @@ class AuditEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
+            # A plain index: runs are looked up by their exact id, never by prefix (a CharField's
+            # db_index would add a second, pattern-matching index to every append).
+            models.Index(fields=["run_id"], name="audit_run_idx"),
+        ]
 
     def __str__(self):
         return f"#{self.pk} {self.action} by {self.actor_name or self.actor_kind}"

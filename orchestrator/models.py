@@ -130,7 +130,11 @@ NO_ITEM = -1
 class StepRun(models.Model):
     """One step of a run, or one item of a `foreach` step: status, attempts, lease and result."""
 
-    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: step_run_unique (run, step_id, item_index) serves lookups by run, and
+    # each index is one more write on every status change.
+    run = models.ForeignKey(
+        WorkflowRun, on_delete=models.CASCADE, related_name="steps", db_index=False
+    )
     step_id = models.CharField(max_length=100)
     item_index = models.IntegerField(
         default=NO_ITEM, help_text="Position in a foreach list; -1 for the step itself."
