@@ -490,25 +490,24 @@ def start_run(
         ready_now = set(wf.roots) if plain else set()
         events = EventLog(run, now, actor=started_by)
         events.add(EventKind.RUN_STARTED, version=version_number, trigger=trigger)
+        steps = [
+            StepRun(
+                run=run,
+                step_id=sid,
+                step_type=step.type,
+                status=StepStatus.READY if sid in ready_now else StepStatus.PENDING,
+                ready_at=now if sid in ready_now else None,
+                dispatched_at=now if sid in ready_now else None,
+                created_at=now,
+            )
+            for sid, step in wf.steps.items()
+        ]
+        rows = {step.step_id: step for step in steps}
         if plain and _batches_statements():
-            rows = _insert_plain_start(run, wf, events, now)
+            _insert_plain_start(run, wf, steps, events)
             ready = [rows[sid].pk for sid in wf.roots]
         else:
-            steps = StepRun.objects.bulk_create(
-                [
-                    StepRun(
-                        run=run,
-                        step_id=sid,
-                        step_type=step.type,
-                        status=StepStatus.READY if sid in ready_now else StepStatus.PENDING,
-                        ready_at=now if sid in ready_now else None,
-                        dispatched_at=now if sid in ready_now else None,
-                        created_at=now,
-                    )
-                    for sid, step in wf.steps.items()
-                ]
-            )
-            rows = {step.step_id: step for step in steps}
+            StepRun.objects.bulk_create(steps)
             if ready_now:
                 ready = [rows[sid].pk for sid in wf.roots]
                 for sid in wf.roots:
@@ -567,23 +566,23 @@ def _insert_row(instance) -> None:
 _INSERT_SQL: dict[type, str] = {}
 
 
-def _insert_plain_start(run: WorkflowRun, wf: WorkflowDef, events: EventLog, now) -> dict:
-    """Write a run's step rows (its roots ready) and its first events in one round trip.
+def _insert_plain_start(run: WorkflowRun, wf: WorkflowDef, steps: list[StepRun], events) -> None:
+    """Write a run's new step rows (its roots ready) and its first events in one round trip.
 
     The same rows and events as the ORM path: the steps from arrays, then the "started" event
     and one "scheduled" event per root (read back from the rows just inserted), in that order.
+    The rows get their ids; the events are marked written.
     """
     roots = list(wf.roots)
-    step_ids = list(wf.steps)
     started = events.events[0]  # the run's "started" event, queued by the caller
+    now = started.created_at
     step_rows, event_rows = execute_pipeline(
         connection,
         [
             (
                 _START_STEPS_SQL,
-                [run.pk, now, step_ids, [wf.steps[sid].type for sid in step_ids]]
-                + [[StepStatus.READY if sid in roots else StepStatus.PENDING for sid in step_ids]]
-                + [[now if sid in roots else None for sid in step_ids]],
+                [run.pk, now, [step.step_id for step in steps], [step.step_type for step in steps]]
+                + [[step.status for step in steps], [step.ready_at for step in steps]],
             ),
             (
                 _START_EVENTS_SQL,
@@ -593,17 +592,19 @@ def _insert_plain_start(run: WorkflowRun, wf: WorkflowDef, events: EventLog, now
             ),
         ],
     )
-    rows = {step.step_id: step for step in map(_step_from_row, step_rows)}
-    event_ids = {(kind, step_run_id): pk for pk, kind, step_run_id in event_rows}
-    for row in rows.values():
-        row.run = run
+    ids = dict(step_rows)
+    for step in steps:
+        step.pk = ids[step.step_id]
+        step._state.adding = False
+        step._state.db = connection.alias
+    rows = {step.step_id: step for step in steps}
     for sid in roots:
         events.add(EventKind.STEP_SCHEDULED, rows[sid])
+    event_ids = {(kind, step_run_id): pk for pk, kind, step_run_id in event_rows}
     for event in events.events:
         event.pk = event_ids[(event.kind, event.step_run_id)]
     events.saved += events.events
     events.events = []
-    return rows
 
 
 def _same_workflow(run: WorkflowRun, workflow: Workflow, key: str) -> WorkflowRun:
@@ -1147,7 +1148,7 @@ _START_STEPS_SQL = (
     "NULL, NULL, NULL, NULL, u.ready_at, u.ready_at, '', NULL, NULL, '', NULL, '', "
     "%s::timestamptz, NULL, NULL FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], "
     "%s::timestamptz[]) WITH ORDINALITY AS u(step_id, step_type, status, ready_at, position) "
-    f"ORDER BY u.position RETURNING {_STEP_COLUMNS}"
+    "ORDER BY u.position RETURNING step_id, id"
 )
 _START_EVENTS_SQL = (
     f"INSERT INTO {_EVENT_TABLE} (run_id, step_run_id, step_id, item_index, attempt, kind, data, "
