@@ -16,12 +16,20 @@ import time
 from collections.abc import Sequence
 
 import psycopg
+from django.db import connections
 from psycopg import pq
 
 # psycopg prepares a statement only when asked (prepare=True) once the connection has a
 # threshold; Django leaves it at None (never). This threshold is never reached by a count, so
 # nothing else on the connection gets prepared: only the statements sent through here.
 _ONLY_WHEN_ASKED = 2**62
+
+
+def _wrapper(connection):
+    """Return the connection itself, not `django.db.connection`'s proxy to it."""
+    # The proxy looks the connection up in a context-local store on every attribute read, and
+    # the hot paths read several.
+    return connections[connection.alias]
 
 
 def _raw_connection(connection) -> psycopg.Connection:
@@ -57,6 +65,7 @@ def execute_prepared(connection, sql: str, params: Sequence) -> list[tuple]:
     Django's error translation applies. Inside the caller's atomic block an error marks that
     transaction for rollback, as any failed statement does.
     """
+    connection = _wrapper(connection)
     raw = _raw_connection(connection)
     began = time.monotonic()
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
@@ -73,6 +82,7 @@ def execute_pipeline(connection, statements: Sequence[tuple[str, Sequence]]) -> 
     so a statement cannot depend on what Python makes of an earlier one's rows; it may depend
     on what an earlier statement wrote. The first error stops the rest and is raised.
     """
+    connection = _wrapper(connection)
     raw = _raw_connection(connection)
     began = time.monotonic()
     cursors = [psycopg.Cursor(raw) for _ in statements]
