@@ -980,12 +980,13 @@ def _finish(step_id: int, token: str, outcome, ctx: StepContext, claim_next: boo
 
 
 def _finish_success(step_id: int, token: str, outcome: Complete, ctx, claim_next: bool, now):
-    """Record a success on PostgreSQL in one round trip of three statements, in lock order.
+    """Record a success on PostgreSQL in one round trip of prepared statements, in lock order.
 
     Lock the run; record the result if this worker still holds the step (the ownership check
-    and the result in one conditional update); and claim for this worker the step's sole
-    successor when nothing but this step's success decides it (see `_plain_successor`) and the
-    run is running. Anything else (several children, conditions, a paused run) goes through
+    and the result in one conditional update); claim for this worker the step's sole successor
+    when nothing but this step's success decides it (see `_plain_successor`) and the run is
+    running, or read every step row when this step may be the run's last; and insert the
+    events. Anything else (several children, conditions, a paused run) goes through
     `_after_step_finished`. A lost lease raises LeaseLost, which rolls the whole trip back.
     """
     step = ctx.step
