@@ -11,6 +11,9 @@ production. Three measures:
    transaction (record() in autocommit), then with 10 record() calls per transaction, and with
    record_many() of 10 entries (what the engine does per step). A sequencer process runs
    meanwhile (the same service the Celery beat task calls, looping every 0.1 s).
+   Before the single-entry run, the server's own ceiling for it: as many processes committing
+   one-row inserts into a plain table through psycopg alone, no Django and no audit
+   (commit_ceiling_per_s): what the machine's commit rate allows one entry per transaction.
 2. the sequencer lag at those rates: per entry, leaf.sequenced_at - entry.created_at, p99.
    The sequencer numbers only entries below the server-wide snapshot horizon, so a transaction
    left open elsewhere on the same server delays it: each run reports the entries still
@@ -163,6 +166,65 @@ def _writer(worker: int, mode: str, seconds: float, start_at: float, counts, cpu
                 n += 10
     counts[worker] = n
     cpu[worker] = time.process_time() - cpu_before
+
+
+def _committer(worker: int, url: str, seconds: float, start_at: float, counts) -> None:
+    """Commit one-row inserts into the ceiling table for `seconds`, with no Django and no audit."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        deadline = start_at + seconds
+        n = 0
+        while time.time() < deadline:
+            conn.execute(
+                "INSERT INTO bench_commit_ceiling (v) VALUES (%s)", [f"{worker}:{n}"], prepare=True
+            )
+            n += 1
+    counts[worker] = n
+
+
+def measure_commit_ceiling(writers: int, seconds: float) -> dict:
+    """Measure how many one-row transactions the server commits from `writers` processes.
+
+    The ceiling for one audit entry per transaction on this machine: the same number of
+    processes, each committing a plain one-row insert (one index) through psycopg alone.
+    """
+    from django.db import connection, connections
+
+    url = _psycopg_url(connection.settings_dict)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_commit_ceiling")
+        cursor.execute("CREATE TABLE bench_commit_ceiling (id bigserial PRIMARY KEY, v text)")
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    counts = ctx.Array("q", writers)
+    start_at = time.time() + 1.0
+    procs = [
+        ctx.Process(target=_committer, args=(i, url, seconds, start_at, counts))
+        for i in range(writers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_commit_ceiling")
+    return {
+        "mode": "commit_ceiling",
+        "writers": writers,
+        "seconds": seconds,
+        "commits_per_s": round(sum(counts) / seconds, 1),
+    }
+
+
+def _psycopg_url(db: dict) -> str:
+    """Return a libpq URL for Django's database settings."""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    user = db.get("USER") or "root"
+    return f"postgresql://{user}@{host}:{port}/{db['NAME']}"
 
 
 def _sequencer(stop_at: float) -> None:
@@ -382,6 +444,9 @@ def main() -> None:
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         file=sys.stderr,
     )
+    ceiling = measure_commit_ceiling(args.writers, args.seconds) if "single" in modes else {}
+    if ceiling:
+        print(json.dumps(ceiling), file=sys.stderr)
     runs = []
     for mode in modes:
         run = measure_appends(mode, args.writers, args.seconds)
@@ -395,6 +460,8 @@ def main() -> None:
         "appends_per_s": by_mode.get("single", {}).get("appends_per_s"),
         "appends_per_s_batch10": by_mode.get("batch10", {}).get("appends_per_s"),
         "appends_per_s_record_many10": by_mode.get("record_many10", {}).get("appends_per_s"),
+        # One-row transactions the server commits from as many processes, with no audit at all.
+        "commit_ceiling_per_s": ceiling.get("commits_per_s"),
         # The worst p99 of the runs; None if any run's lag could not be measured.
         "sequencer_lag_p99_s": (
             None
