@@ -47,3 +47,17 @@ def test_the_first_error_stops_the_rest_and_is_raised_as_djangos(table):
         )
     # The block rolled back: nothing of the failed trip stays, the connection is usable.
     assert execute_prepared(connection, "SELECT id FROM db_test ORDER BY id", []) == [(1,)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cursors_are_kept_per_connection_and_replaced_after_a_reconnect():
+    first = execute_prepared(connection, "SELECT pg_backend_pid()", [])
+    kept = connection._prepared_cursors[1][0]
+    assert execute_prepared(connection, "SELECT 2", []) == [(2,)]
+    assert connection._prepared_cursors[1][0] is kept
+    connection.close()
+    # A new server connection: the old cursors belonged to the closed one.
+    second = execute_prepared(connection, "SELECT pg_backend_pid()", [])
+    assert second != first
+    assert connection._prepared_cursors[1][0] is not kept
+    assert execute_pipeline(connection, [("SELECT 1", []), ("SELECT 2", [])]) == [[(1,)], [(2,)]]
