@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash, fast_leaf_hash
+from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash, fast_leaf_hash, pg_leaf_time
 
 WIDTH = len(ENTRY_COLUMNS)
 # The entries of a range of seqs have ids in a narrow range too (they are numbered in commit
@@ -39,8 +39,6 @@ ID_BOUNDS_SQL = (
     "SELECT COALESCE(MIN(entry_id), 0), COALESCE(MAX(entry_id), 0) FROM audit_auditleaf "
     "WHERE seq >= %s AND seq < %s"
 )
-# The server formats the time (in the leaf's form) while Python hashes.
-_PG_TIME = "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 PG_TYPES = ["int8", "bytea", "int8", "int8", "text", "int8", *["text"] * 11, "bool", "text", "int8"]
 
 
@@ -51,7 +49,8 @@ def range_sql(vendor: str, start: int, stop: int, low_id: int, high_id: int) -> 
     """
     if vendor == "postgresql":
         columns = ", ".join(
-            _PG_TIME
+            # The server formats the time (in the leaf's form) while Python hashes.
+            pg_leaf_time("e.created_at")
             if name == "created_at"
             else f"e.{name}"
             if name in ("id", "actor_id")

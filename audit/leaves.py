@@ -45,6 +45,11 @@ def format_time(value) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def pg_leaf_time(column: str) -> str:
+    """Return PostgreSQL's expression for a time column in the form format_time() passes on."""
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+
 def leaf_dict(seq: int, row: tuple) -> dict:
     """Return the leaf of an entry at `seq`, from its columns in ENTRY_COLUMNS order."""
     (
@@ -100,8 +105,9 @@ def entry_leaf_hash(seq: int, row: tuple) -> bytes:
 # (escaped by the json module's C string encoder, which writes exactly what RFC 8785 asks for
 # with ensure_ascii off) and the decision, which is stored as canonical JSON text and spliced in
 # as it is. Anything else goes to the reference encoder. The verifier uses it and, on a
-# mismatch, recomputes with canonical_json before reporting anything; the sequencer always uses
-# canonical_json. tests/audit/test_leaves.py checks the two agree.
+# mismatch, recomputes with canonical_json before reporting anything; the sequencer uses it
+# through sequencing_leaf_hash, which writes the decision canonically first.
+# tests/audit/test_leaves.py checks that both agree with the reference.
 _LEAF_FORMAT = (
     '{"action":%s,"actor_id":%s,"actor_kind":%s,"actor_name":%s,"body_digest":%s,'
     '"decision":%s,"entry_id":%d,"request_id":%s,"run_id":%s,"seq":%d,"step_id":%s,'
@@ -158,6 +164,21 @@ def fast_leaf_hash(seq: int, row: tuple) -> bytes:
     except (TypeError, UnicodeEncodeError):
         return entry_leaf_hash(seq, row)  # not a str where one belongs: the reference decides
     return _sha256(b"\x00" + data).digest()
+
+
+def sequencing_leaf_hash(seq: int, row: tuple) -> bytes:
+    """Return entry_leaf_hash(seq, row) by the fast encoder, exact for any decision text.
+
+    The fast encoder splices the stored decision as it is; the reference parses it and writes it
+    canonically. Writing the decision canonically first makes the two agree whatever the text
+    holds, so the sequencer, which fixes every leaf for good, never depends on record() having
+    stored canonical text.
+    """
+    decision = row[12]
+    if type(decision) is str:
+        decision = canonical_json(json.loads(decision)).decode("utf-8")
+        row = (*row[:12], decision, *row[13:])
+    return fast_leaf_hash(seq, row)
 
 
 def entry_row(entry) -> tuple:

@@ -37,7 +37,7 @@ from django.utils import timezone
 from audit import keys
 from audit.evidence import checkpoint_message, key_id_for
 from audit.evidence import sign_checkpoint as sign_message
-from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash, format_time
+from audit.leaves import ENTRY_COLUMNS, format_time, pg_leaf_time, sequencing_leaf_hash
 from audit.merkle import Frontier
 from audit.models import AuditCheckpoint, AuditLeaf, AuditTreeState
 
@@ -45,8 +45,12 @@ from audit.models import AuditCheckpoint, AuditLeaf, AuditTreeState
 LOCK_KEY = 0x5374_6577_4175_64
 
 _COLUMNS = ", ".join(ENTRY_COLUMNS)
+# The server writes the time in the leaf's form: Python neither parses nor formats it.
+_PG_COLUMNS = ", ".join(
+    pg_leaf_time(name) if name == "created_at" else name for name in ENTRY_COLUMNS
+)
 _PG_PENDING = f"""
-    SELECT txid, {_COLUMNS} FROM audit_auditentry
+    SELECT txid, {_PG_COLUMNS} FROM audit_auditentry
     WHERE (txid, id) > (%s, %s)
       AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
     ORDER BY txid, id
@@ -96,11 +100,10 @@ def sequence_batch(batch_size: int = 5000) -> int | None:
         frontier = Frontier.load(state.frontier, state.size)
         now = timezone.now()
         leaves = []
-        for offset, row in enumerate(rows):
-            seq = state.size + offset
-            digest = entry_leaf_hash(seq, row[1:])
+        for seq, row in enumerate(rows, start=state.size):
+            digest = sequencing_leaf_hash(seq, row[1:])
             frontier.append(digest)
-            leaves.append(AuditLeaf(seq=seq, entry_id=row[1], leaf_hash=digest, sequenced_at=now))
+            leaves.append((seq, row[1], digest, now))
         _insert_leaves(leaves)
         state.size += len(rows)
         state.frontier = frontier.dump()
@@ -111,10 +114,13 @@ def sequence_batch(batch_size: int = 5000) -> int | None:
         return len(rows)
 
 
-def _insert_leaves(leaves: list[AuditLeaf]) -> None:
-    """Insert the batch's leaves: one COPY on PostgreSQL, a bulk insert elsewhere."""
+def _insert_leaves(leaves: list[tuple]) -> None:
+    """Insert the batch's (seq, entry_id, leaf_hash, sequenced_at) rows: one COPY on PostgreSQL."""
     if connection.vendor != "postgresql":
-        AuditLeaf.objects.bulk_create(leaves, batch_size=2000)
+        AuditLeaf.objects.bulk_create(
+            [AuditLeaf(seq=s, entry_id=e, leaf_hash=h, sequenced_at=t) for s, e, h, t in leaves],
+            batch_size=2000,
+        )
         return
     connection.ensure_connection()
     with (
@@ -124,7 +130,7 @@ def _insert_leaves(leaves: list[AuditLeaf]) -> None:
         ) as copy,
     ):
         for leaf in leaves:
-            copy.write_row((leaf.seq, leaf.entry_id, leaf.leaf_hash, leaf.sequenced_at))
+            copy.write_row(leaf)
 
 
 def run_sequencer(*, batch_size: int = 5000, max_batches: int | None = None) -> int:
