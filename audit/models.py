@@ -26,7 +26,7 @@ class AuditEntry(models.Model):
     actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     actor_name = models.CharField(max_length=150, blank=True)
     actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
-    action = models.CharField(max_length=100, db_index=True)
+    action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=100, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_repr = models.CharField(max_length=200, blank=True)
@@ -46,6 +46,12 @@ class AuditEntry(models.Model):
     class Meta:
         verbose_name_plural = "audit entries"
         indexes = [
+            # One index for both exact actions and prefixes ("approval.*"): a pattern-matching
+            # btree also serves equality, so db_index's second, plain index would only slow
+            # every append.
+            models.Index(
+                fields=["action"], name="audit_action_idx", opclasses=["varchar_pattern_ops"]
+            ),
             models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
             # A plain index: runs are looked up by their exact id, never by prefix (a CharField's
             # db_index would add a second, pattern-matching index to every append).
@@ -59,8 +65,14 @@ class AuditEntry(models.Model):
 class AuditBody(models.Model):
     """The JSON body of an entry, stored apart as canonical JSON text so it can be erased."""
 
+    # No foreign key constraint in the database, here and on the leaf (migration 0005 says why:
+    # its check would lock every entry's row a second time, for a reference that cannot dangle).
     entry = models.OneToOneField(
-        AuditEntry, primary_key=True, on_delete=models.DO_NOTHING, related_name="body_row"
+        AuditEntry,
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="body_row",
     )
     content = models.TextField(null=True, help_text="Canonical JSON; NULL once erased.")
     erased_at = models.DateTimeField(null=True, blank=True)
@@ -76,7 +88,9 @@ class AuditLeaf(models.Model):
     """The sequence number the sequencer gave an entry and the Merkle leaf hash it committed to."""
 
     seq = models.BigIntegerField(primary_key=True, help_text="0-based index in the Merkle tree.")
-    entry = models.OneToOneField(AuditEntry, on_delete=models.DO_NOTHING, related_name="leaf")
+    entry = models.OneToOneField(
+        AuditEntry, on_delete=models.DO_NOTHING, db_constraint=False, related_name="leaf"
+    )
     leaf_hash = models.BinaryField(max_length=32)
     sequenced_at = models.DateTimeField(default=timezone.now)
 

@@ -131,3 +131,16 @@ def test_admin_says_what_it_checked_and_proves_inclusion_in_the_signed_root(
     page = client.get(reverse("admin:audit_auditentry_change", args=[first.pk]))
     assert b"matches leaf" in page.content
     assert b"FAILED: the stored leaves do not reach the signed root" in page.content
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("action", ["run.started", "run.*"])
+def test_one_action_index_serves_exact_actions_and_prefixes(entries, action):
+    from django.db import connection
+
+    sql, params = search_entries(AuditFilter(action=action)).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a few rows: force the planner's hand
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "audit_action_idx" in plan
