@@ -17,19 +17,23 @@ from collections.abc import Sequence
 
 import psycopg
 from django.db import connections
+from django.utils.connection import ConnectionProxy
 from psycopg import pq
 
 # psycopg prepares a statement only when asked (prepare=True) once the connection has a
 # threshold; Django leaves it at None (never). This threshold is never reached by a count, so
 # nothing else on the connection gets prepared: only the statements sent through here.
 _ONLY_WHEN_ASKED = 2**62
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
 
 
 def _wrapper(connection):
     """Return the connection itself, not `django.db.connection`'s proxy to it."""
     # The proxy looks the connection up in a context-local store on every attribute read, and
     # the hot paths read several.
-    return connections[connection.alias]
+    if type(connection) is ConnectionProxy:
+        return connections[connection.alias]
+    return connection
 
 
 def _raw_connection(connection) -> psycopg.Connection:
@@ -70,7 +74,7 @@ def _rows(cursor: psycopg.Cursor) -> list[tuple]:
     """Return a cursor's rows, or [] for a statement that returns none (UPDATE, no RETURNING)."""
     # The result's status, not `description`, which builds every column's description.
     result = cursor.pgresult
-    if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+    if result is None or result.status != _TUPLES_OK:
         return []
     return cursor.fetchall()
 
