@@ -32,6 +32,7 @@ ENTRY_COLUMNS = (
 )
 
 LEAF_VERSION = 1
+_DECISION = ENTRY_COLUMNS.index("decision")
 
 
 def format_time(value) -> str:
@@ -174,10 +175,10 @@ def sequencing_leaf_hash(seq: int, row: tuple) -> bytes:
     holds, so the sequencer, which fixes every leaf for good, never depends on record() having
     stored canonical text.
     """
-    decision = row[12]
+    decision = row[_DECISION]
     if type(decision) is str:
         decision = canonical_json(json.loads(decision)).decode("utf-8")
-        row = (*row[:12], decision, *row[13:])
+        row = (*row[:_DECISION], decision, *row[_DECISION + 1 :])
     return fast_leaf_hash(seq, row)
 
 

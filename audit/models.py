@@ -66,7 +66,7 @@ class AuditBody(models.Model):
     """The JSON body of an entry, stored apart as canonical JSON text so it can be erased."""
 
     # No foreign key constraint in the database, here and on the leaf (migration 0005 says why:
-    # its check would lock every entry's row a second time, for a reference that cannot dangle).
+    # its check writes a lock into every entry's row, for a reference that cannot dangle).
     entry = models.OneToOneField(
         AuditEntry,
         primary_key=True,
