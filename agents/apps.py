@@ -48,8 +48,9 @@ def sync_tools_after_migrate(sender, *, using=DEFAULT_DB_ALIAS, plan=None, **kwa
     if _partially_migrated(using):
         return
     from agents.actions.registry import sync_tools
+    from audit.actors import SYSTEM
 
-    sync_tools()
+    sync_tools(actor=SYSTEM)
 
 
 class AgentsConfig(AppConfig):

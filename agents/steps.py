@@ -41,6 +41,7 @@ from agents.providers import ModelResponse, ToolDefinition, client_for
 from agents.tools import registered_tools
 from audit import clock
 from audit import services as audit
+from audit.actors import SYSTEM
 from governance.actions.approvals import approval_applies, escalate_overdue
 from governance.actions.escalations import open_escalation
 from governance.models import (
@@ -288,7 +289,7 @@ class AgentLoop:
     def _start(self, context) -> dict[str, Any]:
         """Open the run's namespace to this agent (a control-layer rule); note the time."""
         if self.ctx.run.pk is not None:
-            memory.ensure_run_namespace(self.ctx.run.pk, self.agent)
+            memory.ensure_run_namespace(self.ctx.run.pk, self.agent, actor=SYSTEM)
         return {"at": clock.now().isoformat()}
 
     def converse(self, comment: str):
@@ -706,7 +707,9 @@ class AgentStep:
             waited = (clock.now() - dt.datetime.fromisoformat(started)).total_seconds()
             state["waited_seconds"] = round(float(state.get("waited_seconds", 0.0)) + waited, 3)
         if reason != "signal" and waiting.get("kind") == "approval":
-            request = escalate_overdue(waiting["ref"], now=ctx.now, announce_to_run=False)
+            request = escalate_overdue(
+                waiting["ref"], actor=SYSTEM, now=ctx.now, announce_to_run=False
+            )
             if request is None:  # someone is deciding right now: look again shortly
                 return ctx.wait(signal=f"approval:{waiting['ref']}", seconds=BUSY_RETRY_SECONDS)
             if request.status == ApprovalStatus.PENDING:

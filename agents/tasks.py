@@ -7,12 +7,13 @@ from celery import shared_task
 from agents import ratelimit, services
 from agents.actions import work
 from audit import clock
+from audit.actors import SYSTEM
 
 
 @shared_task(name="agents.purge_memory", acks_late=True, ignore_result=True)
 def purge_memory() -> dict:
     """Purge expired shared-memory entries (legal holds excepted) and old rate counters."""
-    result = services.purge_expired()
+    result = services.purge_expired(actor=SYSTEM)
     result["rate_counters"] = ratelimit.purge_old(clock.now() - dt.timedelta(days=1))
     return result
 
@@ -20,4 +21,4 @@ def purge_memory() -> dict:
 @shared_task(name="agents.deliver_notifications", acks_late=True, ignore_result=True)
 def deliver_notifications() -> int:
     """Retry pending notification deliveries that are due (lost first attempts, backoffs)."""
-    return work.deliver_due_notifications()
+    return work.deliver_due_notifications(actor=SYSTEM)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from audit.actors import SYSTEM
+
 
 @dataclass(frozen=True)
 class AuditContext:
@@ -49,7 +51,8 @@ def acting_as(actor=None, *, request_id: str | None = None) -> Iterator[AuditCon
 
 
 def current_actor():
-    """Return the acting user of the current unit of work, or None (the system)."""
+    """Return the acting user of the current unit of work; SYSTEM outside a signed-in person's."""
     actor = current().actor
     resolve = getattr(actor, "resolve", None)
-    return resolve() if resolve is not None else actor
+    actor = resolve() if resolve is not None else actor
+    return SYSTEM if actor is None else actor

@@ -3,7 +3,7 @@
 Connected once from AuditConfig.ready(). A receiver runs inside the transaction of the change it
 reports (Django sends these signals from within it), so the change and its entry commit
 together. The acting user comes from the audit context (the request's user, set by
-AuditContextMiddleware, or acting_as() in a task or command); None means the system.
+AuditContextMiddleware, or acting_as() in a task or command); outside both, SYSTEM.
 Not seen by any signal, hence not recorded here: queryset.update() / bulk_create() on users and
 groups, and guardian's bulk assign_perm over a queryset; Steward's own code does not use them.
 """
@@ -17,6 +17,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from audit import context, services
+from audit.actors import SYSTEM
 
 _ADMIN_ACTIONS = {ADDITION: "admin.addition", CHANGE: "admin.change", DELETION: "admin.deletion"}
 _USER_FLAGS = ("is_active", "is_staff", "is_superuser")
@@ -60,7 +61,7 @@ def on_login_failed(sender, credentials, request=None, **kwargs):
     username = str(credentials.get("username", ""))[:150]
     services.record(
         action="auth.login_failed",
-        actor=None,
+        actor=SYSTEM,  # what Steward saw: nobody signed in; the name tried is in the body
         target_type="auth.user",
         target_repr=username,
         request_id=_request_id(request),

@@ -15,6 +15,7 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from audit import context
+from audit.actors import SYSTEM, requires_actor
 from audit.db import execute_prepared
 from audit.evidence import canonical_json
 from audit.leaves import ENTRY_COLUMNS
@@ -51,7 +52,7 @@ def _clip(value, limit: int) -> str:
 def _values(
     *,
     action: str,
-    actor=None,
+    actor,
     actor_kind: str | None = None,
     target=None,
     target_type: str = "",
@@ -66,13 +67,14 @@ def _values(
     """Return an entry's column values (ENTRY_COLUMNS without id) and its body's JSON text."""
     if not action:
         raise ValueError("An audit entry needs an action.")
-    if actor_kind is None:
-        if actor is None:
-            actor_kind = ActorKind.SYSTEM.value
-        elif getattr(actor, "is_agent", False):
-            actor_kind = ActorKind.AGENT.value
-        else:
-            actor_kind = ActorKind.USER.value
+    if actor is None:
+        raise TypeError("An audit entry needs an actor: a user, an agent or SYSTEM.")
+    if actor is SYSTEM:
+        actor_kind = ActorKind.SYSTEM.value
+    elif actor_kind is None:
+        actor_kind = (
+            ActorKind.AGENT.value if getattr(actor, "is_agent", False) else ActorKind.USER.value
+        )
     elif actor_kind not in _KINDS:
         raise ValueError(f"actor_kind must be one of {sorted(_KINDS)}, not {actor_kind!r}.")
     if target is not None:
@@ -87,8 +89,8 @@ def _values(
         content = raw.decode("utf-8")
     values = [
         timezone.now(),
-        actor.pk if actor is not None else None,
-        _clip(actor.get_username(), 150) if actor is not None else "",
+        actor.pk,
+        _clip(actor.get_username(), 150),
         str(actor_kind),
         action,
         target_type,
@@ -109,10 +111,11 @@ def _build(**fields) -> tuple[AuditEntry, str | None]:
     return AuditEntry(None, *values), content
 
 
+@requires_actor
 def record(
     *,
     action: str,
-    actor=None,
+    actor,
     actor_kind: str | None = None,
     target=None,
     target_type: str = "",
@@ -238,6 +241,7 @@ def _insert_many_postgresql(connection, built: list[tuple[list, str | None]]) ->
     return [row[0] for row in execute_prepared(connection, _INSERT_MANY, [payload])]
 
 
+@requires_actor
 @transaction.atomic
 def erase_body(entry: AuditEntry, *, actor, reason: str) -> AuditEntry:
     """Erase an entry's body (its personal data), recorded as its own entry; proofs stay valid."""

@@ -123,9 +123,11 @@ def _reset() -> None:
 
 def _entry(worker: int, n: int) -> dict:
     """Return the record() arguments of one benchmark entry, like an engine step's."""
+    from audit.actors import SYSTEM
+
     return {
         "action": "step.succeeded" if n % 2 else "step.started",
-        "actor_kind": "agent" if n % 5 == 0 else "system",
+        "actor": SYSTEM,
         "target_type": "orchestrator.steprun",
         "target_id": str(n),
         "target_repr": f"step {n} of run {worker}",

@@ -162,17 +162,18 @@ def _reset_steward() -> None:
 
 def _workflow():
     """Return the benchmark workflow, publishing the definition when it is missing or changed."""
+    from audit.actors import SYSTEM
     from orchestrator import services
     from orchestrator.models import Workflow
 
     workflow = Workflow.objects.filter(slug=WORKFLOW_SLUG).first()
     if workflow is None:
         return services.create_workflow(
-            slug=WORKFLOW_SLUG, name="Benchmark: ten no-ops", definition=DEFINITION
+            slug=WORKFLOW_SLUG, name="Benchmark: ten no-ops", definition=DEFINITION, actor=SYSTEM
         )
     latest = workflow.latest_version()
     if latest is None or latest.definition != DEFINITION:
-        services.publish_version(workflow, DEFINITION, note="bench/engine.py")
+        services.publish_version(workflow, DEFINITION, actor=SYSTEM, note="bench/engine.py")
     return workflow
 
 
@@ -330,9 +331,12 @@ class Steward:
         """Start one run through the service layer; return its id."""
         from steward_worker import AUDIT_OFF_KEY
 
+        from audit.actors import SYSTEM
         from orchestrator import services
 
-        run = services.start_run(self.workflow, business_key="" if audit else AUDIT_OFF_KEY)
+        run = services.start_run(
+            self.workflow, business_key="" if audit else AUDIT_OFF_KEY, started_by=SYSTEM
+        )
         (self.audited if audit else self.unaudited).append(run.pk)
         return run.pk
 

@@ -16,6 +16,7 @@ from typing import Any
 from simple_history.signals import post_create_historical_record
 
 from audit import services as audit
+from audit.actors import SYSTEM
 
 _VERBS = {"+": "created", "~": "changed", "-": "deleted"}
 
@@ -56,7 +57,7 @@ def on_history_record(sender, instance, history_instance, history_user=None, **k
     verb = _VERBS.get(history_instance.history_type, "changed")
     audit.record(
         action=f"{instance._meta.label_lower}.{verb}",
-        actor=history_user if getattr(history_user, "pk", None) else None,
+        actor=history_user if getattr(history_user, "pk", None) else SYSTEM,
         target=instance,
         body={
             "reason": history_instance.history_change_reason or "",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Q
@@ -159,7 +160,7 @@ class _Refusal:
         record_refusal_once(
             self,
             action="governance.access_denied",
-            actor=self.user if _usable(self.user) else None,
+            actor=self.user if self.user is not None else AnonymousUser(),
             target=target,
             target_type=target_type,
             target_id="" if target is not None else str(getattr(self, "object_id", "") or ""),

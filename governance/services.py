@@ -1,9 +1,10 @@
 """The public write API of governance: what views, the admin, commands, tasks and other apps call.
 
 The implementations live in governance/actions/ (one module per subject); import from here.
-Services take the acting user as `actor` (or `user` for decisions); `actor=None` is the system
-and is not checked. Refusals raise AccessDenied (403), NotVisible (404) or GovernanceError
-(with a `code`), roll back, and are audited.
+Services take the acting user as a required `actor` (or `user` for decisions); `SYSTEM`
+(audit.actors) is the system and is not checked, and `None` is refused. Refusals raise
+AccessDenied (403), NotVisible (404) or GovernanceError (with a `code`), roll back, and are
+audited.
 """
 
 from governance.actions.approvals import (

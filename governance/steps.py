@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from audit.actors import SYSTEM
 from governance.actions import approvals
 from governance.actions.escalations import escalate_failed_step
 from governance.models import (
@@ -122,7 +123,9 @@ class ApprovalStep:
                     signal=request.signal_name, seconds=_seconds_until(request.due_at, ctx.now)
                 )
             return self._outcome(ctx, request.status, approvals.outcome_payload(request))
-        request = approvals.escalate_overdue(request_id, now=ctx.now, announce_to_run=False)
+        request = approvals.escalate_overdue(
+            request_id, actor=SYSTEM, now=ctx.now, announce_to_run=False
+        )
         if request is None:  # someone is deciding right now; look again shortly
             return ctx.wait(signal=f"approval:{request_id}", seconds=BUSY_RETRY_SECONDS)
         if request.status == ApprovalStatus.PENDING:

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from audit.actors import SYSTEM
 from governance import services
 
 
@@ -12,4 +13,4 @@ def sweep_overdue_approvals() -> int:
     The approval step's own timer escalates requests of runs; this is the safety net for those
     whose timer was lost and for requests opened outside a workflow (an agent's tool call).
     """
-    return services.sweep_overdue()
+    return services.sweep_overdue(actor=SYSTEM)

@@ -28,6 +28,7 @@ from django.contrib.auth.models import Permission
 
 from agents import services as agents
 from agents.models import Agent, ModelProvider, ProviderKind, Tool
+from audit.actors import SYSTEM
 from governance import services as governance
 from governance.models import ApprovalRule, Policy, PolicyRule, Role
 from orchestrator import services
@@ -918,8 +919,9 @@ def ensure_users() -> dict[str, Any]:
                 password=spec.password,
                 first_name=spec.first_name,
                 is_staff=True,
+                actor=SYSTEM,
             )
-        governance.ensure_principal(user)
+        governance.ensure_principal(user, actor=SYSTEM)
         users[spec.username] = user
     return users
 
@@ -1032,7 +1034,7 @@ def ensure_policies(admin) -> dict[str, Policy]:
 
 def ensure_tools(admin) -> dict[str, Tool]:
     """Mirror the registered tools, then enable the demo's (and set their risk) once."""
-    agents.sync_tools()
+    agents.sync_tools(actor=SYSTEM)
     tools = {}
     for name, wanted in DEMO_TOOLS.items():
         tool = Tool.objects.get(name=name)
@@ -1127,7 +1129,7 @@ def ensure_run(spec: DemoRun, users: dict[str, Any]) -> WorkflowRun:
     run = services.start_run(
         spec.workflow,
         spec.input,
-        started_by=users.get(spec.started_by),
+        started_by=users[spec.started_by],
         trigger="demo",
         business_key=spec.business_key,
         idempotency_key=spec.key,
@@ -1135,7 +1137,8 @@ def ensure_run(spec: DemoRun, users: dict[str, Any]) -> WorkflowRun:
     if spec.signal is not None:
         name, payload = spec.signal
         if not run.is_finished and not RunSignal.objects.filter(run=run, name=name).exists():
-            services.send_signal(run, name, payload, sent_by=users.get(payload.get("reviewer")))
+            reviewer = users[payload["reviewer"]] if "reviewer" in payload else SYSTEM
+            services.send_signal(run, name, payload, sent_by=reviewer)
     return run
 
 

@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 
 from audit import clock
+from audit.actors import requires_actor
 from audit.db import execute_pipeline, execute_prepared
 from governance import expressions
 from orchestrator.definitions import StepDef, WorkflowDef, compiled_version
@@ -426,11 +427,12 @@ def _template_context(run: WorkflowRun, definition: StepDef, step: StepRun) -> d
 # --- starting runs -------------------------------------------------------------------------------
 
 
+@requires_actor
 def start_run(
     workflow: Workflow,
     input: dict[str, Any] | None = None,
     *,
-    started_by=None,
+    started_by,
     trigger: str = "",
     business_key: str = "",
     idempotency_key: str | None = None,
@@ -1561,8 +1563,9 @@ def _cancel_open_steps(run, events, now, reason: str) -> None:
 # --- operations on runs --------------------------------------------------------------------------
 
 
+@requires_actor
 def send_signal(
-    run_id: int, name: str, payload: Any = None, *, sent_by=None, owner_app: bool = False
+    run_id: int, name: str, payload: Any = None, *, sent_by, owner_app: bool = False
 ) -> RunSignal:
     """Deliver a named signal to a run; the step waiting for it (now or later) takes it.
 
@@ -1610,7 +1613,8 @@ def _deliver_signal(run, name, payload, sent_by, events, now, claim_next=False, 
     return _wake(run, waiting, definition, "signal", signal.payload, events, now, claim_next)
 
 
-def cancel_run(run_id: int, *, actor=None, reason: str = "") -> WorkflowRun:
+@requires_actor
+def cancel_run(run_id: int, *, actor, reason: str = "") -> WorkflowRun:
     """Cancel a run: open steps stop; a running step's work is discarded at its next checkpoint."""
     now = clock.now()
     with transaction.atomic():
@@ -1631,7 +1635,8 @@ def cancel_run(run_id: int, *, actor=None, reason: str = "") -> WorkflowRun:
     return run
 
 
-def pause_run(run_id: int, *, actor=None) -> WorkflowRun:
+@requires_actor
+def pause_run(run_id: int, *, actor) -> WorkflowRun:
     """Pause a run: running steps finish their attempt, nothing new starts until resumed."""
     now = clock.now()
     with transaction.atomic():
@@ -1645,7 +1650,8 @@ def pause_run(run_id: int, *, actor=None) -> WorkflowRun:
     return run
 
 
-def resume_run(run_id: int, *, actor=None) -> WorkflowRun:
+@requires_actor
+def resume_run(run_id: int, *, actor) -> WorkflowRun:
     """Resume a paused run and dispatch the steps that became ready meanwhile."""
     now = clock.now()
     with transaction.atomic():
@@ -1666,7 +1672,8 @@ def resume_run(run_id: int, *, actor=None) -> WorkflowRun:
     return run
 
 
-def retry_step(step_run_id: int, *, actor=None) -> StepRun:
+@requires_actor
+def retry_step(step_run_id: int, *, actor) -> StepRun:
     """Try a failed step again from a fresh attempt count; a failed run resumes with it."""
     now = clock.now()
     with transaction.atomic():
@@ -1739,8 +1746,9 @@ def retry_step(step_run_id: int, *, actor=None) -> StepRun:
     return step
 
 
+@requires_actor
 def resolve_parked_step(
-    step_run_id: int, *, output: Any = None, retry: bool = False, actor=None, note: str = ""
+    step_run_id: int, *, output: Any = None, retry: bool = False, actor, note: str = ""
 ) -> StepRun:
     """Apply a person's resolution to a step its `on_failure` handler parked.
 

@@ -8,6 +8,7 @@ from django.dispatch import receiver
 
 from agents.signals import model_call_values_expired
 from audit import services as audit
+from audit.actors import SYSTEM
 from audit.db import execute_prepared
 from governance import services as governance
 from governance.models import ApprovalRequest, ApprovalStatus, Escalation, EscalationStatus
@@ -27,8 +28,7 @@ def audit_run_events(sender, events, run, **kwargs):
         [
             {
                 "action": f"engine.{event.kind}",
-                "actor": event.actor,
-                "actor_kind": None if event.actor_id else "system",
+                "actor": event.actor if event.actor_id else SYSTEM,
                 "target_type": "orchestrator.steprun"
                 if event.step_run_id
                 else "orchestrator.workflowrun",
@@ -139,9 +139,9 @@ def _close_governance(run_id: int) -> None:
     if not _holds_governance_open(run_id):
         return
     reason = f"run {run_id} ended"
-    governance.cancel_approvals_for_run(run_id, reason=reason)
+    governance.cancel_approvals_for_run(run_id, actor=SYSTEM, reason=reason)
     with transaction.atomic():
-        governance.cancel_escalations_for_run(run_id, reason=reason)
+        governance.cancel_escalations_for_run(run_id, actor=SYSTEM, reason=reason)
 
 
 @receiver(model_call_values_expired, dispatch_uid="orchestrator.redact_model_call_journals")

@@ -13,8 +13,9 @@ checks them through governance's one authorisation path (can() on the workflow o
 An object the actor may not see is refused as not found (404), a visible one they may not act on
 as forbidden (403); both are audited as `governance.access_denied`. A refusal is also an
 EngineError, so every caller that reports the engine's refusals (the `runs` command, the admin
-forms) reports it too. `actor=None` is the system (the engine, the sweeper, Celery tasks,
-seeding): it is not checked, because it acts on behalf of work an authorised person started.
+forms) reports it too. `SYSTEM` (audit.actors) is the engine, the sweeper, Celery tasks and
+seeding: it is not checked, because it acts on behalf of work an authorised person started;
+no person's request can produce it. `None` is no actor and is refused (TypeError).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 
+from audit.actors import SYSTEM, requires_actor
 from governance.actions.common import digest
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 from orchestrator import engine
@@ -79,24 +81,27 @@ def _refuse(refusal: OperationDenied | OperationNotVisible):
 
 
 def authorise(actor, action: str, obj: Workflow | WorkflowRun) -> None:
-    """Refuse (audited) unless `actor` may do `action` to `obj`; `actor=None` is the system."""
-    if actor is None or can(actor, action, obj):
+    """Refuse (audited) unless `actor` may do `action` to `obj`; SYSTEM may do anything."""
+    if actor is None:
+        raise TypeError("No actor given: pass a user or SYSTEM.")
+    if actor is SYSTEM or can(actor, action, obj):
         return
     if action != "view" and can(actor, "view", obj):
         _refuse(OperationDenied(actor, action, obj))
     _refuse(OperationNotVisible(actor, action, type(obj), obj.pk))
 
 
+@requires_actor
 def create_workflow(
-    *, slug: str, name: str, description: str = "", definition=None, actor=None
+    *, slug: str, name: str, description: str = "", definition=None, actor
 ) -> Workflow:
     """Create a workflow, and publish its first version when a definition is given."""
-    if actor is not None and not has_model_permission(actor, "add", Workflow):
+    if actor is not SYSTEM and not has_model_permission(actor, "add", Workflow):
         _refuse(OperationDenied(actor, "add", model=Workflow))
     with transaction.atomic():
         workflow = Workflow(slug=slug, name=name, description=description)
         workflow._change_reason = "created"
-        if actor is not None:
+        if actor is not SYSTEM:
             workflow._history_user = actor
         workflow.save()
         if definition is not None:
@@ -106,8 +111,9 @@ def create_workflow(
     return workflow
 
 
+@requires_actor
 def publish_version(
-    workflow: Workflow, definition: dict[str, Any] | str, *, actor=None, note: str = ""
+    workflow: Workflow, definition: dict[str, Any] | str, *, actor, note: str = ""
 ) -> WorkflowVersion:
     """Validate a definition and publish it as the workflow's next immutable version."""
     authorise(actor, "change", workflow)
@@ -130,16 +136,17 @@ def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVer
             definition=definition,
             digest=definition_digest(definition),
             note=note,
-            published_by=actor if actor is not None and actor.pk else None,
-            published_by_name=getattr(actor, "username", "") if actor else "",
+            published_by=actor if actor.pk else None,
+            published_by_name=getattr(actor, "username", ""),
         )
 
 
+@requires_actor
 def start_run(
     workflow: Workflow | str,
     input: dict[str, Any] | None = None,
     *,
-    started_by=None,
+    started_by,
     trigger: str = "",
     business_key: str = "",
     idempotency_key: str | None = None,
@@ -160,42 +167,45 @@ def start_run(
     )
 
 
-def send_signal(
-    run: WorkflowRun | int, name: str, payload: Any = None, *, sent_by=None
-) -> RunSignal:
+@requires_actor
+def send_signal(run: WorkflowRun | int, name: str, payload: Any = None, *, sent_by) -> RunSignal:
     """Send a named signal to a run; a finished run, or a reserved name, is refused."""
     run = _run(run, sent_by)
     authorise(sent_by, "change", run)
     return engine.send_signal(run.pk, name, payload, sent_by=sent_by)
 
 
-def cancel_run(run: WorkflowRun | int, *, actor=None, reason: str = "") -> WorkflowRun:
+@requires_actor
+def cancel_run(run: WorkflowRun | int, *, actor, reason: str = "") -> WorkflowRun:
     """Cancel a run."""
     run = _run(run, actor)
     authorise(actor, "change", run)
     return engine.cancel_run(run.pk, actor=actor, reason=reason)
 
 
-def pause_run(run: WorkflowRun | int, *, actor=None) -> WorkflowRun:
+@requires_actor
+def pause_run(run: WorkflowRun | int, *, actor) -> WorkflowRun:
     """Pause a running run."""
     run = _run(run, actor)
     authorise(actor, "change", run)
     return engine.pause_run(run.pk, actor=actor)
 
 
-def resume_run(run: WorkflowRun | int, *, actor=None) -> WorkflowRun:
+@requires_actor
+def resume_run(run: WorkflowRun | int, *, actor) -> WorkflowRun:
     """Resume a paused run."""
     run = _run(run, actor)
     authorise(actor, "change", run)
     return engine.resume_run(run.pk, actor=actor)
 
 
-def retry_step(step: StepRun | int, *, actor=None) -> StepRun:
+@requires_actor
+def retry_step(step: StepRun | int, *, actor) -> StepRun:
     """Retry a failed step; its failed run resumes."""
     step_id = step.pk if isinstance(step, StepRun) else step
     run = WorkflowRun.objects.filter(steps__pk=step_id).first()
     if run is None:
-        if actor is not None:
+        if actor is not SYSTEM:
             _refuse(OperationNotVisible(actor, "change", StepRun, step_id))
         raise EngineError(f"no step run has the id {step_id}")
     authorise(actor, "change", run)
@@ -206,7 +216,7 @@ def _workflow_by_slug(slug: str, actor) -> Workflow:
     """Find a workflow by slug; for an actor, a hidden one is as missing as an absent one."""
     workflow = Workflow.objects.filter(slug=slug).first()
     if workflow is None:
-        if actor is not None:
+        if actor is not SYSTEM:
             _refuse(OperationNotVisible(actor, "change", Workflow, slug))
         raise EngineError(f"no workflow has the slug {slug!r}")
     return workflow
@@ -218,7 +228,7 @@ def _run(run: WorkflowRun | int, actor) -> WorkflowRun:
         return run
     found = WorkflowRun.objects.filter(pk=run).first()
     if found is None:
-        if actor is not None:
+        if actor is not SYSTEM:
             _refuse(OperationNotVisible(actor, "change", WorkflowRun, run))
         raise EngineError(f"no run has the id {run}")
     return found

@@ -114,7 +114,8 @@ class StewardProcesses:
     def start_sweeper(self, interval: float = 0.3) -> subprocess.Popen:
         """Start the sweeper loop (what beat runs in production) as its own process."""
         self.sweeper = self._spawn(
-            ["manage.py", "runs", "sweep", "--loop", "--interval", str(interval)], "sweeper"
+            ["manage.py", "runs", "--system", "sweep", "--loop", "--interval", str(interval)],
+            "sweeper",
         )
         return self.sweeper
 

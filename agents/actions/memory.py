@@ -42,6 +42,7 @@ from agents.models import (
 from agents.signals import model_call_values_expired
 from audit import clock
 from audit import services as audit
+from audit.actors import SYSTEM, as_user, requires_actor
 from audit.models import AuditBody, AuditEntry
 from governance.actions.common import (
     GovernanceError,
@@ -82,6 +83,7 @@ def _audit(action: str, namespace: MemoryNamespace, *, user, body: dict, run_id=
     )
 
 
+@requires_actor
 @audited_refusals
 def create_namespace(
     *,
@@ -92,7 +94,7 @@ def create_namespace(
     workflow_id: int | None = None,
     classification: str = Classification.INTERNAL,
     retention_seconds: int | None = None,
-    actor=None,
+    actor,
     reason: str = "",
 ) -> MemoryNamespace:
     """Create a namespace with its scope, classification and retention."""
@@ -108,6 +110,7 @@ def create_namespace(
     return save_governed(namespace, actor=actor, reason=reason or "namespace created")
 
 
+@requires_actor
 @audited_refusals
 def grant_access(
     namespace: MemoryNamespace,
@@ -115,11 +118,11 @@ def grant_access(
     *,
     read: bool = True,
     write: bool = False,
-    actor=None,
+    actor,
     reason: str = "",
 ) -> None:
     """Let an agent, a person or a role read (and write) a namespace."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", namespace)
     if isinstance(grantee, Agent):
         holder, label = grantee.user, f"agent {grantee.slug}"
@@ -140,6 +143,7 @@ def grant_access(
     )
 
 
+@requires_actor
 @audited_refusals
 def set_legal_hold(namespace: MemoryNamespace, hold: bool, *, actor, reason: str) -> None:
     """Place or lift a legal hold: while held, nothing in the namespace is purged."""
@@ -156,8 +160,9 @@ def set_legal_hold(namespace: MemoryNamespace, hold: bool, *, actor, reason: str
     )
 
 
+@requires_actor
 @transaction.atomic
-def ensure_run_namespace(run_id: int, agent: Agent | None = None) -> MemoryNamespace:
+def ensure_run_namespace(run_id: int, agent: Agent | None = None, *, actor) -> MemoryNamespace:
     """Return a run's own namespace (created on first use); give an agent of the run access."""
     namespace = MemoryNamespace.objects.filter(slug=run_namespace_slug(run_id)).first()
     if namespace is None:
@@ -175,7 +180,7 @@ def ensure_run_namespace(run_id: int, agent: Agent | None = None) -> MemoryNames
             _audit(
                 "agents.memory.namespace_created",
                 namespace,
-                user=None,
+                user=actor,
                 body={"scope": "run", "rule": "a run's agents share its namespace"},
                 run_id=run_id,
             )
@@ -185,7 +190,7 @@ def ensure_run_namespace(run_id: int, agent: Agent | None = None) -> MemoryNames
         _audit(
             "agents.memory.access_granted",
             namespace,
-            user=None,
+            user=actor,
             body={"grantee": f"agent {agent.slug}", "granted": ["read", "write"], "rule": "run"},
             run_id=run_id,
         )
@@ -194,7 +199,7 @@ def ensure_run_namespace(run_id: int, agent: Agent | None = None) -> MemoryNames
 
 def _check(user, action: str, namespace: MemoryNamespace) -> None:
     """Refuse a person or agent without the namespace permission (the system is not checked)."""
-    if user is not None and not can(user, action, namespace):
+    if user is not SYSTEM and not can(user, action, namespace):
         raise AccessDenied(user, action, namespace)
 
 
@@ -213,6 +218,7 @@ def _entry_json(entry: MemoryEntry | None, key: str) -> dict[str, Any]:
     }
 
 
+@requires_actor
 @audited_refusals
 def read_entry(
     namespace: MemoryNamespace,
@@ -241,6 +247,7 @@ def read_entry(
     return found
 
 
+@requires_actor
 @audited_refusals
 def write_entry(
     namespace: MemoryNamespace,
@@ -274,7 +281,7 @@ def write_entry(
         "step_id": step_id,
         "agent": agent,
         "agent_name": agent.slug if agent is not None else "",
-        "written_by": user,
+        "written_by": as_user(user),
         "written_by_name": name_of(user),
         "written_at": now,
         "expires_at": expires,
@@ -324,6 +331,7 @@ def _reference(namespace: MemoryNamespace, key: str, version: int, **extra) -> d
     }
 
 
+@requires_actor
 def read_for_tool(namespace: MemoryNamespace, key: str, *, user, run_id=None, step_id=""):
     """Read for an agent's tool: the value is held in a copy the purge erases, and named."""
     found = read_entry(namespace, key, user=user, run_id=run_id, step_id=step_id)
@@ -344,9 +352,12 @@ def read_for_tool(namespace: MemoryNamespace, key: str, *, user, run_id=None, st
     return {**found, "value": {"sha256": digest(found["value"])}, "memory": held}
 
 
-def write_for_tool(namespace: MemoryNamespace, key: str, value: Any, **kwargs) -> dict[str, Any]:
+@requires_actor
+def write_for_tool(
+    namespace: MemoryNamespace, key: str, value: Any, *, user, **kwargs
+) -> dict[str, Any]:
     """Write for an agent's tool: the outcome names the version written, not the value."""
-    written = write_entry(namespace, key, value, **kwargs)
+    written = write_entry(namespace, key, value, user=user, **kwargs)
     return {
         **written,
         "value": {"sha256": digest(value)},
@@ -382,7 +393,7 @@ def note_audited_copies(audit_entry_id: int, values: list[dict[str, Any]], *, ru
         )
 
 
-def _erase_copies(now: dt.datetime, limit: int) -> dict[int, dict[str, int]]:
+def _erase_copies(now: dt.datetime, limit: int, actor) -> dict[int, dict[str, int]]:
     """Erase copies whose value's retention passed (no legal hold): per namespace, how many.
 
     A model call's copy is done only once the engine's journal of that call is redacted too; a
@@ -414,7 +425,7 @@ def _erase_copies(now: dt.datetime, limit: int) -> dict[int, dict[str, int]]:
         if still_there:
             audit.erase_body(
                 AuditEntry.objects.get(pk=copy.audit_entry_id),
-                actor=None,
+                actor=actor,
                 reason=f"memory retention: {copy.namespace.slug}/{copy.key} v{copy.version} "
                 "expired",
             )
@@ -468,8 +479,9 @@ def _conflict(namespace, key, expected_version, current, user, run_id, step_id) 
     return conflict
 
 
+@requires_actor
 @transaction.atomic
-def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[str, int]:
+def purge_expired(*, actor, now: dt.datetime | None = None, limit: int = 5000) -> dict[str, int]:
     """Delete expired entries of namespaces without a legal hold; audit each namespace's purge."""
     now = now or clock.now()
     expired = MemoryEntry.objects.filter(expires_at__lte=now)
@@ -484,7 +496,7 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
     for _, namespace_id, key, version in rows:
         by_namespace.setdefault(namespace_id, []).append((key, version))
     MemoryEntry.objects.filter(pk__in=[row[0] for row in rows]).delete()
-    copies = _erase_copies(now, limit)
+    copies = _erase_copies(now, limit, actor)
     for namespace in MemoryNamespace.objects.filter(pk__in=set(by_namespace) | set(copies)):
         keys = by_namespace.get(namespace.pk, [])
         erased = copies.get(namespace.pk, dict.fromkeys(_COPY_COUNTS, 0))
@@ -493,7 +505,7 @@ def purge_expired(*, now: dt.datetime | None = None, limit: int = 5000) -> dict[
         _audit(
             "agents.memory.purged",
             namespace,
-            user=None,
+            user=actor,
             body={
                 "entries": len(keys),
                 "keys": [{"key": key, "version": version} for key, version in keys[:500]],

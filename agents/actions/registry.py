@@ -22,6 +22,7 @@ from agents.providers.scripted import RULE_SCHEMA
 from agents.tools import registered_tools
 from audit import clock
 from audit import services as audit
+from audit.actors import SYSTEM, requires_actor
 from governance import expressions
 from governance.actions.common import GovernanceError, audited_refusals, name_of, save_governed
 from governance.actions.principals import create_agent_principal, is_person
@@ -54,6 +55,7 @@ class AgentError(GovernanceError):
 # --- providers -----------------------------------------------------------------------------------
 
 
+@requires_actor
 @audited_refusals
 def create_provider(
     *,
@@ -62,7 +64,7 @@ def create_provider(
     kind: str,
     base_url: str = "",
     api_key: str = "",
-    actor=None,
+    actor,
     reason: str = "",
     **settings: Any,
 ) -> ModelProvider:
@@ -74,12 +76,13 @@ def create_provider(
     return save_governed(provider, actor=actor, reason=reason or "provider created")
 
 
+@requires_actor
 @audited_refusals
 def set_provider_key(provider: ModelProvider, api_key: str, *, actor, reason: str) -> None:
     """Replace (or clear) a provider's API key; the audit says that it changed, never what."""
     from agents import secrets
 
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", provider)
     provider.api_key_encrypted = secrets.encrypt(api_key)
     ModelProvider.objects.filter(pk=provider.pk).update(
@@ -93,6 +96,7 @@ def set_provider_key(provider: ModelProvider, api_key: str, *, actor, reason: st
     )
 
 
+@requires_actor
 @audited_refusals
 def update_provider(provider: ModelProvider, *, actor, reason: str, **fields) -> ModelProvider:
     """Change a provider's endpoint, limits or prices (not its key: see set_provider_key)."""
@@ -151,6 +155,7 @@ def _check(agent: Agent) -> None:
         ) from exc
 
 
+@requires_actor
 @audited_refusals
 def create_agent(
     *,
@@ -171,7 +176,7 @@ def create_agent(
     max_tokens: int = 50_000,
     max_cost: Decimal | str = Decimal("1.00"),
     max_wall_seconds: int = 900,
-    actor=None,
+    actor,
     reason: str = "",
 ) -> Agent:
     """Create an agent with its service-account principal, roles, tools and delegates."""
@@ -209,6 +214,7 @@ def create_agent(
     return agent
 
 
+@requires_actor
 @audited_refusals
 def update_agent(agent: Agent, *, actor, reason: str, **fields) -> Agent:
     """Change an agent's description, model, script, schema, threshold or limits."""
@@ -220,6 +226,7 @@ def update_agent(agent: Agent, *, actor, reason: str, **fields) -> Agent:
     return save_governed(agent, actor=actor, reason=reason)
 
 
+@requires_actor
 @audited_refusals
 def set_owner(agent: Agent, owner, *, actor, reason: str) -> Agent:
     """Make another person accountable for an agent (and its principal)."""
@@ -229,7 +236,8 @@ def set_owner(agent: Agent, owner, *, actor, reason: str) -> Agent:
     agent.owner_name = name_of(owner)
     _check(agent)
     save_governed(agent, actor=actor, reason=reason)
-    set_principal_owner(agent.user.principal, owner, actor=None, reason=reason)
+    # The agent's change was authorised above; its principal follows it.
+    set_principal_owner(agent.user.principal, owner, actor=SYSTEM, reason=reason)
     return agent
 
 
@@ -257,30 +265,33 @@ def _set_roles(agent: Agent, roles: list[Role], *, actor) -> None:
         remove_member(role, agent.user, actor=actor)
 
 
+@requires_actor
 @audited_refusals
 def set_tools(agent: Agent, tools: Iterable[Tool | str], *, actor, reason: str) -> Agent:
     """Change the tools in an agent's mandate."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", agent)
     agent._change_reason = reason
     _set_tools(agent, tools)
     return agent
 
 
+@requires_actor
 @audited_refusals
 def set_roles(agent: Agent, roles: Iterable[Role], *, actor, reason: str) -> Agent:
     """Change the roles an agent holds (and so what its principal may touch)."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", agent)
     agent._change_reason = reason
     _set_roles(agent, list(roles), actor=actor)
     return agent
 
 
+@requires_actor
 @audited_refusals
 def set_delegates(agent: Agent, delegates: Iterable[Agent], *, actor, reason: str) -> Agent:
     """Change the specialised agents a coordinator may delegate to."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", agent)
     _set_delegates(agent, list(delegates), actor=actor, reason=reason)
     return agent
@@ -299,6 +310,7 @@ def _set_delegates(agent: Agent, delegates: list[Agent], *, actor, reason: str) 
     )
 
 
+@requires_actor
 @audited_refusals
 def set_status(agent: Agent, status: str, *, actor, reason: str) -> Agent:
     """The kill switch: suspend, quarantine or reactivate; running steps stop at their next call."""
@@ -329,8 +341,9 @@ def mark_active(agent_id: int) -> None:
 # --- tools ---------------------------------------------------------------------------------------
 
 
+@requires_actor
 @transaction.atomic
-def sync_tools() -> dict[str, int]:
+def sync_tools(*, actor) -> dict[str, int]:
     """Mirror the registry: a Tool row per registered tool (new ones disabled); mark stale ones."""
     specs = registered_tools()
     created = updated = 0
@@ -345,21 +358,22 @@ def sync_tools() -> dict[str, int]:
                 risk=spec.risk,
                 enabled=False,
             )
-            save_governed(row, actor=None, reason="registered by code")
+            save_governed(row, actor=actor, reason="registered by code")
             created += 1
         elif row.side_effects != spec.side_effects or not row.registered:
             row.side_effects = spec.side_effects
             row.registered = True
-            save_governed(row, actor=None, reason="registration changed")
+            save_governed(row, actor=actor, reason="registration changed")
             updated += 1
     for name, row in existing.items():
         if name not in specs and row.registered:
             row.registered = False
-            save_governed(row, actor=None, reason="no longer registered by code")
+            save_governed(row, actor=actor, reason="no longer registered by code")
             updated += 1
     return {"created": created, "updated": updated, "total": len(specs)}
 
 
+@requires_actor
 @audited_refusals
 def update_tool(tool: Tool, *, actor, reason: str, **fields) -> Tool:
     """Enable or disable a tool, set its risk, rate limit, approval rule or settings."""

@@ -26,6 +26,7 @@ from guardian.shortcuts import assign_perm
 from agents.models import Notification, Ticket, TicketComment
 from audit import clock
 from audit import services as audit
+from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions.common import GovernanceError, audited_refusals, name_of, save_governed
 from governance.permissions import require, require_model
 
@@ -37,6 +38,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 # --- tickets -------------------------------------------------------------------------------------
 
 
+@requires_actor
 @audited_refusals
 def create_ticket(
     *,
@@ -45,12 +47,12 @@ def create_ticket(
     priority: str = "p3",
     service: str = "",
     classification: str = "internal",
-    actor=None,
+    actor,
     run_id: int | None = None,
     idempotency_key: str | None = None,
 ) -> Ticket:
     """Open a ticket (once per idempotency key); its creator may view and change it."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require_model(actor, "add", Ticket)
     if idempotency_key:
         existing = Ticket.objects.filter(idempotency_key=idempotency_key).first()
@@ -62,14 +64,14 @@ def create_ticket(
         priority=priority,
         service=service,
         classification=classification,
-        created_by=actor,
+        created_by=as_user(actor),
         created_by_name=name_of(actor),
         run_id=run_id,
         idempotency_key=idempotency_key or None,
     )
     # Checked above; the creator is then given view and change on what they opened.
     save_governed(ticket, actor=actor, reason="ticket opened", check=False)
-    if actor is not None:
+    if actor is not SYSTEM:
         assign_perm("agents.view_ticket", actor, ticket)
         assign_perm("agents.change_ticket", actor, ticket)
     return ticket
@@ -90,6 +92,7 @@ def _resolve_user(value):
     return user
 
 
+@requires_actor
 @audited_refusals
 def update_ticket(ticket: Ticket, *, actor, reason: str, **fields) -> Ticket:
     """Change a ticket's fields (status, priority, assignee...); needs change on the ticket."""
@@ -100,6 +103,7 @@ def update_ticket(ticket: Ticket, *, actor, reason: str, **fields) -> Ticket:
     return save_governed(ticket, actor=actor, reason=reason or "ticket updated")
 
 
+@requires_actor
 @audited_refusals
 def comment_on_ticket(
     ticket: Ticket,
@@ -110,7 +114,7 @@ def comment_on_ticket(
     idempotency_key: str | None = None,
 ) -> TicketComment:
     """Add a comment (once per idempotency key); needs change on the ticket."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", ticket)
     if idempotency_key:
         existing = TicketComment.objects.filter(idempotency_key=idempotency_key).first()
@@ -119,7 +123,7 @@ def comment_on_ticket(
     comment = TicketComment.objects.create(
         ticket=ticket,
         body=body,
-        author=actor,
+        author=as_user(actor),
         author_name=name_of(actor),
         run_id=run_id,
         idempotency_key=idempotency_key or None,
@@ -154,6 +158,7 @@ def record_model(model_label: str) -> type[models.Model]:
     return model
 
 
+@requires_actor
 @audited_refusals
 def update_record(
     model_label: str,
@@ -183,13 +188,14 @@ def update_record(
 # --- notifications -------------------------------------------------------------------------------
 
 
+@requires_actor
 @audited_refusals
 def notify(
     recipient,
     subject: str,
     body: str = "",
     *,
-    sent_by=None,
+    sent_by,
     channels: list[str] | None = None,
     run_id: int | None = None,
     idempotency_key: str | None = None,
@@ -214,7 +220,7 @@ def notify(
         recipient=recipient,
         subject=subject,
         body=body,
-        sent_by=sent_by,
+        sent_by=as_user(sent_by),
         sent_by_name=name_of(sent_by),
         run_id=run_id,
         deliveries=deliveries,
@@ -234,10 +240,13 @@ def notify(
         body={"recipient": name_of(recipient), "subject": subject, "channels": deliveries},
     )
     if pending:
-        transaction.on_commit(lambda: deliver_pending(notification.pk, due_only=False))
+        transaction.on_commit(
+            lambda: deliver_pending(notification.pk, actor=SYSTEM, due_only=False)
+        )
     return notification
 
 
+@requires_actor
 @transaction.atomic
 def mark_read(notifications, *, user) -> int:
     """Mark a person's own unread notifications read; return how many changed."""
@@ -285,8 +294,9 @@ def _claim(notification_id: int, now: dt.datetime, due_only: bool) -> Notificati
     return notification
 
 
+@requires_actor
 def deliver_pending(
-    notification_id: int, *, now: dt.datetime | None = None, due_only: bool = True
+    notification_id: int, *, actor, now: dt.datetime | None = None, due_only: bool = True
 ) -> dict[str, str] | None:
     """Attempt a notification's pending email and webhook; retry later with backoff, or fail.
 
@@ -323,6 +333,7 @@ def deliver_pending(
     if finished and not retry:
         audit.record(
             action="agents.notification.delivered",
+            actor=actor,
             target=notification,
             run_id=notification.run_id,
             body={"channels": finished, "attempts": notification.delivery_attempts},
@@ -330,13 +341,14 @@ def deliver_pending(
     return deliveries
 
 
-def deliver_due_notifications(*, now: dt.datetime | None = None, limit: int = 200) -> int:
+@requires_actor
+def deliver_due_notifications(*, actor, now: dt.datetime | None = None, limit: int = 200) -> int:
     """Attempt every pending delivery that is due (a retry, or a lost first attempt)."""
     now = now or clock.now()
     due = Notification.objects.filter(next_delivery_at__lte=now).order_by("next_delivery_at")
     count = 0
     for notification_id in list(due.values_list("pk", flat=True)[:limit]):
-        if deliver_pending(notification_id, now=now) is not None:
+        if deliver_pending(notification_id, actor=actor, now=now) is not None:
             count += 1
     return count
 

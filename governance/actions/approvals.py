@@ -18,12 +18,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from guardian.shortcuts import assign_perm
 
 from audit import clock
 from audit import services as audit
+from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -91,6 +93,7 @@ def _set_chain(rule: ApprovalRule, roles: list[Role], reason: str, *, actor) -> 
         )
 
 
+@requires_actor
 @audited_refusals
 def create_approval_rule(
     *,
@@ -101,7 +104,7 @@ def create_approval_rule(
     sla_seconds: int = 3600,
     escalation: list[Role] | tuple = (),
     description: str = "",
-    actor=None,
+    actor,
     reason: str = "",
 ) -> ApprovalRule:
     """Create an approval rule: approver role, N distinct approvers, SLA and escalation chain."""
@@ -118,6 +121,7 @@ def create_approval_rule(
     return rule
 
 
+@requires_actor
 @audited_refusals
 def update_approval_rule(
     rule: ApprovalRule, *, actor, reason: str, escalation: list[Role] | None = None, **fields
@@ -134,10 +138,11 @@ def update_approval_rule(
     return rule
 
 
+@requires_actor
 @audited_refusals
 def delete_approval_rule(rule: ApprovalRule, *, actor, reason: str) -> None:
     """Delete an approval rule that no policy rule uses any more."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "delete", rule)
     for level in list(rule.levels.all()):
         delete_governed(level, actor=actor, reason=reason, check=False)
@@ -172,6 +177,7 @@ def _target_fields(target) -> dict[str, Any]:
     }
 
 
+@requires_actor
 @transaction.atomic
 def request_approval(
     *,
@@ -181,7 +187,7 @@ def request_approval(
     target=None,
     summary: str = "",
     risk: str | None = None,
-    requested_by=None,
+    requested_by,
     run_initiator=None,
     accountable_owner=None,
     run_id: int | None = None,
@@ -196,7 +202,7 @@ def request_approval(
     chain = approval_rule.chain()
     risk = risk or (decision.risk if decision is not None else RiskLevel.MEDIUM)
     required = max(approval_rule.approvals_required, MIN_APPROVALS_BY_RISK.get(risk, 1))
-    if accountable_owner is None and requested_by is not None:
+    if accountable_owner is None and requested_by is not SYSTEM:
         owner = owner_of(requested_by)
         accountable_owner = owner if owner is not None and owner.pk != requested_by.pk else None
     sla = dt.timedelta(seconds=approval_rule.sla_seconds)
@@ -206,7 +212,7 @@ def request_approval(
         arguments=arguments,
         arguments_digest=digest(arguments),
         risk=risk,
-        requested_by=requested_by,
+        requested_by=as_user(requested_by),
         requested_by_name=name_of(requested_by),
         run_initiator=run_initiator,
         run_initiator_name=name_of(run_initiator),
@@ -294,7 +300,7 @@ def _refusal(request: ApprovalRequest, user, decision: str, message: str, code: 
     error = (cls or ApprovalRefused)(message, code=code)
     error.audit_entry = {
         "action": "governance.approval.refused",
-        "actor": user if getattr(user, "pk", None) else None,
+        "actor": user if getattr(user, "pk", None) else AnonymousUser(),
         "target": request,
         "run_id": request.run_id,
         "step_id": request.step_id or None,
@@ -414,6 +420,7 @@ def _eligibility(request, user, target, now, prior: set[int], decision: str):
     )
 
 
+@requires_actor
 @audited_refusals
 def decide_approval(
     request: ApprovalRequest | int,
@@ -514,7 +521,7 @@ def decide_approval(
 
 
 def _finish(
-    request, status: str, now, *, actor=None, announce_to_run: bool = True, reason: str = ""
+    request, status: str, now, *, actor, announce_to_run: bool = True, reason: str = ""
 ) -> None:
     """Make a request final, audit it and announce it (in this transaction)."""
     request.status = status
@@ -523,7 +530,6 @@ def _finish(
     audit.record(
         action=f"governance.approval.{status}",
         actor=actor,
-        actor_kind=None if actor is not None else "system",
         target=request,
         run_id=request.run_id,
         step_id=request.step_id or None,
@@ -546,8 +552,9 @@ def _finish(
 # --- deadlines ----------------------------------------------------------------------------------
 
 
+@requires_actor
 def escalate_overdue(
-    request_id: int, *, now: dt.datetime | None = None, announce_to_run: bool = True
+    request_id: int, *, actor, now: dt.datetime | None = None, announce_to_run: bool = True
 ) -> ApprovalRequest | None:
     """Escalate a request whose SLA passed (every hop audited), or expire it after the last.
 
@@ -577,7 +584,7 @@ def escalate_overdue(
                 _open_to(request, request.role)
             audit.record(
                 action="governance.approval.escalated",
-                actor_kind="system",
+                actor=actor,
                 target=request,
                 run_id=request.run_id,
                 step_id=request.step_id or None,
@@ -594,11 +601,14 @@ def escalate_overdue(
                 sender=ApprovalRequest, request=request, from_role=from_role, to_role=request.role
             )
         if request.due_at <= now:
-            _finish(request, ApprovalStatus.EXPIRED, now, announce_to_run=announce_to_run)
+            _finish(
+                request, ApprovalStatus.EXPIRED, now, actor=actor, announce_to_run=announce_to_run
+            )
         return request
 
 
-def sweep_overdue(*, now: dt.datetime | None = None, limit: int = 500) -> int:
+@requires_actor
+def sweep_overdue(*, actor, now: dt.datetime | None = None, limit: int = 500) -> int:
     """Escalate or expire every pending request past its SLA; return how many were looked at."""
     now = now or clock.now()
     ids = list(
@@ -607,18 +617,19 @@ def sweep_overdue(*, now: dt.datetime | None = None, limit: int = 500) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     for request_id in ids:
-        escalate_overdue(request_id, now=now)
+        escalate_overdue(request_id, actor=actor, now=now)
     return len(ids)
 
 
+@requires_actor
 @transaction.atomic
-def cancel_for_run(run_id: int, *, reason: str, now: dt.datetime | None = None) -> int:
+def cancel_for_run(run_id: int, *, actor, reason: str, now: dt.datetime | None = None) -> int:
     """Cancel the pending requests of a run that finished without them; return how many."""
     requests = list(
         ApprovalRequest.objects.filter(run_id=run_id, status=ApprovalStatus.PENDING).order_by("pk")
     )
     for request in requests:
-        cancel_request(request, reason=reason, now=now)
+        cancel_request(request, actor=actor, reason=reason, now=now)
     return len(requests)
 
 
@@ -704,7 +715,7 @@ def open_step_approval(
 
     action = action or f"workflow.{run.workflow.slug}.{step.step_id}"
     decision = decide(
-        actor=run.started_by,
+        actor=run.started_by or SYSTEM,
         action=action,
         target=run.workflow,
         arguments=arguments,
@@ -732,7 +743,12 @@ def open_step_approval(
     if existing is not None and existing.arguments_digest == digest(arguments):
         return existing, decision
     if existing is not None:
-        cancel_request(existing, reason="the step asked again with other arguments", now=now)
+        cancel_request(
+            existing,
+            actor=run.started_by or SYSTEM,
+            reason="the step asked again with other arguments",
+            now=now,
+        )
     rule = None
     if decision.approval_rule_id is not None:
         rule = ApprovalRule.objects.get(pk=decision.approval_rule_id)
@@ -745,7 +761,7 @@ def open_step_approval(
         target=run.workflow,
         summary=summary,
         risk=risk or (decision.risk if decision.rule_id else None),
-        requested_by=run.started_by,
+        requested_by=run.started_by or SYSTEM,
         run_initiator=run.started_by,
         run_id=run.pk,
         step_run_id=step.pk,
@@ -781,7 +797,12 @@ def open_step_escalation(
     if existing is not None and existing.context.get("arguments_digest") == digest(arguments):
         return existing
     if existing is not None:
-        cancel_escalation(existing, reason="the step asked again with other arguments", now=now)
+        cancel_escalation(
+            existing,
+            actor=run.started_by or SYSTEM,
+            reason="the step asked again with other arguments",
+            now=now,
+        )
     role = Role.objects.filter(pk=decision.escalate_to_id).first()
     return open_escalation(
         reason=POLICY_ESCALATION,
@@ -796,7 +817,7 @@ def open_step_escalation(
         run_id=run.pk,
         step_run_id=step.pk,
         step_id=step.step_id,
-        raised_by=run.started_by,
+        raised_by=run.started_by or SYSTEM,
         now=now,
     )
 
@@ -810,13 +831,19 @@ def policy_escalation_for_step(step_run_id: int) -> Escalation | None:
     )
 
 
+@requires_actor
 def cancel_request(
-    request: ApprovalRequest, *, reason: str, now: dt.datetime | None = None
+    request: ApprovalRequest, *, actor, reason: str, now: dt.datetime | None = None
 ) -> None:
     """Cancel one pending request (audited); its step is not signalled."""
     locked = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
     if locked.is_final:
         return
     _finish(
-        locked, ApprovalStatus.CANCELLED, now or clock.now(), announce_to_run=False, reason=reason
+        locked,
+        ApprovalStatus.CANCELLED,
+        now or clock.now(),
+        actor=actor,
+        announce_to_run=False,
+        reason=reason,
     )

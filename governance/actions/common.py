@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import models, transaction
 
+from audit.actors import SYSTEM, requires_actor
 from audit.evidence import canonical_json
 from governance.permissions import (
     AccessDenied,
@@ -70,6 +71,7 @@ def name_of(user) -> str:
     return user.get_username() if user is not None else ""
 
 
+@requires_actor
 def save_governed(
     obj: models.Model,
     *,
@@ -80,12 +82,12 @@ def save_governed(
 ) -> models.Model:
     """Save a governed object as `actor`: check, set who and why before saving, re-check after.
 
-    `actor=None` is the system (seeding, migrations, engine callbacks) and is not checked;
+    `actor=SYSTEM` is the system (seeding, migrations, engine callbacks) and is not checked;
     `check=False` is for callers that authorised the write by another rule (ownership).
     """
     creating = obj._state.adding
     model = type(obj)
-    check = check and actor is not None
+    check = check and actor is not SYSTEM
     if check:
         if creating:
             require_model(actor, "add", model)
@@ -93,7 +95,7 @@ def save_governed(
             stored = model._default_manager.get(pk=obj.pk)
             require(actor, "change", stored)
     obj._change_reason = reason or ("created" if creating else "changed")
-    if actor is not None:
+    if actor is not SYSTEM:
         obj._history_user = actor
     obj.full_clean()
     obj.save(update_fields=update_fields)
@@ -102,15 +104,16 @@ def save_governed(
     return obj
 
 
+@requires_actor
 def delete_governed(obj: models.Model, *, actor, reason: str = "", check: bool = True) -> None:
     """Delete a governed object as `actor`, recording who and why in its history.
 
     `check=False` is for callers that authorised the deletion already (a policy's rules go
     with the policy).
     """
-    if actor is not None and check:
+    if actor is not SYSTEM and check:
         require(actor, "delete", obj)
     obj._change_reason = reason or "deleted"
-    if actor is not None:
+    if actor is not SYSTEM:
         obj._history_user = actor
     obj.delete()

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from audit import clock
 from audit import services as audit
+from audit.actors import SYSTEM, requires_actor
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -34,6 +35,7 @@ def _check(delegation: Delegation) -> None:
         raise GovernanceError("A delegation ends after it starts.", code="empty_window")
 
 
+@requires_actor
 @audited_refusals
 def create_delegation(
     *,
@@ -43,7 +45,7 @@ def create_delegation(
     ends_at: dt.datetime,
     role: Role | None = None,
     note: str = "",
-    actor=None,
+    actor,
 ) -> Delegation:
     """Hand `delegator`'s approvals (of one role, or all) to `delegate` for a period."""
     delegation = Delegation(
@@ -55,8 +57,8 @@ def create_delegation(
         note=note,
     )
     _check(delegation)
-    own = actor is not None and actor.pk == delegator.pk
-    if actor is not None and not own and not has_model_permission(actor, "add", Delegation):
+    own = actor is not SYSTEM and actor.pk == delegator.pk
+    if actor is not SYSTEM and not own and not has_model_permission(actor, "add", Delegation):
         raise AccessDenied(actor, "add", model=Delegation)
     save_governed(delegation, actor=actor, reason="delegation created", check=not own)
     audit.record(
@@ -74,6 +76,7 @@ def create_delegation(
     return delegation
 
 
+@requires_actor
 @audited_refusals
 def update_delegation(delegation: Delegation, *, actor, reason: str, **fields) -> Delegation:
     """Change a delegation's window, role, delegate or reason."""
@@ -85,10 +88,11 @@ def update_delegation(delegation: Delegation, *, actor, reason: str, **fields) -
     return save_governed(delegation, actor=actor, reason=reason)
 
 
+@requires_actor
 @audited_refusals
 def revoke_delegation(delegation: Delegation, *, actor, reason: str = "") -> Delegation:
     """End a delegation now (kept in the record)."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", delegation)
     with transaction.atomic():
         delegation.revoked_at = clock.now()
@@ -97,6 +101,7 @@ def revoke_delegation(delegation: Delegation, *, actor, reason: str = "") -> Del
     return delegation
 
 
+@requires_actor
 @audited_refusals
 def delete_delegation(delegation: Delegation, *, actor, reason: str) -> None:
     """Delete a delegation (its history stays)."""

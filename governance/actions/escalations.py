@@ -19,6 +19,7 @@ from guardian.shortcuts import assign_perm
 
 from audit import clock
 from audit import services as audit
+from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions.common import GovernanceError, audited_refusals, name_of
 from governance.actions.principals import kind_of
 from governance.models import Escalation, EscalationStatus, PrincipalKind, Resolution, Role
@@ -32,6 +33,7 @@ def default_role() -> Role | None:
     return Role.objects.filter(name=name).first() if name else None
 
 
+@requires_actor
 def open_escalation(
     *,
     reason: str,
@@ -42,7 +44,7 @@ def open_escalation(
     step_run_id: int | None = None,
     step_id: str = "",
     parked: bool = False,
-    raised_by=None,
+    raised_by,
     now: dt.datetime | None = None,
 ) -> Escalation:
     """Open a task for the members of a role (the default escalation role when none is given)."""
@@ -56,7 +58,7 @@ def open_escalation(
         step_run_id=step_run_id,
         step_id=step_id,
         parked=parked,
-        raised_by=raised_by,
+        raised_by=as_user(raised_by),
         raised_by_name=name_of(raised_by),
         created_at=now or clock.now(),
     )
@@ -66,7 +68,6 @@ def open_escalation(
     audit.record(
         action="governance.escalation.opened",
         actor=raised_by,
-        actor_kind=None if raised_by is not None else "system",
         target=escalation,
         run_id=run_id,
         step_id=step_id or None,
@@ -89,11 +90,13 @@ def escalate_failed_step(run, step, error, events, now) -> dict[str, Any]:
         step_run_id=step.pk,
         step_id=step.step_id,
         parked=True,
+        raised_by=SYSTEM,
         now=now,
     )
     return {"escalation": escalation.pk, "signal": escalation.signal_name}
 
 
+@requires_actor
 @audited_refusals
 def resolve_escalation(
     escalation: Escalation | int,
@@ -165,7 +168,10 @@ def resolution_payload(escalation: Escalation) -> dict[str, Any]:
     }
 
 
-def cancel_escalation(escalation: Escalation, *, reason: str, now: dt.datetime | None = None):
+@requires_actor
+def cancel_escalation(
+    escalation: Escalation, *, actor, reason: str, now: dt.datetime | None = None
+):
     """Close one open escalation nobody needs any more (audited); its step is not told."""
     escalation.status = EscalationStatus.CANCELLED
     escalation.resolved_at = now or clock.now()
@@ -173,20 +179,21 @@ def cancel_escalation(escalation: Escalation, *, reason: str, now: dt.datetime |
     escalation.save(update_fields=["status", "resolved_at", "comment"])
     audit.record(
         action="governance.escalation.cancelled",
-        actor_kind="system",
+        actor=actor,
         target=escalation,
         run_id=escalation.run_id,
         body={"reason": reason},
     )
 
 
-def cancel_for_run(run_id: int, *, reason: str, now: dt.datetime | None = None) -> int:
+@requires_actor
+def cancel_for_run(run_id: int, *, actor, reason: str, now: dt.datetime | None = None) -> int:
     """Close the open escalations of a run that finished; return how many."""
     now = now or clock.now()
     closed = 0
     for escalation in Escalation.objects.select_for_update().filter(
         run_id=run_id, status=EscalationStatus.OPEN
     ):
-        cancel_escalation(escalation, reason=reason, now=now)
+        cancel_escalation(escalation, actor=actor, reason=reason, now=now)
         closed += 1
     return closed

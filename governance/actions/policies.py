@@ -17,6 +17,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from audit import services as audit
+from audit.actors import SYSTEM, requires_actor
 from governance import expressions
 from governance.actions.common import audited_refusals, delete_governed, save_governed
 from governance.actions.principals import kind_of
@@ -102,6 +103,7 @@ def _bump(policy: Policy, *, actor, reason: str) -> Policy:
     return locked
 
 
+@requires_actor
 @audited_refusals
 def create_policy(
     *,
@@ -110,7 +112,7 @@ def create_policy(
     description: str = "",
     priority: int = 100,
     is_active: bool = True,
-    actor=None,
+    actor,
     reason: str = "",
 ) -> Policy:
     """Create a policy (version 1) with no rules."""
@@ -120,6 +122,7 @@ def create_policy(
     return save_governed(policy, actor=actor, reason=reason or "policy created")
 
 
+@requires_actor
 @audited_refusals
 def update_policy(policy: Policy, *, actor, reason: str, **fields) -> Policy:
     """Change a policy's settings; this makes a new version."""
@@ -132,39 +135,42 @@ def update_policy(policy: Policy, *, actor, reason: str, **fields) -> Policy:
     return save_governed(policy, actor=actor, reason=reason)
 
 
+@requires_actor
 @audited_refusals
 def delete_policy(policy: Policy, *, actor, reason: str) -> None:
     """Delete a policy and its rules (each rule's history names who deleted it)."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "delete", policy)
     for rule in list(policy.rules.all()):
         delete_governed(rule, actor=actor, reason=reason, check=False)
     delete_governed(policy, actor=actor, reason=reason)
 
 
+@requires_actor
 @audited_refusals
 def save_rule(rule: PolicyRule, *, actor, reason: str) -> PolicyRule:
     """Create or change a rule (validated); its policy gets a new version the rule carries."""
     validate_rule(rule)
     policy = rule.policy
-    if actor is not None:
+    if actor is not SYSTEM:
         # Changing a rule is changing its policy: the policy's permission decides.
         require(actor, "change", Policy.objects.get(pk=policy.pk))
     policy = _bump(policy, actor=actor, reason=f"rule {rule.name!r}: {reason or 'changed'}")
     rule.policy = policy
     rule.version = policy.version
     rule._change_reason = reason or "changed"
-    if actor is not None:
+    if actor is not SYSTEM:
         rule._history_user = actor
     rule.full_clean()
     rule.save()
     return rule
 
 
+@requires_actor
 @audited_refusals
 def delete_rule(rule: PolicyRule, *, actor, reason: str) -> None:
     """Delete a rule; its policy gets a new version."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", rule.policy)
     _bump(rule.policy, actor=actor, reason=f"rule {rule.name!r} deleted: {reason}")
     delete_governed(rule, actor=actor, reason=reason, check=False)
@@ -175,7 +181,7 @@ def delete_rule(rule: PolicyRule, *, actor, reason: str) -> None:
 
 def actor_facts(user) -> dict[str, Any]:
     """Return what a condition may know about the actor."""
-    if user is None:
+    if user is SYSTEM:
         return {"username": "", "id": None, "kind": "system", "is_agent": False, "roles": []}
     from governance.actions.roles import roles_of
 
@@ -262,6 +268,7 @@ def _risk_rank(risk: str) -> int:
     return {"low": 0, "medium": 1, "high": 2, "critical": 3}.get(risk, 1)
 
 
+@requires_actor
 def build_context(
     *,
     actor,
@@ -286,6 +293,7 @@ def build_context(
     }
 
 
+@requires_actor
 def decide(
     *,
     actor,
@@ -334,7 +342,7 @@ def decide(
 
 def _actor_kind(actor) -> str:
     """Return the audit actor kind of a principal."""
-    if actor is None:
+    if actor is SYSTEM:
         return "system"
     return "agent" if kind_of(actor) == "agent" else "user"
 

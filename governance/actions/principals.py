@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from audit.actors import requires_actor
 from governance.actions.common import GovernanceError, audited_refusals, name_of, save_governed
 from governance.models import Principal, PrincipalKind
 
@@ -49,8 +50,9 @@ def _require_person(user, what: str) -> None:
         raise GovernanceError(f"{what} must be an active person.", code="owner_not_a_person")
 
 
+@requires_actor
 @transaction.atomic
-def ensure_principal(user, *, kind: str = PrincipalKind.PERSON, actor=None) -> Principal:
+def ensure_principal(user, *, kind: str = PrincipalKind.PERSON, actor) -> Principal:
     """Return a user's principal, creating a person principal when it has none."""
     principal = principal_of(user)
     if principal is not None:
@@ -59,6 +61,7 @@ def ensure_principal(user, *, kind: str = PrincipalKind.PERSON, actor=None) -> P
     return save_governed(principal, actor=actor, reason="principal created")
 
 
+@requires_actor
 @audited_refusals
 def create_person(
     *,
@@ -68,7 +71,7 @@ def create_person(
     first_name: str = "",
     last_name: str = "",
     is_staff: bool = False,
-    actor=None,
+    actor,
 ):
     """Create a person who can log in (staff users may use the admin, as far as roles allow)."""
     user = get_user_model().objects.create_user(
@@ -112,9 +115,10 @@ def _create_service_account(
     return user
 
 
+@requires_actor
 @audited_refusals
 def create_agent_principal(
-    *, username: str, owner, display_name: str = "", description: str = "", actor=None
+    *, username: str, owner, display_name: str = "", description: str = "", actor
 ):
     """Create an agent's service-account user: flagged as an agent, unable to log in, owned."""
     return _create_service_account(
@@ -127,9 +131,10 @@ def create_agent_principal(
     )
 
 
+@requires_actor
 @audited_refusals
 def create_integration_principal(
-    *, username: str, owner, display_name: str = "", description: str = "", actor=None
+    *, username: str, owner, display_name: str = "", description: str = "", actor
 ):
     """Create an integration's user (API tokens only, no password), with its accountable owner."""
     return _create_service_account(
@@ -142,6 +147,7 @@ def create_integration_principal(
     )
 
 
+@requires_actor
 @audited_refusals
 def set_owner(principal: Principal, owner, *, actor, reason: str) -> Principal:
     """Make another person accountable for an agent or integration."""

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from guardian.shortcuts import assign_perm, remove_perm
 
+from audit.actors import SYSTEM, requires_actor
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -58,10 +59,9 @@ def _require_owner(owner) -> None:
         )
 
 
+@requires_actor
 @audited_refusals
-def create_role(
-    *, name: str, description: str = "", owner=None, actor=None, reason: str = ""
-) -> Role:
+def create_role(*, name: str, description: str = "", owner=None, actor, reason: str = "") -> Role:
     """Create a role, with the person accountable for it, and the group carrying its permissions."""
     _require_owner(owner)
     if Group.objects.filter(name=name).exists():
@@ -72,6 +72,7 @@ def create_role(
     return save_governed(role, actor=actor, reason=reason or "role created")
 
 
+@requires_actor
 @audited_refusals
 def update_role(role: Role, *, actor, reason: str, **fields) -> Role:
     """Change a role's name, description or owner; the group follows its name."""
@@ -88,6 +89,7 @@ def update_role(role: Role, *, actor, reason: str, **fields) -> Role:
     return role
 
 
+@requires_actor
 @audited_refusals
 def delete_role(role: Role, *, actor, reason: str) -> None:
     """Delete a role and its group (members lose what it carried)."""
@@ -96,10 +98,11 @@ def delete_role(role: Role, *, actor, reason: str) -> None:
     group.delete()
 
 
+@requires_actor
 @audited_refusals
 def set_members(role: Role, users, *, actor, reason: str = "") -> Role:
     """Make exactly these users the role's members (each change is audited as a group change)."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", role)
     wanted = {user.pk for user in users}
     current = set(role.group.user_set.values_list("pk", flat=True))
@@ -110,19 +113,21 @@ def set_members(role: Role, users, *, actor, reason: str = "") -> Role:
     return role
 
 
+@requires_actor
 @audited_refusals
 def add_member(role: Role, user, *, actor) -> Role:
     """Give a user a role."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", role)
     role.group.user_set.add(user)
     return role
 
 
+@requires_actor
 @audited_refusals
 def remove_member(role: Role, user, *, actor) -> Role:
     """Take a role from a user."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", role)
     role.group.user_set.remove(user)
     return role
@@ -150,10 +155,11 @@ def _may_grant(actor, perm: str, obj) -> bool:
     return actor.is_superuser or actor.has_perm(perm) or actor.has_perm(perm, obj)
 
 
+@requires_actor
 @audited_refusals
 def grant(role: Role, perm: str, obj=None, *, actor) -> Role:
     """Let a role do `perm` ('app.codename') on one object, or on every row without `obj`."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", role)
         if not _may_grant(actor, perm, obj):
             refusal = GovernanceError(
@@ -182,10 +188,11 @@ def grant(role: Role, perm: str, obj=None, *, actor) -> Role:
     return role
 
 
+@requires_actor
 @audited_refusals
 def revoke(role: Role, perm: str, obj=None, *, actor) -> Role:
     """Take a permission (on one object, or model-wide) away from a role."""
-    if actor is not None:
+    if actor is not SYSTEM:
         require(actor, "change", role)
     if obj is None:
         role.group.permissions.remove(_permission(perm))

@@ -21,6 +21,7 @@ import pytest
 from agents import services
 from agents.models import Agent, ModelProvider, Tool
 from agents.tools import ToolContext, tool
+from audit.actors import SYSTEM
 from governance import services as governance
 from governance.models import ApprovalRule, Role
 from orchestrator import engine
@@ -75,30 +76,43 @@ class World:
 def world(db, settings) -> World:
     """Build the people, roles and the scripted provider (as the system)."""
     settings.STEWARD_ESCALATION_ROLE = "Managers"
-    owen = governance.create_person(username="owen", is_staff=True)
-    alice = governance.create_person(username="alice", is_staff=True)
-    bob = governance.create_person(username="bob", is_staff=True)
-    maya = governance.create_person(username="maya", is_staff=True)
-    oscar = governance.create_person(username="oscar", is_staff=True)
+    owen = governance.create_person(username="owen", is_staff=True, actor=SYSTEM)
+    alice = governance.create_person(username="alice", is_staff=True, actor=SYSTEM)
+    bob = governance.create_person(username="bob", is_staff=True, actor=SYSTEM)
+    maya = governance.create_person(username="maya", is_staff=True, actor=SYSTEM)
+    oscar = governance.create_person(username="oscar", is_staff=True, actor=SYSTEM)
     approvers = governance.create_role(
-        name="Approvers", description="Approve agents' calls", owner=owen
+        name="Approvers",
+        description="Approve agents' calls",
+        owner=owen,
+        actor=SYSTEM,
     )
-    managers = governance.create_role(name="Managers", description="Take escalations", owner=owen)
-    writers = governance.create_role(name="Ticket writers", description="Open tickets", owner=owen)
-    governance.set_members(approvers, [alice, bob], actor=None)
-    governance.set_members(managers, [maya], actor=None)
-    governance.grant(writers, "agents.add_ticket", actor=None)
-    governance.grant(writers, "agents.add_notification", actor=None)
+    managers = governance.create_role(
+        name="Managers", description="Take escalations", owner=owen, actor=SYSTEM
+    )
+    writers = governance.create_role(
+        name="Ticket writers", description="Open tickets", owner=owen, actor=SYSTEM
+    )
+    governance.set_members(approvers, [alice, bob], actor=SYSTEM)
+    governance.set_members(managers, [maya], actor=SYSTEM)
+    governance.grant(writers, "agents.add_ticket", actor=SYSTEM)
+    governance.grant(writers, "agents.add_notification", actor=SYSTEM)
     for perm in ("governance.view_approvalrequest", "governance.decide_approvalrequest"):
-        governance.grant(approvers, perm, actor=None)
-    governance.grant(approvers, "agents.view_ticket", actor=None)
-    governance.grant(managers, "governance.view_escalation", actor=None)
-    governance.grant(managers, "governance.resolve_escalation", actor=None)
+        governance.grant(approvers, perm, actor=SYSTEM)
+    governance.grant(approvers, "agents.view_ticket", actor=SYSTEM)
+    governance.grant(managers, "governance.view_escalation", actor=SYSTEM)
+    governance.grant(managers, "governance.resolve_escalation", actor=SYSTEM)
     approval = governance.create_approval_rule(
-        slug="agent-tools", name="Agent tools", role=approvers, sla_seconds=3600
+        slug="agent-tools",
+        name="Agent tools",
+        role=approvers,
+        sla_seconds=3600,
+        actor=SYSTEM,
     )
-    scripted = services.create_provider(slug="scripted", name="Scripted", kind="scripted")
-    services.sync_tools()
+    scripted = services.create_provider(
+        slug="scripted", name="Scripted", kind="scripted", actor=SYSTEM
+    )
+    services.sync_tools(actor=SYSTEM)
     return World(owen, alice, bob, maya, oscar, approvers, managers, writers, approval, scripted)
 
 
@@ -107,7 +121,7 @@ def enable(*names: str, **fields) -> list[Tool]:
     rows = []
     for name in names:
         row = Tool.objects.get(name=name)
-        rows.append(services.update_tool(row, actor=None, reason="test", enabled=True, **fields))
+        rows.append(services.update_tool(row, actor=SYSTEM, reason="test", enabled=True, **fields))
     return rows
 
 
@@ -145,6 +159,7 @@ def run_agent(world):
             slug=f"agent-wf-{next(counter)}",
             name="Agent test",
             definition={"steps": [{"id": "work", "type": "agent", "agent": slug, **step}]},
+            actor=SYSTEM,
         )
         run = workflows.start_run(workflow, {}, started_by=started_by)
         if drain:
@@ -160,7 +175,7 @@ def add_policy_rule(action: str, effect: str, *, condition: str = "", **fields):
     from governance.models import PolicyRule
 
     slug = re.sub(r"[^a-z0-9-]+", "-", f"p-{action}-{effect}".lower())[:90]
-    policy = governance.create_policy(slug=slug, name=action)
+    policy = governance.create_policy(slug=slug, name=action, actor=SYSTEM)
     return governance.save_rule(
         PolicyRule(
             policy=policy,
@@ -170,7 +185,7 @@ def add_policy_rule(action: str, effect: str, *, condition: str = "", **fields):
             effect=effect,
             **fields,
         ),
-        actor=None,
+        actor=SYSTEM,
         reason="test",
     )
 
@@ -189,7 +204,7 @@ def step_of(run: WorkflowRun, step_id: str = "work") -> StepRun:
 def suspend_agent(arguments: dict, context: ToolContext) -> dict:
     """Suspend the calling agent, as an admin clicking the kill switch meanwhile would."""
     agent = Agent.objects.get(pk=context.agent_id)
-    services.set_status(agent, "suspended", actor=None, reason="kill switch pressed")
+    services.set_status(agent, "suspended", actor=SYSTEM, reason="kill switch pressed")
     return {"suspended": agent.slug}
 
 
@@ -199,9 +214,9 @@ def bump_shared(arguments: dict, context: ToolContext) -> dict:
     from agents.models import MemoryNamespace
 
     namespace = MemoryNamespace.objects.get(slug="shared")
-    current = services.read_entry(namespace, "n", user=None)
+    current = services.read_entry(namespace, "n", user=SYSTEM)
     return services.write_entry(
-        namespace, "n", current["value"] + 1, expected_version=current["version"], user=None
+        namespace, "n", current["value"] + 1, expected_version=current["version"], user=SYSTEM
     )
 
 
@@ -212,9 +227,12 @@ def make_workflow_with(world):
 
     def run(steps: list[dict], run_input=None) -> WorkflowRun:
         workflow = workflows.create_workflow(
-            slug=f"steps-wf-{next(counter)}", name="Steps", definition={"steps": steps}
+            slug=f"steps-wf-{next(counter)}",
+            name="Steps",
+            definition={"steps": steps},
+            actor=SYSTEM,
         )
-        started = workflows.start_run(workflow, run_input or {})
+        started = workflows.start_run(workflow, run_input or {}, started_by=SYSTEM)
         engine.drain()
         started.refresh_from_db()
         return started

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from agents import services
 from agents.models import Agent, MemoryNamespace, ModelProvider, Notification, Tool
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from tests.agents.conftest import body_of
@@ -39,7 +40,9 @@ def _url(model, view: str, *args) -> str:
 
 def test_the_agent_list_says_which_agents_are_scripted(world, make_agent, root):
     make_agent("triage", SCRIPT["rules"])
-    real = services.create_provider(slug="openai", name="OpenAI", kind="openai", api_key="sk-x")
+    real = services.create_provider(
+        slug="openai", name="OpenAI", kind="openai", api_key="sk-x", actor=SYSTEM
+    )
     make_agent("writer", [], provider=real, model="gpt-4o-mini", script=None)
     client = client_for(root)
     page = client.get(_url(Agent, "changelist"))
@@ -173,7 +176,7 @@ def test_kill_switch_actions_ask_for_a_reason_and_are_audited(
 
 def test_people_without_change_permission_cannot_pull_the_kill_switch(world, make_agent):
     agent = make_agent("runner", SCRIPT["rules"])
-    governance.grant(world.approvers, "agents.view_agent", actor=None)
+    governance.grant(world.approvers, "agents.view_agent", actor=SYSTEM)
     alice = type(world.alice).objects.get(pk=world.alice.pk)
     client = client_for(alice)
     assert client.get(_url(Agent, "changelist")).status_code == 200
@@ -271,8 +274,8 @@ def test_tool_settings_are_changed_through_the_service_and_show_their_target(wor
 
 
 def test_the_inbox_shows_each_person_their_own_notifications(world):
-    services.notify("alice", "For alice", "", sent_by=None)
-    services.notify("bob", "For bob", "", sent_by=None)
+    services.notify("alice", "For alice", "", sent_by=SYSTEM)
+    services.notify("bob", "For bob", "", sent_by=SYSTEM)
     alice = client_for(world.alice)
     page = alice.get(_url(Notification, "changelist"))
     assert page.status_code == 200
@@ -290,7 +293,7 @@ def test_the_inbox_shows_each_person_their_own_notifications(world):
 
 
 def test_a_legal_hold_is_placed_through_the_service_with_a_reason(world, root):
-    namespace = services.create_namespace(slug="incidents", name="Incidents")
+    namespace = services.create_namespace(slug="incidents", name="Incidents", actor=SYSTEM)
     client = client_for(root)
     chosen = {"action": "place_legal_hold", ACTION_CHECKBOX_NAME: [namespace.pk]}
     url = _url(MemoryNamespace, "changelist")
@@ -305,8 +308,8 @@ def test_a_legal_hold_is_placed_through_the_service_with_a_reason(world, root):
 def test_journals_and_memory_entries_are_read_only(world, make_agent, root, run_agent):
     make_agent("worker", [{"final": {"done": True}, "confidence": 1}])
     run_agent("worker", {})
-    namespace = services.create_namespace(slug="notes", name="Notes")
-    services.write_entry(namespace, "k", {"v": 1}, expected_version=0, user=None)
+    namespace = services.create_namespace(slug="notes", name="Notes", actor=SYSTEM)
+    services.write_entry(namespace, "k", {"v": 1}, expected_version=0, user=SYSTEM)
     client = client_for(root)
     for model in ("modelcall", "toolinvocation", "memoryentry"):
         listing = client.get(reverse(f"admin:agents_{model}_changelist"))
@@ -320,8 +323,8 @@ def test_journals_and_memory_entries_are_read_only(world, make_agent, root, run_
 
 def test_every_agents_admin_page_renders(world, make_agent, root):
     agent = make_agent("shown", SCRIPT["rules"], tools=["ticket.create"])
-    ticket = services.create_ticket(title="Shown", actor=None)
-    namespace = services.create_namespace(slug="shown", name="Shown")
+    ticket = services.create_ticket(title="Shown", actor=SYSTEM)
+    namespace = services.create_namespace(slug="shown", name="Shown", actor=SYSTEM)
     client = client_for(root)
     assert client.get(reverse("admin:app_list", args=["agents"])).status_code == 200
     for model in (Agent, ModelProvider, Tool, Notification, MemoryNamespace):

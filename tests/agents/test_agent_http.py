@@ -7,6 +7,7 @@ import pytest
 
 from agents import services
 from agents.models import ModelCall, ModelProvider
+from audit.actors import SYSTEM
 from audit.models import AuditBody, AuditEntry
 from tests.agents.conftest import step_of
 from tests.agents.fake_servers import FakeModelServer, Reply, openai_reply
@@ -46,6 +47,7 @@ def gpt(world, server):
         timeout_seconds=5,
         input_price_per_mtok=Decimal("2.50"),
         output_price_per_mtok=Decimal("10"),
+        actor=SYSTEM,
     )
 
 
@@ -115,7 +117,7 @@ def test_cost_over_the_limit_fails_the_step(world, make_agent, gpt, server, run_
 
 
 def test_the_key_can_be_replaced_and_is_audited_without_its_value(world, gpt):
-    services.set_provider_key(gpt, "sk-new-key-999", actor=None, reason="rotation")
+    services.set_provider_key(gpt, "sk-new-key-999", actor=SYSTEM, reason="rotation")
     gpt.refresh_from_db()
     assert gpt.config("m").api_key == "sk-new-key-999"
     entry = AuditEntry.objects.get(action="agents.modelprovider.key_changed")

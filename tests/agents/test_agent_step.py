@@ -6,6 +6,7 @@ from agents import services
 from agents.models import Agent, ModelCall, Ticket, ToolInvocation
 from agents.tools import ToolContext, tool
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from governance.models import Escalation
@@ -248,7 +249,7 @@ def test_tokens_are_counted_across_the_run(world, make_agent, make_workflow_with
         ModelCall.objects.filter(run_id=first.pk).values_list("input_tokens", "output_tokens")[0]
     )
     services.update_agent(
-        Agent.objects.get(slug="talker"), actor=None, reason="test", max_tokens=per_call * 2 - 1
+        Agent.objects.get(slug="talker"), actor=SYSTEM, reason="test", max_tokens=per_call * 2 - 1
     )
     run = make_workflow_with(
         [

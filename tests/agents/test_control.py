@@ -6,6 +6,7 @@ import pytest
 
 from agents import services
 from agents.models import AgentStatus, Ticket, ToolInvocation
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from governance.models import ApprovalRequest, Escalation
@@ -31,7 +32,7 @@ CLOSE_TICKET = [
 
 @pytest.fixture
 def ticket(world):
-    return services.create_ticket(title="Disk full on db-1", actor=None)
+    return services.create_ticket(title="Disk full on db-1", actor=SYSTEM)
 
 
 @pytest.fixture
@@ -194,7 +195,7 @@ def test_kill_switch_between_two_calls_stops_the_step(world, make_agent, run_age
 def test_kill_switch_while_waiting_for_approval(world, closer, ticket, run_agent):
     enable("ticket.update", approval_rule=world.approval)
     run = run_agent("closer", {"ticket": ticket.pk})
-    services.set_status(closer, AgentStatus.QUARANTINED, actor=None, reason="odd behaviour")
+    services.set_status(closer, AgentStatus.QUARANTINED, actor=SYSTEM, reason="odd behaviour")
     governance.decide_approval(ApprovalRequest.objects.get(), user=world.alice, decision="approve")
     engine.drain()
     run.refresh_from_db()
@@ -205,7 +206,7 @@ def test_kill_switch_while_waiting_for_approval(world, closer, ticket, run_agent
 
 
 def test_a_suspended_agent_is_refused_before_its_first_call(world, closer, ticket, run_agent):
-    services.set_status(closer, AgentStatus.SUSPENDED, actor=None, reason="holiday")
+    services.set_status(closer, AgentStatus.SUSPENDED, actor=SYSTEM, reason="holiday")
     run = run_agent("closer", {"ticket": ticket.pk})
     assert run.status == "failed"
     assert closer.model_calls.count() == 0

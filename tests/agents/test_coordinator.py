@@ -4,6 +4,7 @@ import pytest
 
 from agents import services
 from agents.models import ToolInvocation
+from audit.actors import SYSTEM
 from orchestrator.models import EventKind, RunEvent, StepRun
 from tests.agents.conftest import step_of
 
@@ -147,4 +148,4 @@ def test_a_coordinator_cannot_delegate_outside_its_list(world, make_agent, run_a
 def test_delegates_are_set_through_the_service_and_never_to_itself(world, make_agent):
     agent = make_agent("solo", [{"final": {}, "confidence": 1}])
     with pytest.raises(services.AgentError):
-        services.set_delegates(agent, [agent], actor=None, reason="loop")
+        services.set_delegates(agent, [agent], actor=SYSTEM, reason="loop")

@@ -14,6 +14,7 @@ from agents import services
 from agents.actions import memory
 from agents.models import MemoryEntry, Tool
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from governance.models import ApprovalRequest
@@ -36,7 +37,7 @@ def test_delegates_given_at_creation_are_audited_and_never_the_agent_itself(worl
     assert body_of(entry)["delegates"] == ["first", "second"]
     assert entry.target_id == str(lead.pk)
     with pytest.raises(services.AgentError, match="itself"):
-        services.set_delegates(lead, [first, lead], actor=None, reason="loop")
+        services.set_delegates(lead, [first, lead], actor=SYSTEM, reason="loop")
     assert set(lead.delegates.all()) == {first, second}
 
 
@@ -65,14 +66,17 @@ def two_rules(world, make_agent):
         "governance.decide_approvalrequest",
         "agents.view_ticket",
     ):
-        governance.grant(world.managers, perm, actor=None)
+        governance.grant(world.managers, perm, actor=SYSTEM)
     managers_rule = governance.create_approval_rule(
-        slug="managers", name="Managers approve", role=world.managers
+        slug="managers",
+        name="Managers approve",
+        role=world.managers,
+        actor=SYSTEM,
     )
     add_policy_rule(
         "tool.ticket.update", "require_approval", approval_rule=managers_rule, reason="managers"
     )
-    ticket = services.create_ticket(title="Disk full", actor=None)
+    ticket = services.create_ticket(title="Disk full", actor=SYSTEM)
     agent = make_agent("closer", CLOSE, tools=["ticket.update"])
     assign_perm("agents.change_ticket", agent.user, ticket)
     enable("ticket.update", approval_rule=world.approval)
@@ -121,7 +125,7 @@ def test_the_same_rule_from_policy_and_tool_asks_once(world, make_agent, run_age
     add_policy_rule(
         "tool.ticket.update", "require_approval", approval_rule=world.approval, reason="same"
     )
-    ticket = services.create_ticket(title="Once", actor=None)
+    ticket = services.create_ticket(title="Once", actor=SYSTEM)
     agent = make_agent("closer", CLOSE, tools=["ticket.update"])
     assign_perm("agents.change_ticket", agent.user, ticket)
     enable("ticket.update", approval_rule=world.approval)
@@ -154,7 +158,7 @@ def test_a_scripted_final_answer_must_declare_its_confidence(world, make_agent):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_first_writes_at_once_are_one_write_and_one_conflict(world, monkeypatch):
-    namespace = services.create_namespace(slug="race-first", name="Race")
+    namespace = services.create_namespace(slug="race-first", name="Race", actor=SYSTEM)
     original = memory._insert_first
     rival_outcome = []
 
@@ -164,7 +168,7 @@ def test_two_first_writes_at_once_are_one_write_and_one_conflict(world, monkeypa
 
         def rival():
             try:
-                services.write_entry(namespace, "k", "rival", expected_version=0, user=None)
+                services.write_entry(namespace, "k", "rival", expected_version=0, user=SYSTEM)
                 rival_outcome.append("won")
             finally:
                 connection.close()
@@ -176,7 +180,7 @@ def test_two_first_writes_at_once_are_one_write_and_one_conflict(world, monkeypa
 
     monkeypatch.setattr(memory, "_insert_first", rival_writes_first)
     with pytest.raises(services.MemoryConflict) as caught:
-        services.write_entry(namespace, "k", "mine", expected_version=0, user=None)
+        services.write_entry(namespace, "k", "mine", expected_version=0, user=SYSTEM)
     assert rival_outcome == ["won"]
     assert caught.value.details["current_version"] == 1
     entry = MemoryEntry.objects.get(namespace=namespace, key="k")
@@ -187,14 +191,18 @@ def test_two_first_writes_at_once_are_one_write_and_one_conflict(world, monkeypa
 
 @pytest.mark.django_db
 def test_an_expired_entry_not_yet_purged_is_written_as_a_new_key(world):
-    namespace = services.create_namespace(slug="short", name="Short", retention_seconds=60)
+    namespace = services.create_namespace(
+        slug="short", name="Short", retention_seconds=60, actor=SYSTEM
+    )
     start = clock.now()
-    services.write_entry(namespace, "k", "old", expected_version=0, user=None, now=start)
-    services.write_entry(namespace, "k", "older", expected_version=1, user=None, now=start)
+    services.write_entry(namespace, "k", "old", expected_version=0, user=SYSTEM, now=start)
+    services.write_entry(namespace, "k", "older", expected_version=1, user=SYSTEM, now=start)
     later = start + dt.timedelta(seconds=120)
-    read = services.read_entry(namespace, "k", user=None, now=later)
+    read = services.read_entry(namespace, "k", user=SYSTEM, now=later)
     assert (read["found"], read["version"]) == (False, 0)
-    written = services.write_entry(namespace, "k", "new", expected_version=0, user=None, now=later)
+    written = services.write_entry(
+        namespace, "k", "new", expected_version=0, user=SYSTEM, now=later
+    )
     assert written["version"] == 1
     entry = MemoryEntry.objects.get(namespace=namespace, key="k")
     assert (entry.value, entry.version) == ("new", 1)
@@ -203,17 +211,19 @@ def test_an_expired_entry_not_yet_purged_is_written_as_a_new_key(world):
 
 @pytest.mark.django_db
 def test_under_a_legal_hold_an_expired_entry_keeps_its_version(world):
-    namespace = services.create_namespace(slug="held", name="Held", retention_seconds=60)
+    namespace = services.create_namespace(
+        slug="held", name="Held", retention_seconds=60, actor=SYSTEM
+    )
     start = clock.now()
-    services.write_entry(namespace, "k", "kept", expected_version=0, user=None, now=start)
-    services.set_legal_hold(namespace, True, actor=None, reason="litigation")
+    services.write_entry(namespace, "k", "kept", expected_version=0, user=SYSTEM, now=start)
+    services.set_legal_hold(namespace, True, actor=SYSTEM, reason="litigation")
     later = start + dt.timedelta(seconds=120)
-    read = services.read_entry(namespace, "k", user=None, now=later)
+    read = services.read_entry(namespace, "k", user=SYSTEM, now=later)
     assert (read["found"], read["version"], read["value"]) == (True, 1, "kept")
     with pytest.raises(services.MemoryConflict):
-        services.write_entry(namespace, "k", "x", expected_version=0, user=None, now=later)
+        services.write_entry(namespace, "k", "x", expected_version=0, user=SYSTEM, now=later)
     assert (
-        services.write_entry(namespace, "k", "y", expected_version=1, user=None, now=later)[
+        services.write_entry(namespace, "k", "y", expected_version=1, user=SYSTEM, now=later)[
             "version"
         ]
         == 2

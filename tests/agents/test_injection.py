@@ -23,6 +23,7 @@ from agents import services
 from agents.actions import enforcement
 from agents.models import MemoryEntry, Notification, Ticket, Tool, ToolInvocation
 from agents.tools import ToolContext, registered_tools, tool
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from governance.actions.common import GovernanceError, digest
@@ -115,38 +116,38 @@ def _clean():
 
 @pytest.fixture
 def scene(world, make_agent) -> Scene:
-    services.sync_tools()
+    services.sync_tools(actor=SYSTEM)
     enable("test.disabled")
     intruder = make_agent("intruder", [], tools=[*MANDATE, "test.disabled"])
     services.update_tool(
-        Tool.objects.get(name="test.disabled"), actor=None, reason="off", enabled=False
+        Tool.objects.get(name="test.disabled"), actor=SYSTEM, reason="off", enabled=False
     )
     services.update_tool(
         Tool.objects.get(name="test.transfer"),
-        actor=None,
+        actor=SYSTEM,
         reason="money needs a person",
         approval_rule=world.approval,
         risk="high",
     )
     services.update_tool(
         Tool.objects.get(name="test.ping"),
-        actor=None,
+        actor=SYSTEM,
         reason="cheap but bounded",
         rate_limit=5,
         rate_window_seconds=3600,
     )
     victim = make_agent("victim", [{"final": {}, "confidence": 1}], tools=["memory.read"])
-    own_ticket = services.create_ticket(title="Mine", actor=None)
+    own_ticket = services.create_ticket(title="Mine", actor=SYSTEM)
     assign_perm("agents.view_ticket", intruder.user, own_ticket)
     assign_perm("agents.change_ticket", intruder.user, own_ticket)
-    others = [services.create_ticket(title=f"Not yours {n}", actor=None) for n in range(5)]
-    own = services.create_namespace(slug="own", name="Intruder's notes")
-    services.grant_access(own, intruder, read=True, write=True)
-    secret = services.create_namespace(slug="victim-notes", name="Victim's notes")
-    services.grant_access(secret, victim, read=True, write=True)
-    services.write_entry(secret, "plan", {"launch": "friday"}, expected_version=0, user=None)
-    other_run = services.ensure_run_namespace(999_999, victim)
-    services.write_entry(other_run, "finding", "private", expected_version=0, user=None)
+    others = [services.create_ticket(title=f"Not yours {n}", actor=SYSTEM) for n in range(5)]
+    own = services.create_namespace(slug="own", name="Intruder's notes", actor=SYSTEM)
+    services.grant_access(own, intruder, read=True, write=True, actor=SYSTEM)
+    secret = services.create_namespace(slug="victim-notes", name="Victim's notes", actor=SYSTEM)
+    services.grant_access(secret, victim, read=True, write=True, actor=SYSTEM)
+    services.write_entry(secret, "plan", {"launch": "friday"}, expected_version=0, user=SYSTEM)
+    other_run = services.ensure_run_namespace(999_999, victim, actor=SYSTEM)
+    services.write_entry(other_run, "finding", "private", expected_version=0, user=SYSTEM)
     return Scene(intruder, victim, own_ticket, others, own, secret, other_run)
 
 
@@ -324,7 +325,9 @@ def script_for(batch: list[Attack]) -> dict:
 
 def run_batch(scene, run_agent, batch: list[Attack], decider):
     """Run the intruder on one batch, people rejecting each approval it asks for; return it."""
-    services.update_agent(scene.intruder, actor=None, reason="next batch", script=script_for(batch))
+    services.update_agent(
+        scene.intruder, actor=SYSTEM, reason="next batch", script=script_for(batch)
+    )
     run = run_agent("intruder", {"note": INJECTION})
     while (pending := ApprovalRequest.objects.filter(status="pending").first()) is not None:
         governance.decide_approval(pending, user=decider, decision="reject")
@@ -345,7 +348,7 @@ def legitimate_calls(scene, run_agent, world) -> ApprovalRequest:
         },
         {"final": {"outcomes": "{{ results }}"}, "confidence": 1},
     ]
-    services.update_agent(scene.intruder, actor=None, reason="real work", script={"rules": rules})
+    services.update_agent(scene.intruder, actor=SYSTEM, reason="real work", script={"rules": rules})
     run = run_agent("intruder", {})
     approved = ApprovalRequest.objects.get(status="pending")
     governance.decide_approval(approved, user=world.alice, decision="approve")
@@ -459,7 +462,7 @@ def test_an_approval_is_not_reused_for_changed_arguments(scene, run_agent, world
         },
         {"final": {"outcomes": "{{ history }}"}, "confidence": 1},
     ]
-    services.update_agent(scene.intruder, actor=None, reason="bypass", script={"rules": rules})
+    services.update_agent(scene.intruder, actor=SYSTEM, reason="bypass", script={"rules": rules})
     run = run_agent("intruder", {"note": INJECTION})
     first = ApprovalRequest.objects.get()
     governance.decide_approval(first, user=world.alice, decision="approve")
@@ -508,7 +511,7 @@ def test_an_approval_is_not_reused_for_changed_arguments(scene, run_agent, world
         {"when": "turn == 1", "tool_calls": calls},
         {"final": {"outcomes": "{{ history }}"}, "confidence": 1},
     ]
-    services.update_agent(scene.intruder, actor=None, reason="replay", script={"rules": rules})
+    services.update_agent(scene.intruder, actor=SYSTEM, reason="replay", script={"rules": rules})
     again = run_agent("intruder", {})
     assert step_of(again).status == "waiting" and [approved] == TRANSFERS
     assert ApprovalRequest.objects.filter(status="pending").count() == 1
@@ -519,7 +522,7 @@ def test_rate_limit_excess_is_refused_across_runs(scene, run_agent):
         {"when": "turn == 1", "tool_calls": [{"tool": "test.ping", "arguments": {}}] * 25},
         {"final": {"outcomes": "{{ results }}"}, "confidence": 1},
     ]
-    services.update_agent(scene.intruder, actor=None, reason="flood", script={"rules": rules})
+    services.update_agent(scene.intruder, actor=SYSTEM, reason="flood", script={"rules": rules})
     first = run_agent("intruder", {"note": INJECTION})
     second = run_agent("intruder", {"note": INJECTION})
     outcomes = [
@@ -544,7 +547,7 @@ def test_the_database_counts_when_there_is_no_redis(scene, run_agent, settings):
         {"when": "turn == 1", "tool_calls": [{"tool": "test.ping", "arguments": {}}] * 8},
         {"final": {"outcomes": "{{ results }}"}, "confidence": 1},
     ]
-    services.update_agent(scene.intruder, actor=None, reason="flood", script={"rules": rules})
+    services.update_agent(scene.intruder, actor=SYSTEM, reason="flood", script={"rules": rules})
     run = run_agent("intruder", {})
     outcomes = step_of(run).output["result"]["outcomes"]
     assert [o.get("ok") for o in outcomes] == [True] * 5 + [False] * 3

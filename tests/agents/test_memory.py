@@ -9,6 +9,7 @@ from agents import services
 from agents.models import Classification, MemoryEntry, MemoryNamespace
 from agents.tasks import purge_memory
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance.actions.common import digest
 from governance.permissions import AccessDenied
@@ -24,9 +25,10 @@ def incidents(world):
         name="Incident knowledge",
         classification=Classification.CONFIDENTIAL,
         retention_seconds=3600,
+        actor=SYSTEM,
     )
-    services.grant_access(namespace, world.alice, read=True, write=True)
-    services.grant_access(namespace, world.bob, read=True, write=False)
+    services.grant_access(namespace, world.alice, read=True, write=True, actor=SYSTEM)
+    services.grant_access(namespace, world.bob, read=True, write=False, actor=SYSTEM)
     return namespace
 
 
@@ -59,7 +61,9 @@ def test_read_and_write_need_their_permission_and_everything_is_audited(world, i
         services.write_entry(incidents, "k", "w", expected_version=1, user=world.bob)
     with pytest.raises(AccessDenied):
         services.read_entry(incidents, "k", user=world.oscar)
-    services.grant_access(incidents, world.approvers, read=True)  # oscar is not an approver
+    services.grant_access(
+        incidents, world.approvers, read=True, actor=SYSTEM
+    )  # oscar is not an approver
     with pytest.raises(AccessDenied):
         services.read_entry(incidents, "k", user=world.oscar)
     actions = list(
@@ -85,7 +89,7 @@ def test_retention_purges_expired_entries_and_audits_the_purge(world, incidents)
         services.write_entry(incidents, "new", 2, expected_version=0, user=world.alice)
         frozen.advance(1801)  # "old" is 3601 s old, "new" 1801 s
         assert services.read_entry(incidents, "old", user=world.alice)["found"] is False
-        assert services.purge_expired() == {"purged": 1, "held": 0, "copies_erased": 0}
+        assert services.purge_expired(actor=SYSTEM) == {"purged": 1, "held": 0, "copies_erased": 0}
     assert list(MemoryEntry.objects.values_list("key", flat=True)) == ["new"]
     purge = AuditEntry.objects.get(action="agents.memory.purged")
     assert purge.actor_kind == "system"
@@ -95,12 +99,12 @@ def test_retention_purges_expired_entries_and_audits_the_purge(world, incidents)
 def test_a_legal_hold_stops_the_purge_until_it_is_lifted(world, incidents):
     with clock.frozen() as frozen:
         services.write_entry(incidents, "evidence", {"x": 1}, expected_version=0, user=world.alice)
-        services.set_legal_hold(incidents, True, actor=None, reason="litigation 2026-17")
+        services.set_legal_hold(incidents, True, actor=SYSTEM, reason="litigation 2026-17")
         frozen.advance(7200)
         assert purge_memory()["held"] == 1
         assert MemoryEntry.objects.filter(key="evidence").exists()
         assert services.read_entry(incidents, "evidence", user=world.alice)["found"] is True
-        services.set_legal_hold(incidents, False, actor=None, reason="case closed")
+        services.set_legal_hold(incidents, False, actor=SYSTEM, reason="case closed")
         assert purge_memory()["purged"] == 1
     assert not MemoryEntry.objects.exists()
     holds = AuditEntry.objects.filter(action="agents.memory.legal_hold").count()
@@ -203,9 +207,9 @@ def test_a_stale_write_by_an_agent_is_a_conflict_it_can_recover_from(world, make
         {"final": {"outcomes": "{{ history }}"}, "confidence": 1},
     ]
     agent = make_agent("counter", rules, tools=["memory.read", "memory.write", "test.bump_shared"])
-    shared = services.create_namespace(slug="shared", name="Shared")
-    services.grant_access(shared, agent, read=True, write=True)
-    services.write_entry(shared, "n", 1, expected_version=0, user=None)
+    shared = services.create_namespace(slug="shared", name="Shared", actor=SYSTEM)
+    services.grant_access(shared, agent, read=True, write=True, actor=SYSTEM)
+    services.write_entry(shared, "n", 1, expected_version=0, user=SYSTEM)
     run = run_agent("counter", {})
     assert run.status == "succeeded", run.error
     outcomes = step_of(run).output["result"]["outcomes"]
@@ -219,15 +223,15 @@ def test_a_stale_write_by_an_agent_is_a_conflict_it_can_recover_from(world, make
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_of_one_version_exactly_one_wins(world):
-    namespace = services.create_namespace(slug="race", name="Race")
-    services.write_entry(namespace, "k", 0, expected_version=0, user=None)
+    namespace = services.create_namespace(slug="race", name="Race", actor=SYSTEM)
+    services.write_entry(namespace, "k", 0, expected_version=0, user=SYSTEM)
     barrier = threading.Barrier(8)
     outcomes = []
 
     def writer(n):
         try:
             barrier.wait()
-            services.write_entry(namespace, "k", n, expected_version=1, user=None)
+            services.write_entry(namespace, "k", n, expected_version=1, user=SYSTEM)
             outcomes.append("won")
         except services.MemoryConflict:
             outcomes.append("conflict")
@@ -258,14 +262,20 @@ def test_a_workflow_namespace_is_reachable_only_from_runs_of_that_workflow(world
     ]
     agent = make_agent("notetaker", rules, tools=["memory.read"])
     steps = {"steps": [{"id": "work", "type": "agent", "agent": "notetaker"}]}
-    own = workflows.create_workflow(slug="own-wf", name="Own", definition=steps)
-    other = workflows.create_workflow(slug="other-wf", name="Other", definition=steps)
+    own = workflows.create_workflow(slug="own-wf", name="Own", definition=steps, actor=SYSTEM)
+    other = workflows.create_workflow(slug="other-wf", name="Other", definition=steps, actor=SYSTEM)
     notes = services.create_namespace(
-        slug="wf-notes", name="Notes", scope="workflow", workflow_id=own.pk
+        slug="wf-notes",
+        name="Notes",
+        scope="workflow",
+        workflow_id=own.pk,
+        actor=SYSTEM,
     )
-    services.grant_access(notes, agent, read=True)  # the permission alone is not enough
-    services.write_entry(notes, "k", "kept", expected_version=0, user=None)
-    runs = [workflows.start_run(workflow, {}) for workflow in (own, other)]
+    services.grant_access(
+        notes, agent, read=True, actor=SYSTEM
+    )  # the permission alone is not enough
+    services.write_entry(notes, "k", "kept", expected_version=0, user=SYSTEM)
+    runs = [workflows.start_run(workflow, {}, started_by=SYSTEM) for workflow in (own, other)]
     engine.drain()
     for run in runs:
         run.refresh_from_db()

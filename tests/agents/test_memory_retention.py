@@ -7,6 +7,7 @@ import pytest
 from agents import services
 from agents.models import MemoryValueCopy, ToolInvocation
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditBody, AuditEntry
 from governance import services as governance
 from governance.actions.common import digest
@@ -89,8 +90,10 @@ def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
     world, make_agent, run_agent
 ):
     agent = make_agent("scribe", RULES, tools=["memory.read", "memory.write", "echo"])
-    cases = services.create_namespace(slug="cases", name="Cases", retention_seconds=600)
-    services.grant_access(cases, agent, read=True, write=True)
+    cases = services.create_namespace(
+        slug="cases", name="Cases", retention_seconds=600, actor=SYSTEM
+    )
+    services.grant_access(cases, agent, read=True, write=True, actor=SYSTEM)
     with clock.frozen() as frozen:
         run = run_agent("scribe", PARTS)
         assert run.status == "succeeded", run.error
@@ -113,7 +116,7 @@ def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
         assert set(holders["audit bodies"]) <= model_calls and len(holders["audit bodies"]) == 4
 
         frozen.advance(601)
-        result = services.purge_expired()
+        result = services.purge_expired(actor=SYSTEM)
 
     assert result["purged"] == 1
     assert _holders() == {
@@ -147,13 +150,15 @@ def test_a_purge_leaves_the_value_nowhere_and_erases_the_prompts_that_held_it(
 
 def test_a_legal_hold_keeps_the_copies_too(world, make_agent, run_agent):
     agent = make_agent("scribe", RULES, tools=["memory.read", "memory.write", "echo"])
-    cases = services.create_namespace(slug="cases", name="Cases", retention_seconds=600)
-    services.grant_access(cases, agent, read=True, write=True)
+    cases = services.create_namespace(
+        slug="cases", name="Cases", retention_seconds=600, actor=SYSTEM
+    )
+    services.grant_access(cases, agent, read=True, write=True, actor=SYSTEM)
     with clock.frozen() as frozen:
         run_agent("scribe", PARTS)
-        services.set_legal_hold(cases, True, actor=None, reason="litigation")
+        services.set_legal_hold(cases, True, actor=SYSTEM, reason="litigation")
         frozen.advance(601)
-        assert services.purge_expired()["copies_erased"] == 0
+        assert services.purge_expired(actor=SYSTEM)["copies_erased"] == 0
     assert len(_holders()["audit bodies"]) == 4
 
 
@@ -164,8 +169,10 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
         "scribe", RULES_ENDING_WITHOUT_THE_VALUE, tools=["memory.read", "memory.write", "echo"]
     )
     enable("echo", approval_rule=world.approval)  # the step waits after it read the value
-    cases = services.create_namespace(slug="cases", name="Cases", retention_seconds=600)
-    services.grant_access(cases, agent, read=True, write=True)
+    cases = services.create_namespace(
+        slug="cases", name="Cases", retention_seconds=600, actor=SYSTEM
+    )
+    services.grant_access(cases, agent, read=True, write=True, actor=SYSTEM)
     with clock.frozen() as frozen:
         run = run_agent("scribe", PARTS)
         assert step_of(run).status == "waiting"
@@ -173,7 +180,7 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
         assert held_by_journal != []
 
         frozen.advance(601)
-        first = services.purge_expired()
+        first = services.purge_expired(actor=SYSTEM)
         # The audit bodies go at once; the waiting step still resumes from its journal.
         assert first["purged"] == 1
         assert _holders()["audit bodies"] == []
@@ -183,7 +190,7 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
         assert purge["journal_rows_kept_for_unfinished_steps"] == 3
 
         # Purging again while the step still waits changes nothing and audits nothing new.
-        assert services.purge_expired() == {"purged": 0, "held": 0, "copies_erased": 0}
+        assert services.purge_expired(actor=SYSTEM) == {"purged": 0, "held": 0, "copies_erased": 0}
         assert AuditEntry.objects.filter(action="agents.memory.purged").count() == 1
         assert _model_journals_holding() == held_by_journal
 
@@ -194,7 +201,7 @@ def test_an_unfinished_steps_journal_is_kept_and_redacted_by_a_later_purge(
         run.refresh_from_db()
         assert run.status == "succeeded", run.error
 
-        later = services.purge_expired()
+        later = services.purge_expired(actor=SYSTEM)
 
     assert later["purged"] == 0
     assert _holders() == {

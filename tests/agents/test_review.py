@@ -12,6 +12,7 @@ from guardian.shortcuts import assign_perm
 from agents import review, services
 from agents.models import Agent, Tool
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from tests.agents.conftest import enable
@@ -49,7 +50,9 @@ def test_idle_agents_that_still_hold_permissions(world, make_agent):
     powerless = make_agent("powerless", RULES)
     busy = make_agent("busy", RULES, roles=[world.ticket_writers])
     object_only = make_agent("object-only", RULES)
-    assign_perm("agents.view_ticket", object_only.user, services.create_ticket(title="t"))
+    assign_perm(
+        "agents.view_ticket", object_only.user, services.create_ticket(title="t", actor=SYSTEM)
+    )
     _age(stale, active_days_ago=40)
     _age(never, active_days_ago=None)
     _age(powerless, active_days_ago=90)
@@ -71,9 +74,9 @@ def test_idle_agents_that_still_hold_permissions(world, make_agent):
 
 
 def test_agents_without_an_accountable_owner(world, make_agent):
-    leaver = governance.create_person(username="leaver")
+    leaver = governance.create_person(username="leaver", actor=SYSTEM)
     gone = make_agent("orphan", RULES, owner=leaver)
-    quitter = governance.create_person(username="quitter")
+    quitter = governance.create_person(username="quitter", actor=SYSTEM)
     make_agent("dormant-owner", RULES, owner=quitter)
     make_agent("owned", RULES)
     leaver.delete()  # the owner leaves the company: the agent keeps the copied name
@@ -106,25 +109,29 @@ def test_tools_beyond_the_agents_roles(world, make_agent):
     assert writer.pk not in {o.agent.pk for o in review.overreaching_agents()}
 
     # Granting what the tools need (on one object is enough) clears them...
-    assign_perm("agents.change_ticket", updater.user, services.create_ticket(title="one"))
-    services.grant_access(services.create_namespace(slug="notes", name="Notes"), updater)
-    services.set_delegates(coordinator, [writer], actor=None, reason="test")
+    assign_perm(
+        "agents.change_ticket", updater.user, services.create_ticket(title="one", actor=SYSTEM)
+    )
+    services.grant_access(
+        services.create_namespace(slug="notes", name="Notes", actor=SYSTEM), updater, actor=SYSTEM
+    )
+    services.set_delegates(coordinator, [writer], actor=SYSTEM, reason="test")
     assert review.overreaching_agents() == []
 
     # ...and raising a side-effecting tool to high risk without an approval rule flags it.
     http = Tool.objects.get(name="http.request")
-    services.update_tool(http, actor=None, reason="test", risk="high")
-    services.update_tool(Tool.objects.get(name="echo"), actor=None, reason="test", risk="high")
+    services.update_tool(http, actor=SYSTEM, reason="test", risk="high")
+    services.update_tool(Tool.objects.get(name="echo"), actor=SYSTEM, reason="test", risk="high")
     found = [(o.agent.slug, o.tool.name, o.reason) for o in review.overreaching_agents()]
     assert found == [("caller", "http.request", "high risk with side effects and no approval rule")]
-    services.update_tool(http, actor=None, reason="test", approval_rule=world.approval)
+    services.update_tool(http, actor=SYSTEM, reason="test", approval_rule=world.approval)
     assert review.overreaching_agents() == []
 
 
 def test_the_review_page_lists_each_kind(world, make_agent, root):
     idle = make_agent("idle-one", RULES, roles=[world.ticket_writers])
     _age(idle, active_days_ago=45)
-    leaver = governance.create_person(username="leaver")
+    leaver = governance.create_person(username="leaver", actor=SYSTEM)
     make_agent("orphan", RULES, owner=leaver)
     leaver.delete()
     make_agent("updater", RULES, tools=["ticket.update"])

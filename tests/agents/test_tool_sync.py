@@ -10,6 +10,7 @@ from agents import services
 from agents.apps import sync_enabled, sync_tools_after_migrate
 from agents.models import Tool
 from agents.tools import registered_tools
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +41,7 @@ def test_migrate_again_keeps_admin_settings_and_adds_nothing(sync_on_migrate, wo
     row = Tool.objects.get(name="ticket.update")
     services.update_tool(
         row,
-        actor=None,
+        actor=SYSTEM,
         reason="an admin's choice",
         enabled=True,
         risk="critical",

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from audit import services
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from audit.queries import AuditFilter, search_entries
 
@@ -22,7 +23,7 @@ def entries(user):
     """A few entries of two runs, by a user, an agent and the system."""
     services.record(action="run.started", actor=user, run_id="r1")
     services.record(action="agent.prompt", actor=user, actor_kind="agent", run_id="r1")
-    services.record(action="run.started", run_id="r2", body={"input": 1})
+    services.record(action="run.started", run_id="r2", body={"input": 1}, actor=SYSTEM)
     return AuditEntry.objects.filter(run_id__in=["r1", "r2"])
 
 
@@ -110,8 +111,8 @@ def test_admin_says_what_it_checked_and_proves_inclusion_in_the_signed_root(
     from tests.audit.conftest import attacker, seal
 
     monkeypatch.setattr(audit_admin, "_signed_cache", (0.0, None))
-    first = services.record(action="proved.one", body={"x": 1})
-    second = services.record(action="proved.two")
+    first = services.record(action="proved.one", body={"x": 1}, actor=SYSTEM)
+    second = services.record(action="proved.two", actor=SYSTEM)
     seal()
     checkpoint = services.latest_checkpoint()
     client.force_login(staff)

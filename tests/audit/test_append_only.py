@@ -9,6 +9,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit import services
+from audit.actors import SYSTEM
 from audit.models import AuditCheckpoint, AuditLeaf
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -39,7 +40,7 @@ def refused(sql: str, params=()) -> str:
 
 
 def test_application_role_cannot_update_delete_or_truncate(app_role):
-    entry = services.record(action="kept", body={"email": "a@example.com"})
+    entry = services.record(action="kept", body={"email": "a@example.com"}, actor=SYSTEM)
     AuditLeaf.objects.create(seq=0, entry=entry, leaf_hash=b"\0" * 32)
     AuditCheckpoint.objects.create(
         tree_size=1, root_hash="0" * 64, timestamp="t", key_id="k", signature="s"
@@ -69,8 +70,8 @@ def test_application_role_cannot_truncate(app_role):
 
 
 def test_erasure_is_the_one_update_allowed_and_only_once(app_role):
-    entry = services.record(action="kept", body={"email": "a@example.com"})
-    erasure = services.record(action="audit.body_erased", target_id=str(entry.pk))
+    entry = services.record(action="kept", body={"email": "a@example.com"}, actor=SYSTEM)
+    erasure = services.record(action="audit.body_erased", target_id=str(entry.pk), actor=SYSTEM)
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE audit_auditbody SET content = NULL, erased_at = %s, erasure_entry_id = %s "
@@ -84,5 +85,5 @@ def test_erasure_is_the_one_update_allowed_and_only_once(app_role):
 
 
 def test_superuser_updates_are_refused_too():
-    entry = services.record(action="kept")
+    entry = services.record(action="kept", actor=SYSTEM)
     assert "append-only" in refused("DELETE FROM audit_auditentry WHERE id = %s", [entry.pk])

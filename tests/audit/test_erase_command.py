@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from audit import services
+from audit.actors import SYSTEM
 from audit.evidence import verify_bundle
 from audit.models import AuditBody, AuditEntry
 from audit.services import ERASURE_ACTION
@@ -29,7 +30,9 @@ def _command(*args) -> str:
 
 def test_erasure_by_command_keeps_every_proof_valid(staff, tmp_path):
     entries = [
-        services.record(action="customer.contacted", body={"email": f"p{i}@example.com"})
+        services.record(
+            action="customer.contacted", body={"email": f"p{i}@example.com"}, actor=SYSTEM
+        )
         for i in range(6)
     ]
     seal()
@@ -80,17 +83,21 @@ def test_erasure_by_command_keeps_every_proof_valid(staff, tmp_path):
 
 
 def test_erase_command_refuses_what_it_cannot_do():
-    plain = services.record(action="no.body")
-    with_body = services.record(action="with.body", body={"x": 1})
+    plain = services.record(action="no.body", actor=SYSTEM)
+    with_body = services.record(action="with.body", body={"x": 1}, actor=SYSTEM)
     with pytest.raises(CommandError, match="no audit entry #999999"):
-        _command("--entry", "999999", "--reason", "r")
+        _command("--entry", "999999", "--reason", "r", "--system")
     with pytest.raises(CommandError, match="has no body to erase"):
-        _command("--entry", str(plain.pk), "--reason", "r")
+        _command("--entry", str(plain.pk), "--reason", "r", "--system")
     with pytest.raises(CommandError, match="needs a reason"):
-        _command("--entry", str(with_body.pk), "--reason", "  ")
+        _command("--entry", str(with_body.pk), "--reason", "  ", "--system")
     with pytest.raises(CommandError, match="no user 'nobody'"):
         _command("--entry", str(with_body.pk), "--reason", "r", "--by", "nobody")
-    _command("--entry", str(with_body.pk), "--reason", "r")
+    with pytest.raises(CommandError, match="--by USERNAME .* or --system"):
+        _command("--entry", str(with_body.pk), "--reason", "r")
+    _command("--entry", str(with_body.pk), "--reason", "r", "--system")
     with pytest.raises(CommandError, match="already erased"):
-        _command("--entry", str(with_body.pk), "--reason", "again")
+        _command("--entry", str(with_body.pk), "--reason", "again", "--system")
+    erasure = AuditEntry.objects.get(action=ERASURE_ACTION)
+    assert (erasure.actor_kind, erasure.actor_name) == ("system", "system")
     assert AuditEntry.objects.filter(action=ERASURE_ACTION).count() == 1

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from audit import services
+from audit.actors import SYSTEM
 from audit.evidence import verify_bundle
 from audit.models import AuditEntry
 from tests.audit.conftest import seal
@@ -33,9 +34,11 @@ def _offline(path) -> subprocess.CompletedProcess:
 @pytest.fixture
 def run_entries(staff):
     """Entries of one run (one with a body later erased) among others, sequenced and signed."""
-    services.record_many([{"action": f"noise{i}"} for i in range(9)])
+    services.record_many([{"actor": SYSTEM, "action": f"noise{i}"} for i in range(9)])
     entries = [
-        services.record(action="step.done", run_id="r-7", step_id=str(i), body={"out": i * 1.5})
+        services.record(
+            action="step.done", run_id="r-7", step_id=str(i), body={"out": i * 1.5}, actor=SYSTEM
+        )
         for i in range(5)
     ]
     services.erase_body(entries[2], actor=staff, reason="personal data")
@@ -73,7 +76,7 @@ def test_changed_bundle_fails_offline_naming_the_entry(run_entries, tmp_path):
 
 
 def test_export_signs_a_checkpoint_covering_new_entries(run_entries, tmp_path):
-    late = services.record(action="late", body={"x": 1})
+    late = services.record(action="late", body={"x": 1}, actor=SYSTEM)
     path = tmp_path / "late.json"
     call_command("audit_export", "--entry", str(late.pk), "-o", str(path))
     bundle = json.loads(path.read_text())
@@ -119,8 +122,10 @@ def kept_then_grown(run_entries, tmp_path):
     """A checkpoint the reader kept (as a bundle file), then a log grown well past it."""
     kept = tmp_path / "kept.json"
     call_command("audit_export", "--entry", str(run_entries[0].pk), "-o", str(kept))
-    services.record_many([{"action": f"later{i}", "body": {"i": i}} for i in range(23)])
-    late = services.record(action="late.step", run_id="r-8")
+    services.record_many(
+        [{"actor": SYSTEM, "action": f"later{i}", "body": {"i": i}} for i in range(23)]
+    )
+    late = services.record(action="late.step", run_id="r-8", actor=SYSTEM)
     seal()
     return kept, late
 

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, transaction
 
 from audit import services
+from audit.actors import SYSTEM
 from audit.context import acting_as
 from audit.evidence import body_digest
 from audit.models import AuditBody, AuditEntry
@@ -42,30 +43,30 @@ def test_record_copies_actor_and_target(user):
 @pytest.mark.django_db
 def test_actor_kind_defaults(user):
     user.is_agent = True
-    system = services.record(action="tick")
+    system = services.record(action="tick", actor=SYSTEM)
     agent = services.record(action="think", actor=user)
     forced = services.record(action="think", actor=user, actor_kind="user")
-    assert (system.actor_kind, system.actor_id, system.actor_name) == ("system", None, "")
+    assert (system.actor_kind, system.actor_id, system.actor_name) == ("system", None, "system")
     assert agent.actor_kind == "agent"
     assert forced.actor_kind == "user"
     with pytest.raises(ValueError, match="actor_kind"):
-        services.record(action="x", actor_kind="robot")
+        services.record(action="x", actor_kind="robot", actor=user)
     with pytest.raises(ValueError, match="action"):
-        services.record(action="")
+        services.record(action="", actor=SYSTEM)
 
 
 @pytest.mark.django_db
 def test_request_id_comes_from_the_context_when_not_given():
     with acting_as(None, request_id="ctx-42"):
-        implicit = services.record(action="a")
-        explicit = services.record(action="b", request_id="given")
+        implicit = services.record(action="a", actor=SYSTEM)
+        explicit = services.record(action="b", request_id="given", actor=SYSTEM)
     assert (implicit.request_id, explicit.request_id) == ("ctx-42", "given")
 
 
 @pytest.mark.django_db
 def test_large_body_fits():
     prompt = "x" * 5_000_000
-    entry = services.record(action="agent.prompt", body={"prompt": prompt})
+    entry = services.record(action="agent.prompt", body={"prompt": prompt}, actor=SYSTEM)
     assert len(AuditBody.objects.get(entry=entry).content) > 5_000_000
     assert entry.body_digest == body_digest({"prompt": prompt})
 
@@ -74,8 +75,14 @@ def test_large_body_fits():
 def test_record_many_writes_all_in_order(user):
     saved = services.record_many(
         [
-            {"action": "step.started", "run_id": 1, "step_id": 1},
-            {"action": "step.succeeded", "run_id": 1, "step_id": 1, "body": {"out": 1}},
+            {"action": "step.started", "run_id": 1, "step_id": 1, "actor": SYSTEM},
+            {
+                "action": "step.succeeded",
+                "run_id": 1,
+                "step_id": 1,
+                "body": {"out": 1},
+                "actor": SYSTEM,
+            },
             {"action": "run.succeeded", "run_id": 1, "actor": user},
         ]
     )
@@ -87,6 +94,11 @@ def test_record_many_writes_all_in_order(user):
     stored = AuditEntry.objects.in_bulk([e.pk for e in saved])
     assert [stored[e.pk].action for e in saved] == [e.action for e in saved]
     assert saved[2].actor_name == "alice"
+    assert (saved[0].actor_kind, saved[0].actor_name) == ("system", "system")
+    with pytest.raises(TypeError, match="actor"):
+        services.record_many([{"action": "nobody"}])
+    with pytest.raises(TypeError, match="actor"):
+        services.record_many([{"action": "nobody", "actor": None}])
     with pytest.raises(TypeError, match="colour"):
         services.record_many([{"action": "x", "colour": "red"}])
     assert services.record_many([]) == []
@@ -129,8 +141,10 @@ def test_record_many_stores_every_value_exactly_as_record_does(user):
 def test_rolled_back_action_leaves_no_entry():
     with pytest.raises(RuntimeError), transaction.atomic():
         Group.objects.create(name="doomed")
-        services.record(action="group.created", target_type="auth.group", body={"n": 1})
-        services.record_many([{"action": "more"}])
+        services.record(
+            action="group.created", target_type="auth.group", body={"n": 1}, actor=SYSTEM
+        )
+        services.record_many([{"action": "more", "actor": SYSTEM}])
         raise RuntimeError("the action fails after its audit entries were written")
     assert not Group.objects.filter(name="doomed").exists()
     assert not AuditEntry.objects.filter(action__in=["group.created", "more"]).exists()
@@ -145,7 +159,7 @@ def test_failing_audit_write_aborts_the_action_even_when_the_error_is_swallowed(
         # varchar(100): PostgreSQL refuses the insert. A careless caller that swallows the
         # error still cannot commit its action without its entry.
         with contextlib.suppress(DatabaseError):
-            services.record(action="a" * 101)
+            services.record(action="a" * 101, actor=SYSTEM)
     assert not Group.objects.filter(name="half-done").exists()
     assert not AuditEntry.objects.exists()
 
@@ -154,7 +168,7 @@ def test_failing_audit_write_aborts_the_action_even_when_the_error_is_swallowed(
 def test_audit_write_that_cannot_be_encoded_aborts_the_action():
     with pytest.raises(TypeError), transaction.atomic():
         Group.objects.create(name="half-done")
-        services.record(action="x", body={"not json": object()})
+        services.record(action="x", body={"not json": object()}, actor=SYSTEM)
     assert not Group.objects.filter(name="half-done").exists()
     assert not AuditEntry.objects.exists()
 
@@ -176,7 +190,7 @@ def test_erase_body_keeps_the_digest_and_records_the_erasure(user, staff):
         services.erase_body(entry, actor=staff, reason="again")
     with pytest.raises(ValueError, match="reason"):
         services.erase_body(erasure, actor=staff, reason=" ")
-    bodiless = services.record(action="nothing")
+    bodiless = services.record(action="nothing", actor=SYSTEM)
     with pytest.raises(ValueError, match="no body"):
         services.erase_body(bodiless, actor=staff, reason="r")
 
@@ -184,8 +198,8 @@ def test_erase_body_keeps_the_digest_and_records_the_erasure(user, staff):
 @pytest.mark.postgres
 def test_record_uses_prepared_inserts_and_prepares_nothing_else(user):
     for n in range(3):
-        services.record(action="prepared.entry", target_id=str(n))
-        services.record(action="prepared.with_body", body={"n": n})
+        services.record(action="prepared.entry", target_id=str(n), actor=SYSTEM)
+        services.record(action="prepared.with_body", body={"n": n}, actor=SYSTEM)
     for _ in range(10):  # Django's own queries, well past psycopg's usual threshold of 5
         list(AuditEntry.objects.filter(action="prepared.entry"))
     with connection.cursor() as cursor:

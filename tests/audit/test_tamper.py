@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from audit import services, verification
+from audit.actors import SYSTEM
 from audit.evidence import checkpoint_message, key_id_for, sign_checkpoint
 from audit.keys import public_key_bytes
 from audit.leaves import ENTRY_COLUMNS, entry_leaf_hash
@@ -51,6 +52,7 @@ def fill(count: int = 20) -> list:
             target_id=str(i),
             run_id="run-1",
             body={"n": i, "text": f"body {i}"} if i % 3 == 0 else None,
+            actor=SYSTEM,
         )
         for i in range(count)
     ]
@@ -220,10 +222,10 @@ def test_truncation_hidden_from_the_database_is_caught_by_an_external_checkpoint
     _truncate_tail(15)
     with attacker() as cursor:
         cursor.execute("DELETE FROM audit_auditcheckpoint")
-    services.record(action="after.the.rollback")
+    services.record(action="after.the.rollback", actor=SYSTEM)
     seal()  # the rewritten log gets fresh, validly signed checkpoints of its own
     assert verify()[0] == 0  # the database alone cannot tell
-    services.record_many([{"action": f"more{i}"} for i in range(4)])
+    services.record_many([{"actor": SYSTEM, "action": f"more{i}"} for i in range(4)])
     seal()  # 20 entries again, but not the same ones
     code, output = verify("--checkpoint", str(kept))
     assert code == 1
@@ -272,7 +274,7 @@ def test_forged_checkpoint_is_named():
 def test_replayed_checkpoint_is_named():
     fill(5)
     first = AuditCheckpoint.objects.get()
-    services.record_many([{"action": f"later{i}"} for i in range(5)])
+    services.record_many([{"actor": SYSTEM, "action": f"later{i}"} for i in range(5)])
     seal()
     AuditCheckpoint.objects.create(**{**first.as_dict(), "created_at": first.created_at})
     replayed = AuditCheckpoint.objects.order_by("-id").first()
@@ -320,7 +322,7 @@ def test_checkpoint_signed_with_the_wrong_key_is_named():
 
 def test_rewritten_entry_and_leaf_hash_is_caught_by_the_signed_root():
     fill(10)
-    services.record_many([{"action": f"second{i}"} for i in range(10)])
+    services.record_many([{"actor": SYSTEM, "action": f"second{i}"} for i in range(10)])
     seal()
     first, second = AuditCheckpoint.objects.order_by("id")
     victim = entry_at(13)
@@ -388,7 +390,7 @@ def test_log_grown_since_an_external_checkpoint_extends_it_by_a_consistency_proo
     fill(13)
     kept = tmp_path / "checkpoint.json"
     kept.write_text(json.dumps(AuditCheckpoint.objects.get().as_dict()))
-    services.record_many([{"action": f"later{i}"} for i in range(9)])
+    services.record_many([{"actor": SYSTEM, "action": f"later{i}"} for i in range(9)])
     seal()
     code, output = verify("--checkpoint", str(kept))
     assert code == 0, output

@@ -10,6 +10,8 @@ import random
 import sys
 import time
 
+from audit.actors import SYSTEM
+
 
 def main() -> None:
     """Record COUNT entries in transactions of PER_TRANSACTION, some slow, some rolled back."""
@@ -33,6 +35,7 @@ def main() -> None:
                         target_id=f"{name}-{start + offset}",
                         run_id=name,
                         body={"n": start + offset} if offset % 2 else None,
+                        actor=SYSTEM,
                     )
                 if random.random() < 0.1:
                     time.sleep(random.random() * 0.05)

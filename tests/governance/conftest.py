@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 from django.contrib.auth.models import Permission
 
+from audit.actors import SYSTEM
 from governance import services
 from governance.models import ApprovalRule, Delegation, Policy, Role
 from orchestrator import services as workflows
@@ -71,50 +72,68 @@ def _no_publishing(monkeypatch):
 @pytest.fixture
 def company(db) -> Company:
     """Build the company through the services, as the system (actor=None)."""
-    gina = services.create_person(username="gina", password="pw-gina-123", is_staff=True)
-    alice = services.create_person(username="alice", password="pw-alice-123", is_staff=True)
-    bob = services.create_person(username="bob", password="pw-bob-123", is_staff=True)
-    maya = services.create_person(username="maya", password="pw-maya-123", is_staff=True)
-    oscar = services.create_person(username="oscar", password="pw-oscar-123", is_staff=True)
-    integration = services.create_integration_principal(username="erp-sync", owner=maya)
-    agent = services.create_agent_principal(username="payments-agent", owner=maya)
+    gina = services.create_person(
+        username="gina", password="pw-gina-123", is_staff=True, actor=SYSTEM
+    )
+    alice = services.create_person(
+        username="alice", password="pw-alice-123", is_staff=True, actor=SYSTEM
+    )
+    bob = services.create_person(username="bob", password="pw-bob-123", is_staff=True, actor=SYSTEM)
+    maya = services.create_person(
+        username="maya", password="pw-maya-123", is_staff=True, actor=SYSTEM
+    )
+    oscar = services.create_person(
+        username="oscar", password="pw-oscar-123", is_staff=True, actor=SYSTEM
+    )
+    integration = services.create_integration_principal(
+        username="erp-sync", owner=maya, actor=SYSTEM
+    )
+    agent = services.create_agent_principal(username="payments-agent", owner=maya, actor=SYSTEM)
 
-    admins = services.create_role(name="Governance admins", owner=gina)
-    approvers = services.create_role(name="Approvers", owner=gina)
-    managers = services.create_role(name="Managers", owner=gina)
-    integrations = services.create_role(name="Integrations", owner=maya)
-    agents = services.create_role(name="Payments agents", owner=maya)
-    services.add_member(admins, gina, actor=None)
-    services.add_member(approvers, alice, actor=None)
-    services.add_member(approvers, bob, actor=None)
-    services.add_member(managers, maya, actor=None)
-    services.add_member(integrations, integration, actor=None)
-    services.add_member(agents, agent, actor=None)
+    admins = services.create_role(name="Governance admins", owner=gina, actor=SYSTEM)
+    approvers = services.create_role(name="Approvers", owner=gina, actor=SYSTEM)
+    managers = services.create_role(name="Managers", owner=gina, actor=SYSTEM)
+    integrations = services.create_role(name="Integrations", owner=maya, actor=SYSTEM)
+    agents = services.create_role(name="Payments agents", owner=maya, actor=SYSTEM)
+    services.add_member(admins, gina, actor=SYSTEM)
+    services.add_member(approvers, alice, actor=SYSTEM)
+    services.add_member(approvers, bob, actor=SYSTEM)
+    services.add_member(managers, maya, actor=SYSTEM)
+    services.add_member(integrations, integration, actor=SYSTEM)
+    services.add_member(agents, agent, actor=SYSTEM)
 
     for model in GOVERNED:
         for action in ("view", "add", "change", "delete"):
-            services.grant(admins, f"governance.{action}_{model}", actor=None)
+            services.grant(admins, f"governance.{action}_{model}", actor=SYSTEM)
     for model in ENGINE:
         for action in ("view", "add", "change", "delete"):
-            services.grant(admins, f"orchestrator.{action}_{model}", actor=None)
+            services.grant(admins, f"orchestrator.{action}_{model}", actor=SYSTEM)
     for model in ("role", "policy", "policyrule", "approvalrule"):
-        services.grant(managers, f"governance.view_{model}", actor=None)
+        services.grant(managers, f"governance.view_{model}", actor=SYSTEM)
     for model in ENGINE:
-        services.grant(managers, f"orchestrator.view_{model}", actor=None)
-    services.grant(integrations, "orchestrator.view_workflowrun", actor=None)
+        services.grant(managers, f"orchestrator.view_{model}", actor=SYSTEM)
+    services.grant(integrations, "orchestrator.view_workflowrun", actor=SYSTEM)
 
-    payments = workflows.create_workflow(slug="payments", name="Payments", definition=NOOP)
-    hr = workflows.create_workflow(slug="hr-onboarding", name="HR onboarding", definition=NOOP)
-    services.grant(approvers, "orchestrator.view_workflow", payments, actor=None)
-    services.grant(managers, "orchestrator.change_workflow", payments, actor=None)
-    services.grant(integrations, "orchestrator.view_workflow", payments, actor=None)
-    services.grant(integrations, "orchestrator.change_workflow", payments, actor=None)
+    payments = workflows.create_workflow(
+        slug="payments", name="Payments", definition=NOOP, actor=SYSTEM
+    )
+    hr = workflows.create_workflow(
+        slug="hr-onboarding", name="HR onboarding", definition=NOOP, actor=SYSTEM
+    )
+    services.grant(approvers, "orchestrator.view_workflow", payments, actor=SYSTEM)
+    services.grant(managers, "orchestrator.change_workflow", payments, actor=SYSTEM)
+    services.grant(integrations, "orchestrator.view_workflow", payments, actor=SYSTEM)
+    services.grant(integrations, "orchestrator.change_workflow", payments, actor=SYSTEM)
     run = workflows.start_run(payments, {}, started_by=maya)
-    services.grant(agents, "orchestrator.view_workflowrun", run, actor=None)
+    services.grant(agents, "orchestrator.view_workflowrun", run, actor=SYSTEM)
 
-    policy = services.create_policy(slug="payments", name="Payments policy")
+    policy = services.create_policy(slug="payments", name="Payments policy", actor=SYSTEM)
     rule = services.create_approval_rule(
-        slug="payments", name="Payment approval", role=approvers, escalation=[managers]
+        slug="payments",
+        name="Payment approval",
+        role=approvers,
+        escalation=[managers],
+        actor=SYSTEM,
     )
     now = dt.datetime.now(dt.UTC)
     delegation = services.create_delegation(
@@ -123,6 +142,7 @@ def company(db) -> Company:
         starts_at=now - dt.timedelta(days=1),
         ends_at=now + dt.timedelta(days=1),
         note="holiday",
+        actor=SYSTEM,
     )
     return Company(
         gina=gina,

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.models import ApprovalStatus, PolicyRule, Role
@@ -349,8 +350,8 @@ def test_bulk_approve_applies_every_rule(company):
 def test_guardian_object_permission_page_is_for_governance_admins(company):
     for model in ("userobjectpermission", "groupobjectpermission"):
         for action in ("view", "change"):
-            services.grant(company.admins, f"guardian.{action}_{model}", actor=None)
-    services.grant(company.approvers, "governance.change_policy", company.policy, actor=None)
+            services.grant(company.admins, f"guardian.{action}_{model}", actor=SYSTEM)
+    services.grant(company.approvers, "governance.change_policy", company.policy, actor=SYSTEM)
     url = _url(company.policy, "permissions")
     page = client_for(fresh(company.gina)).get(url)
     assert page.status_code == 200

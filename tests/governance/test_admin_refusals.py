@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from guardian.shortcuts import get_group_perms
 
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.models import Role
@@ -40,7 +41,7 @@ def role_versions(company):
     """The payments agents' role with two versions: as created, then with a description."""
     role = company.agents
     first = role.history.order_by("history_id").first()
-    services.update_role(role, actor=None, reason="describe it", description="Agents of payments")
+    services.update_role(role, actor=SYSTEM, reason="describe it", description="Agents of payments")
     return role, first
 
 
@@ -110,7 +111,7 @@ def test_with_guardian_permissions_the_pages_work_for_what_the_user_may_change(c
         "change_userobjectpermission",
         "change_groupobjectpermission",
     ):
-        services.grant(company.admins, f"guardian.{perm}", actor=None)
+        services.grant(company.admins, f"guardian.{perm}", actor=SYSTEM)
     gina = client_for(company.gina)
     role = company.agents
     assert gina.get(permissions_url(role)).status_code == 200
@@ -185,7 +186,7 @@ def guardian_pages(company):
     for role in (company.admins, company.managers):
         for model in ("userobjectpermission", "groupobjectpermission"):
             for action in ("view", "change"):
-                services.grant(role, f"guardian.{action}_{model}", actor=None)
+                services.grant(role, f"guardian.{action}_{model}", actor=SYSTEM)
 
 
 def policy_group_url(policy, role) -> str:
@@ -199,8 +200,8 @@ def test_granting_on_a_policy_goes_through_grant_and_a_refusal_is_audited_once(
 ):
     # Maya may change this one policy (object by object) and view every policy; she may change
     # the Integrations role, so granting to it is hers to try; she may not delete policies.
-    services.grant(company.managers, "governance.change_policy", company.policy, actor=None)
-    services.grant(company.managers, "governance.change_role", company.integrations, actor=None)
+    services.grant(company.managers, "governance.change_policy", company.policy, actor=SYSTEM)
+    services.grant(company.managers, "governance.change_role", company.integrations, actor=SYSTEM)
     maya = fresh(company.maya)
     url = policy_group_url(company.policy, company.integrations)
     assert client_for(maya).get(url).status_code == 200
@@ -228,7 +229,7 @@ def test_granting_on_a_policy_goes_through_grant_and_a_refusal_is_audited_once(
 def test_granting_to_a_role_you_may_not_change_is_refused_by_the_service_and_audited(
     company, guardian_pages
 ):
-    services.grant(company.managers, "governance.change_policy", company.policy, actor=None)
+    services.grant(company.managers, "governance.change_policy", company.policy, actor=SYSTEM)
     maya = fresh(company.maya)  # she views the Approvers role but may not change it
     url = policy_group_url(company.policy, company.approvers)
     client_for(maya).post(url, {"permissions": ["view_policy"]})

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.actions import approvals as approval_actions
@@ -23,7 +24,9 @@ ARGS = {"amount": 5000, "iban": "DE02100100109307118603"}
 @pytest.fixture
 def carol(company):
     """A person outside every role, who stands in for alice when she delegates."""
-    return services.create_person(username="carol", password="pw-carol-123", is_staff=True)
+    return services.create_person(
+        username="carol", password="pw-carol-123", is_staff=True, actor=SYSTEM
+    )
 
 
 def ask(company, *, requested_by=None, run_initiator=None, risk="medium", target=None, **kw):
@@ -61,7 +64,7 @@ def test_an_eligible_person_approves_and_the_decision_is_recorded_and_audited(co
 
 
 def test_every_forbidden_pairing_is_refused_and_audited(company):
-    services.add_member(company.approvers, company.maya, actor=None)  # maya owns the agent
+    services.add_member(company.approvers, company.maya, actor=SYSTEM)  # maya owns the agent
     by_person = ask(company, requested_by=company.alice, run_initiator=company.bob)
     assert refused(by_person, company.alice) == "requester"
     assert refused(by_person, company.bob) == "run_initiator"
@@ -84,11 +87,11 @@ def test_every_forbidden_pairing_is_refused_and_audited(company):
 def test_the_role_must_cover_the_target_at_decision_time(company):
     request = ask(company, target=company.hr)  # approvers see payments, not hr
     assert refused(request, company.alice) == "not_eligible"
-    services.grant(company.approvers, "orchestrator.view_workflow", company.hr, actor=None)
+    services.grant(company.approvers, "orchestrator.view_workflow", company.hr, actor=SYSTEM)
     services.decide_approval(request, user=fresh(company.alice), decision="approve")
     other = ask(company)
-    services.remove_member(company.approvers, company.bob, actor=None)
-    services.revoke_delegation(company.delegation, actor=None)  # bob stood in for alice
+    services.remove_member(company.approvers, company.bob, actor=SYSTEM)
+    services.revoke_delegation(company.delegation, actor=SYSTEM)  # bob stood in for alice
     assert refused(other, company.bob) == "not_eligible"
 
 
@@ -99,6 +102,7 @@ def test_highest_risk_needs_two_distinct_people(company, carol):
         delegate=carol,
         starts_at=now - dt.timedelta(hours=1),
         ends_at=now + dt.timedelta(hours=1),
+        actor=SYSTEM,
     )
     request = ask(company, risk="critical")
     assert request.approvals_required == 2
@@ -161,6 +165,7 @@ def test_a_delegate_decides_only_inside_the_window(company, carol):
             starts_at=now + dt.timedelta(minutes=10),
             ends_at=now + dt.timedelta(minutes=20),
             note="conference",
+            actor=SYSTEM,
         )
         request = ask(company)
         assert not services.pending_for(fresh(carol)).filter(pk=request.pk).exists()
@@ -186,14 +191,14 @@ def test_sla_escalates_along_the_chain_then_expires_every_hop_audited(company):
             request = ask(company, requested_by=company.oscar)
             assert refused(request, company.maya) == "not_eligible"  # managers are level 1
             frozen.advance(company.rule.sla_seconds + 1)
-            assert services.sweep_overdue() == 1
+            assert services.sweep_overdue(actor=SYSTEM) == 1
             request.refresh_from_db()
             assert (request.level, request.role) == (1, company.managers)
             assert services.pending_for(fresh(company.maya)).filter(pk=request.pk).exists()
             hop = AuditEntry.objects.get(action="governance.approval.escalated")
             assert '"to_role":"Managers"' in hop.body_row.content
             frozen.advance(company.rule.sla_seconds)
-            services.sweep_overdue()
+            services.sweep_overdue(actor=SYSTEM)
             request.refresh_from_db()
             assert request.status == ApprovalStatus.EXPIRED
     finally:
@@ -206,7 +211,7 @@ def test_an_escalated_request_can_be_decided_by_the_next_role(company):
     with clock.frozen() as frozen:
         request = ask(company, requested_by=company.oscar)
         frozen.advance(company.rule.sla_seconds + 1)
-        services.escalate_overdue(request.pk)
+        services.escalate_overdue(request.pk, actor=SYSTEM)
         services.decide_approval(request, user=fresh(company.maya), decision="approve")
     request.refresh_from_db()
     assert request.status == ApprovalStatus.APPROVED
@@ -216,8 +221,8 @@ def test_escalating_twice_is_harmless(company):
     with clock.frozen() as frozen:
         request = ask(company)
         frozen.advance(company.rule.sla_seconds + 1)
-        services.escalate_overdue(request.pk)
-        services.escalate_overdue(request.pk)
+        services.escalate_overdue(request.pk, actor=SYSTEM)
+        services.escalate_overdue(request.pk, actor=SYSTEM)
     request.refresh_from_db()
     assert request.level == 1
     assert AuditEntry.objects.filter(action="governance.approval.escalated").count() == 1

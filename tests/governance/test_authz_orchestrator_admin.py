@@ -14,6 +14,7 @@ from django.urls import reverse
 from guardian.shortcuts import get_group_perms
 
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from orchestrator import engine, services
@@ -57,16 +58,16 @@ def _change(obj) -> str:
 @pytest.fixture
 def watcher(company):
     """Oscar, watching only the company's payments run (view on that one run)."""
-    watchers = governance.create_role(name="Watchers", owner=company.gina)
-    governance.add_member(watchers, company.oscar, actor=None)
-    governance.grant(watchers, "orchestrator.view_workflowrun", company.run, actor=None)
+    watchers = governance.create_role(name="Watchers", owner=company.gina, actor=SYSTEM)
+    governance.add_member(watchers, company.oscar, actor=SYSTEM)
+    governance.grant(watchers, "orchestrator.view_workflowrun", company.run, actor=SYSTEM)
     return fresh(company.oscar)
 
 
 @pytest.fixture
 def other_run(company):
     """A run of the HR workflow, which the watcher may not see."""
-    return services.start_run(company.hr, {})
+    return services.start_run(company.hr, {}, started_by=SYSTEM)
 
 
 def test_steps_events_and_effects_are_listed_through_their_run(company, watcher, other_run):
@@ -162,10 +163,10 @@ def test_the_start_page_needs_change_on_the_workflow(company):
 @pytest.fixture
 def operator(company):
     """Maya, made operator of one payments run (change on it); she may only view the others."""
-    run = services.start_run(company.payments, {})
-    operators = governance.create_role(name="Operators", owner=company.gina)
-    governance.add_member(operators, company.maya, actor=None)
-    governance.grant(operators, "orchestrator.change_workflowrun", run, actor=None)
+    run = services.start_run(company.payments, {}, started_by=SYSTEM)
+    operators = governance.create_role(name="Operators", owner=company.gina, actor=SYSTEM)
+    governance.add_member(operators, company.maya, actor=SYSTEM)
+    governance.grant(operators, "orchestrator.change_workflowrun", run, actor=SYSTEM)
     return fresh(company.maya), run
 
 
@@ -186,8 +187,8 @@ def test_run_actions_apply_where_allowed_and_refuse_and_audit_elsewhere(company,
     maya, mine = operator
     theirs = company.run
     if action == "resume_runs":
-        services.pause_run(mine)
-        services.pause_run(theirs)
+        services.pause_run(mine, actor=SYSTEM)
+        services.pause_run(theirs, actor=SYSTEM)
     expected = {"pause_runs": "paused", "resume_runs": "running", "cancel_runs": "cancelled"}
     before_status = _status(theirs)
     before = _denials(maya)
@@ -213,11 +214,14 @@ def test_run_actions_are_refused_outright_to_a_viewer(company):
 
 def test_retry_step_action_allowed_and_refused(company, operator):
     maya, _ = operator
-    services.publish_version(company.payments, FAILING)
-    mine, theirs = services.start_run(company.payments, {}), services.start_run(company.payments)
-    operators = governance.create_role(name="Retriers", owner=company.gina)
-    governance.add_member(operators, maya, actor=None)
-    governance.grant(operators, "orchestrator.change_workflowrun", mine, actor=None)
+    services.publish_version(company.payments, FAILING, actor=SYSTEM)
+    mine, theirs = (
+        services.start_run(company.payments, {}, started_by=SYSTEM),
+        services.start_run(company.payments, started_by=SYSTEM),
+    )
+    operators = governance.create_role(name="Retriers", owner=company.gina, actor=SYSTEM)
+    governance.add_member(operators, maya, actor=SYSTEM)
+    governance.grant(operators, "orchestrator.change_workflowrun", mine, actor=SYSTEM)
     engine.drain()
     step_of = {run: StepRun.objects.get(run=run, step_id="call") for run in (mine, theirs)}
     assert {step.status for step in step_of.values()} == {"failed"}
@@ -281,10 +285,10 @@ def permission_managers(company):
     for role in (company.admins, company.managers):
         for model in ("userobjectpermission", "groupobjectpermission"):
             for action in ("view", "change"):
-                governance.grant(role, f"guardian.{action}_{model}", actor=None)
+                governance.grant(role, f"guardian.{action}_{model}", actor=SYSTEM)
     # Managers may change the Integrations role (so grants to it are theirs to try).
-    governance.grant(company.managers, "governance.change_role", company.integrations, actor=None)
-    governance.grant(company.managers, "governance.view_role", company.integrations, actor=None)
+    governance.grant(company.managers, "governance.change_role", company.integrations, actor=SYSTEM)
+    governance.grant(company.managers, "governance.view_role", company.integrations, actor=SYSTEM)
 
 
 def _perms_url(obj, *rest):
@@ -296,7 +300,7 @@ def _perms_url(obj, *rest):
 
 
 def test_role_admin_links_to_the_workflow_and_run_permission_pages(company, permission_managers):
-    governance.grant(company.agents, "orchestrator.change_workflowrun", company.run, actor=None)
+    governance.grant(company.agents, "orchestrator.change_workflowrun", company.run, actor=SYSTEM)
     gina = fresh(company.gina)
     for role, obj in ((company.approvers, company.payments), (company.agents, company.run)):
         page = client_for(gina).get(reverse("admin:governance_role_change", args=[role.pk]))
@@ -340,17 +344,17 @@ def test_object_permission_pages_refuse_and_audit(company, permission_managers):
     assert client_for(gina).get(user_page).status_code == 403  # grants go to roles
     assert _denials(gina) == before + 1
     maya = fresh(company.maya)
-    governance.grant(company.managers, "orchestrator.view_workflowrun", actor=None)
-    hidden = services.start_run(company.hr, {})
+    governance.grant(company.managers, "orchestrator.view_workflowrun", actor=SYSTEM)
+    hidden = services.start_run(company.hr, {}, started_by=SYSTEM)
     assert client_for(maya).get(_perms_url(company.payments)).status_code == 200
     before = _denials(maya)
     assert client_for(maya).get(_perms_url(hidden)).status_code == 403  # she only views runs
     assert _denials(maya) == before + 1
-    oscar_role = governance.create_role(name="Guardians", owner=company.gina)
-    governance.add_member(oscar_role, company.oscar, actor=None)
+    oscar_role = governance.create_role(name="Guardians", owner=company.gina, actor=SYSTEM)
+    governance.add_member(oscar_role, company.oscar, actor=SYSTEM)
     for action in ("view", "change"):
         for model in ("userobjectpermission", "groupobjectpermission"):
-            governance.grant(oscar_role, f"guardian.{action}_{model}", actor=None)
+            governance.grant(oscar_role, f"guardian.{action}_{model}", actor=SYSTEM)
     oscar = fresh(company.oscar)
     before = _denials(oscar)
     assert client_for(oscar).get(_perms_url(company.payments)).status_code == 404

@@ -19,6 +19,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from orchestrator import engine, services
@@ -52,14 +53,14 @@ FAILING = {
 
 def _target_run(company, definition=NOOP, *, pause=False):
     """Start a run of `payments` as the system and let the payments agent work on it."""
-    services.publish_version(company.payments, definition)
-    run = services.start_run(company.payments, {})
-    governance.grant(company.agents, "orchestrator.view_workflowrun", run, actor=None)
-    governance.grant(company.agents, "orchestrator.change_workflowrun", run, actor=None)
+    services.publish_version(company.payments, definition, actor=SYSTEM)
+    run = services.start_run(company.payments, {}, started_by=SYSTEM)
+    governance.grant(company.agents, "orchestrator.view_workflowrun", run, actor=SYSTEM)
+    governance.grant(company.agents, "orchestrator.change_workflowrun", run, actor=SYSTEM)
     if definition is FAILING:
         engine.drain()
     if pause:
-        services.pause_run(run)
+        services.pause_run(run, actor=SYSTEM)
     run.refresh_from_db()
     return run
 
@@ -145,10 +146,10 @@ def test_run_operations_permission_matrix(company, principal, operation):
 def test_system_calls_are_not_checked(company):
     # The engine, the sweeper and tasks act with actor=None on work someone authorised.
     run = _target_run(company)
-    services.send_signal(run, "nudge")
-    services.pause_run(run)
-    services.resume_run(run)
-    services.cancel_run(run, reason="system")
+    services.send_signal(run, "nudge", sent_by=SYSTEM)
+    services.pause_run(run, actor=SYSTEM)
+    services.resume_run(run, actor=SYSTEM)
+    services.cancel_run(run, reason="system", actor=SYSTEM)
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
     assert not AuditEntry.objects.filter(action="governance.access_denied").exists()

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.models import (
@@ -59,7 +60,9 @@ def ask(company, *, risk="medium", requested_by=None, run_initiator=None):
 @pytest.fixture
 def carol(company):
     """A person outside every role."""
-    return services.create_person(username="carol", password="pw-carol-123", is_staff=True)
+    return services.create_person(
+        username="carol", password="pw-carol-123", is_staff=True, actor=SYSTEM
+    )
 
 
 # --- approvals ----------------------------------------------------------------------------------
@@ -110,7 +113,7 @@ def test_reject_and_request_changes_are_final(company, decision, status):
 
 
 def test_separation_of_duties_is_refused_with_a_clear_error_and_audited(company):
-    services.add_member(company.approvers, company.maya, actor=None)  # maya owns the agent
+    services.add_member(company.approvers, company.maya, actor=SYSTEM)  # maya owns the agent
     by_agent = ask(company)
     message = refused("approvals", "approve", str(by_agent.pk), "--as", "maya")
     assert message.startswith("Refused (accountable_owner)") and "Separation of duties" in message
@@ -270,6 +273,7 @@ def open_for_managers(company) -> Escalation:
         reason="low_confidence",
         summary="The agent is unsure about the refund",
         role=company.managers,
+        raised_by=SYSTEM,
     )
 
 

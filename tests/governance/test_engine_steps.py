@@ -7,6 +7,7 @@ import json
 import pytest
 
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.actions.escalations import cancel_escalation
@@ -46,14 +47,14 @@ def _clean_tools():
 @pytest.fixture(autouse=True)
 def _oscar_starts_payments(company):
     """Oscar may start payment runs (a clerk), and is no approver: he is the runs' initiator."""
-    clerks = services.create_role(name="Payment clerks", owner=company.gina)
-    services.add_member(clerks, company.oscar, actor=None)
-    services.grant(clerks, "orchestrator.change_workflow", company.payments, actor=None)
+    clerks = services.create_role(name="Payment clerks", owner=company.gina, actor=SYSTEM)
+    services.add_member(clerks, company.oscar, actor=SYSTEM)
+    services.grant(clerks, "orchestrator.change_workflow", company.payments, actor=SYSTEM)
 
 
 def start(company, definition, amount=5000, by=None):
     """Publish the definition on the payments workflow and start a run as oscar."""
-    workflows.publish_version(company.payments, definition)
+    workflows.publish_version(company.payments, definition, actor=SYSTEM)
     run = workflows.start_run(company.payments, {"amount": amount}, started_by=by or company.oscar)
     engine.drain()
     return run
@@ -73,7 +74,7 @@ def test_approved_run_goes_on_and_the_decision_is_audited_with_the_policy_versio
             approval_rule=company.rule,
             risk="high",
         ),
-        actor=None,
+        actor=SYSTEM,
         reason="test",
     )
     company.policy.refresh_from_db()
@@ -98,7 +99,7 @@ def test_approved_run_goes_on_and_the_decision_is_audited_with_the_policy_versio
 
 
 def test_the_run_initiator_cannot_approve_their_own_run(company):
-    services.add_member(company.approvers, company.oscar, actor=None)
+    services.add_member(company.approvers, company.oscar, actor=SYSTEM)
     run = start(company, approval_flow())
     request = ApprovalRequest.objects.get(run_id=run.pk)
     with pytest.raises(services.ApprovalRefused) as refused:
@@ -139,7 +140,7 @@ def test_a_deny_policy_fails_the_step_without_a_request(company):
             effect="deny",
             reason="over the limit",
         ),
-        actor=None,
+        actor=SYSTEM,
         reason="test",
     )
     run = start(company, approval_flow())
@@ -264,7 +265,7 @@ def escalating_rule(company):
             escalate_to=company.managers,
             reason="too big for the approvers alone",
         ),
-        actor=None,
+        actor=SYSTEM,
         reason="test",
     )
 
@@ -319,7 +320,7 @@ def test_sending_an_escalation_back_asks_the_policy_again(company, escalating_ru
     assert approve.input["escalation"] == second.pk and approve.attempt == 1
     # The managers lift the rule, then send it back once more: now the approvers are asked.
     escalating_rule.status = "disabled"
-    services.save_rule(escalating_rule, actor=None, reason="test: rule lifted")
+    services.save_rule(escalating_rule, actor=SYSTEM, reason="test: rule lifted")
     services.resolve_escalation(second, user=fresh(company.maya), resolution="retry")
     engine.drain()
     request = ApprovalRequest.objects.get(run_id=run.pk)
@@ -345,14 +346,16 @@ def test_the_step_reads_the_escalation_row_not_the_signal_payload(company, escal
     run, escalation = _escalated(company)
     # A wake-up whose payload claims a take-over, while the escalation is still open: nothing.
     forged = {"escalation": escalation.pk, "resolution": "take_over", "result": "forged"}
-    engine.send_signal(run.pk, escalation.signal_name, forged, owner_app=True)
+    engine.send_signal(run.pk, escalation.signal_name, forged, owner_app=True, sent_by=SYSTEM)
     engine.drain()
     approve = StepRun.objects.get(run=run, step_id="approve")
     assert (approve.status, approve.wait_signal) == ("waiting", escalation.signal_name)
     assert approve.output is None
     # Cancelled (nobody resolved it): the step fails and the run follows on_failure.
-    cancel_escalation(Escalation.objects.get(pk=escalation.pk), reason="test: withdrawn")
-    engine.send_signal(run.pk, escalation.signal_name, forged, owner_app=True)
+    cancel_escalation(
+        Escalation.objects.get(pk=escalation.pk), reason="test: withdrawn", actor=SYSTEM
+    )
+    engine.send_signal(run.pk, escalation.signal_name, forged, owner_app=True, sent_by=SYSTEM)
     engine.drain()
     run.refresh_from_db()
     assert run.status == "failed" and run.error["type"] == "EscalationCancelled"

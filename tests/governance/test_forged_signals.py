@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from audit.actors import SYSTEM
 from governance.models import ApprovalRequest, ApprovalStatus
 from orchestrator import engine
 from orchestrator import services as workflows
@@ -31,7 +32,9 @@ def test_a_signal_without_a_decision_does_not_approve(company):
     """Even a signal that gets through (the owner's path, misused) is only "look again"."""
     run = start(company, approval_flow())
     request = ApprovalRequest.objects.get(run_id=run.pk)
-    engine.send_signal(run.pk, request.signal_name, {"status": "approved"}, owner_app=True)
+    engine.send_signal(
+        run.pk, request.signal_name, {"status": "approved"}, owner_app=True, sent_by=SYSTEM
+    )
     engine.drain()
     run.refresh_from_db()
     request.refresh_from_db()

@@ -22,6 +22,7 @@ import pytest
 
 from agents import services as agent_services
 from agents.models import Agent, MemoryNamespace, Tool
+from audit.actors import SYSTEM
 from governance import services
 from governance.actions.common import audited_refusals, delete_governed
 from governance.models import ApprovalRequest, Escalation, PolicyRule, Principal
@@ -85,12 +86,12 @@ class Wider:
 def wider(company) -> Wider:
     """Create one of each remaining governed model through the services, as the system."""
     for model in ("approvalrequest", "escalation"):
-        services.grant(company.admins, f"governance.view_{model}", actor=None)
+        services.grant(company.admins, f"governance.view_{model}", actor=SYSTEM)
     for model in ("agent", "tool", "memorynamespace"):
         for action in ("view", "add", "change", "delete"):
-            services.grant(company.admins, f"agents.{action}_{model}", actor=None)
+            services.grant(company.admins, f"agents.{action}_{model}", actor=SYSTEM)
     for model in ("agent", "tool"):
-        services.grant(company.managers, f"agents.view_{model}", actor=None)
+        services.grant(company.managers, f"agents.view_{model}", actor=SYSTEM)
 
     rule = services.save_rule(
         PolicyRule(
@@ -102,7 +103,7 @@ def wider(company) -> Wider:
             effect="deny",
             reason="over the cap",
         ),
-        actor=None,
+        actor=SYSTEM,
         reason="seed",
     )
     request = services.request_approval(
@@ -115,7 +116,9 @@ def wider(company) -> Wider:
     escalation = services.open_escalation(
         reason="low_confidence", summary="check", role=company.managers, raised_by=company.agent
     )
-    provider = agent_services.create_provider(slug="scripted", name="Scripted", kind="scripted")
+    provider = agent_services.create_provider(
+        slug="scripted", name="Scripted", kind="scripted", actor=SYSTEM
+    )
     agent = agent_services.create_agent(
         slug="refunds",
         name="Refunds",
@@ -124,12 +127,15 @@ def wider(company) -> Wider:
         provider=provider,
         model="rules",
         script={"rules": []},
+        actor=SYSTEM,
     )
-    agent_services.sync_tools()
+    agent_services.sync_tools(actor=SYSTEM)
     tool = Tool.objects.order_by("name").first()
-    services.grant(company.integrations, "agents.view_tool", tool, actor=None)
-    namespace = agent_services.create_namespace(slug="payments-notes", name="Payments notes")
-    services.grant(company.agents, "agents.view_memorynamespace", namespace, actor=None)
+    services.grant(company.integrations, "agents.view_tool", tool, actor=SYSTEM)
+    namespace = agent_services.create_namespace(
+        slug="payments-notes", name="Payments notes", actor=SYSTEM
+    )
+    services.grant(company.agents, "agents.view_memorynamespace", namespace, actor=SYSTEM)
     return Wider(
         policyrule=rule,
         principal=company.agent.principal,

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
+from audit.actors import SYSTEM
 from governance import services
 from governance.actions.common import save_governed
 from governance.models import Principal, Role
@@ -42,27 +43,27 @@ def test_no_write_path_leaves_an_agent_or_integration_without_owner(company):
         principal = Principal.objects.get(user=user)
         principal.owner = None
         with pytest.raises(ValidationError) as caught:
-            save_governed(principal, actor=None, reason="clearing")
+            save_governed(principal, actor=SYSTEM, reason="clearing")
         assert "owner" in caught.value.message_dict
     with pytest.raises(services.GovernanceError):
-        services.set_owner(company.agent.principal, None, actor=None, reason="clearing")
+        services.set_owner(company.agent.principal, None, actor=SYSTEM, reason="clearing")
     person = company.alice.principal
     person.description = "approver"
-    save_governed(person, actor=None, reason="people own themselves")  # no owner needed
+    save_governed(person, actor=SYSTEM, reason="people own themselves")  # no owner needed
 
 
 def test_a_new_role_needs_an_accountable_person(company):
     with pytest.raises(services.GovernanceError) as missing:
-        services.create_role(name="Auditors")
+        services.create_role(name="Auditors", actor=SYSTEM)
     assert missing.value.code == "owner_required"
     with pytest.raises(services.GovernanceError) as agent:
-        services.create_role(name="Auditors", owner=company.agent)
+        services.create_role(name="Auditors", owner=company.agent, actor=SYSTEM)
     assert agent.value.code == "owner_not_a_person"
     assert not Role.objects.filter(name="Auditors").exists()
-    role = services.create_role(name="Auditors", owner=company.gina)
+    role = services.create_role(name="Auditors", owner=company.gina, actor=SYSTEM)
     assert (role.owner, role.owner_name) == (company.gina, "gina")
     with pytest.raises(services.GovernanceError):
-        services.update_role(role, actor=None, reason="drop the owner", owner=None)
+        services.update_role(role, actor=SYSTEM, reason="drop the owner", owner=None)
     role.refresh_from_db()
     assert role.owner == company.gina
 

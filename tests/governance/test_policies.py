@@ -7,6 +7,7 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.models import PolicyRule
@@ -20,7 +21,7 @@ def rule(company, **fields) -> PolicyRule:
 
 
 def save(company, **fields) -> PolicyRule:
-    return services.save_rule(rule(company, **fields), actor=None, reason="test")
+    return services.save_rule(rule(company, **fields), actor=SYSTEM, reason="test")
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.actions import approvals
@@ -34,7 +35,7 @@ def escalating_rule(company):
             reason="too big for the approvers alone",
             risk="high",
         ),
-        actor=None,
+        actor=SYSTEM,
         reason="test",
     )
 

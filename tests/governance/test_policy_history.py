@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.models import EscalationLevel, Policy, PolicyRule
@@ -51,7 +52,7 @@ def test_saving_a_rule_bumps_the_policy_in_the_editors_name(company):
 
 def test_deleting_a_rule_or_a_policy_names_who_did_it(company):
     gina = fresh(company.gina)
-    rule = services.save_rule(new_rule(company), actor=None, reason="seeded")
+    rule = services.save_rule(new_rule(company), actor=SYSTEM, reason="seeded")
     rule_id = rule.pk
     services.delete_rule(rule, actor=gina, reason="not needed")
     policy = Policy.objects.get(pk=company.policy.pk)
@@ -60,7 +61,7 @@ def test_deleting_a_rule_or_a_policy_names_who_did_it(company):
     assert deleted.history_user == gina
     assert audited("governance.policyrule.deleted", rule_id).actor_name == "gina"
 
-    other_id = services.save_rule(new_rule(company), actor=None, reason="seeded again").pk
+    other_id = services.save_rule(new_rule(company), actor=SYSTEM, reason="seeded again").pk
     policy_id = policy.pk
     services.delete_policy(policy, actor=gina, reason="retired")
     assert PolicyRule.history.filter(id=other_id, history_type="-").get().history_user == gina

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import authenticate
 
 from audit import services as audit
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.models import Principal, Role
@@ -37,7 +38,7 @@ def test_audit_names_an_agent_as_an_agent(company):
 
 def test_an_agent_needs_a_person_as_accountable_owner(company):
     with pytest.raises(services.GovernanceError) as refused:
-        services.create_agent_principal(username="orphan", owner=company.agent)
+        services.create_agent_principal(username="orphan", owner=company.agent, actor=SYSTEM)
     assert refused.value.code == "owner_not_a_person"
     assert not Principal.objects.filter(user__username="orphan").exists()
 
@@ -53,7 +54,7 @@ def test_nobody_grants_what_they_do_not_hold(company):
             company.approvers, "orchestrator.view_workflow", company.hr, actor=company.maya
         )
     # A role admin without a permission cannot hand it out.
-    services.revoke(company.admins, "orchestrator.delete_workflow", actor=None)
+    services.revoke(company.admins, "orchestrator.delete_workflow", actor=SYSTEM)
     with pytest.raises(services.GovernanceError) as refused:
         services.grant(
             company.approvers, "orchestrator.delete_workflow", company.hr, actor=fresh(gina)
@@ -80,7 +81,7 @@ def test_role_change_keeps_history_with_reason_and_user_and_audits_the_diff(comp
 
 
 def test_renaming_a_role_renames_its_group(company):
-    services.update_role(company.managers, actor=None, reason="rename", name="Line managers")
+    services.update_role(company.managers, actor=SYSTEM, reason="rename", name="Line managers")
     company.managers.group.refresh_from_db()
     assert company.managers.group.name == "Line managers"
 

@@ -18,6 +18,7 @@ from django.db import connection
 
 from agents import services as agents
 from agents.models import Agent, ModelCall, Tool
+from audit.actors import SYSTEM
 from governance import services as governance
 from orchestrator import services
 from orchestrator.models import RunStatus, WorkflowRun
@@ -67,7 +68,7 @@ def model_server():
 
 def analyst(server: FakeModelServer) -> Agent:
     """An agent on the fake server with the two tools it uses, owned by a person."""
-    owner = governance.create_person(username="owen")
+    owner = governance.create_person(username="owen", actor=SYSTEM)
     provider = agents.create_provider(
         slug="fake-openai",
         name="Fake OpenAI",
@@ -75,10 +76,11 @@ def analyst(server: FakeModelServer) -> Agent:
         base_url=server.url + "/v1",
         max_retries=0,
         timeout_seconds=10,
+        actor=SYSTEM,
     )
-    agents.sync_tools()
+    agents.sync_tools(actor=SYSTEM)
     for name in ("test.record_effect", "incident.lookup_service"):
-        agents.update_tool(Tool.objects.get(name=name), actor=None, reason="test", enabled=True)
+        agents.update_tool(Tool.objects.get(name=name), actor=SYSTEM, reason="test", enabled=True)
     return agents.create_agent(
         slug="analyst",
         name="Analyst",
@@ -87,6 +89,7 @@ def analyst(server: FakeModelServer) -> Agent:
         provider=provider,
         model="gpt-test",
         tools=["test.record_effect", "incident.lookup_service"],
+        actor=SYSTEM,
     )
 
 
@@ -109,9 +112,13 @@ def test_agent_loops_killed_at_random_resume_without_repeating_calls(
                 }
             ]
         },
+        actor=SYSTEM,
     )
     steward_processes.start_sweeper()
-    runs = [services.start_run(workflow, {"incident": f"INC-{n}"}) for n in range(RUNS)]
+    runs = [
+        services.start_run(workflow, {"incident": f"INC-{n}"}, started_by=SYSTEM)
+        for n in range(RUNS)
+    ]
     kills = kill_workers_until_done(steward_processes, rng, longest=1.2, give_up_after=180)
     steward_processes.start_worker()
     wait_until(

@@ -7,6 +7,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from audit.actors import SYSTEM
 from orchestrator import services
 from orchestrator.models import EffectJournal, RunStatus, StepRun, WorkflowRun
 from tests.integration.conftest import kill_workers_until_done, unfinished_runs
@@ -90,9 +91,14 @@ def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
     steward_processes, effects_table
 ):
     rng = random.Random(2026)
-    workflow = services.create_workflow(slug="effects", name="Effects", definition=EFFECTS)
+    workflow = services.create_workflow(
+        slug="effects", name="Effects", definition=EFFECTS, actor=SYSTEM
+    )
     steward_processes.start_sweeper()
-    runs = [services.start_run(workflow, idempotency_key=f"crash-{n}") for n in range(50)]
+    runs = [
+        services.start_run(workflow, idempotency_key=f"crash-{n}", started_by=SYSTEM)
+        for n in range(50)
+    ]
     kills = kill_workers_until_done(steward_processes, rng, longest=1.5, give_up_after=240)
     steward_processes.start_worker()
     wait_until(
@@ -138,9 +144,11 @@ def test_messages_lost_by_the_broker_are_republished(steward_processes, effects_
             },
         ]
     }
-    workflow = services.create_workflow(slug="flush", name="Flush", definition=definition)
+    workflow = services.create_workflow(
+        slug="flush", name="Flush", definition=definition, actor=SYSTEM
+    )
     broker = redis.Redis.from_url(settings.REDIS_URL)
-    runs = [services.start_run(workflow) for _ in range(20)]
+    runs = [services.start_run(workflow, started_by=SYSTEM) for _ in range(20)]
     # No worker yet: the 20 ready messages sit in the queue, and the broker loses them all.
     wait_until(lambda: broker.llen(steward_processes.queue) == 20, 10)
     broker.flushdb()
@@ -182,10 +190,12 @@ def test_flushing_the_broker_mid_run_loses_nothing(steward_processes, effects_ta
             },
         ]
     }
-    workflow = services.create_workflow(slug="flush", name="Flush", definition=definition)
+    workflow = services.create_workflow(
+        slug="flush", name="Flush", definition=definition, actor=SYSTEM
+    )
     steward_processes.start_worker()
     steward_processes.start_sweeper()
-    runs = [services.start_run(workflow) for _ in range(20)]
+    runs = [services.start_run(workflow, started_by=SYSTEM) for _ in range(20)]
     # Flush as soon as some runs are past their timer and the rest are still asleep.
     wait_until(
         lambda: StepRun.objects.filter(step_id="after").exclude(status="pending").exists(), 30

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
 from governance.models import ApprovalRequest, ApprovalStatus
@@ -51,29 +52,33 @@ def shared_clock(steward_processes):
 def build_company():
     """People, a chain of three roles that may see the workflow, a clerk, the approval rule."""
     people = {
-        name: governance.create_person(username=name, password=f"pw-{name}-123")
+        name: governance.create_person(username=name, password=f"pw-{name}-123", actor=SYSTEM)
         for name in ("ivan", "alice", "maya", "dan", "gina")
     }
     workflow = workflows.create_workflow(
-        slug="refunds", name="Refunds", definition={"steps": [{"id": "draft", "type": "noop"}]}
+        slug="refunds",
+        name="Refunds",
+        definition={"steps": [{"id": "draft", "type": "noop"}]},
+        actor=SYSTEM,
     )
     roles = {}
     for name, member in [("Approvers", "alice"), ("Managers", "maya"), ("Directors", "dan")]:
-        role = governance.create_role(name=name, owner=people["gina"])
-        governance.add_member(role, people[member], actor=None)
-        governance.grant(role, "orchestrator.view_workflow", workflow, actor=None)
+        role = governance.create_role(name=name, owner=people["gina"], actor=SYSTEM)
+        governance.add_member(role, people[member], actor=SYSTEM)
+        governance.grant(role, "orchestrator.view_workflow", workflow, actor=SYSTEM)
         roles[name] = role
-    clerks = governance.create_role(name="Refund clerks", owner=people["gina"])
-    governance.add_member(clerks, people["ivan"], actor=None)  # ivan starts the runs
-    governance.grant(clerks, "orchestrator.change_workflow", workflow, actor=None)
+    clerks = governance.create_role(name="Refund clerks", owner=people["gina"], actor=SYSTEM)
+    governance.add_member(clerks, people["ivan"], actor=SYSTEM)  # ivan starts the runs
+    governance.grant(clerks, "orchestrator.change_workflow", workflow, actor=SYSTEM)
     rule = governance.create_approval_rule(
         slug="refunds",
         name="Refund approval",
         role=roles["Approvers"],
         sla_seconds=SLA_SECONDS,
         escalation=[roles["Managers"], roles["Directors"]],
+        actor=SYSTEM,
     )
-    workflows.publish_version(workflow, DEFINITION)  # the rule it names exists now
+    workflows.publish_version(workflow, DEFINITION, actor=SYSTEM)  # the rule it names exists now
     return people, roles, workflow, rule
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from audit.actors import SYSTEM
 from orchestrator import services
 from orchestrator.models import RunStatus, WorkflowRun
 from tests.processes import wait_until
@@ -15,11 +16,12 @@ def test_a_worker_process_reuses_its_connection_across_tasks(steward_processes):
         slug="pid",
         name="Backend pid",
         definition={"steps": [{"id": "pid", "type": "tool", "tool": "test.backend_pid"}]},
+        actor=SYSTEM,
     )
     steward_processes.start_worker(concurrency=1)
     pids = []
     for _ in range(3):  # one after another: each run is a task of the one worker child
-        run = services.start_run(workflow)
+        run = services.start_run(workflow, started_by=SYSTEM)
         wait_until(
             lambda run=run: WorkflowRun.objects.get(pk=run.pk).status != RunStatus.RUNNING,
             60,

@@ -2,6 +2,7 @@
 
 import pytest
 
+from audit.actors import SYSTEM
 from orchestrator import engine, services
 from orchestrator.definitions import compiled_version
 from tests.orchestrator import testtools
@@ -29,7 +30,10 @@ def make_workflow(db):
 
     def make(definition, slug=None):
         return services.create_workflow(
-            slug=slug or f"wf-{next(counter)}", name="Test workflow", definition=definition
+            slug=slug or f"wf-{next(counter)}",
+            name="Test workflow",
+            definition=definition,
+            actor=SYSTEM,
         )
 
     return make

@@ -6,6 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from audit.actors import SYSTEM
+from audit.models import AuditEntry
 from orchestrator import engine, services
 from orchestrator.models import RunSignal, StepRun, Workflow, WorkflowRun, WorkflowVersion
 
@@ -43,7 +45,7 @@ def test_publishing_a_bad_definition_in_the_admin_shows_each_problem(admin_clien
 
 
 def test_start_a_run_and_signal_it_from_the_admin(admin_client):
-    workflow = services.create_workflow(slug="w", name="W", definition=WAITING)
+    workflow = services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
     response = admin_client.post(
         reverse("admin:orchestrator_workflow_start", args=[workflow.pk]),
         {"input": '{"x": 1}', "business_key": "INC-1", "idempotency_key": ""},
@@ -78,7 +80,7 @@ def test_start_a_run_and_signal_it_from_the_admin(admin_client):
 
 
 def test_start_page_refuses_malformed_input(admin_client):
-    workflow = services.create_workflow(slug="w", name="W", definition=WAITING)
+    workflow = services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
     response = admin_client.post(
         reverse("admin:orchestrator_workflow_start", args=[workflow.pk]), {"input": "[1,"}
     )
@@ -88,8 +90,8 @@ def test_start_page_refuses_malformed_input(admin_client):
 
 
 def test_cancel_action_in_the_run_list(admin_client):
-    workflow = services.create_workflow(slug="w", name="W", definition=WAITING)
-    run = services.start_run(workflow)
+    workflow = services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
+    run = services.start_run(workflow, started_by=SYSTEM)
     response = admin_client.post(
         reverse("admin:orchestrator_workflowrun_changelist"),
         {"action": "cancel_runs", "_selected_action": [run.pk]},
@@ -100,8 +102,8 @@ def test_cancel_action_in_the_run_list(admin_client):
 
 
 def test_admin_lists_render(admin_client):
-    workflow = services.create_workflow(slug="w", name="W", definition=WAITING)
-    services.start_run(workflow)
+    workflow = services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
+    services.start_run(workflow, started_by=SYSTEM)
     for name in ["workflow", "workflowversion", "workflowrun", "steprun", "runevent"]:
         assert admin_client.get(reverse(f"admin:orchestrator_{name}_changelist")).status_code == 200
     assert (
@@ -119,20 +121,64 @@ def test_admin_lists_render(admin_client):
 
 
 def test_runs_command_operates_through_services(capsys):
-    services.create_workflow(slug="w", name="W", definition=WAITING)
-    call_command("runs", "start", "w", "--input", '{"a": 1}', "--idempotency-key", "k1")
+    services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
+    call_command("runs", "--system", "start", "w", "--input", '{"a": 1}', "--idempotency-key", "k1")
     run = WorkflowRun.objects.get()
     engine.drain()
-    call_command("runs", "signal", str(run.pk), "go", "--payload", '{"v": 2}')
-    call_command("runs", "show", str(run.pk))
+    call_command("runs", "--system", "signal", str(run.pk), "go", "--payload", '{"v": 2}')
+    call_command("runs", "--system", "show", str(run.pk))
     out = capsys.readouterr().out
     assert f"run {run.pk} (running)" in out
     assert 'output: {"w": {"v": 2}}' in out
     assert RunSignal.objects.get().payload == {"v": 2}
     with pytest.raises(CommandError, match="only unfinished runs accept signals"):
-        call_command("runs", "signal", str(run.pk), "go")
+        call_command("runs", "--system", "signal", str(run.pk), "go")
     with pytest.raises(CommandError, match="expected a JSON object"):
-        call_command("runs", "start", "w", "--input", "[]")
+        call_command("runs", "--system", "start", "w", "--input", "[]")
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [["start", "w"], ["signal", "1", "go"], ["cancel", "1"], ["retry", "1"], ["sweep"]],
+)
+def test_runs_command_refuses_to_act_for_nobody(operation):
+    """Without --as or --system the command does nothing and says how to name who acts."""
+    services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
+    with pytest.raises(
+        CommandError, match=r"runs needs to know who acts: pass --as USER .*--system"
+    ):
+        call_command("runs", *operation)
+    assert not WorkflowRun.objects.exists()
+
+
+def test_runs_command_as_the_system_is_recorded_as_the_system():
+    """--system is explicit, and the run, its events and their audit entries say "system"."""
+    services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
+    call_command("runs", "--system", "start", "w")
+    run = WorkflowRun.objects.get()
+    assert (run.started_by, run.started_by_name) == (None, "system")
+    started = AuditEntry.objects.get(action="engine.run_started", run_id=str(run.pk))
+    assert (started.actor_kind, started.actor_id, started.actor_name) == ("system", None, "system")
+
+
+def test_runs_command_takes_one_actor_only(django_user_model):
+    django_user_model.objects.create_user("ops")
+    services.create_workflow(slug="w", name="W", definition=WAITING, actor=SYSTEM)
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        call_command("runs", "--as", "ops", "--system", "start", "w")
+    with pytest.raises(CommandError, match="No user is called 'nobody'"):
+        call_command("runs", "--as", "nobody", "start", "w")
+    assert not WorkflowRun.objects.exists()
+
+
+def test_publish_workflow_command_names_who_publishes(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"steps": [{"id": "a", "type": "noop"}]}))
+    with pytest.raises(CommandError, match="publish_workflow needs to know who acts"):
+        call_command("publish_workflow", "new-flow", str(good))
+    assert not Workflow.objects.exists()
+    call_command("publish_workflow", "new-flow", str(good), "--system")
+    assert Workflow.objects.get().versions.get().published_by_name == "system"
 
 
 def test_retry_command_resumes_a_failed_run():
@@ -146,12 +192,12 @@ def test_retry_command_resumes_a_failed_run():
             }
         ]
     }
-    services.create_workflow(slug="w", name="W", definition=definition)
-    call_command("runs", "start", "w")
+    services.create_workflow(slug="w", name="W", definition=definition, actor=SYSTEM)
+    call_command("runs", "--system", "start", "w")
     engine.drain()
     step = StepRun.objects.get()
     assert step.status == "failed"
-    call_command("runs", "retry", str(step.pk))
+    call_command("runs", "--system", "retry", str(step.pk))
     engine.drain()
     assert WorkflowRun.objects.get().status == "succeeded"
 
@@ -162,12 +208,12 @@ def test_publish_workflow_command_creates_nothing_for_a_bad_file(tmp_path):
     with pytest.raises(
         CommandError, match="step 'a', field 'tool': no tool is registered as 'nope'"
     ):
-        call_command("publish_workflow", "new-flow", str(bad))
+        call_command("publish_workflow", "new-flow", str(bad), "--system")
     assert not Workflow.objects.exists()
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"steps": [{"id": "a", "type": "noop"}]}))
-    call_command("publish_workflow", "new-flow", str(good))
-    call_command("publish_workflow", "new-flow", str(good))
+    call_command("publish_workflow", "new-flow", str(good), "--system")
+    call_command("publish_workflow", "new-flow", str(good), "--system")
     assert list(
         Workflow.objects.get().versions.values_list("number", flat=True).order_by("number")
     ) == [1, 2]

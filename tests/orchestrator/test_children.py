@@ -5,6 +5,7 @@ import datetime as dt
 import pytest
 
 from audit import clock
+from audit.actors import SYSTEM
 from orchestrator import engine, services
 from orchestrator.models import EventKind, RunEvent, RunSignal, StepRun
 from orchestrator.steptypes import register_step_type
@@ -88,7 +89,7 @@ def test_children_run_in_parallel_and_the_parent_resumes_with_their_results(
     make_workflow, published
 ):
     wf = make_workflow(definition([{"value": 1}, {"value": 2}, {"value": 3}]))
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain(max_steps=1)  # only the parent
     parent = StepRun.objects.get(run=run, step_id="coordinate")
     kids = children(run)
@@ -116,7 +117,7 @@ def test_children_run_in_parallel_and_the_parent_resumes_with_their_results(
 
 def test_a_failing_child_is_retried_under_the_step_retry_policy(make_workflow):
     wf = make_workflow(definition([{"value": 1}, {"value": 5, "fail_times": 2}, {"value": 3}]))
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     parent = StepRun.objects.get(run=run, step_id="coordinate")
     assert parent.output["statuses"] == ["succeeded"] * 3
@@ -128,7 +129,7 @@ def test_a_child_that_fails_for_good_is_reported_to_the_parent_not_escalated(mak
     wf = make_workflow(
         definition([{"value": 1}, {"value": 2, "fatal": True}], on_failure="continue")
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     parent = StepRun.objects.get(run=run, step_id="coordinate")
     assert parent.status == "succeeded"
@@ -137,11 +138,11 @@ def test_a_child_that_fails_for_good_is_reported_to_the_parent_not_escalated(mak
     assert run.status == "succeeded"
     failed = children(run)[1]
     with pytest.raises(engine.EngineError, match="retry that step instead"):
-        services.retry_step(failed)
+        services.retry_step(failed, actor=SYSTEM)
 
 
 def test_no_children_wakes_the_parent_at_once(make_workflow):
-    run = services.start_run(make_workflow(definition([])))
+    run = services.start_run(make_workflow(definition([])), started_by=SYSTEM)
     engine.drain()
     run.refresh_from_db()
     assert run.status == "succeeded"
@@ -151,7 +152,7 @@ def test_no_children_wakes_the_parent_at_once(make_workflow):
 def test_children_obey_the_step_timeout(make_workflow):
     wf = make_workflow(definition([{"value": 4}], timeout=30))
     with clock.frozen() as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         engine.drain(max_steps=1)
         kid = children(run)[0]
         claimed = engine.claim(kid.pk)  # a worker takes the child, then stalls
@@ -166,22 +167,24 @@ def test_children_obey_the_step_timeout(make_workflow):
 
 
 def test_cancelling_the_run_cancels_the_children(make_workflow):
-    run = services.start_run(make_workflow(definition([{"value": 1}, {"value": 2}])))
+    run = services.start_run(
+        make_workflow(definition([{"value": 1}, {"value": 2}])), started_by=SYSTEM
+    )
     engine.drain(max_steps=1)
-    services.cancel_run(run)
+    services.cancel_run(run, actor=SYSTEM)
     assert {kid.status for kid in children(run)} == {"cancelled"}
 
 
 def test_a_paused_run_keeps_resumed_steps_ready_until_resumed(make_workflow, published):
-    run = services.start_run(make_workflow(definition([{"value": 1}])))
+    run = services.start_run(make_workflow(definition([{"value": 1}])), started_by=SYSTEM)
     engine.drain(max_steps=1)
     kid = children(run)[0]
-    services.pause_run(run)
+    services.pause_run(run, actor=SYSTEM)
     engine.execute_claimed(engine.claim(kid.pk, now=clock.now()) or _force_claim(kid))
     parent = StepRun.objects.get(run=run, step_id="coordinate")
     assert parent.status == "ready"
     published.clear()
-    services.resume_run(run)
+    services.resume_run(run, actor=SYSTEM)
     assert parent.pk in published
     engine.drain()
     run.refresh_from_db()
@@ -227,7 +230,7 @@ def test_a_non_transactional_step_keeps_its_journaled_effects_when_it_fails(make
         "type": "test_journaling",
         "retry": {"max_attempts": 2, "initial_interval": 0},
     }
-    run = services.start_run(make_workflow({"steps": [step]}))
+    run = services.start_run(make_workflow({"steps": [step]}), started_by=SYSTEM)
     engine.drain()
     run.refresh_from_db()
     assert run.status == "succeeded"

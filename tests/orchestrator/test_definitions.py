@@ -2,6 +2,7 @@
 
 import pytest
 
+from audit.actors import SYSTEM
 from orchestrator import services
 from orchestrator.definitions import DefinitionError, load_definition, validate_definition
 from orchestrator.models import Workflow, WorkflowVersion
@@ -143,7 +144,9 @@ def test_invalid_definition_publishes_nothing():
     workflow = Workflow.objects.create(slug="w", name="W")
     with pytest.raises(DefinitionError) as raised:
         services.publish_version(
-            workflow, {"steps": [{"id": "a", "type": "noop", "depends_on": ["b"]}]}
+            workflow,
+            {"steps": [{"id": "a", "type": "noop", "depends_on": ["b"]}]},
+            actor=SYSTEM,
         )
     assert str(raised.value.problems[0]) == "step 'a', field 'depends_on': unknown step 'b'"
     assert not WorkflowVersion.objects.exists()
@@ -154,7 +157,7 @@ def test_starting_an_unknown_workflow_or_with_bad_input_is_refused(make_workflow
     from orchestrator.models import WorkflowRun
 
     with pytest.raises(services.EngineError, match="no workflow has the slug 'nope'"):
-        services.start_run("nope")
+        services.start_run("nope", started_by=SYSTEM)
     wf = make_workflow(
         {
             "input_schema": {
@@ -166,9 +169,9 @@ def test_starting_an_unknown_workflow_or_with_bad_input_is_refused(make_workflow
         }
     )
     with pytest.raises(services.InvalidInput, match="'amount' is a required property"):
-        services.start_run(wf, {})
+        services.start_run(wf, {}, started_by=SYSTEM)
     with pytest.raises(services.InvalidInput, match="amount: 'ten' is not of type 'number'"):
-        services.start_run(wf, {"amount": "ten"})
+        services.start_run(wf, {"amount": "ten"}, started_by=SYSTEM)
     assert not WorkflowRun.objects.exists()
 
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from audit import clock
+from audit.actors import SYSTEM
 from orchestrator import engine, services
 from orchestrator.definitions import compile_definition, load_definition, validate_definition
 from orchestrator.models import StepRun
@@ -41,11 +42,14 @@ def test_every_yaml_block_in_the_doc_parses():
 @pytest.mark.django_db
 def test_the_complete_example_runs_as_described():
     workflow = services.create_workflow(
-        slug="docs-example", name="Docs example", definition=yaml_block_after(MARKER)
+        slug="docs-example",
+        name="Docs example",
+        definition=yaml_block_after(MARKER),
+        actor=SYSTEM,
     )
     run_input = {"incident": "INC-7", "service": "checkout", "settle": "10s"}
     with clock.frozen(seed=1) as frozen:
-        run = services.start_run(workflow, run_input)
+        run = services.start_run(workflow, run_input, started_by=SYSTEM)
         engine.drain()
         restart = StepRun.objects.get(run=run, step_id="restart")
         assert (restart.status, restart.attempt) == ("ready", 1)  # first attempt failed
@@ -58,7 +62,7 @@ def test_the_complete_example_runs_as_described():
         engine.sweep()
         engine.drain()
         assert StepRun.objects.get(run=run, step_id="confirm").status == "waiting"
-        services.send_signal(run, "confirmed", {"confirmed": True, "by": "alice"})
+        services.send_signal(run, "confirmed", {"confirmed": True, "by": "alice"}, sent_by=SYSTEM)
         engine.drain()
     run.refresh_from_db()
     assert run.status == "succeeded"

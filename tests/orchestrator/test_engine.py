@@ -6,6 +6,7 @@ import json
 import pytest
 
 from audit import clock
+from audit.actors import SYSTEM
 from orchestrator import engine, services
 from orchestrator.models import EventKind, RunEvent, RunSignal, StepRun, WorkflowRun
 
@@ -58,7 +59,7 @@ def test_sequence_passes_outputs_along(make_workflow):
             "output": {"total": "{{ steps.second.sum }}"},
         }
     )
-    run = services.start_run(wf, {"a": 5})
+    run = services.start_run(wf, {"a": 5}, started_by=SYSTEM)
     assert engine.drain() == 2
     run = refreshed(run)
     assert run.status == "succeeded"
@@ -91,7 +92,7 @@ def test_fan_out_and_join_waits_for_every_branch(make_workflow, published):
             ]
         }
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.run_step(published[0])  # start, then one branch inline; the other is published
     run = refreshed(run)
     statuses = steps_of(run)
@@ -118,7 +119,7 @@ def test_when_false_skips_and_children_still_run(make_workflow):
             ]
         }
     )
-    run = services.start_run(wf, {"amount": 50})
+    run = services.start_run(wf, {"amount": 50}, started_by=SYSTEM)
     engine.drain()
     run = refreshed(run)
     assert steps_of(run) == {"big": "skipped", "small": "succeeded", "after": "succeeded"}
@@ -147,7 +148,7 @@ def test_foreach_gathers_results_in_order(make_workflow):
             ]
         }
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     run = refreshed(run)
     assert run.status == "succeeded", run.error
@@ -172,7 +173,7 @@ def test_foreach_over_empty_list_succeeds_with_empty_output(make_workflow):
             ]
         }
     )
-    run = services.start_run(wf, {"things": []})
+    run = services.start_run(wf, {"things": []}, started_by=SYSTEM)
     engine.drain()
     assert refreshed(run).output == {"after": 0}
 
@@ -181,7 +182,7 @@ def test_template_error_fails_the_step_without_retry(make_workflow):
     wf = make_workflow(
         {"steps": [{"id": "s", "type": "set", "value": "{{ input.missing.deeper }}"}]}
     )
-    run = services.start_run(wf, {})
+    run = services.start_run(wf, {}, started_by=SYSTEM)
     engine.drain()
     run = refreshed(run)
     step = StepRun.objects.get(run=run, step_id="s")
@@ -195,7 +196,7 @@ def test_sandbox_refuses_attribute_escape(make_workflow):
     wf = make_workflow(
         {"steps": [{"id": "s", "type": "set", "value": "{{ input.__class__.__mro__ }}"}]}
     )
-    run = services.start_run(wf, {})
+    run = services.start_run(wf, {}, started_by=SYSTEM)
     engine.drain()
     step = StepRun.objects.get(run=run, step_id="s")
     assert step.status == "failed"
@@ -228,7 +229,7 @@ def test_retry_backoff_is_full_jitter_within_exponential_cap(make_workflow):
         fail_times=4,
     )
     with clock.frozen(seed=7) as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         engine.drain()
         ceilings = [2, 6, 10, 10]
         for attempt, ceiling in enumerate(ceilings, start=1):
@@ -250,7 +251,7 @@ def test_retry_backoff_is_full_jitter_within_exponential_cap(make_workflow):
 def test_retries_stop_at_max_attempts(make_workflow):
     wf = flaky_workflow(make_workflow, {"max_attempts": 2, "initial_interval": 1}, fail_times=5)
     with clock.frozen(seed=1) as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         engine.drain()
         frozen.advance(5)
         engine.sweep()
@@ -263,7 +264,7 @@ def test_retries_stop_at_max_attempts(make_workflow):
 
 def test_fatal_error_is_never_retried(make_workflow):
     wf = flaky_workflow(make_workflow, {"max_attempts": 5}, fail_times=1, error="FatalToolError")
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     step = StepRun.objects.get(run=run, step_id="call")
     assert (step.status, step.attempt) == ("failed", 1)
@@ -272,13 +273,13 @@ def test_fatal_error_is_never_retried(make_workflow):
 def test_retry_on_lists_which_errors_retry(make_workflow):
     only_connection = {"max_attempts": 3, "retry_on": ["ConnectionError"], "initial_interval": 0}
     wf = flaky_workflow(make_workflow, only_connection, fail_times=1, error="ToolError")
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     assert StepRun.objects.get(run=run).attempt == 1
     assert refreshed(run).status == "failed"
 
     wf = flaky_workflow(make_workflow, only_connection, fail_times=1, error="ConnectionError")
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     engine.sweep()
     engine.drain()
@@ -288,7 +289,7 @@ def test_retry_on_lists_which_errors_retry(make_workflow):
 def test_no_retry_on_makes_an_error_final(make_workflow):
     retry = {"max_attempts": 3, "no_retry_on": ["OSError"], "initial_interval": 0}
     wf = flaky_workflow(make_workflow, retry, fail_times=1, error="ConnectionError")  # an OSError
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     assert refreshed(run).status == "failed"
 
@@ -308,7 +309,7 @@ def test_arguments_failing_their_schema_fail_without_a_call(make_workflow):
     )
     from tests.orchestrator import testtools
 
-    run = services.start_run(wf, {"a": "not a number"})
+    run = services.start_run(wf, {"a": "not a number"}, started_by=SYSTEM)
     engine.drain()
     step = StepRun.objects.get(run=run)
     assert step.status == "failed" and step.attempt == 1
@@ -337,7 +338,7 @@ def test_on_failure_continue_lets_the_run_go_on(make_workflow):
             ]
         }
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     run = refreshed(run)
     assert run.status == "succeeded"
@@ -359,7 +360,7 @@ def test_attempt_timeout_is_reclaimed_as_a_failed_attempt(make_workflow):
         }
     )
     with clock.frozen() as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         step = engine.claim(StepRun.objects.get(run=run).pk)  # a worker takes it, then stalls
         assert step.deadline_at == frozen.current + dt.timedelta(seconds=30)
         frozen.advance(31)
@@ -384,7 +385,7 @@ def test_dead_worker_lease_is_taken_back(make_workflow, settings):
         }
     )
     with clock.frozen() as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         engine.claim(StepRun.objects.get(run=run).pk)
         assert engine.sweep()["reclaimed"] == 0
         frozen.advance(11)
@@ -408,7 +409,7 @@ def test_sleep_is_a_durable_timer(make_workflow):
         }
     )
     with clock.frozen() as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         engine.drain()
         nap = StepRun.objects.get(run=run, step_id="nap")
         assert nap.status == "waiting"
@@ -425,10 +426,10 @@ def test_signal_wakes_the_waiting_step_with_its_payload(make_workflow):
     wf = make_workflow(
         {"steps": [{"id": "approval", "type": "wait", "signal": "approved", "timeout": "1h"}]}
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     assert StepRun.objects.get(run=run).status == "waiting"
-    services.send_signal(run, "approved", {"by": "alice"})
+    services.send_signal(run, "approved", {"by": "alice"}, sent_by=SYSTEM)
     run = refreshed(run)
     assert run.status == "succeeded"
     assert run.output == {"approval": {"by": "alice"}}
@@ -444,9 +445,9 @@ def test_signal_arriving_before_the_wait_is_kept_for_it(make_workflow):
         }
     )
     with clock.frozen() as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         engine.drain()
-        services.send_signal(run, "go", {"early": True})
+        services.send_signal(run, "go", {"early": True}, sent_by=SYSTEM)
         assert RunSignal.objects.get(run=run).consumed_at is None
         frozen.advance(61)
         engine.sweep()
@@ -474,7 +475,10 @@ def test_wait_timeout_fails_or_continues(make_workflow):
         }
     )
     with clock.frozen() as frozen:
-        failing, continuing = services.start_run(fail), services.start_run(cont)
+        failing, continuing = (
+            services.start_run(fail, started_by=SYSTEM),
+            services.start_run(cont, started_by=SYSTEM),
+        )
         engine.drain()
         frozen.advance(31)
         assert engine.sweep()["timers"] == 2
@@ -485,12 +489,12 @@ def test_wait_timeout_fails_or_continues(make_workflow):
 
 def test_signal_to_a_finished_run_is_refused_and_not_stored(make_workflow):
     wf = make_workflow({"steps": [{"id": "s", "type": "noop"}]})
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     with pytest.raises(
         services.EngineError, match="succeeded; only unfinished runs accept signals"
     ):
-        services.send_signal(run, "late")
+        services.send_signal(run, "late", sent_by=SYSTEM)
     assert not RunSignal.objects.filter(run=run).exists()
 
 
@@ -506,27 +510,27 @@ def test_cancel_stops_waiting_and_discards_running_work(make_workflow):
             ]
         }
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     r = StepRun.objects.get(run=run, step_id="r")
     claimed = engine.claim(r.pk)
     engine.drain()  # runs w into waiting
-    services.cancel_run(run, reason="no longer needed")
+    services.cancel_run(run, reason="no longer needed", actor=SYSTEM)
     assert engine.execute_claimed(claimed) is None  # the running step's work is discarded
     run = refreshed(run)
     assert run.status == "cancelled"
     assert set(steps_of(run).values()) == {"cancelled"}
     with pytest.raises(services.EngineError):
-        services.cancel_run(run)
+        services.cancel_run(run, actor=SYSTEM)
 
 
 def test_pause_holds_new_steps_until_resume(make_workflow, published):
     wf = make_workflow(
         {"steps": [{"id": "a", "type": "noop"}, {"id": "b", "type": "noop", "depends_on": ["a"]}]}
     )
-    run = services.start_run(wf)
-    services.pause_run(run)
+    run = services.start_run(wf, started_by=SYSTEM)
+    services.pause_run(run, actor=SYSTEM)
     assert engine.drain() == 0
-    services.resume_run(run)
+    services.resume_run(run, actor=SYSTEM)
     published.clear()
     engine.drain()
     assert refreshed(run).status == "succeeded"
@@ -536,14 +540,14 @@ def test_pause_lets_the_running_step_finish_but_starts_nothing_new(make_workflow
     wf = make_workflow(
         {"steps": [{"id": "a", "type": "noop"}, {"id": "b", "type": "noop", "depends_on": ["a"]}]}
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     a = engine.claim(StepRun.objects.get(run=run, step_id="a").pk)
-    services.pause_run(run)
+    services.pause_run(run, actor=SYSTEM)
     published.clear()
     assert engine.execute_claimed(a) is None
     assert steps_of(run) == {"a": "succeeded", "b": "ready"}
     assert published == []
-    services.resume_run(run)
+    services.resume_run(run, actor=SYSTEM)
     assert published == [StepRun.objects.get(run=run, step_id="b").pk]
     engine.drain()
     assert refreshed(run).status == "succeeded"
@@ -564,17 +568,17 @@ def test_retry_a_failed_step_resumes_the_failed_run(make_workflow):
             ]
         }
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     run = refreshed(run)
     assert run.status == "failed"
     assert steps_of(run)["side"] == "cancelled"
-    services.retry_step(StepRun.objects.get(run=run, step_id="call"))
+    services.retry_step(StepRun.objects.get(run=run, step_id="call"), actor=SYSTEM)
     # The history says what the retry brought back: the run, and the step the failure cancelled.
     assert EventKind.RUN_RESUMED in event_kinds(run)
     assert EventKind.STEP_SCHEDULED in event_kinds(run, "side")
     engine.drain()
-    services.send_signal(run, "s")
+    services.send_signal(run, "s", sent_by=SYSTEM)
     run = refreshed(run)
     assert run.status == "succeeded", steps_of(run)
     assert EventKind.STEP_RETRIED in event_kinds(run)
@@ -582,20 +586,22 @@ def test_retry_a_failed_step_resumes_the_failed_run(make_workflow):
 
 def test_idempotent_start_returns_the_same_run(make_workflow):
     wf = make_workflow({"steps": [{"id": "s", "type": "noop"}]})
-    first = services.start_run(wf, {"x": 1}, idempotency_key="order-42")
-    again = services.start_run(wf, {"x": 2}, idempotency_key="order-42")
+    first = services.start_run(wf, {"x": 1}, idempotency_key="order-42", started_by=SYSTEM)
+    again = services.start_run(wf, {"x": 2}, idempotency_key="order-42", started_by=SYSTEM)
     assert first.pk == again.pk
     assert WorkflowRun.objects.filter(idempotency_key="order-42").count() == 1
     other = make_workflow({"steps": [{"id": "s", "type": "noop"}]})
     with pytest.raises(services.EngineError, match="already used"):
-        services.start_run(other, idempotency_key="order-42")
+        services.start_run(other, idempotency_key="order-42", started_by=SYSTEM)
 
 
 def test_runs_stay_pinned_to_their_version(make_workflow):
     wf = make_workflow({"steps": [{"id": "s", "type": "set", "value": "v1"}]})
-    run_v1 = services.start_run(wf)
-    services.publish_version(wf, {"steps": [{"id": "s", "type": "set", "value": "v2"}]})
-    run_v2 = services.start_run(wf)
+    run_v1 = services.start_run(wf, started_by=SYSTEM)
+    services.publish_version(
+        wf, {"steps": [{"id": "s", "type": "set", "value": "v2"}]}, actor=SYSTEM
+    )
+    run_v2 = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     assert refreshed(run_v1).output == {"s": "v1"}
     assert refreshed(run_v2).output == {"s": "v2"}
@@ -614,7 +620,7 @@ def test_duplicate_message_is_a_no_op(make_workflow, published):
     wf = make_workflow(
         {"steps": [{"id": "s", "type": "tool", "tool": "test.add", "args": {"a": 1, "b": 1}}]}
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     step_id = published[0]
     assert engine.run_step(step_id) == 1
     assert engine.run_step(step_id) == 0
@@ -628,7 +634,7 @@ def test_journaled_effect_is_reused_not_repeated(make_workflow):
     wf = make_workflow(
         {"steps": [{"id": "s", "type": "tool", "tool": "test.add", "args": {"a": 2, "b": 3}}]}
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     step = engine.claim(StepRun.objects.get(run=run).pk)
     ctx = engine.StepContext(
         run, step, engine.compiled_version(run.version_id).steps["s"], clock.now()
@@ -647,7 +653,7 @@ def test_every_engine_event_is_in_the_audit_log_with_its_run(make_workflow):
     wf = make_workflow(
         {"steps": [{"id": "s", "type": "tool", "tool": "test.add", "args": {"a": 1, "b": 2}}]}
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     events = list(RunEvent.objects.filter(run=run).order_by("id"))
     entries = list(AuditEntry.objects.filter(run_id=str(run.pk)).order_by("id"))
@@ -672,7 +678,7 @@ def test_a_retried_foreach_item_keeps_its_item(make_workflow):
     )
     from tests.orchestrator import testtools
 
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     engine.sweep()
     engine.drain()
@@ -687,7 +693,7 @@ def test_lease_keeper_renews_long_steps_and_flags_lost_ones(make_workflow, setti
     settings.STEWARD_HEARTBEAT_SECONDS = 0
     wf = make_workflow({"steps": [{"id": "a", "type": "noop"}, {"id": "b", "type": "noop"}]})
     with clock.frozen() as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         a, b = (engine.claim(s.pk) for s in StepRun.objects.filter(run=run).order_by("id"))
         keeper = LeaseKeeper()
         steps = engine.compiled_version(run.version_id).steps
@@ -709,7 +715,7 @@ def test_a_lost_message_is_republished_with_growing_intervals(make_workflow, pub
     settings.STEWARD_REPUBLISH_MAX_SECONDS = 60
     wf = make_workflow({"steps": [{"id": "s", "type": "noop"}]})
     with clock.frozen() as frozen:
-        services.start_run(wf)  # its message is "lost": nobody runs it
+        services.start_run(wf, started_by=SYSTEM)  # its message is "lost": nobody runs it
         sent_at = []
         for second in range(1, 601):
             frozen.advance(1)
@@ -742,7 +748,7 @@ def _chain(length, **last):
 def test_a_finished_step_reads_its_successor_not_the_whole_run(make_workflow, published):
     from django.db.models.signals import post_init
 
-    run = services.start_run(make_workflow(_chain(30)))
+    run = services.start_run(make_workflow(_chain(30)), started_by=SYSTEM)
     loaded = []
 
     def count(sender, instance, **kwargs):
@@ -761,7 +767,7 @@ def test_a_finished_step_reads_its_successor_not_the_whole_run(make_workflow, pu
 
 
 def test_the_successor_claimed_inline_is_the_row_the_database_holds(make_workflow, published):
-    run = services.start_run(make_workflow(_chain(2, timeout="90s")))
+    run = services.start_run(make_workflow(_chain(2, timeout="90s")), started_by=SYSTEM)
     first = engine.claim(published[0])
     with clock.frozen():
         second = engine.execute_claimed(first)
@@ -786,7 +792,7 @@ def test_a_lost_lease_claims_no_successor(make_workflow, published, settings):
     definition = _chain(2)
     definition["steps"][0]["retry"] = {"max_attempts": 3, "initial_interval": 0}
     with clock.frozen() as frozen:
-        run = services.start_run(make_workflow(definition))
+        run = services.start_run(make_workflow(definition), started_by=SYSTEM)
         first = engine.claim(published[0])
         frozen.advance(11)
         assert engine.sweep()["reclaimed"] == 1  # the step is taken back while it runs
@@ -801,7 +807,7 @@ def test_events_written_with_a_success_are_announced_in_one_batch_with_their_ids
     from audit.models import AuditEntry
     from orchestrator.signals import run_events_recorded
 
-    run = services.start_run(make_workflow(_chain(3)))
+    run = services.start_run(make_workflow(_chain(3)), started_by=SYSTEM)
     batches = []
 
     def collect(sender, events, run, **kwargs):
@@ -837,10 +843,10 @@ def test_the_orm_path_records_the_same_history_as_the_batched_one(make_workflow,
         return [(e.kind, e.step_id, e.attempt, e.data) for e in events]
 
     wf = make_workflow(_chain(4, timeout="60s"))
-    batched = services.start_run(wf)
+    batched = services.start_run(wf, started_by=SYSTEM)
     assert engine.drain() == 4
     monkeypatch.setattr(engine, "_batches_statements", lambda: False)
-    plain = services.start_run(wf)
+    plain = services.start_run(wf, started_by=SYSTEM)
     assert engine.drain() == 4
     assert history(plain) == history(batched)
     assert refreshed(plain).output == refreshed(batched).output == {"s3": {"n": 3}}
@@ -857,7 +863,7 @@ def test_plain_roots_are_written_ready_and_scheduled_in_the_history(make_workflo
             ]
         }
     )
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     assert steps_of(run) == {"a": "ready", "b": "ready", "c": "pending"}
     rows = {row.step_id: row for row in StepRun.objects.filter(run=run)}
     assert published == [rows["a"].pk, rows["b"].pk]

@@ -4,6 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from audit.actors import SYSTEM
 from governance import services as governance
 from governance.models import Escalation, EscalationStatus
 from orchestrator import engine, services
@@ -33,7 +34,7 @@ def test_a_run_ending_with_nothing_open_costs_one_read_after_its_commit(
     make_workflow, django_capture_on_commit_callbacks
 ):
     wf = make_workflow(NOOPS)
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     sql = after_commit_queries(django_capture_on_commit_callbacks, engine.drain)
     run.refresh_from_db()
     assert run.status == "succeeded"
@@ -45,15 +46,23 @@ def test_a_cancelled_run_still_closes_its_open_escalation(
     make_workflow, django_capture_on_commit_callbacks
 ):
     wf = make_workflow({"steps": [{"id": "w", "type": "wait", "signal": "go", "timeout": "1h"}]})
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     engine.drain()
     step = StepRun.objects.get(run=run)
     escalation = governance.open_escalation(
-        reason="test", summary="left open", run_id=run.pk, step_run_id=step.pk, step_id="w"
+        reason="test",
+        summary="left open",
+        run_id=run.pk,
+        step_run_id=step.pk,
+        step_id="w",
+        raised_by=SYSTEM,
     )
-    other = governance.open_escalation(reason="test", summary="another run's", run_id=run.pk + 1)
+    other = governance.open_escalation(
+        reason="test", summary="another run's", run_id=run.pk + 1, raised_by=SYSTEM
+    )
     sql = after_commit_queries(
-        django_capture_on_commit_callbacks, lambda: engine.cancel_run(run.pk, reason="stop")
+        django_capture_on_commit_callbacks,
+        lambda: engine.cancel_run(run.pk, reason="stop", actor=SYSTEM),
     )
     escalation.refresh_from_db()
     other.refresh_from_db()

@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from orchestrator import engine
 from orchestrator.models import RunEvent, StepRun
@@ -84,7 +85,7 @@ def test_the_batched_start_writes_what_the_orm_path_writes(
 
 def test_the_batched_start_runs_to_the_end(make_workflow):
     wf = make_workflow({"steps": [{"id": "a", "type": "noop"}, {"id": "b", "type": "noop"}]})
-    run = engine.start_run(wf)
+    run = engine.start_run(wf, started_by=SYSTEM)
     assert engine.drain() == 2
     run.refresh_from_db()
     assert run.status == "succeeded"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from audit import clock
+from audit.actors import SYSTEM
 from orchestrator import engine, services
 from orchestrator.models import EffectJournal, StepRun
 from tests.orchestrator import testtools
@@ -31,7 +32,7 @@ def test_a_call_made_before_the_worker_died_is_not_made_again(make_workflow, mon
 
     wf = make_workflow(ADD)
     with clock.frozen() as frozen:
-        run = services.start_run(wf)
+        run = services.start_run(wf, started_by=SYSTEM)
         step = StepRun.objects.get(run=run)
         monkeypatch.setattr(engine, "_finish", die_after_the_call)
         engine.run_step(step.pk)
@@ -52,7 +53,7 @@ def test_a_call_made_before_the_worker_died_is_not_made_again(make_workflow, mon
 
 def test_a_journal_entry_of_another_effect_is_a_clear_failure(make_workflow):
     wf = make_workflow(ADD)
-    run = services.start_run(wf)
+    run = services.start_run(wf, started_by=SYSTEM)
     step = StepRun.objects.get(run=run)
     EffectJournal.objects.create(
         key=step.idempotency_key,

@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from audit import services
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 
 
@@ -16,17 +17,25 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--entry", type=int, required=True, help="Id of the audit entry.")
         parser.add_argument("--reason", required=True, help="Why (recorded in the erasure entry).")
-        parser.add_argument(
-            "--by", default="", metavar="USERNAME", help="Who asked for it (default: the system)."
+        who = parser.add_mutually_exclusive_group()
+        who.add_argument("--by", default="", metavar="USERNAME", help="Who asked for it.")
+        who.add_argument(
+            "--system", action="store_true", help="Erase as Steward itself (recorded as 'system')."
         )
 
-    def handle(self, *args, entry, reason, by, **options):
-        actor = None
-        if by:
+    def handle(self, *args, entry, reason, by, system=False, **options):
+        if system:
+            actor = SYSTEM
+        elif by:
             try:
                 actor = get_user_model().objects.get_by_natural_key(by)
             except get_user_model().DoesNotExist as exc:
                 raise CommandError(f"no user {by!r}") from exc
+        else:
+            raise CommandError(
+                "audit_erase_body needs to know who acts: pass --by USERNAME (who asked for the "
+                "erasure), or --system to act as Steward itself."
+            )
         target = AuditEntry.objects.filter(pk=entry).first()
         if target is None:
             raise CommandError(f"no audit entry #{entry}")

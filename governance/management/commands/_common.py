@@ -1,4 +1,4 @@
-"""What the governance commands share: acting as a named user, parsing times, refusals."""
+"""What the commands share: acting as a named user (or the system), parsing times, refusals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from audit.actors import SYSTEM
 from governance import services
+
+SYSTEM_HELP = (
+    "Act as Steward itself (SYSTEM: unchecked, recorded as 'system'), for operators' "
+    "housekeeping; a person acts with --as."
+)
 
 
 def user_named(username: str | None, option: str = "--as"):
@@ -24,6 +30,25 @@ def user_named(username: str | None, option: str = "--as"):
     if not user.is_active:
         raise CommandError(f"{username!r} is not an active user.")
     return user
+
+
+def add_actor_options(parser) -> None:
+    """Add the required choice of who acts: `--as USER` or `--system`."""
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--as", dest="username", help="Act as this user (recorded as the actor).")
+    who.add_argument("--system", action="store_true", help=SYSTEM_HELP)
+
+
+def actor_of(command: str, username: str | None, system: bool):
+    """Return who a command acts as: the user named by --as, or SYSTEM for --system."""
+    if system:
+        return SYSTEM
+    if not username:
+        raise CommandError(
+            f"{command} needs to know who acts: pass --as USER (checked against that user's "
+            "permissions and recorded as them), or --system to act as Steward itself."
+        )
+    return user_named(username)
 
 
 def moment(text: str, option: str) -> dt.datetime:

@@ -12,7 +12,12 @@ import json
 from django.core.management.base import BaseCommand
 
 from governance import services
-from governance.management.commands._common import refusals_as_errors, user_named
+from governance.management.commands._common import (
+    actor_of,
+    add_actor_options,
+    refusals_as_errors,
+    user_named,
+)
 from governance.models import ApprovalRequest, DecisionKind
 
 DECISIONS = {
@@ -41,7 +46,8 @@ class Command(BaseCommand):
                 "--digest",
                 help="The arguments' SHA-256 you reviewed (from `show`); refused if they changed.",
             )
-        sub.add_parser("sweep", help="Escalate or expire every request past its SLA, once.")
+        sweep = sub.add_parser("sweep", help="Escalate or expire every request past its SLA, once.")
+        add_actor_options(sweep)
 
     def handle(self, *args, operation, **options):
         if operation in DECISIONS:
@@ -104,6 +110,7 @@ class Command(BaseCommand):
             f"the request is {decided.get_status_display().lower()}."
         )
 
-    def do_sweep(self, **_):
-        looked_at = services.sweep_overdue()
+    def do_sweep(self, username=None, system=False, **_):
+        actor = actor_of("approvals sweep", username, system)
+        looked_at = services.sweep_overdue(actor=actor)
         self.stdout.write(f"{looked_at} overdue request(s) escalated or expired.")

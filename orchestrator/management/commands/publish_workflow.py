@@ -5,6 +5,11 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from governance.management.commands._common import (
+    actor_of,
+    add_actor_options,
+    refusals_as_errors,
+)
 from orchestrator import services
 from orchestrator.models import Workflow
 
@@ -17,18 +22,22 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path)
         parser.add_argument("--name", help="Name for a new workflow (default: the slug).")
         parser.add_argument("--note", default="")
+        add_actor_options(parser)
 
-    def handle(self, *args, slug, file, name, note, **options):
+    def handle(self, *args, slug, file, name, note, username=None, system=False, **options):
+        actor = actor_of("publish_workflow", username, system)
         try:
             text = file.read_text()
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc}") from exc
         try:
-            with transaction.atomic():  # a new workflow is created only with a valid first version
+            with refusals_as_errors(), transaction.atomic():  # no workflow without a version
                 workflow = Workflow.objects.filter(slug=slug).first()
                 if workflow is None:
-                    workflow = services.create_workflow(slug=slug, name=name or slug)
-                version = services.publish_version(workflow, text, note=note)
+                    workflow = services.create_workflow(slug=slug, name=name or slug, actor=actor)
+                version = services.publish_version(workflow, text, actor=actor, note=note)
+        except services.EngineError as exc:
+            raise CommandError(str(exc)) from exc
         except services.DefinitionError as exc:
             raise CommandError(
                 "\n".join(["invalid definition:", *(f"  {p}" for p in exc.problems)])

@@ -1,13 +1,17 @@
-"""Operate on runs from the command line: start, signal, cancel, pause, resume, retry, sweep."""
+"""Operate on runs from the command line: start, signal, cancel, pause, resume, retry, sweep.
+
+Every operation names who acts: `--as USER` (checked and recorded as them) or `--system`
+(Steward itself: the sweeper, an operator's housekeeping). Neither is refused.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from governance.management.commands._common import actor_of, add_actor_options
 from orchestrator import engine, services
 from orchestrator.models import StepRun, WorkflowRun
 
@@ -27,9 +31,7 @@ class Command(BaseCommand):
     help = "Start and operate workflow runs through the service layer."
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--as", dest="username", help="Act as this user (recorded as the actor)."
-        )
+        add_actor_options(parser)
         sub = parser.add_subparsers(dest="operation", required=True)
         start = sub.add_parser("start", help="Start a run of a workflow.")
         start.add_argument("workflow", help="Workflow slug.")
@@ -54,23 +56,14 @@ class Command(BaseCommand):
         sweep.add_argument("--interval", type=float, default=2.0)
         sub.add_parser("show", help="Show a run and its steps.").add_argument("run", type=int)
 
-    def handle(self, *args, operation, username=None, **options):
-        actor = self._actor(username)
+    def handle(self, *args, operation, username=None, system=False, **options):
+        actor = actor_of("runs", username, system)
         try:
             getattr(self, f"do_{operation}")(actor, **options)
         except (services.EngineError, services.DefinitionError) as exc:
             raise CommandError(str(exc)) from exc
         except (WorkflowRun.DoesNotExist, StepRun.DoesNotExist) as exc:
             raise CommandError(str(exc)) from exc
-
-    def _actor(self, username):
-        """Resolve --as to a user."""
-        if not username:
-            return None
-        try:
-            return get_user_model().objects.get(username=username)
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"no user is called {username!r}") from None
 
     def do_start(self, actor, workflow, input, business_key, idempotency_key, **_):
         run = services.start_run(
