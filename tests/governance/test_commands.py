@@ -195,9 +195,14 @@ def test_sweep_escalates_overdue_requests(company):
     with clock.frozen() as frozen:
         request = ask(company, requested_by=company.oscar)
         frozen.advance(company.rule.sla_seconds + 1)
-        assert "1 overdue request(s)" in run("approvals", "sweep")
+        assert refused("approvals", "sweep").startswith("approvals sweep needs to know who acts")
+        assert "1 overdue request(s)" in run("approvals", "sweep", "--system")
     request.refresh_from_db()
     assert (request.level, request.role) == (1, company.managers)
+    escalated = AuditEntry.objects.get(
+        action="governance.approval.escalated", target_id=str(request.pk)
+    )
+    assert (escalated.actor_kind, escalated.actor_name) == ("system", "system")
 
 
 # --- delegations --------------------------------------------------------------------------------
