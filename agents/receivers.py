@@ -34,6 +34,7 @@ def settle_sibling_approvals(sender, request, **kwargs):
         return
     # governance's public cancel_request does not announce to the run; the waiting step must
     # wake, so this finishes the request as governance does, with the announcement.
+    from audit.actors import SYSTEM
     from governance.actions.approvals import _finish
 
     for sibling in sibling_requests(request).select_for_update():
@@ -41,5 +42,6 @@ def settle_sibling_approvals(sender, request, **kwargs):
             sibling,
             ApprovalStatus.CANCELLED,
             request.decided_at,
+            actor=SYSTEM,
             reason=f"request #{request.pk} for the same call was {request.status}",
         )

@@ -142,6 +142,7 @@ def make_agent(world) -> Callable[..., Agent]:
             script=fields.pop("script", {"rules": rules}),
             tools=list(tools),
             roles=list(roles),
+            actor=fields.pop("actor", SYSTEM),
             **fields,
         )
 
@@ -153,7 +154,7 @@ def run_agent(world):
     """Start a one-step workflow running an agent on a task; drain the engine; return the run."""
     counter = iter(range(1, 100_000))
 
-    def run(slug: str, task=None, *, drain: bool = True, started_by=None, **step) -> WorkflowRun:
+    def run(slug: str, task=None, *, drain: bool = True, started_by=SYSTEM, **step) -> WorkflowRun:
         step.setdefault("task", task if task is not None else {})
         workflow = workflows.create_workflow(
             slug=f"agent-wf-{next(counter)}",

@@ -6,6 +6,7 @@ from agents.actions import work
 from agents.models import Notification
 from agents.tasks import deliver_notifications
 from audit import clock
+from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from tests.agents.fake_servers import FakeModelServer, Reply
 
@@ -33,6 +34,7 @@ def _notify(world, hook, **extra):
         "db-1 is at 99%",
         channels=["inbox", "webhook"],
         webhook_url=f"{hook.url}/hooks/steward",
+        sent_by=extra.pop("sent_by", SYSTEM),
         **extra,
     )
 
