@@ -106,6 +106,7 @@ GOVERNANCE_MODELS = [
     "approvalrule",
     "escalationlevel",
     "delegation",
+    "apitoken",
 ]
 
 
