@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from guardian.shortcuts import assign_perm
 
 from audit import clock
@@ -34,6 +35,7 @@ def default_role() -> Role | None:
 
 
 @requires_actor
+@transaction.atomic
 def open_escalation(
     *,
     reason: str,
@@ -187,6 +189,7 @@ def cancel_escalation(
 
 
 @requires_actor
+@transaction.atomic
 def cancel_for_run(run_id: int, *, actor, reason: str, now: dt.datetime | None = None) -> int:
     """Close the open escalations of a run that finished; return how many."""
     now = now or clock.now()

@@ -32,6 +32,7 @@ TAKE_NO_ACTOR = {
     # Pure helpers: a key, a digest, a parse, a check of a value.
     "agents.actions.enforcement.recordable",
     "agents.actions.enforcement.refusal",
+    "agents.actions.enforcement.as_decided",
     "agents.actions.memory.run_namespace_slug",
     "agents.actions.memory.held_value",
     "agents.actions.registry.script_problems",
@@ -42,11 +43,14 @@ TAKE_NO_ACTOR = {
     "governance.actions.common.audited_refusals",
     "governance.actions.common.digest",
     "governance.actions.common.name_of",
+    "governance.actions.tokens.token_digest",
     "governance.actions.policies.rule_problems",
     "governance.actions.policies.validate_rule",
     "governance.actions.policies.evaluate",
     "orchestrator.services.authorise",
     "audit.services.record_many",  # entries as record() takes them: each names its actor
+    # Finds who acts, from the API token a request presented; refusals are recorded as SYSTEM.
+    "governance.actions.tokens.authenticate_token",
     # The actor comes with the work itself: the acting agent (agent_id), or the run's initiator
     # (run.started_by, SYSTEM for a run the system started).
     "agents.actions.enforcement.decide_tool_call",
@@ -57,6 +61,8 @@ TAKE_NO_ACTOR = {
     "governance.actions.escalations.escalate_failed_step",  # the engine's handler: SYSTEM
     # A tool's effect: the call was decided and audited for its actor at the enforcement point.
     "agents.actions.work.http_request",
+    # Queues a notification's first delivery attempt; the task delivers it as SYSTEM.
+    "agents.actions.work.delivery_dispatcher",
     "agents.services.post_incident_update",
     # Bookkeeping that follows an act already recorded with its actor: the log's own sequence
     # and checkpoints, copies of an entry just written, journals a memory purge redacts.
@@ -74,6 +80,7 @@ TAKE_NO_ACTOR = {
     "governance.actions.approvals.policy_escalation_for_step",
     "governance.actions.escalations.default_role",
     "governance.actions.escalations.resolution_payload",
+    "governance.actions.runs.holds_open_for_run",
     "governance.actions.policies.actor_facts",
     "governance.actions.policies.target_facts",
     "governance.actions.policies.active_rules",

@@ -71,7 +71,7 @@ def _no_publishing(monkeypatch):
 
 @pytest.fixture
 def company(db) -> Company:
-    """Build the company through the services, as the system (actor=None)."""
+    """Build the company through the services, as the system (actor=SYSTEM)."""
     gina = services.create_person(
         username="gina", password="pw-gina-123", is_staff=True, actor=SYSTEM
     )

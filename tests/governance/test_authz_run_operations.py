@@ -144,7 +144,7 @@ def test_run_operations_permission_matrix(company, principal, operation):
 
 
 def test_system_calls_are_not_checked(company):
-    # The engine, the sweeper and tasks act with actor=None on work someone authorised.
+    # The engine, the sweeper and tasks act as SYSTEM on work someone authorised.
     run = _target_run(company)
     services.send_signal(run, "nudge", sent_by=SYSTEM)
     services.pause_run(run, actor=SYSTEM)
