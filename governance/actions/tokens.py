@@ -24,7 +24,7 @@ from django.utils.crypto import salted_hmac
 
 from audit import clock
 from audit import services as audit
-from audit.actors import SYSTEM
+from audit.actors import SYSTEM, requires_actor
 from governance.actions.common import GovernanceError, audited_refusals, name_of, save_governed
 from governance.actions.principals import kind_of, principal_of
 from governance.models import ApiToken, PrincipalKind
@@ -54,6 +54,7 @@ def _new_token() -> tuple[str, str]:
     return prefix, f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
+@requires_actor
 @audited_refusals
 def issue_token(
     user,
@@ -109,6 +110,7 @@ def issue_token(
     return row, token
 
 
+@requires_actor
 @audited_refusals
 def revoke_token(token: ApiToken, *, actor, reason: str) -> ApiToken:
     """Revoke a token at once; every later request with it is refused."""

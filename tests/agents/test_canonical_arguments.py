@@ -79,7 +79,7 @@ def remediator(world, make_agent):
         sla_seconds=3600,
         actor=SYSTEM,
     )
-    demo.ensure_policies(None)
+    demo.ensure_policies(SYSTEM)
     return make_agent("remediator", [], tools=DEMO_TOOLS)
 
 
