@@ -37,6 +37,7 @@ from orchestrator.models import (
     RunStatus,
     StepRun,
     StepStatus,
+    VersionStatus,
     Workflow,
     WorkflowRun,
     WorkflowVersion,
@@ -437,7 +438,7 @@ def start_run(
     version: WorkflowVersion | None = None,
     request_id: str = "",
 ) -> WorkflowRun:
-    """Start a run of the latest (or given) version; a reused idempotency key returns that run."""
+    """Start a run of the live (or a given approved) version; a reused key returns that run."""
     if idempotency_key:
         existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -446,11 +447,16 @@ def start_run(
         raise EngineError(f"workflow {workflow.slug!r} is inactive and cannot start runs")
     if version is not None and version.workflow_id != workflow.pk:
         raise EngineError(f"version {version} does not belong to workflow {workflow.slug!r}")
+    if version is not None and version.status != VersionStatus.APPROVED:
+        raise EngineError(
+            f"version {version} is {version.get_status_display().lower()}: only an approved "
+            "version runs"
+        )
     version_id, version_number = (
-        (version.pk, version.number) if version is not None else _latest_version(workflow.pk)
+        (version.pk, version.number) if version is not None else _live_version(workflow.pk)
     )
     if version_id is None:
-        raise EngineError(f"workflow {workflow.slug!r} has no published version")
+        raise EngineError(_no_live_version(workflow))
     wf = compiled_version(version_id)
     input = {} if input is None else input
     if not isinstance(input, dict):
@@ -520,23 +526,37 @@ def start_run(
     return run
 
 
-def _latest_version(workflow_id: int) -> tuple[int | None, int | None]:
-    """Return the id and number of a workflow's newest version, without its definition."""
+def _live_version(workflow_id: int) -> tuple[int | None, int | None]:
+    """Return the id and number of a workflow's live (approved) version, without its definition."""
     if connection.vendor == "postgresql":
-        found = execute_prepared(connection, _LATEST_VERSION_SQL, [workflow_id])
+        found = execute_prepared(connection, _LIVE_VERSION_SQL, [workflow_id])
     else:
         found = list(
-            WorkflowVersion.objects.filter(workflow_id=workflow_id)
-            .order_by("-number")
-            .values_list("pk", "number")[:1]
+            Workflow.objects.filter(pk=workflow_id, live_version__isnull=False).values_list(
+                "live_version_id", "live_version__number"
+            )
         )
     return found[0] if found else (None, None)
 
 
-_LATEST_VERSION_SQL = (
-    f"SELECT id, number FROM {WorkflowVersion._meta.db_table} WHERE workflow_id = %s "
-    "ORDER BY number DESC LIMIT 1"
+_LIVE_VERSION_SQL = (
+    f"SELECT v.id, v.number FROM {WorkflowVersion._meta.db_table} v "
+    f"JOIN {Workflow._meta.db_table} w ON w.live_version_id = v.id WHERE w.id = %s"
 )
+
+
+def _no_live_version(workflow: Workflow) -> str:
+    """Say why a workflow cannot start a run: no version approved yet, and what waits."""
+    waiting = workflow.versions.filter(status=VersionStatus.PROPOSED).order_by("-number").first()
+    if waiting is None:
+        return f"workflow {workflow.slug!r} has no live version: publish one and have it approved"
+    request = (
+        f" (approval request #{waiting.approval_request_id})" if waiting.approval_request_id else ""
+    )
+    return (
+        f"workflow {workflow.slug!r} has no live version yet: v{waiting.number} waits for "
+        f"approval{request}"
+    )
 
 
 def _insert_row(instance) -> None:
