@@ -177,17 +177,20 @@ def update_workflow(workflow: Workflow, *, actor, reason: str = "", **fields) ->
     unknown = set(fields) - set(EDITABLE_WORKFLOW_FIELDS)
     if unknown:
         raise TypeError(f"update_workflow cannot change {sorted(unknown)}")
+    # Refusals are checked (and audited) outside the write's transaction, so their entry stays.
+    stored = Workflow.objects.get(pk=workflow.pk)
+    authorise(actor, "change", stored)
+    wanted = fields.get("version_approval_required", stored.version_approval_required)
+    if wanted != stored.version_approval_required:
+        authorise(actor, "exempt", stored)
     with transaction.atomic():
-        stored = Workflow.objects.select_for_update().get(pk=workflow.pk)
-        authorise(actor, "change", stored)
-        if fields.get("version_approval_required", stored.version_approval_required) != (
-            stored.version_approval_required
-        ):
-            authorise(actor, "exempt", stored)
+        locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        if locked.version_approval_required != stored.version_approval_required:
+            authorise(actor, "exempt", locked)  # it changed meanwhile: checked again
         for name, value in fields.items():
-            setattr(stored, name, value)
-        _save_workflow(stored, actor=actor, reason=reason or "changed")
-    return stored
+            setattr(locked, name, value)
+        _save_workflow(locked, actor=actor, reason=reason or "changed")
+    return locked
 
 
 def set_version_approval(workflow: Workflow, required: bool, *, actor, reason: str) -> Workflow:
