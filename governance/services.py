@@ -78,6 +78,7 @@ from governance.actions.roles import (
     set_members,
     update_role,
 )
+from governance.actions.runs import close_for_ended_run, holds_open_for_run
 from governance.permissions import AccessDenied, NotVisible, can
 from governance.permissions import get_for as _get_for
 
@@ -100,6 +101,7 @@ __all__ = [
     "can",
     "cancel_approvals_for_run",
     "cancel_escalations_for_run",
+    "close_for_ended_run",
     "create_agent_principal",
     "create_approval_rule",
     "create_delegation",
@@ -122,6 +124,7 @@ __all__ = [
     "escalate_overdue",
     "get_for",
     "grant",
+    "holds_open_for_run",
     "holds_role",
     "is_person",
     "kind_of",
