@@ -14,13 +14,13 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 
 from audit import clock
 from audit.db import execute_pipeline, execute_prepared
@@ -657,6 +657,8 @@ def _activate(
                 continue
             if step.foreach is not None:
                 items = expressions.evaluate(step.foreach, _template_context(run, step, row))
+                if isinstance(items, range | Iterator):  # range(3), or a filter's `map(...)`
+                    items = list(items)
                 if not isinstance(items, list | tuple):
                     raise expressions.ExpressionError(
                         f"foreach must give a list, not {type(items).__name__}"
@@ -688,20 +690,21 @@ def _activate(
                 to_dispatch.extend(item.pk for item in item_rows)
                 continue
         except expressions.ExpressionError as exc:
-            _set_status(
-                row,
-                StepStatus.FAILED,
-                now,
-                finished_at=now,
-                error={
-                    "type": "ExpressionError",
-                    "types": ["ExpressionError"],
-                    "message": str(exc),
-                },
-            )
-            events.add(EventKind.STEP_FAILED, row, error=row.error)
+            error = {
+                "type": "ExpressionError",
+                "types": ["ExpressionError"],
+                "message": str(exc),
+                "stage": "activation",
+            }
+            _set_status(row, StepStatus.FAILED, now, finished_at=now, error=error)
+            events.add(EventKind.STEP_FAILED, row, error=error)
             if step.on_failure == "continue":
                 queue.extend(step.children)
+            elif not _hand_to_failure_handler(run, row, step, error, events, now):
+                # The same end as a step that fails for good when it runs: the run fails and
+                # what is left of it, including what this activation readied, is cancelled.
+                _fail_run(run, rows, events, now, {"step": sid, **error})
+                return []
             continue
         if claim_one and claimed is None and run.status == RunStatus.RUNNING:
             _claim_inline(row, step, now)
@@ -1537,11 +1540,14 @@ def _set_run_status(run: WorkflowRun, status: str, now: dt.datetime, **fields) -
     _update_row(WorkflowRun, run.pk, {"status": status, "updated_at": now, **fields})
 
 
-def _fail_run(run, rows, events, now, error: dict[str, Any]) -> None:
+def _fail_run(run, rows, events, now, error: dict[str, Any], **data) -> None:
     """Fail the run and cancel what is left of it; running work is discarded at its finish."""
     _cancel_open_steps(run, events, now, reason="run_failed")
+    for row in rows.values():  # keep the rows the caller holds as the database now has them
+        if row.status not in STEP_FINISHED:
+            row.status = StepStatus.CANCELLED
     _set_run_status(run, RunStatus.FAILED, now, error=error, finished_at=now)
-    events.add(EventKind.RUN_FAILED, error=error)
+    events.add(EventKind.RUN_FAILED, error=error, **data)
 
 
 def _cancel_open_steps(run, events, now, reason: str) -> None:
@@ -1705,7 +1711,13 @@ def retry_step(step_run_id: int, *, actor=None) -> StepRun:
             events.add(EventKind.RUN_RESUMED, reason="step_retried", step_run=step.pk)
         targets = [step]
         items = StepRun.objects.filter(parent=step, step_id=step.step_id)
-        if step.item_index == NO_ITEM and items.exists():
+        if (step.error or {}).get("stage") == "activation":
+            # Its `when` or `foreach` could not be evaluated: evaluate them again, as the
+            # step's activation would, instead of running the step past them.
+            _set_status(step, StepStatus.PENDING, now, attempt=0, error=None, finished_at=None)
+            events.add(EventKind.STEP_RETRIED, step)
+            targets = []
+        elif step.item_index == NO_ITEM and items.exists():
             targets = list(items.filter(status=StepStatus.FAILED))
             _set_status(step, StepStatus.RUNNING, now, error=None, finished_at=None)
         elif step.parent_id:
@@ -1782,9 +1794,12 @@ def resolve_parked_step(
 
 
 def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
-    """Repair what messages cannot: dead workers, timeouts, due timers, retries, lost messages."""
+    """Repair what messages cannot: dead workers, timeouts, due timers, retries, lost messages.
+
+    Last, it checks the engine's invariant and repairs (and reports) the runs that break it.
+    """
     now = now or clock.now()
-    counts = {"reclaimed": 0, "timers": 0, "republished": 0}
+    counts = {"reclaimed": 0, "timers": 0, "republished": 0, "repaired": 0}
     overdue = StepRun.objects.filter(status=StepStatus.RUNNING).filter(
         Q(lease_expires_at__lt=now) | Q(deadline_at__lt=now)
     )
@@ -1794,7 +1809,97 @@ def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
     for step_id, run_id in due.values_list("pk", "run_id")[:limit]:
         counts["timers"] += _fire_timer(step_id, run_id, now)
     counts["republished"] = _republish(now, limit)
+    for run_id in runs_breaking_invariant(limit):
+        counts["repaired"] += repair_run(run_id, now)
     return counts
+
+
+# --- the invariant: no run hangs -----------------------------------------------------------------
+# A running (or paused) run always has a step that something will move: one that is ready, one
+# that is waiting, or one that a worker holds under a lease. Otherwise it is settled. A run that
+# breaks this would hang for ever; the sweeper repairs it and reports it.
+
+
+def _moving_steps() -> Q:
+    """Return the condition of a step that will move without anyone's help."""
+    return Q(status__in=[StepStatus.READY, StepStatus.WAITING]) | (
+        Q(status=StepStatus.RUNNING) & ~Q(lease_token="")
+    )
+
+
+def runs_breaking_invariant(limit: int = 500) -> list[int]:
+    """Return the ids of unfinished runs with no ready, waiting or leased running step."""
+    moving = StepRun.objects.filter(_moving_steps(), run_id=OuterRef("pk"))
+    return list(
+        WorkflowRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED])
+        .exclude(Exists(moving))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def _violation(run: WorkflowRun) -> str | None:
+    """Describe how a locked unfinished run breaks the invariant, or None when it holds."""
+    if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+        return None
+    steps = StepRun.objects.filter(run=run)
+    if steps.filter(_moving_steps()).exists():
+        return None
+    statuses = [
+        f"{sid if index == NO_ITEM else f'{sid}[{index}]'}={status}"
+        for sid, index, status in steps.exclude(status__in=STEP_FINISHED)
+        .order_by("id")
+        .values_list("step_id", "item_index", "status")
+    ]
+    return f"run {run.pk} is {run.status} but no step is ready, running or waiting" + (
+        f" (open: {', '.join(statuses)})" if statuses else " (every step has finished)"
+    )
+
+
+def repair_run(run_id: int, now: dt.datetime | None = None) -> int:
+    """Settle a run that breaks the invariant, as its steps' outcomes say; return 1 if repaired.
+
+    Foreach steps whose items have all finished are closed, a step that failed without
+    `on_failure: continue` fails the run, pending steps whose parents are done are activated,
+    and a run with nothing left is settled. What cannot be moved on fails the run with
+    `RunStuck`. Every event the repair writes names the violation (the audit log has them),
+    and the repair is logged as an error: it means an engine path lost a run.
+    """
+    now = now or clock.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        violation = _violation(run)
+        if violation is None:
+            return 0
+        log.error("engine invariant broken, repairing: %s", violation)
+        wf = compiled_version(run.version_id)
+        events = EventLog(run, now)
+        for parent in StepRun.objects.filter(run=run, status=StepStatus.RUNNING, lease_token=""):
+            last_item = StepRun.objects.filter(parent=parent).order_by("-item_index").first()
+            if last_item is not None and last_item.status in STEP_FINISHED:
+                _after_step_finished(run, last_item, events, now)
+        rows = StepRows(run, wf)
+        rows.load_all()
+        blocked = [sid for sid, row in rows.items() if _blocks_children(row, wf.steps[sid])]
+        if run.status in (RunStatus.RUNNING, RunStatus.PAUSED) and blocked:
+            error = {"step": blocked[0], **(rows[blocked[0]].error or {})}
+            _fail_run(run, rows, events, now, error)
+        if run.status in (RunStatus.RUNNING, RunStatus.PAUSED):
+            pending = [sid for sid, row in rows.items() if row.status == StepStatus.PENDING]
+            publish_on_commit(_activate(run, wf, rows, pending, events, now))
+            _settle_run(run, wf, rows, events, now)
+        if _violation(run) is not None:
+            _fail_run(
+                run,
+                rows,
+                events,
+                now,
+                {"type": "RunStuck", "types": ["RunStuck"], "message": violation},
+            )
+        for event in events.events:
+            event.data = {**event.data, "repair": violation}
+        events.flush()
+    return 1
 
 
 def _reclaim(step_id: int, run_id: int, now: dt.datetime) -> int:
