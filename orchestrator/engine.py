@@ -1962,22 +1962,63 @@ def _fire_timer(step_id: int, run_id: int, now: dt.datetime) -> int:
 
 
 def republish_interval(waiting_seconds: float) -> float:
-    """Return how long to wait before sending a ready step's message again.
+    """Return how long to wait before sending a ready step's message again, queue not short.
 
     Half the time it has waited, between STEWARD_REPUBLISH_AFTER_SECONDS and
-    STEWARD_REPUBLISH_MAX_SECONDS: a message lost once is replaced quickly, while steps that
-    wait because no worker runs do not flood the broker with copies (their number grows with
-    the logarithm of the outage).
+    STEWARD_REPUBLISH_MAX_SECONDS: while the broker holds a message for every ready step, a
+    step that waits long is most likely queued behind others or waiting for a worker to run
+    at all, and copies would only flood the broker (their number grows with the logarithm of
+    the outage). When the queue is short, `_republish` does not wait this long.
     """
     base = settings.STEWARD_REPUBLISH_AFTER_SECONDS
     return min(max(base, waiting_seconds / 2), max(base, settings.STEWARD_REPUBLISH_MAX_SECONDS))
 
 
+def _queued_step_messages() -> int | None:
+    """Return how many step messages wait in the broker's queue; None when it cannot tell."""
+    from orchestrator.celery import app
+
+    try:
+        with app.pool.acquire(block=True, timeout=2) as conn:
+            declared = conn.default_channel.queue_declare(
+                queue=app.conf.task_default_queue, durable=True, auto_delete=False
+            )
+            return declared.message_count
+    except Exception:  # broker down: the growing interval alone decides
+        log.warning("could not read the length of the step queue", exc_info=True)
+        return None
+
+
+queued_messages = _queued_step_messages
+
+
+def _messages_missing(now: dt.datetime) -> bool:
+    """Tell whether some ready step has no message waiting in the broker's queue.
+
+    Fewer queued messages than ready steps: some message was lost, or is held by a worker
+    that died (Redis returns those only after its visibility timeout, an hour by default).
+    Which steps lack one cannot be told, so every overdue ready step is sent again; the copies
+    then fill the queue, and the growing interval applies until it is short again.
+    """
+    queued = queued_messages()
+    if queued is None:
+        return False
+    ready = StepRun.objects.filter(
+        status=StepStatus.READY, ready_at__lte=now, run__status=RunStatus.RUNNING
+    )
+    return queued < ready.count()
+
+
 def _republish(now: dt.datetime, limit: int) -> int:
-    """Publish ready steps that are due and whose message is missing or overdue."""
+    """Publish ready steps that are due and whose message is missing or overdue.
+
+    Overdue is STEWARD_REPUBLISH_AFTER_SECONDS since the last message when the queue holds
+    fewer messages than there are ready steps, else `republish_interval`: a step whose message
+    was lost or died with its worker is sent again within that base interval and a sweep.
+    """
     stale = now - dt.timedelta(seconds=settings.STEWARD_REPUBLISH_AFTER_SECONDS)
     with transaction.atomic():
-        candidates = (
+        candidates = list(
             StepRun.objects.filter(
                 status=StepStatus.READY, ready_at__lte=now, run__status=RunStatus.RUNNING
             )
@@ -1985,10 +2026,14 @@ def _republish(now: dt.datetime, limit: int) -> int:
             .order_by("dispatched_at")
             .values_list("pk", "ready_at", "dispatched_at")[: limit * 4]
         )
+        missing = any(dispatched_at is not None for _, _, dispatched_at in candidates) and (
+            _messages_missing(now)
+        )
         ids = [
             pk
             for pk, ready_at, dispatched_at in candidates
             if dispatched_at is None
+            or missing
             or (now - dispatched_at).total_seconds()
             >= republish_interval((now - ready_at).total_seconds())
         ][:limit]
