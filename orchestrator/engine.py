@@ -1540,14 +1540,14 @@ def _set_run_status(run: WorkflowRun, status: str, now: dt.datetime, **fields) -
     _update_row(WorkflowRun, run.pk, {"status": status, "updated_at": now, **fields})
 
 
-def _fail_run(run, rows, events, now, error: dict[str, Any], **data) -> None:
+def _fail_run(run, rows, events, now, error: dict[str, Any]) -> None:
     """Fail the run and cancel what is left of it; running work is discarded at its finish."""
     _cancel_open_steps(run, events, now, reason="run_failed")
     for row in rows.values():  # keep the rows the caller holds as the database now has them
         if row.status not in STEP_FINISHED:
             row.status = StepStatus.CANCELLED
     _set_run_status(run, RunStatus.FAILED, now, error=error, finished_at=now)
-    events.add(EventKind.RUN_FAILED, error=error, **data)
+    events.add(EventKind.RUN_FAILED, error=error)
 
 
 def _cancel_open_steps(run, events, now, reason: str) -> None:
@@ -1821,7 +1821,11 @@ def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
 
 
 def _moving_steps() -> Q:
-    """Return the condition of a step that will move without anyone's help."""
+    """Return the condition of a step that will move: ready, waiting, or leased by a worker.
+
+    Waiting is for a timer, a signal or a person; a leased step is taken back by the sweeper
+    if its worker dies.
+    """
     return Q(status__in=[StepStatus.READY, StepStatus.WAITING]) | (
         Q(status=StepStatus.RUNNING) & ~Q(lease_token="")
     )
