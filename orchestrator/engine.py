@@ -1972,7 +1972,7 @@ def republish_interval(waiting_seconds: float) -> float:
     STEWARD_REPUBLISH_MAX_SECONDS: while the broker holds a message for every ready step, a
     step that waits long is most likely queued behind others or waiting for a worker to run
     at all, and copies would only flood the broker (their number grows with the logarithm of
-    the outage). When the queue is short, `_republish` does not wait this long.
+    the outage). When the queue is short, `_republish` sends the missing ones sooner.
     """
     base = settings.STEWARD_REPUBLISH_AFTER_SECONDS
     return min(max(base, waiting_seconds / 2), max(base, settings.STEWARD_REPUBLISH_MAX_SECONDS))
@@ -1996,29 +1996,30 @@ def _queued_step_messages() -> int | None:
 queued_messages = _queued_step_messages
 
 
-def _messages_missing(now: dt.datetime) -> bool:
-    """Tell whether some ready step has no message waiting in the broker's queue.
+def _missing_messages(now: dt.datetime) -> int:
+    """Return how many ready steps at least have no message waiting in the broker's queue.
 
     Fewer queued messages than ready steps: some message was lost, or is held by a worker
     that died (Redis returns those only after its visibility timeout, an hour by default).
-    Which steps lack one cannot be told, so every overdue ready step is sent again; the copies
-    then fill the queue, and the growing interval applies until it is short again.
     """
     queued = queued_messages()
     if queued is None:
-        return False
+        return 0
     ready = StepRun.objects.filter(
         status=StepStatus.READY, ready_at__lte=now, run__status=RunStatus.RUNNING
     )
-    return queued < ready.count()
+    return max(0, ready.count() - queued)
 
 
 def _republish(now: dt.datetime, limit: int) -> int:
     """Publish ready steps that are due and whose message is missing or overdue.
 
-    Overdue is STEWARD_REPUBLISH_AFTER_SECONDS since the last message when the queue holds
-    fewer messages than there are ready steps, else `republish_interval`: a step whose message
-    was lost or died with its worker is sent again within that base interval and a sweep.
+    A step never sent goes at once. When the queue holds fewer messages than there are ready
+    steps, as many overdue steps as messages are missing go again, those sent longest ago
+    first: the queue is first in, first out, so theirs are the messages already delivered (to
+    a worker that died, or lost). The rest wait for `republish_interval`. A message lost or
+    held by a dead worker is so sent again within STEWARD_REPUBLISH_AFTER_SECONDS and a sweep,
+    without a flood of copies while no worker runs.
     """
     stale = now - dt.timedelta(seconds=settings.STEWARD_REPUBLISH_AFTER_SECONDS)
     with transaction.atomic():
@@ -2027,20 +2028,23 @@ def _republish(now: dt.datetime, limit: int) -> int:
                 status=StepStatus.READY, ready_at__lte=now, run__status=RunStatus.RUNNING
             )
             .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
-            .order_by("dispatched_at")
+            .order_by(F("dispatched_at").asc(nulls_first=True))
             .values_list("pk", "ready_at", "dispatched_at")[: limit * 4]
         )
-        missing = any(dispatched_at is not None for _, _, dispatched_at in candidates) and (
-            _messages_missing(now)
-        )
-        ids = [
-            pk
-            for pk, ready_at, dispatched_at in candidates
-            if dispatched_at is None
-            or missing
-            or (now - dispatched_at).total_seconds()
-            >= republish_interval((now - ready_at).total_seconds())
-        ][:limit]
+        never_sent = sum(1 for _, _, dispatched_at in candidates if dispatched_at is None)
+        missing = 0
+        if never_sent < len(candidates):
+            missing = _missing_messages(now) - never_sent
+        ids = []
+        for pk, ready_at, dispatched_at in candidates:
+            if dispatched_at is not None and missing > 0:
+                missing -= 1
+            elif dispatched_at is not None and (
+                now - dispatched_at
+            ).total_seconds() < republish_interval((now - ready_at).total_seconds()):
+                continue
+            ids.append(pk)
+        ids = ids[:limit]
         if ids:
             StepRun.objects.filter(pk__in=ids, status=StepStatus.READY).update(dispatched_at=now)
             publish_on_commit(ids)

@@ -5,6 +5,8 @@ length the sweeper reads (`engine.queued_messages`); time moves on a frozen cloc
 every STEWARD_SWEEP_SECONDS, as beat runs it. The defaults are the production settings.
 """
 
+import datetime as dt
+
 import pytest
 from django.conf import settings as django_settings
 
@@ -133,3 +135,22 @@ def test_a_held_message_returning_after_an_hour_runs_nothing_twice(make_workflow
     step.refresh_from_db()
     assert (step.status, step.attempt) == (StepStatus.SUCCEEDED, 2)
     assert [key for key, _ in testtools.CALLS] == [step.idempotency_key]
+
+
+def test_only_as_many_copies_as_messages_are_missing_are_sent(make_workflow, queue, published):
+    wf = make_workflow({"steps": [{"id": f"s{n}", "type": "noop"} for n in range(5)]})
+    with clock.frozen() as frozen:
+        run = services.start_run(wf)
+        steps = list(StepRun.objects.filter(run=run).order_by("id"))
+        # Ready for 250 s, last sent 100 s ago: the growing interval (125 s) is not up. Two of
+        # the messages, the oldest in the queue, went to a worker that died.
+        now = frozen.current
+        StepRun.objects.filter(run=run).update(
+            ready_at=now - dt.timedelta(seconds=250), dispatched_at=now - dt.timedelta(seconds=100)
+        )
+        held = [step.pk for step in steps[:2]]
+        StepRun.objects.filter(pk__in=held).update(dispatched_at=now - dt.timedelta(seconds=101))
+        queue.taken = 2
+        assert engine.sweep()["republished"] == 2
+    # The copies are for the steps whose messages died with the worker, not the others.
+    assert sorted(published[5:]) == sorted(held)
