@@ -11,6 +11,11 @@ from django.db import connection
 from orchestrator.models import RunStatus, WorkflowRun
 
 
+@pytest.fixture(autouse=True)
+def _tools_enabled(_tools_enabled_for_db_tests):
+    """Workflows here call tools through tool steps: their governed rows exist and are enabled."""
+
+
 @pytest.fixture
 def effects_table():
     """The stand-in external system's tables: every call, and each key's one effect."""
