@@ -112,7 +112,7 @@ class Tool(models.Model):
     side_effects = models.BooleanField(default=True, editable=False)
     risk = models.CharField(max_length=16, choices=RiskLevel.choices, default=RiskLevel.LOW)
     enabled = models.BooleanField(
-        default=False, help_text="Disabled tools are refused to every agent."
+        default=False, help_text="Disabled tools are refused to every agent and tool step."
     )
     rate_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Calls per agent per window; empty: no limit."

@@ -77,7 +77,7 @@ DEMO_USERS = [
     DemoUser(
         "bob",
         "bob-demo",
-        "incident commander: approves production changes (2 requests wait)",
+        "incident commander: approves production changes (3 requests wait)",
         roles=(INCIDENT_COMMANDERS,),
         first_name="Bob",
     ),

@@ -17,8 +17,8 @@ from django.db import transaction
 
 from agents.actions import enforcement
 from agents.tools import ToolContext, UnknownTool, get_tool
-from governance.actions.approvals import escalate_overdue
-from governance.models import ApprovalRequest, ApprovalStatus
+from governance.actions.approvals import POLICY_ESCALATION, escalate_overdue
+from governance.models import ApprovalRequest, ApprovalStatus, Escalation, Resolution
 from orchestrator.durations import parse_duration
 from orchestrator.models import EffectJournal
 
@@ -121,6 +121,8 @@ class ToolStep(StepType):
         site = _call_site(ctx)
         verdict = self._verdict(ctx, spec.name, arguments, caller, site)
         standing = enforcement.standing(verdict, arguments)
+        if standing.state == enforcement.DECIDE_AGAIN:
+            return self.execute(ctx)  # the sent-back escalation counts: a fresh decision key
         if standing.state == enforcement.WAIT:
             seconds = None
             if standing.due_at is not None:
@@ -185,7 +187,7 @@ class ToolStep(StepType):
             f"decide:{name}",
             request,
             lambda context: enforcement.decide_tool_call(caller, name, arguments, site).as_json(),
-            key_suffix=DECISION_SUFFIX,
+            key_suffix=site.key.removeprefix(f"{ctx.idempotency_key}:"),
         )
         return enforcement.ToolVerdict.from_json(data)
 
@@ -204,7 +206,7 @@ class ToolStep(StepType):
 
     def _pending_approval(self, ctx) -> int | None:
         """Return the pending approval request the step's journaled verdict waits for."""
-        key = f"{ctx.idempotency_key}:{DECISION_SUFFIX}"
+        key = _call_site(ctx).key
         data = EffectJournal.objects.filter(key=key).values_list("result", flat=True).first()
         if not data:
             return None
@@ -215,10 +217,21 @@ class ToolStep(StepType):
         return pending.order_by("pk").values_list("pk", flat=True).first()
 
 
+def _decision_suffix(ctx) -> str:
+    """Return the journal key suffix of the step's current verdict.
+
+    Each policy escalation a person sent back asks for a fresh decision: `decision.<n>` after n.
+    """
+    sent_back = Escalation.objects.filter(
+        step_run_id=ctx.step.pk, reason=POLICY_ESCALATION, resolution=Resolution.RETRY
+    ).count()
+    return DECISION_SUFFIX if not sent_back else f"{DECISION_SUFFIX}.{sent_back}"
+
+
 def _call_site(ctx) -> enforcement.CallSite:
     """Return where a tool step's call happens, for the enforcement point."""
     return enforcement.CallSite(
-        key=f"{ctx.idempotency_key}:{DECISION_SUFFIX}",
+        key=f"{ctx.idempotency_key}:{_decision_suffix(ctx)}",
         run_id=ctx.run.pk,
         step_run_id=ctx.step.pk,
         step_id=ctx.step.step_id,

@@ -603,6 +603,7 @@ def refusal(verdict: ToolVerdict, reason: str | None = None) -> dict[str, Any]:
 # --- where a decided call stands -----------------------------------------------------------------
 
 RUN, REFUSED, WAIT, SUPPLIED, STOPPED = "run", "refused", "wait", "supplied", "stopped"
+DECIDE_AGAIN = "decide_again"  # a person sent a policy escalation back: the policy decides anew
 _NOT_APPROVED = {
     ApprovalStatus.REJECTED: "ApprovalRejected",
     ApprovalStatus.CHANGES_REQUESTED: "ChangesRequested",
@@ -688,9 +689,7 @@ def standing(verdict: ToolVerdict, arguments: Any) -> Standing:
     said = escalation.comment or escalation.get_resolution_display()
     if escalation.resolution == Resolution.STOP:
         return Standing(STOPPED, f"{who} stopped it: {said}", "StoppedByPerson")
-    return Standing(
-        REFUSED, f"a person ({who}) did not let this call run: {said}", "EscalationDeclined"
-    )
+    return Standing(DECIDE_AGAIN, f"{who} sent it back: {said}")
 
 
 # --- executing a decided call ---------------------------------------------------------------------

@@ -46,6 +46,22 @@ class Migration(migrations.Migration):
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.RunPython(invocations_by_caller, migrations.RunPython.noop),
+        migrations.AlterField(
+            model_name="historicaltool",
+            name="enabled",
+            field=models.BooleanField(
+                default=False,
+                help_text="Disabled tools are refused to every agent and tool step.",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="tool",
+            name="enabled",
+            field=models.BooleanField(
+                default=False,
+                help_text="Disabled tools are refused to every agent and tool step.",
+            ),
+        ),
         migrations.AddField(
             model_name="ratecounter",
             name="caller",

@@ -213,6 +213,27 @@ def test_an_escalation_waits_for_a_person_who_supplies_the_result(company):
     assert ToolInvocation.objects.get(run_id=run.pk).escalation == escalation.pk
 
 
+def test_an_escalation_sent_back_has_the_policy_decide_anew(company):
+    escalating = rule(
+        company,
+        "tool.test.add",
+        "escalate",
+        reason="a manager looks first",
+        escalate_to=company.managers,
+    )
+    run = start(company, add_flow())
+    escalation = Escalation.objects.get(run_id=run.pk)
+    services.delete_rule(escalating, actor=None, reason="no longer needed")
+    services.resolve_escalation(escalation, user=company.maya, resolution="retry", comment="go")
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert step_of(run).output == {"sum": 5} and len(testtools.CALLS) == 1
+    first, second = ToolInvocation.objects.filter(run_id=run.pk).order_by("pk")
+    assert (first.verdict, second.verdict) == ("escalate", "allow")
+    assert second.key == first.key + ".1"
+
+
 def test_a_tool_step_of_a_run_without_initiator_acts_as_the_system(company):
     rule(company, "tool.test.add", "deny", "actor.kind == 'system'", reason="nobody asked")
     workflows.publish_version(company.payments, add_flow())
