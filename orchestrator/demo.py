@@ -107,6 +107,7 @@ GOVERNANCE_MODELS = [
     "approvalrule",
     "escalationlevel",
     "delegation",
+    "apitoken",
 ]
 
 
