@@ -525,7 +525,8 @@ class ModelCallAdmin(ReadOnlyAdmin):
 class ToolInvocationAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
-        "agent_slug",
+        "caller_name",
+        "caller_kind",
         "tool",
         "verdict",
         "stage",
@@ -535,8 +536,16 @@ class ToolInvocationAdmin(ReadOnlyAdmin):
         "run",
         "step_id",
     ]
-    list_filter = ["verdict", "stage", "tool", "agent_slug"]
-    search_fields = ["agent_slug", "tool", "key", "=run_id", "reason", "arguments_digest"]
+    list_filter = ["verdict", "stage", "caller_kind", "tool", "agent_slug"]
+    search_fields = [
+        "agent_slug",
+        "caller_name",
+        "tool",
+        "key",
+        "=run_id",
+        "reason",
+        "arguments_digest",
+    ]
     date_hierarchy = "created_at"
     exclude = ["arguments", "proposed_arguments", "outcome"]
     readonly_fields = ["arguments_pretty", "proposed_pretty", "outcome_pretty"]

@@ -112,7 +112,7 @@ class Tool(models.Model):
     side_effects = models.BooleanField(default=True, editable=False)
     risk = models.CharField(max_length=16, choices=RiskLevel.choices, default=RiskLevel.LOW)
     enabled = models.BooleanField(
-        default=False, help_text="Disabled tools are refused to every agent."
+        default=False, help_text="Disabled tools are refused to every agent and tool step."
     )
     rate_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Calls per agent per window; empty: no limit."
@@ -278,12 +278,18 @@ class Verdict(models.TextChoices):
 
 
 class ToolInvocation(models.Model):
-    """One tool call an agent proposed and what the control layer decided and did about it."""
+    """One proposed tool call (an agent's or a tool step's) and what the control layer did."""
 
     agent = models.ForeignKey(
         Agent, null=True, on_delete=models.SET_NULL, related_name="invocations"
     )
-    agent_slug = models.CharField(max_length=100)
+    agent_slug = models.CharField(max_length=100, blank=True)
+    caller_kind = models.CharField(
+        max_length=16, default="agent", help_text="Who the call acts for: agent, user or system."
+    )
+    caller_name = models.CharField(
+        max_length=150, blank=True, help_text="The agent's slug or the person's username."
+    )
     tool = models.CharField(max_length=200)
     arguments = models.JSONField(
         null=True, blank=True, help_text="The arguments decided on: canonical, once resolved."
@@ -315,13 +321,15 @@ class ToolInvocation(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
-        return f"{self.agent_slug}: {self.tool} ({self.verdict})"
+        return f"{self.caller_name or self.agent_slug}: {self.tool} ({self.verdict})"
 
 
 class RateCounter(models.Model):
-    """Calls of one tool by one agent in one window (the fallback when there is no Redis)."""
+    """Calls of one tool by one caller in one window (the fallback when there is no Redis)."""
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    caller = models.CharField(
+        max_length=64, help_text="Who calls: agent:<id>, user:<id> or system."
+    )
     tool = models.CharField(max_length=200)
     window_start = models.BigIntegerField(help_text="Unix time the window starts.")
     count = models.PositiveIntegerField(default=0)
@@ -329,12 +337,12 @@ class RateCounter(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["agent", "tool", "window_start"], name="rate_counter_unique"
+                fields=["caller", "tool", "window_start"], name="rate_counter_caller_unique"
             )
         ]
 
     def __str__(self):
-        return f"{self.agent_id}/{self.tool}@{self.window_start}: {self.count}"
+        return f"{self.caller}/{self.tool}@{self.window_start}: {self.count}"
 
 
 # --- what the built-in tools work on --------------------------------------------------------------
