@@ -155,6 +155,8 @@ class RestrictedChoicesMixin:
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
         """Offer only the related rows the user may see."""
+        if not db_field.remote_field.through._meta.auto_created:
+            return super().formfield_for_manytomany(db_field, request, **kwargs)  # no field
         kwargs["queryset"] = self._visible_choices(db_field, request, kwargs.get("queryset"))
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
