@@ -10,6 +10,7 @@ Decided approvals and resolved escalations are read-only records.
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -56,6 +57,10 @@ from governance.models import (
 from governance.permissions import can, has_model_permission, restricted
 
 GOVERNED_APPS = ["governance", "orchestrator", "agents", "audit", "guardian"]
+
+# Who is looking at the page being rendered: display callables see only the object (a context
+# variable: admins are shared by threads).
+_viewer: ContextVar = ContextVar("governance_admin_viewer", default=None)
 
 
 def pretty_json(value) -> str:
@@ -127,6 +132,11 @@ class RoleAdmin(GovernedModelAdmin):
     search_fields = ["name", "description"]
     readonly_fields = ["object_permissions", "created_at"]
 
+    def get_readonly_fields(self, request, obj=None):
+        """Remember who looks: the object permissions name only what the viewer may see."""
+        _viewer.set(request.user)
+        return super().get_readonly_fields(request, obj)
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         """Offer as members the people the editor may see, and keep the current members."""
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -150,7 +160,9 @@ class RoleAdmin(GovernedModelAdmin):
         items = []
         for row in rows:
             model = row.content_type.model_class()
-            target = model._default_manager.filter(pk=row.object_pk).first() if model else None
+            # Named only when the viewer may see it; otherwise its kind and id.
+            visible = restricted(_viewer.get(), model) if model else None
+            target = visible.filter(pk=row.object_pk).first() if visible is not None else None
             label = (
                 f"{row.permission.codename} on {target or row.content_type.model} #{row.object_pk}"
             )

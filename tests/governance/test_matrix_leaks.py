@@ -301,3 +301,19 @@ def test_a_viewer_of_one_run_sees_its_parts_and_nothing_of_the_others(seeded):
     governance.grant(role, "orchestrator.view_workflowrun", run, actor=None)
     check_the_journals_step_autocomplete_offers_only_steps_of_visible_runs(watcher, run)
     check_parts_follow_their_whole(seeded, role, watcher, run)
+
+
+def test_a_roles_page_names_only_the_objects_its_viewer_may_see(company):
+    from tests.governance.conftest import fresh
+
+    governance.grant(
+        company.approvers, "governance.view_delegation", company.delegation, actor=None
+    )
+    url = reverse("admin:governance_role_change", args=[company.approvers.pk])
+    hidden = str(company.delegation)
+    maya = client_for(fresh(company.maya)).get(url)  # views roles, not delegations
+    assert maya.status_code == 200
+    assert "view_delegation on delegation" in maya.content.decode()
+    assert hidden not in maya.content.decode()
+    gina = client_for(fresh(company.gina)).get(url)
+    assert f"view_delegation on {hidden}" in gina.content.decode()
