@@ -259,9 +259,9 @@ def visible_people(user) -> models.QuerySet:
 def restricted(user, model, action: str = "view") -> models.QuerySet:
     """Return the rows of any model that `user` may `action`: the one entry point for choices.
 
-    A governed model answers with its restrict(); people with visible_people(); a role's
-    group with the roles restrict() returns; any other model (Django's own, a third party's) is
-    all or nothing by its model-wide permission.
+    A governed model answers with its restrict(); people with visible_people(); groups with
+    the roles restrict() returns (every group with `auth.<action>_group`); any other model
+    (Django's own, a third party's) is all or nothing by its model-wide permission.
     """
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
@@ -273,7 +273,7 @@ def restricted(user, model, action: str = "view") -> models.QuerySet:
     if issubclass(model, User):
         if action == "view":
             return visible_people(user)
-    elif issubclass(model, Group):
+    elif issubclass(model, Group) and not has_model_permission(user, action, model):
         roles = Role.objects.all().restrict(user, action).values("group_id")
         return queryset.filter(pk__in=roles)
     elif callable(getattr(queryset, "restrict", None)):
