@@ -194,7 +194,7 @@ class RestrictedChoicesMixin:
 
 
 class RestrictedAdminMixin(RestrictedChoicesMixin):
-    """An admin of a model that is not governed here (Django's users and groups, API tokens):
+    """An admin of a model that is not governed here (Django's users and groups):
     its own permission checks stay, and it lists only what restricted() lets the user see."""
 
     def get_queryset(self, request):

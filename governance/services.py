@@ -78,6 +78,7 @@ from governance.actions.roles import (
     update_role,
 )
 from governance.actions.runs import close_for_ended_run, holds_open_for_run
+from governance.actions.tokens import TokenRefused, authenticate_token, issue_token, revoke_token
 from governance.permissions import AccessDenied, NotVisible, can
 from governance.permissions import get_for as _get_for
 
@@ -87,6 +88,10 @@ get_for = audited_refusals(_get_for)
 
 __all__ = [
     "AccessDenied",
+    "TokenRefused",
+    "authenticate_token",
+    "issue_token",
+    "revoke_token",
     "AlreadyDecided",
     "ApprovalMismatch",
     "ApprovalRefused",
