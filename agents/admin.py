@@ -576,21 +576,13 @@ class ToolInvocationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(IncidentUpdate)
-class IncidentUpdateAdmin(admin.ModelAdmin):
+class IncidentUpdateAdmin(ReadOnlyAdmin):
     """Incident updates the demo tools posted, searchable by incident and channel."""
 
     list_display = ["posted_at", "incident", "channel", "message", "run_id", "step_id"]
     list_filter = ["channel", "incident"]
     search_fields = ["incident", "channel", "message", "idempotency_key"]
     date_hierarchy = "posted_at"
-
-    def has_add_permission(self, request, obj=None):
-        """Updates are posted by tools, not by hand."""
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        """A posted update is not edited."""
-        return False
 
 
 # --- tickets and the inbox -------------------------------------------------------------------

@@ -38,6 +38,24 @@ class MemoryEntryQuerySet(RestrictedQuerySet):
     permission_parent = "namespace"
 
 
+class AgentRecordQuerySet(RestrictedQuerySet):
+    """What an agent did (model calls, tool invocations, rate counters): seen with the agent."""
+
+    permission_parent = "agent"
+
+
+class TicketCommentQuerySet(RestrictedQuerySet):
+    """A ticket's comments: visible to whoever may view the ticket."""
+
+    permission_parent = "ticket"
+
+
+class MemoryValueCopyQuerySet(RestrictedQuerySet):
+    """Held copies of memory values: governed by their namespace, like its entries."""
+
+    permission_parent = "namespace"
+
+
 class ProviderKind(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible (OpenAI, vLLM, Ollama, LM Studio)"
     ANTHROPIC = "anthropic", "Anthropic messages"
@@ -261,7 +279,7 @@ class ModelCall(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField()
 
-    objects = RestrictedQuerySet.as_manager()
+    objects = AgentRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -315,7 +333,7 @@ class ToolInvocation(models.Model):
     outcome = models.JSONField(null=True, blank=True, help_text="Result or error, once run.")
     created_at = models.DateTimeField()
 
-    objects = RestrictedQuerySet.as_manager()
+    objects = AgentRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -333,6 +351,8 @@ class RateCounter(models.Model):
     tool = models.CharField(max_length=200)
     window_start = models.BigIntegerField(help_text="Unix time the window starts.")
     count = models.PositiveIntegerField(default=0)
+
+    objects = AgentRecordQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -409,6 +429,8 @@ class TicketComment(models.Model):
     run_id = models.BigIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=300, unique=True, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TicketCommentQuerySet.as_manager()
 
     class Meta:
         ordering = ["ticket", "created_at", "id"]
@@ -574,6 +596,8 @@ class MemoryValueCopy(models.Model):
     created_at = models.DateTimeField()
     erased_at = models.DateTimeField(null=True, blank=True)
 
+    objects = MemoryValueCopyQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
         indexes = [
@@ -600,6 +624,8 @@ class IncidentUpdate(models.Model):
     run_id = models.BigIntegerField(null=True, blank=True, help_text="The run that posted it.")
     step_id = models.CharField(max_length=100, blank=True)
     posted_at = models.DateTimeField()
+
+    objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-posted_at", "-id"]
