@@ -33,6 +33,7 @@ TAKE_NO_ACTOR = {
     "agents.actions.enforcement.recordable",
     "agents.actions.enforcement.refusal",
     "agents.actions.enforcement.as_decided",
+    "agents.actions.enforcement.describe_decision",
     "agents.actions.memory.run_namespace_slug",
     "agents.actions.memory.held_value",
     "agents.actions.registry.script_problems",
@@ -47,14 +48,19 @@ TAKE_NO_ACTOR = {
     "governance.actions.policies.rule_problems",
     "governance.actions.policies.validate_rule",
     "governance.actions.policies.evaluate",
+    "governance.actions.approvals.required_approvals",
     "orchestrator.services.authorise",
     "audit.services.record_many",  # entries as record() takes them: each names its actor
     # Finds who acts, from the API token a request presented; refusals are recorded as SYSTEM.
     "governance.actions.tokens.authenticate_token",
     # The actor comes with the work itself: the acting agent (agent_id), or the run's initiator
-    # (run.started_by, SYSTEM for a run the system started).
+    # (run.started_by, SYSTEM for a run the system started); for a tool call, its Caller (whose
+    # user is the agent's or person's row, or SYSTEM), which as_caller finds from an agent's id.
+    "agents.actions.enforcement.as_caller",
     "agents.actions.enforcement.decide_tool_call",
+    "agents.actions.enforcement.recheck",
     "agents.actions.enforcement.execute_tool_call",
+    "agents.actions.enforcement.record_refused",
     "agents.actions.registry.mark_active",
     "governance.actions.approvals.open_step_approval",
     "governance.actions.approvals.open_step_escalation",
@@ -72,6 +78,9 @@ TAKE_NO_ACTOR = {
     "orchestrator.services.redact_model_call_journals",
     # Readers: they answer a question about what is stored.
     "audit.services.latest_checkpoint",
+    "agents.actions.enforcement.standing",
+    "governance.actions.approvals.standing_approval",
+    "orchestrator.services.version_arguments",
     "governance.actions.approvals.outcome_payload",
     "governance.actions.approvals.approval_applies",
     "governance.actions.approvals.require_approval_for",

@@ -1,7 +1,8 @@
 """The small company every governance test works in: fixed actors of each principal kind.
 
 Roles and what they carry (model-wide permissions, or guardian permissions on one object):
-* Governance admins (gina): view/add/change/delete on every governed model, model-wide.
+* Governance admins (gina): view/add/change/delete on every governed model, model-wide, and
+  publish / exempt on workflows (they approve workflow versions: the `workflow-versions` rule).
 * Approvers (alice, bob): view on the `payments` workflow (they approve what happens to it).
 * Managers (maya): view on roles, policies, approval rules, workflows and runs; change on
   `payments`. Maya owns the agent and the integration.
@@ -108,6 +109,8 @@ def company(db) -> Company:
     for model in ENGINE:
         for action in ("view", "add", "change", "delete"):
             services.grant(admins, f"orchestrator.{action}_{model}", actor=SYSTEM)
+    for perm in ("publish_workflow", "exempt_workflow", "view_workflowversion"):
+        services.grant(admins, f"orchestrator.{perm}", actor=SYSTEM)
     for model in ("role", "policy", "policyrule", "approvalrule"):
         services.grant(managers, f"governance.view_{model}", actor=SYSTEM)
     for model in ENGINE:
@@ -134,6 +137,9 @@ def company(db) -> Company:
         role=approvers,
         escalation=[managers],
         actor=SYSTEM,
+    )
+    services.create_approval_rule(
+        slug="workflow-versions", name="Workflow version approval", role=admins, actor=SYSTEM
     )
     now = dt.datetime.now(dt.UTC)
     delegation = services.create_delegation(

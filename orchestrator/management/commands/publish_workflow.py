@@ -1,4 +1,9 @@
-"""Publish a workflow definition file (JSON or YAML) as a new version, creating the workflow."""
+"""Publish a workflow definition file (JSON or YAML) as a new version, creating the workflow.
+
+With `--as USER` the version is proposed by that person and goes live once a second person
+approves it (unless the workflow is exempt); with `--system` Steward itself publishes it live at
+once. Without either the command is refused.
+"""
 
 from pathlib import Path
 
@@ -35,11 +40,19 @@ class Command(BaseCommand):
                 workflow = Workflow.objects.filter(slug=slug).first()
                 if workflow is None:
                     workflow = services.create_workflow(slug=slug, name=name or slug, actor=actor)
-                version = services.publish_version(workflow, text, actor=actor, note=note)
-        except services.EngineError as exc:
-            raise CommandError(str(exc)) from exc
+                version = services.publish_version(workflow, text, note=note, actor=actor)
         except services.DefinitionError as exc:
             raise CommandError(
                 "\n".join(["invalid definition:", *(f"  {p}" for p in exc.problems)])
             ) from exc
-        self.stdout.write(f"published {version}")
+        except services.EngineError as exc:  # refused, or no rule says who approves
+            if isinstance(exc, services.OperationDenied | services.OperationNotVisible):
+                exc.audit()  # its first entry went with the rolled-back transaction
+            raise CommandError(str(exc)) from exc
+        if version.approval_request_id is not None:
+            self.stdout.write(
+                f"proposed {version}: it goes live once a second person approves "
+                f"request #{version.approval_request_id}"
+            )
+        else:
+            self.stdout.write(f"published {version} (live)")
