@@ -7,8 +7,8 @@ from django.dispatch import Signal
 
 # A request reached its final state (approved, rejected, changes requested, expired, cancelled).
 # kwargs: request (ApprovalRequest), payload (dict: what the waiting step receives),
-# actor (the deciding user or None), announce_to_run (False when the waiting step itself
-# observed the outcome and must not be signalled).
+# actor (who decided or ended it: a user, or SYSTEM), announce_to_run (False when the waiting
+# step itself observed the outcome and must not be signalled).
 approval_decided = Signal()
 
 # A request moved one level up its escalation chain. kwargs: request, from_role, to_role.

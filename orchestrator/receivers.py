@@ -55,7 +55,7 @@ def _describe(event, run) -> str:
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.resume_on_approval")
-def resume_on_approval(sender, request, payload, actor=None, announce_to_run=True, **kwargs):
+def resume_on_approval(sender, request, payload, actor, announce_to_run=True, **kwargs):
     """Wake the step waiting for an approval, in the transaction that made the decision."""
     if not announce_to_run or request.run_id is None:
         return
@@ -68,7 +68,7 @@ def resume_on_approval(sender, request, payload, actor=None, announce_to_run=Tru
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.settle_version_on_decision")
-def settle_version_on_decision(sender, request, actor=None, **kwargs):
+def settle_version_on_decision(sender, request, actor, **kwargs):
     """Make an approved workflow version live, or a refused one final, as its request ends."""
     if request.action != services.PUBLISH_ACTION:
         return
@@ -76,7 +76,7 @@ def settle_version_on_decision(sender, request, actor=None, **kwargs):
 
 
 @receiver(escalation_resolved, dispatch_uid="orchestrator.resume_on_escalation")
-def resume_on_escalation(sender, escalation, actor=None, **kwargs):
+def resume_on_escalation(sender, escalation, actor, **kwargs):
     """Carry out a person's resolution of an escalation: supply the result, retry, or stop."""
     if escalation.run_id is None:
         return
