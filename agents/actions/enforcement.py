@@ -32,7 +32,13 @@ from django.db import models, transaction
 from agents import ratelimit
 from agents.actions.registry import mark_active
 from agents.models import Agent, AgentStatus, Tool, ToolInvocation, Verdict
-from agents.tools import FatalToolError, ToolContext, ToolSpec, registered_tools
+from agents.tools import (
+    FatalToolError,
+    ToolContext,
+    ToolSpec,
+    registered_tools,
+    storable_outcome,
+)
 from audit import clock
 from audit import services as audit
 from governance.actions.approvals import request_approval, require_approval_for
@@ -435,10 +441,7 @@ def execute_tool_call(
         if hasattr(exc, "audit"):  # its audit entry was undone with the tool's savepoint
             exc.recorded = False
             exc.audit()
-    try:
-        json.dumps(outcome)
-    except (TypeError, ValueError):
-        outcome = {"ok": False, "error": "ResultNotJSON", "message": f"{name} returned non-JSON"}
+    outcome = storable_outcome(name, outcome)  # the tool ran: what follows must not fail
     now = clock.now()
     ToolInvocation.objects.filter(key=invocation_key).update(executed_at=now, outcome=outcome)
     audit.record(
