@@ -165,7 +165,7 @@ def problem(
             if why := text_problem(item, max_string):
                 return f"{_shown(path)} {why}"
         else:
-            return f"{_shown(path)} is a {kind.__name__}, not a JSON value"
+            return f"{_shown(path)} is of type {kind.__name__}, not a JSON value"
         if size > budget:
             return f"{what} is over {budget:,} characters of JSON"
     return ""
