@@ -106,6 +106,7 @@ GOVERNANCE_MODELS = [
     "approvalrule",
     "escalationlevel",
     "delegation",
+    "apitoken",
 ]
 
 
@@ -225,7 +226,9 @@ DEMO_POLICIES = [
             DemoRule(
                 "Production restarts need an incident commander",
                 action="tool.incident.restart_service",
-                condition="arguments.service in ['checkout', 'billing']",
+                # The tool resolves its arguments against the service catalogue first: the
+                # environment is the catalogue's, whatever the service's spelling or hosts.
+                condition="arguments.environment == 'production'",
                 effect="require_approval",
                 reason="restarting a production service needs an incident commander's approval",
                 risk="high",

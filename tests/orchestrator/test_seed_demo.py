@@ -300,7 +300,12 @@ def test_agent_incidents_finish_get_denied_and_wait_for_approval_as_the_readme_s
     request = pending("tool.incident.restart_service")
     assert remediation.status == "waiting" and remediation.wait_signal == request.signal_name
     assert request.run_id == down.pk
-    assert request.arguments == {"service": "checkout", "hosts": ["checkout-2"]}
+    # Decided, and asked for, on the arguments resolved against the service catalogue.
+    assert request.arguments == {
+        "service": "checkout",
+        "hosts": ["checkout-2"],
+        "environment": "production",
+    }
     assert (request.risk, request.role.name) == ("high", demo.INCIDENT_COMMANDERS)
     assert request.requested_by == Agent.objects.get(slug="incident-remediation").user
     assert request.accountable_owner == request.run_initiator == user("alice")
