@@ -51,6 +51,7 @@ from agents.tools import (
     ToolContext,
     ToolSpec,
     registered_tools,
+    storable_outcome,
 )
 from audit import clock
 from audit import services as audit
@@ -917,14 +918,12 @@ def execute_tool_call(
         if hasattr(exc, "audit"):  # its audit entry was undone with the tool's savepoint
             exc.recorded = False
             exc.audit()
-    try:
-        json.dumps(outcome)
-    except (TypeError, ValueError) as exc:
-        if not errors_as_outcome:
-            raise FatalToolError(f"{name} returned a value that is not JSON: {exc}") from exc
-        outcome = {"ok": False, "error": "ResultNotJSON", "message": f"{name} returned non-JSON"}
+    # The tool ran: what follows must not fail. Its records keep a storable outcome; a tool
+    # step gets the raw one back, and its journal (ctx.effect) marks and fails what cannot be
+    # stored, so a retry never runs the tool again.
+    recorded = storable_outcome(name, outcome)
     now = clock.now()
-    ToolInvocation.objects.filter(key=invocation_key).update(executed_at=now, outcome=outcome)
+    ToolInvocation.objects.filter(key=invocation_key).update(executed_at=now, outcome=recorded)
     audit.record(
         action="agents.tool.called",
         actor=caller.user,
@@ -945,10 +944,10 @@ def execute_tool_call(
             "tool": name,
             "arguments": spec.recordable(arguments),
             "arguments_digest": digest(arguments),
-            "outcome": outcome,
+            "outcome": recorded,
             "idempotency_key": context.idempotency_key,
         },
     )
     if caller.agent is not None:
         mark_active(caller.agent.pk)
-    return outcome
+    return recorded if errors_as_outcome else outcome
