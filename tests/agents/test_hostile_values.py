@@ -284,6 +284,9 @@ def test_hostile_tool_results_are_journaled_once_and_reported(analyst, server, r
 
 @pytest.fixture
 def workflow_of(world):
+    from tests.conftest import enable_registered_tools
+
+    enable_registered_tools()  # tool steps pass the enforcement point: their rows are enabled
     counter = iter(range(1, 100_000))
 
     def make(steps: list[dict]):

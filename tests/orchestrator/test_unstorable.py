@@ -151,7 +151,7 @@ def test_a_tool_step_result_that_cannot_be_stored_is_journaled_and_never_repeate
     assert step.status == "failed" and step.attempt == 1  # not retried: it would fail the same
     assert step.error["type"] == "ResultNotStorable" and named in step.error["message"]
     assert "it is not run again" in step.error["message"]
-    journaled = EffectJournal.objects.get(step_run=step)
+    journaled = EffectJournal.objects.get(step_run=step, name="test.unstorable_result")
     marker = limits.marked_unstorable(journaled.result)
     assert marker is not None and len(marker["sha256"]) == 64
     services.retry_step(step)  # a person retries: the journal answers, the tool does not run
