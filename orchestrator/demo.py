@@ -793,8 +793,10 @@ steps:
     type: tool
     tool: incident.lookup_service
     args: {service: "{{ input.service }}"}
-  # What bob approves is the restart call itself: the same action and arguments as the restart
-  # step's, so that step's policy check finds this approval and does not ask a second time.
+  # What bob approves is the restart call itself: the same action and the same canonical
+  # arguments as the restart step's (the catalogue's service name, hosts and environment, as
+  # the tool resolves them), so that step's policy check finds this approval and does not ask a
+  # second time.
   - id: approve
     type: approval
     depends_on: [lookup]
@@ -805,13 +807,17 @@ steps:
       {{ input.change }}: restart {{ input.service }} in {{ input.environment }} on
       {{ steps.lookup.hosts | join(', ') }}. Why: {{ input.reason }}
     arguments:
-      service: "{{ input.service }}"
+      service: "{{ steps.lookup.service }}"
       hosts: "{{ steps.lookup.hosts }}"
+      environment: "{{ steps.lookup.environment }}"
   - id: restart
     type: tool
     tool: incident.restart_service
     depends_on: [approve]
-    args: {service: "{{ input.service }}", hosts: "{{ steps.lookup.hosts }}"}
+    args:
+      service: "{{ steps.lookup.service }}"
+      hosts: "{{ steps.lookup.hosts }}"
+      environment: "{{ steps.lookup.environment }}"
   - id: announce
     type: tool
     tool: incident.post_update

@@ -665,12 +665,13 @@ class Standing:
     supplied_by: str = ""
 
 
-def standing(verdict: ToolVerdict, arguments: Any) -> Standing:
+def standing(verdict: ToolVerdict, arguments: Any, context: ToolContext | None = None) -> Standing:
     """Tell what a journaled verdict means now that people may have decided on it.
 
-    An approval admits the call only for exactly the arguments it was granted for; a pending one
-    (or an open escalation) means waiting for its signal. A person's refusal is reported before
-    the cancellations it caused.
+    An approval admits the call only for exactly the arguments it was granted for (their
+    canonical form, resolved with `context` when given: the form it was decided on); a pending
+    one (or an open escalation) means waiting for its signal. A person's refusal is reported
+    before the cancellations it caused.
     """
     if verdict.verdict == Verdict.DENY:
         reason = describe_decision({**(verdict.policy or {}), "reason": verdict.reason})
@@ -685,6 +686,12 @@ def standing(verdict: ToolVerdict, arguments: Any) -> Standing:
             return Standing(
                 REFUSED, "an approval this call needs does not exist", "ApprovalMissing"
             )
+        spec = registered_tools().get(verdict.tool)
+        if context is not None and spec is not None and isinstance(arguments, dict):
+            try:
+                arguments = spec.canonical_arguments(arguments, context)
+            except ArgumentsRefused as exc:
+                return Standing(REFUSED, f"arguments refused: {exc}", "ArgumentsInvalid")
         bound = recordable(verdict.tool, arguments)
         for request in sorted(requests, key=lambda r: r.status == ApprovalStatus.CANCELLED):
             if request.status == ApprovalStatus.PENDING:
