@@ -21,3 +21,9 @@ def purge_memory() -> dict:
 def deliver_notifications() -> int:
     """Retry pending notification deliveries that are due (lost first attempts, backoffs)."""
     return work.deliver_due_notifications()
+
+
+@shared_task(name="agents.deliver_notification", acks_late=True, ignore_result=True)
+def deliver_notification(notification_id: int) -> None:
+    """Make the first attempt of a new notification's email and webhook deliveries."""
+    work.deliver_pending(notification_id, due_only=False)

@@ -77,6 +77,7 @@ from governance.actions.roles import (
     set_members,
     update_role,
 )
+from governance.actions.runs import close_for_ended_run, holds_open_for_run
 from governance.permissions import AccessDenied, NotVisible, can
 from governance.permissions import get_for as _get_for
 
@@ -98,6 +99,7 @@ __all__ = [
     "can",
     "cancel_approvals_for_run",
     "cancel_escalations_for_run",
+    "close_for_ended_run",
     "create_agent_principal",
     "create_approval_rule",
     "create_delegation",
@@ -120,6 +122,7 @@ __all__ = [
     "escalate_overdue",
     "get_for",
     "grant",
+    "holds_open_for_run",
     "holds_role",
     "is_person",
     "kind_of",

@@ -2,18 +2,15 @@
 
 import logging
 
-from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db import transaction
 from django.dispatch import receiver
 
 from agents.signals import model_call_values_expired
 from audit import services as audit
-from audit.db import execute_prepared
 from governance import services as governance
-from governance.models import ApprovalRequest, ApprovalStatus, Escalation, EscalationStatus
 from governance.signals import approval_decided, escalation_resolved
 from orchestrator import engine, services
-from orchestrator.models import EventKind, WorkflowRun
+from orchestrator.models import EventKind
 from orchestrator.signals import run_events_recorded
 
 log = logging.getLogger(__name__)
@@ -108,40 +105,9 @@ def close_governance_of_ended_runs(sender, events, run, **kwargs):
     transaction.on_commit(lambda: _close_governance(run_id))
 
 
-def _holds_governance_open(run_id: int) -> bool:
-    """Tell, in one query, whether a run has a pending approval request or an open escalation."""
-    if connection.vendor == "postgresql":  # every run ends here: a prepared statement
-        params = [run_id, ApprovalStatus.PENDING, run_id, EscalationStatus.OPEN]
-        return execute_prepared(connection, _GOVERNANCE_OPEN_SQL, params)[0][0]
-    return (
-        WorkflowRun.objects.filter(pk=run_id)
-        .filter(
-            Exists(
-                ApprovalRequest.objects.filter(run_id=OuterRef("pk"), status=ApprovalStatus.PENDING)
-            )
-            | Exists(Escalation.objects.filter(run_id=OuterRef("pk"), status=EscalationStatus.OPEN))
-        )
-        .exists()
-    )
-
-
-_GOVERNANCE_OPEN_SQL = (
-    f"SELECT EXISTS (SELECT 1 FROM {ApprovalRequest._meta.db_table} "
-    "WHERE run_id = %s AND status = %s) "
-    f"OR EXISTS (SELECT 1 FROM {Escalation._meta.db_table} WHERE run_id = %s AND status = %s)"
-)
-
-
 def _close_governance(run_id: int) -> None:
-    """Cancel what governance still holds open for an ended run."""
-    # Most runs end holding nothing open: one read, outside any transaction, spares them the
-    # two transactions (and their locking reads) of the cancellations.
-    if not _holds_governance_open(run_id):
-        return
-    reason = f"run {run_id} ended"
-    governance.cancel_approvals_for_run(run_id, reason=reason)
-    with transaction.atomic():
-        governance.cancel_escalations_for_run(run_id, reason=reason)
+    """Have governance cancel what it still holds open for an ended run."""
+    governance.close_for_ended_run(run_id, reason=f"run {run_id} ended")
 
 
 @receiver(model_call_values_expired, dispatch_uid="orchestrator.redact_model_call_journals")

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import smtplib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from guardian.shortcuts import assign_perm
 
 from agents.models import Notification, Ticket, TicketComment
@@ -35,6 +36,31 @@ MAX_RESPONSE_BYTES = 64 * 1024
 
 
 # --- tickets -------------------------------------------------------------------------------------
+
+
+def _once(model, idempotency_key: str | None, create: Callable[[], models.Model]):
+    """Create a row once per idempotency key; return (row, created).
+
+    A concurrent caller with the same key may insert between the look-up and the insert: the
+    unique key refuses the second row, its savepoint undoes everything `create` wrote (history,
+    permissions, audit), and the first caller's row is returned, as a redelivery would see it.
+    """
+    if idempotency_key:
+        existing = model.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            return create(), True
+    except IntegrityError:
+        existing = (
+            model.objects.filter(idempotency_key=idempotency_key).first()
+            if idempotency_key
+            else None
+        )
+        if existing is None:
+            raise
+        return existing, False
 
 
 @audited_refusals
@@ -52,27 +78,27 @@ def create_ticket(
     """Open a ticket (once per idempotency key); its creator may view and change it."""
     if actor is not None:
         require_model(actor, "add", Ticket)
-    if idempotency_key:
-        existing = Ticket.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing
-    ticket = Ticket(
-        title=title,
-        description=description,
-        priority=priority,
-        service=service,
-        classification=classification,
-        created_by=actor,
-        created_by_name=name_of(actor),
-        run_id=run_id,
-        idempotency_key=idempotency_key or None,
-    )
-    # Checked above; the creator is then given view and change on what they opened.
-    save_governed(ticket, actor=actor, reason="ticket opened", check=False)
-    if actor is not None:
-        assign_perm("agents.view_ticket", actor, ticket)
-        assign_perm("agents.change_ticket", actor, ticket)
-    return ticket
+
+    def create() -> Ticket:
+        ticket = Ticket(
+            title=title,
+            description=description,
+            priority=priority,
+            service=service,
+            classification=classification,
+            created_by=actor,
+            created_by_name=name_of(actor),
+            run_id=run_id,
+            idempotency_key=idempotency_key or None,
+        )
+        # Checked above; the creator is then given view and change on what they opened.
+        save_governed(ticket, actor=actor, reason="ticket opened", check=False)
+        if actor is not None:
+            assign_perm("agents.view_ticket", actor, ticket)
+            assign_perm("agents.change_ticket", actor, ticket)
+        return ticket
+
+    return _once(Ticket, idempotency_key, create)[0]
 
 
 TICKET_FIELDS = {"title", "description", "status", "priority", "service", "assignee"}
@@ -112,26 +138,26 @@ def comment_on_ticket(
     """Add a comment (once per idempotency key); needs change on the ticket."""
     if actor is not None:
         require(actor, "change", ticket)
-    if idempotency_key:
-        existing = TicketComment.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing
-    comment = TicketComment.objects.create(
-        ticket=ticket,
-        body=body,
-        author=actor,
-        author_name=name_of(actor),
-        run_id=run_id,
-        idempotency_key=idempotency_key or None,
-    )
-    audit.record(
-        action="agents.ticket.commented",
-        actor=actor,
-        target=ticket,
-        run_id=run_id,
-        body={"comment": comment.pk, "length": len(body)},
-    )
-    return comment
+
+    def create() -> TicketComment:
+        comment = TicketComment.objects.create(
+            ticket=ticket,
+            body=body,
+            author=actor,
+            author_name=name_of(actor),
+            run_id=run_id,
+            idempotency_key=idempotency_key or None,
+        )
+        audit.record(
+            action="agents.ticket.commented",
+            actor=actor,
+            target=ticket,
+            run_id=run_id,
+            body={"comment": comment.pk, "length": len(body)},
+        )
+        return comment
+
+    return _once(TicketComment, idempotency_key, create)[0]
 
 
 # --- any governed record -------------------------------------------------------------------------
@@ -199,10 +225,6 @@ def notify(
     recipient = _resolve_user(recipient)
     if recipient is None or not recipient.is_active:
         raise GovernanceError("A notification needs an active recipient.", code="recipient")
-    if idempotency_key:
-        existing = Notification.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing
     channels = channels or ["inbox"]
     deliveries: dict[str, str] = {"inbox": "delivered"}
     if "email" in channels:
@@ -210,32 +232,53 @@ def notify(
     if "webhook" in channels:
         deliveries["webhook"] = PENDING if webhook_url else "skipped: not configured"
     pending = PENDING in deliveries.values()
-    notification = Notification.objects.create(
-        recipient=recipient,
-        subject=subject,
-        body=body,
-        sent_by=sent_by,
-        sent_by_name=name_of(sent_by),
-        run_id=run_id,
-        deliveries=deliveries,
-        idempotency_key=idempotency_key or None,
-        webhook_url=webhook_url if deliveries.get("webhook") == PENDING else "",
-        # Saved before the first attempt: if this process dies after the commit, the sweep
-        # (agents.deliver_notifications) finds it once this grace has passed.
-        next_delivery_at=clock.now() + dt.timedelta(seconds=_setting("LEASE_SECONDS"))
-        if pending
-        else None,
-    )
-    audit.record(
-        action="agents.notification.sent",
-        actor=sent_by,
-        target=notification,
-        run_id=run_id,
-        body={"recipient": name_of(recipient), "subject": subject, "channels": deliveries},
-    )
-    if pending:
-        transaction.on_commit(lambda: deliver_pending(notification.pk, due_only=False))
+
+    def create() -> Notification:
+        notification = Notification.objects.create(
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            sent_by=sent_by,
+            sent_by_name=name_of(sent_by),
+            run_id=run_id,
+            deliveries=deliveries,
+            idempotency_key=idempotency_key or None,
+            webhook_url=webhook_url if deliveries.get("webhook") == PENDING else "",
+            # Saved before the first attempt: if the message below is lost, the sweep
+            # (agents.deliver_notifications) finds the row once this grace has passed.
+            next_delivery_at=clock.now() + dt.timedelta(seconds=_setting("LEASE_SECONDS"))
+            if pending
+            else None,
+        )
+        audit.record(
+            action="agents.notification.sent",
+            actor=sent_by,
+            target=notification,
+            run_id=run_id,
+            body={"recipient": name_of(recipient), "subject": subject, "channels": deliveries},
+        )
+        return notification
+
+    notification, created = _once(Notification, idempotency_key, create)
+    if created and pending:
+        # The delivery row is the durable part; the worker that takes this message makes the
+        # email or webhook call, never the request or step that wrote the notification.
+        notification_id = notification.pk
+        transaction.on_commit(lambda: delivery_dispatcher(notification_id))
     return notification
+
+
+def _send_delivery_task(notification_id: int) -> None:
+    """Ask a worker to attempt a notification's deliveries; a lost message waits for the sweep."""
+    from agents.tasks import deliver_notification
+
+    try:
+        deliver_notification.apply_async(args=[notification_id])
+    except Exception:  # broker down: the row's next_delivery_at brings the sweep to it
+        log.warning("could not queue notification %s; the sweep will", notification_id)
+
+
+delivery_dispatcher = _send_delivery_task
 
 
 @transaction.atomic

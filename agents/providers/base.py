@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,28 @@ log = logging.getLogger(__name__)
 # Tool names such as "ticket.create" are not valid function names for OpenAI or Anthropic
 # (^[a-zA-Z0-9_-]{1,64}$): on the wire each "." becomes "__".
 _WIRE_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+# One HTTP client (a pool of kept-alive connections) per provider endpoint and process: a new
+# client per call paid a TCP and TLS handshake every time (about 60 ms against a real provider).
+# Keyed by process id too, so a forked worker child never shares its parent's sockets.
+_clients: dict[tuple[int, str], httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(endpoint: str) -> httpx.Client:
+    """Return this process's HTTP client for one provider endpoint, creating it once."""
+    key = (os.getpid(), endpoint)
+    client = _clients.get(key)
+    if client is not None:
+        return client
+    with _clients_lock:
+        for stale in [k for k in _clients if k[0] != key[0]]:
+            del _clients[stale]  # inherited through fork: left to the parent, never closed here
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = httpx.Client(follow_redirects=False)
+    return client
 
 
 def wire_name(name: str) -> str:
@@ -236,11 +260,12 @@ class HTTPModelClient(ModelClient):
         # httpx's timeout bounds each read, not the reply: a server trickling bytes would keep
         # the call alive forever. The whole attempt must finish within the timeout.
         deadline = time.monotonic() + self.config.timeout
+        url = self.url()
         try:
-            with (
-                httpx.Client(timeout=timeout, follow_redirects=False) as client,
-                client.stream("POST", self.url(), json=payload, headers=headers) as reply,
-            ):
+            client = shared_client(f"{self.kind}:{url}")
+            with client.stream(
+                "POST", url, json=payload, headers=headers, timeout=timeout
+            ) as reply:
                 received = bytearray()
                 for chunk in reply.iter_raw():
                     received += chunk

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from guardian.shortcuts import assign_perm
 
 from audit import clock
@@ -49,6 +50,7 @@ def default_role() -> Role | None:
     return Role.objects.filter(name=name).first() if name else None
 
 
+@transaction.atomic
 def open_escalation(
     *,
     reason: str,
@@ -206,6 +208,7 @@ def cancel_escalation(escalation: Escalation, *, reason: str, now: dt.datetime |
     )
 
 
+@transaction.atomic
 def cancel_for_run(run_id: int, *, reason: str, now: dt.datetime | None = None) -> int:
     """Close the open escalations of a run that finished; return how many."""
     now = now or clock.now()

@@ -55,6 +55,16 @@ def published(monkeypatch):
     return sent
 
 
+@pytest.fixture(autouse=True)
+def queued_deliveries(monkeypatch):
+    """Collect the notification ids queued for a worker; tests run `deliver_notification`."""
+    from agents.actions import work
+
+    queued: list[int] = []
+    monkeypatch.setattr(work, "delivery_dispatcher", queued.append)
+    return queued
+
+
 @dataclass
 class World:
     """The people, roles and approval rule the agent tests share."""

@@ -37,6 +37,7 @@ class Received:
     headers: dict[str, str]
     body: Any
     at: float
+    peer: tuple = ()  # the client's (host, port): one port per TCP connection
 
 
 class FakeModelServer:
@@ -62,7 +63,13 @@ class FakeModelServer:
                     body = json.loads(raw or b"null")
                 except json.JSONDecodeError:
                     body = raw.decode(errors="replace")
-                received = Received(self.path, dict(self.headers.items()), body, time.monotonic())
+                received = Received(
+                    self.path,
+                    dict(self.headers.items()),
+                    body,
+                    time.monotonic(),
+                    tuple(self.client_address),
+                )
                 with server.lock:
                     server.requests.append(received)
                     reply = server.replies.popleft() if server.replies else None

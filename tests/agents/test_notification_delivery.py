@@ -4,7 +4,7 @@ import pytest
 
 from agents.actions import work
 from agents.models import Notification
-from agents.tasks import deliver_notifications
+from agents.tasks import deliver_notification, deliver_notifications
 from audit import clock
 from audit.models import AuditEntry
 from tests.agents.fake_servers import FakeModelServer, Reply
@@ -37,13 +37,37 @@ def _notify(world, hook, **extra):
     )
 
 
+def _run_queued(queued):
+    """Do what the worker does with each queued notification, once."""
+    while queued:
+        deliver_notification(queued.pop(0))
+
+
+def test_the_first_attempt_is_a_workers_not_the_writers(
+    world, hook, quick_retries, django_capture_on_commit_callbacks, queued_deliveries
+):
+    hook.push(Reply({"ok": True}, status=200))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        notification = _notify(world, hook)
+    assert queued_deliveries == []  # nothing is queued before the commit
+    for callback in callbacks:
+        callback()
+    assert queued_deliveries == [notification.pk]
+    assert hook.requests == []  # notify() itself made no HTTP call
+    _run_queued(queued_deliveries)
+    notification.refresh_from_db()
+    assert notification.deliveries["webhook"] == "delivered: 200"
+    assert len(hook.requests) == 1
+
+
 def test_a_failed_webhook_is_retried_after_its_backoff_with_the_same_key(
-    world, hook, quick_retries, django_capture_on_commit_callbacks
+    world, hook, quick_retries, django_capture_on_commit_callbacks, queued_deliveries
 ):
     hook.push(Reply({"error": "busy"}, status=503), Reply({"ok": True}, status=200))
     with clock.frozen() as frozen:
         with django_capture_on_commit_callbacks(execute=True):
             notification = _notify(world, hook)
+        _run_queued(queued_deliveries)
         notification.refresh_from_db()
         assert notification.deliveries["webhook"] == "pending"  # the first attempt failed
         assert notification.delivery_attempts == 1
@@ -80,12 +104,13 @@ def test_a_delivery_lost_after_the_commit_is_sent_by_the_sweep(world, hook, quic
 
 
 def test_a_webhook_that_keeps_failing_ends_failed(
-    world, hook, quick_retries, django_capture_on_commit_callbacks
+    world, hook, quick_retries, django_capture_on_commit_callbacks, queued_deliveries
 ):
     hook.answer = lambda received: Reply({"error": "down"}, status=500)
     with clock.frozen() as frozen:
         with django_capture_on_commit_callbacks(execute=True):
             notification = _notify(world, hook)
+        _run_queued(queued_deliveries)
         for _ in range(5):
             frozen.advance(3600)
             deliver_notifications()

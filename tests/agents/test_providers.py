@@ -196,6 +196,24 @@ KINDS = ["openai", "anthropic"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_calls_to_one_provider_reuse_one_connection(kind, server, sleeps):
+    # A new HTTP client per call paid a fresh TCP (and, with a real provider, TLS) handshake.
+    server.push(*[Reply(ok_reply(kind))] * 3)
+    for _ in range(3):
+        assert make_client(kind, server, sleeps).complete(CONVERSATION, TOOLS).content == "done"
+    assert len(server.requests) == 3
+    assert len({request.peer for request in server.requests}) == 1
+
+
+def test_a_broken_connection_is_not_reused(server, sleeps):
+    server.push(Reply(ok_reply("openai"), truncate=True), Reply(ok_reply("openai")))
+    response = make_client("openai", server, sleeps).complete(CONVERSATION, TOOLS)
+    assert response.attempts == 2
+    first, second = server.requests
+    assert first.peer != second.peer  # the cut connection was dropped from the pool
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_malformed_json_is_retried_then_succeeds(kind, server, sleeps):
     server.push(Reply(raw=b"{not json at all"), Reply(ok_reply(kind)))
     response = make_client(kind, server, sleeps).complete(CONVERSATION, TOOLS)
