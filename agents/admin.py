@@ -538,8 +538,8 @@ class ToolInvocationAdmin(ReadOnlyAdmin):
     list_filter = ["verdict", "stage", "tool", "agent_slug"]
     search_fields = ["agent_slug", "tool", "key", "=run_id", "reason", "arguments_digest"]
     date_hierarchy = "created_at"
-    exclude = ["arguments", "outcome"]
-    readonly_fields = ["arguments_pretty", "outcome_pretty"]
+    exclude = ["arguments", "proposed_arguments", "outcome"]
+    readonly_fields = ["arguments_pretty", "proposed_pretty", "outcome_pretty"]
 
     @admin.display(description="Run")
     def run(self, obj):
@@ -554,6 +554,12 @@ class ToolInvocationAdmin(ReadOnlyAdmin):
     @admin.display(description="Arguments")
     def arguments_pretty(self, obj):
         return pretty_json(obj.arguments)
+
+    @admin.display(description="Proposed as")
+    def proposed_pretty(self, obj):
+        if obj.proposed_arguments is None:
+            return "as decided"
+        return pretty_json(obj.proposed_arguments)
 
     @admin.display(description="Outcome")
     def outcome_pretty(self, obj):

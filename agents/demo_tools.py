@@ -6,6 +6,14 @@ first attempt (to show retries), `incident.scale_service` answers with the new a
 replica count, and `incident.post_update` writes an IncidentUpdate row, once per idempotency
 key, so a redelivered step never posts twice. The demo's policies decide which calls need an
 approval (production restarts) or are denied (scaling above a threshold); the tools do not.
+
+The tools that name a service or hosts resolve them against the catalogue before anything
+decides (`canonical=`): the service's catalogue name (case, surrounding spaces and Unicode
+compatibility forms folded; look-alike letters, zero-width characters and unknown names
+refused), the service the hosts really belong to (unknown hosts, hosts of several services, or
+hosts of another service than the one named are refused), and the service's `environment`,
+which the policies match on. So a policy rule on `arguments.environment == 'production'`
+catches every spelling of a production service and every host list that reaches one.
 """
 
 from __future__ import annotations
@@ -13,7 +21,13 @@ from __future__ import annotations
 import hashlib
 
 from agents import services
-from agents.tools import FatalToolError, ToolContext, ToolError, tool
+from agents.tools import (
+    ArgumentsRefused,
+    ToolContext,
+    ToolError,
+    canonical_name,
+    tool,
+)
 
 SERVICES: dict[str, dict] = {
     "checkout": {
@@ -23,6 +37,7 @@ SERVICES: dict[str, dict] = {
         "hosts": ["checkout-1", "checkout-2", "checkout-3"],
         "tier": 1,
         "replicas": 3,
+        "environment": "production",
     },
     "search": {
         "team": "discovery",
@@ -31,6 +46,7 @@ SERVICES: dict[str, dict] = {
         "hosts": ["search-1", "search-2"],
         "tier": 2,
         "replicas": 2,
+        "environment": "staging",
     },
     "billing": {
         "team": "payments",
@@ -39,11 +55,91 @@ SERVICES: dict[str, dict] = {
         "hosts": ["billing-1"],
         "tier": 1,
         "replicas": 4,
+        "environment": "production",
     },
 }
+ENVIRONMENTS = ("production", "staging")
 
 # Hosts that are down in the demo; every other host's latency comes from its name.
 DOWN_HOSTS = {"checkout-2"}
+
+
+def service_of_host() -> dict[str, str]:
+    """Return the catalogue's hosts, each with the service it belongs to."""
+    return {host: name for name, entry in SERVICES.items() for host in entry["hosts"]}
+
+
+def known_service(value: str) -> str:
+    """Return the catalogue name a service is spelled as; refuse a name it does not hold."""
+    name = canonical_name(value, "service")
+    if name not in SERVICES:
+        known = ", ".join(sorted(SERVICES))
+        raise ArgumentsRefused(f"no service is called {value!r} (known: {known})")
+    return name
+
+
+def known_hosts(values: list[str]) -> list[str]:
+    """Return the catalogue names of some hosts, sorted and once each; refuse unknown ones."""
+    owners = service_of_host()
+    hosts = {canonical_name(value, "host") for value in values}
+    if unknown := sorted(host for host in hosts if host not in owners):
+        raise ArgumentsRefused(f"no host is called {', '.join(unknown)} in the service catalogue")
+    return sorted(hosts)
+
+
+def checked_environment(arguments: dict, service: str) -> str:
+    """Return the service's environment; refuse a different one named in the arguments."""
+    environment = SERVICES[service]["environment"]
+    if "environment" in arguments:
+        named = canonical_name(arguments["environment"], "environment")
+        if named != environment:
+            raise ArgumentsRefused(f"{service} runs in {environment}, not {named}")
+    return environment
+
+
+def service_arguments(arguments: dict, context: ToolContext) -> dict:
+    """Resolve a call on a service: its catalogue name and environment."""
+    service = known_service(arguments["service"])
+    return {
+        **arguments,
+        "service": service,
+        "environment": checked_environment(arguments, service),
+    }
+
+
+def hosts_arguments(arguments: dict, context: ToolContext) -> dict:
+    """Resolve a list of hosts to the catalogue's names."""
+    return {**arguments, "hosts": known_hosts(arguments["hosts"])}
+
+
+def restart_arguments(arguments: dict, context: ToolContext) -> dict:
+    """Resolve a restart: the hosts, the one service they belong to, and its environment.
+
+    The service is the hosts' own: hosts of several services, or of another service than the
+    one named, are refused rather than restarted under a name that does not fit them.
+    """
+    hosts = known_hosts(arguments["hosts"])
+    service = known_service(arguments["service"])
+    owners = service_of_host()
+    if others := sorted({owners[host] for host in hosts} - {service}):
+        foreign = [host for host in hosts if owners[host] != service]
+        raise ArgumentsRefused(
+            f"hosts {', '.join(foreign)} belong to {', '.join(others)}, not to {service}: "
+            "restart each service on its own hosts"
+        )
+    return {
+        "service": service,
+        "hosts": hosts,
+        "environment": checked_environment(arguments, service),
+    }
+
+
+SERVICE = {"type": "string", "minLength": 1}
+ENVIRONMENT = {
+    "type": "string",
+    "minLength": 1,
+    "description": "Filled in from the service catalogue; a different value is refused.",
+}
 
 
 @tool(
@@ -51,21 +147,17 @@ DOWN_HOSTS = {"checkout-2"}
     schema={
         "type": "object",
         "required": ["service"],
-        "properties": {"service": {"type": "string", "minLength": 1}},
+        "properties": {"service": SERVICE, "environment": ENVIRONMENT},
         "additionalProperties": False,
     },
-    description="Return the owning team, owners, runbook and hosts of a service.",
+    description="Return the owning team, owners, runbook, hosts and environment of a service.",
     side_effects=False,
+    canonical=service_arguments,
 )
 def lookup_service(arguments: dict, context: ToolContext) -> dict:
-    """Return the catalogue entry of a service; an unknown service is a final error."""
+    """Return the catalogue entry of a service (an unknown one is refused before the call)."""
     name = arguments["service"]
-    try:
-        entry = SERVICES[name]
-    except KeyError:
-        known = ", ".join(sorted(SERVICES))
-        raise FatalToolError(f"no service is called {name!r} (known: {known})") from None
-    return {"service": name, **entry}
+    return {"service": name, **SERVICES[name]}
 
 
 def host_health(host: str) -> dict:
@@ -88,6 +180,7 @@ def host_health(host: str) -> dict:
     },
     description="Probe a list of hosts; the result is deterministic for the demo.",
     side_effects=False,
+    canonical=hosts_arguments,
 )
 def check_health(arguments: dict, context: ToolContext) -> dict:
     """Probe each host and say which are unhealthy."""
@@ -105,14 +198,17 @@ def check_health(arguments: dict, context: ToolContext) -> dict:
         "type": "object",
         "required": ["service", "hosts"],
         "properties": {
-            "service": {"type": "string", "minLength": 1},
-            "hosts": {"type": "array", "items": {"type": "string"}},
+            "service": SERVICE,
+            "hosts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "environment": ENVIRONMENT,
         },
         "additionalProperties": False,
     },
-    description="Restart a service on some hosts; the first attempt times out, as restarts do.",
+    description="Restart a service on some of its hosts; the first attempt times out, as "
+    "restarts do.",
     side_effects=True,
     risk="medium",
+    canonical=restart_arguments,
 )
 def restart_service(arguments: dict, context: ToolContext) -> dict:
     """Restart the hosts; attempt 1 raises a retryable error so the demo shows a retry."""
@@ -127,20 +223,20 @@ def restart_service(arguments: dict, context: ToolContext) -> dict:
         "type": "object",
         "required": ["service", "replicas"],
         "properties": {
-            "service": {"type": "string", "minLength": 1},
+            "service": SERVICE,
             "replicas": {"type": "integer", "minimum": 1, "maximum": 100},
+            "environment": ENVIRONMENT,
         },
         "additionalProperties": False,
     },
     description="Set the number of replicas of a service; answers with the previous count.",
     side_effects=True,
     risk="medium",
+    canonical=service_arguments,
 )
 def scale_service(arguments: dict, context: ToolContext) -> dict:
-    """Scale a known service (the catalogue's count is the 'previous' one); unknown is final."""
+    """Scale a known service (the catalogue's count is the 'previous' one)."""
     name = arguments["service"]
-    if name not in SERVICES:
-        raise FatalToolError(f"no service is called {name!r}")
     return {
         "service": name,
         "replicas": arguments["replicas"],

@@ -285,7 +285,12 @@ class ToolInvocation(models.Model):
     )
     agent_slug = models.CharField(max_length=100)
     tool = models.CharField(max_length=200)
-    arguments = models.JSONField(null=True, blank=True)
+    arguments = models.JSONField(
+        null=True, blank=True, help_text="The arguments decided on: canonical, once resolved."
+    )
+    proposed_arguments = models.JSONField(
+        null=True, blank=True, help_text="The arguments as proposed, when resolving changed them."
+    )
     arguments_digest = models.CharField(max_length=64, blank=True)
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     stage = models.CharField(

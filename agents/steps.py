@@ -493,7 +493,9 @@ class AgentLoop:
             for request in decided:
                 if request.status == ApprovalStatus.PENDING:
                     continue
-                bound = enforcement.recordable(call["name"], call.get("arguments"))
+                bound = verdict.arguments  # what the approval was asked for: the canonical form
+                if bound is None:
+                    bound = enforcement.recordable(call["name"], call.get("arguments"))
                 if not approval_applies(request, bound):
                     return enforcement.refusal(
                         verdict,

@@ -8,11 +8,19 @@ creations, or None; `permission` is the action: view, add, change, read, write..
 are validated before every call, and every call receives an idempotency key that stays the
 same across redeliveries of its step. Agents reach tools only through the policy enforcement
 point (agents/actions/enforcement.py); the governed `Tool` row mirrors each registered tool.
+
+A tool may also resolve its arguments to the canonical things it acts on
+(`canonical(arguments, context)` returns them: a catalogue's name for a service, the service
+its hosts really belong to, a normalised identifier, facts such as the environment) or refuse
+them with `ArgumentsRefused` when they do not resolve. The enforcement point resolves them
+right after the schema check; the permission, the policy, the approval digest, the records and
+the call itself then all see the canonical arguments, so what is approved is what runs.
 """
 
 from __future__ import annotations
 
 import importlib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +58,32 @@ class ArgumentsInvalid(FatalToolError):
     """The arguments of a tool call do not match its schema."""
 
 
+class ArgumentsRefused(ArgumentsInvalid):
+    """The arguments do not resolve to the canonical things the tool acts on."""
+
+
+def canonical_name(value: Any, what: str = "name") -> str:
+    """Return an identifier's one canonical spelling; refuse what could only be guessed at.
+
+    NFKC-normalised, trimmed and lower-cased, it must be plain ASCII letters, digits, '.', '_'
+    and '-': a look-alike letter from another script, a zero-width or control character, or a
+    space inside is refused (naming the character), never mapped to the nearest known name.
+    """
+    if not isinstance(value, str):
+        raise ArgumentsRefused(f"{what} must be a string, not {type(value).__name__}")
+    normal = unicodedata.normalize("NFKC", value).strip().lower()
+    for char in normal:
+        if not (char.isascii() and (char.isalnum() or char in "._-")):
+            label = unicodedata.name(char, "a control or unassigned character")
+            raise ArgumentsRefused(
+                f"{what} {value!r} contains {label} (U+{ord(char):04X}); only ASCII letters, "
+                "digits, '.', '_' and '-' are accepted"
+            )
+    if not normal:
+        raise ArgumentsRefused(f"{what} {value!r} is empty")
+    return normal
+
+
 class UnknownTool(LookupError):
     """No tool is registered under that name."""
 
@@ -85,6 +119,9 @@ class ToolSpec:
     permission: str = ""
     target_model: str | Callable[[dict[str, Any]], list[str]] = ""
     digested_arguments: tuple[str, ...] = ()
+    canonical: Callable[[dict[str, Any], ToolContext], dict[str, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def recordable(self, arguments: Any) -> Any:
         """Return the arguments as records keep them: the digested ones by SHA-256 only."""
@@ -104,14 +141,32 @@ class ToolSpec:
             errors.append(f"{location}: {error.message}")
         return errors
 
+    def canonical_arguments(self, arguments: dict[str, Any], context: ToolContext) -> dict:
+        """Return schema-valid arguments resolved to what the call acts on (or ArgumentsRefused).
+
+        The canonical form is checked against the schema and must resolve to itself, so a call
+        given canonical arguments (as the enforcement point gives them) runs with exactly those.
+        """
+        if self.canonical is None:
+            return arguments
+        resolved = self.canonical(arguments, context)
+        if errors := self.argument_errors(resolved):
+            raise ArgumentsRefused(
+                f"tool {self.name!r} resolved its arguments to an invalid form: "
+                + "; ".join(errors)
+            )
+        if resolved != arguments and self.canonical(resolved, context) != resolved:
+            raise ArgumentsRefused(f"tool {self.name!r} does not resolve its arguments stably")
+        return resolved
+
     def call(self, arguments: dict[str, Any], context: ToolContext) -> Any:
-        """Validate the arguments, then call the tool."""
+        """Validate the arguments, resolve them to their canonical form, then call the tool."""
         errors = self.argument_errors(arguments)
         if errors:
             raise ArgumentsInvalid(
                 f"arguments of tool {self.name!r} are invalid: " + "; ".join(errors)
             )
-        return self.func(arguments, context)
+        return self.func(self.canonical_arguments(arguments, context), context)
 
 
 _registry: dict[str, ToolSpec] = {}
@@ -129,6 +184,7 @@ def tool(
     permission: str = "",
     target_model: str | Callable[[dict[str, Any]], list[str]] = "",
     digested_arguments: tuple[str, ...] = (),
+    canonical: Callable[[dict[str, Any], ToolContext], dict[str, Any]] | None = None,
 ):
     """Register the decorated callable `func(arguments, context)` as a tool.
 
@@ -136,6 +192,8 @@ def tool(
     from the tool row's settings; the admin shows it and the agent review page checks the
     agent's roles against it. `digested_arguments` are kept by their SHA-256 only in every
     record of a call (journal, invocation, audit): values whose retention the tool governs.
+    `canonical(arguments, context)` returns the arguments resolved to what the call acts on, or
+    raises ArgumentsRefused; the call, its policy decision and its approval all use its result.
     """
     schema = schema if schema is not None else {"type": "object"}
     try:
@@ -156,6 +214,7 @@ def tool(
             permission=permission,
             target_model=target_model,
             digested_arguments=tuple(digested_arguments),
+            canonical=canonical,
         )
         return func
 

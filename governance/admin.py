@@ -33,6 +33,7 @@ from governance.admin_mixins import (
     audited_view,
 )
 from governance.models import (
+    ApiToken,
     ApprovalDecision,
     ApprovalRequest,
     ApprovalRule,
@@ -829,3 +830,83 @@ class EscalationAdmin(GovernedAdminMixin, admin.ModelAdmin):
             return redirect("admin:governance_escalation_change", pk)
         self.message_user(request, f"Escalation #{obj.pk} resolved.", messages.SUCCESS)
         return redirect("admin:governance_escalation_changelist")
+
+
+# --- API tokens ---------------------------------------------------------------------------------
+
+
+class ApiTokenForm(forms.ModelForm):
+    """Issue a token: whom it acts as, what for, read-only or not, until when."""
+
+    class Meta:
+        model = ApiToken
+        fields = ["user", "name", "read_only", "expires_at"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
+    """Tokens are issued here and by `manage.py api_tokens`; the token is shown once."""
+
+    form = ApiTokenForm
+    ask_change_reason = False
+    list_display = ["prefix", "name", "user", "read_only", "expires_at", "revoked_at"]
+    list_display += ["last_used_at"]
+    list_filter = ["read_only"]
+    search_fields = ["prefix", "name", "user__username"]
+    actions = ["revoke_selected"]
+
+    def get_fields(self, request, obj=None):
+        """The issuing form on add; the token's facts afterwards."""
+        if obj is None:
+            return ["user", "name", "read_only", "expires_at"]
+        return [
+            "prefix",
+            "user",
+            "name",
+            "read_only",
+            "expires_at",
+            "created_by_name",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+            "revoked_by_name",
+            "revoke_reason",
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        """Nothing of an issued token changes but its revocation (an action)."""
+        return self.get_fields(request, obj) if obj is not None else []
+
+    def has_add_permission(self, request, *args):
+        """Issue with the model permission (the service checks the principal too)."""
+        return has_model_permission(request.user, "add", ApiToken)
+
+    def has_delete_permission(self, request, obj=None):
+        """A token is revoked, never deleted: its row is the record of who could call."""
+        return False
+
+    def save_model(self, request, obj, form, change):
+        """Issue through the service and show the token this once."""
+        row, token = services.issue_token(
+            form.cleaned_data["user"],
+            actor=request.user,
+            name=form.cleaned_data["name"],
+            read_only=form.cleaned_data["read_only"],
+            expires_at=form.cleaned_data["expires_at"],
+        )
+        obj.pk = row.pk
+        obj._state.adding = False
+        self.message_user(
+            request,
+            f"Token {row.prefix} issued. Copy it now; it is not shown again: {token}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        """Revoke each selected token the user may change, each audited."""
+        for token in queryset:
+            services.revoke_token(
+                token, actor=request.user, reason=f"revoked in the admin by {request.user}"
+            )
+        self.message_user(request, "Revoked.", messages.SUCCESS)

@@ -549,3 +549,65 @@ class Escalation(models.Model):
     def signal_name(self) -> str:
         """Return the name of the signal that announces the resolution to a waiting step."""
         return f"escalation:{self.pk}"
+
+
+class ApiTokenQuerySet(RestrictedQuerySet):
+    """API tokens: a person sees and revokes the tokens that act as them or that they issued."""
+
+    def owner_q(self, user, action):
+        """The tokens of `user` and the ones `user` issued."""
+        if action in ("view", "change"):
+            return Q(user=user) | Q(created_by=user)
+        return None
+
+    def usable_at(self, moment) -> ApiTokenQuerySet:
+        """Return the tokens neither revoked nor expired at a moment."""
+        return self.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=moment)
+        )
+
+
+class ApiToken(models.Model):
+    """A bearer token an integration or a person calls the API with; only its keyed hash is kept.
+
+    The token itself (`stw_<id>_<secret>`) is shown once, when it is issued. `prefix` (`stw_<id>`)
+    names it in lists, logs and audit entries and is what a leaked-secret scanner greps for.
+    """
+
+    user = models.ForeignKey(
+        USER,
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+        help_text="The principal the token acts as: its permissions are the token's.",
+    )
+    name = models.CharField(max_length=200, help_text="What the token is for.")
+    prefix = models.CharField(max_length=32, unique=True)
+    digest = models.CharField(max_length=64, help_text="HMAC-SHA256 of the token (keyed).")
+    read_only = models.BooleanField(
+        default=False, help_text="Only reads (GET, HEAD, OPTIONS) are accepted with it."
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by_name = models.CharField(max_length=150, blank=True)
+    revoke_reason = models.CharField(max_length=500, blank=True)
+    # Written at most once a minute by a conditional update: telemetry, not a governed change.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(excluded_fields=["last_used_at"])
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.name})"
+
+    def usable_at(self, moment) -> bool:
+        """Tell whether the token is neither revoked nor expired at a moment."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)

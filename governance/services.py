@@ -11,6 +11,7 @@ from governance.actions.approvals import (
     ApprovalMismatch,
     ApprovalRefused,
     approval_applies,
+    cancel_request,
     create_approval_rule,
     decide_approval,
     delete_approval_rule,
@@ -78,6 +79,7 @@ from governance.actions.roles import (
     update_role,
 )
 from governance.actions.runs import close_for_ended_run, holds_open_for_run
+from governance.actions.tokens import TokenRefused, authenticate_token, issue_token, revoke_token
 from governance.permissions import AccessDenied, NotVisible, can
 from governance.permissions import get_for as _get_for
 
@@ -87,6 +89,10 @@ get_for = audited_refusals(_get_for)
 
 __all__ = [
     "AccessDenied",
+    "TokenRefused",
+    "authenticate_token",
+    "issue_token",
+    "revoke_token",
     "AlreadyDecided",
     "ApprovalMismatch",
     "ApprovalRefused",
@@ -96,6 +102,7 @@ __all__ = [
     "accountable_owner",
     "add_member",
     "approval_applies",
+    "cancel_request",
     "can",
     "cancel_approvals_for_run",
     "cancel_escalations_for_run",

@@ -54,7 +54,7 @@ def pretty_json(value) -> str:
 
 class VersionInline(ReadOnlyInline):
     model = WorkflowVersion
-    fields = ["number", "digest", "published_at", "published_by_name", "note"]
+    fields = ["number", "status", "digest", "published_at", "published_by_name", "note"]
     readonly_fields = fields
     ordering = ["-number"]
 
@@ -158,16 +158,30 @@ class RestrictedThroughParentAdmin(admin.ModelAdmin):
 
 @admin.register(Workflow)
 class WorkflowAdmin(GovernedAdminMixin, ObjectPermissionsThroughRolesMixin, SimpleHistoryAdmin):
-    list_display = ["slug", "name", "is_active", "latest", "run_count", "created_at"]
-    list_filter = ["is_active"]
+    list_display = [
+        "slug",
+        "name",
+        "is_active",
+        "live",
+        "latest",
+        "version_approval_required",
+        "run_count",
+        "created_at",
+    ]
+    list_filter = ["is_active", "version_approval_required"]
     search_fields = ["slug", "name", "description"]
     inlines = [VersionInline]
-    readonly_fields = ["created_at", "start_link"]
+    readonly_fields = ["created_at", "live", "start_link"]
+
+    @admin.display(description="Live version")
+    def live(self, obj):
+        version = obj.live_version
+        return f"v{version.number}" if version else "— (none approved yet)"
 
     @admin.display(description="Latest version")
     def latest(self, obj):
         version = obj.latest_version()
-        return f"v{version.number}" if version else "—"
+        return f"v{version.number} ({version.get_status_display().lower()})" if version else "—"
 
     @admin.display(description="Runs")
     def run_count(self, obj):
@@ -175,22 +189,52 @@ class WorkflowAdmin(GovernedAdminMixin, ObjectPermissionsThroughRolesMixin, Simp
 
     @admin.display(description="Operations")
     def start_link(self, obj):
-        """Offer starting and publishing to those who may change the workflow."""
+        """Offer starting (to those who may change it) and publishing (who may publish)."""
         user = _viewer.get()
-        if not obj.pk or not can(user, "change", obj):
+        if not obj.pk:
             return "—"
-        return format_html(
-            '<a class="button" href="{}">Start a run</a> '
-            '<a class="button" href="{}?workflow={}">Publish a new version</a>',
-            reverse("admin:orchestrator_workflow_start", args=[obj.pk]),
-            reverse("admin:orchestrator_workflowversion_add"),
-            obj.pk,
-        )
+        links = []
+        if can(user, "change", obj):
+            links.append(
+                format_html(
+                    '<a class="button" href="{}">Start a run</a>',
+                    reverse("admin:orchestrator_workflow_start", args=[obj.pk]),
+                )
+            )
+        if can(user, "publish", obj):
+            links.append(
+                format_html(
+                    '<a class="button" href="{}?workflow={}">Propose a new version</a>',
+                    reverse("admin:orchestrator_workflowversion_add"),
+                    obj.pk,
+                )
+            )
+        return format_html(" ".join(["{}"] * len(links)), *links) if links else "—"
 
     def get_readonly_fields(self, request, obj=None):
-        """Remember who looks, so the operations offered are the ones they may use."""
+        """Remember who looks; the approval switch is read-only to those who may not exempt."""
         _viewer.set(request.user)
-        return super().get_readonly_fields(request, obj)
+        fields = list(super().get_readonly_fields(request, obj))
+        may_exempt = (
+            can(request.user, "exempt", obj)
+            if obj is not None
+            else has_model_permission(request.user, "exempt", Workflow)
+        )
+        if not may_exempt:
+            fields.append("version_approval_required")
+        return fields
+
+    def save_model(self, request, obj, form, change):
+        """Save through the service layer, which checks the approval switch (and keeps the live
+        version: it changes only when a version is approved, a revert included)."""
+        reason = self.change_reason(request, form)
+        fields = {name: getattr(obj, name) for name in services.EDITABLE_WORKFLOW_FIELDS}
+        if not change:
+            created = services.create_workflow(actor=request.user, **fields)
+            obj.pk = created.pk
+            obj._state.adding = False
+            return
+        services.update_workflow(obj, actor=request.user, reason=reason, **fields)
 
     def get_urls(self):
         return [
@@ -238,8 +282,16 @@ class WorkflowVersionAdmin(RestrictedThroughParentAdmin):
     parent_field = "workflow"
     parent_model = Workflow
     form = PublishVersionForm
-    list_display = ["__str__", "workflow", "number", "published_at", "published_by_name"]
-    list_filter = ["workflow"]
+    list_display = [
+        "__str__",
+        "workflow",
+        "number",
+        "status",
+        "is_live",
+        "published_at",
+        "published_by_name",
+    ]
+    list_filter = ["status", "workflow"]
     search_fields = ["workflow__slug", "note", "digest"]
 
     def get_fields(self, request, obj=None):
@@ -248,12 +300,35 @@ class WorkflowVersionAdmin(RestrictedThroughParentAdmin):
         return [
             "workflow",
             "number",
+            "status",
+            "is_live",
+            "approval_link",
             "digest",
+            "diff_pretty",
             "definition_pretty",
             "note",
             "published_at",
             "published_by_name",
+            "decided_at",
         ]
+
+    @admin.display(description="Live", boolean=True)
+    def is_live(self, obj):
+        return obj.workflow.live_version_id == obj.pk
+
+    @admin.display(description="Approval request")
+    def approval_link(self, obj):
+        if obj.approval_request_id is None:
+            return "— (published without approval)"
+        return format_html(
+            '<a href="{}">request #{}</a>',
+            reverse("admin:governance_approvalrequest_change", args=[obj.approval_request_id]),
+            obj.approval_request_id,
+        )
+
+    @admin.display(description="Changes against the version live when proposed")
+    def diff_pretty(self, obj):
+        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", obj.diff or "(none)")
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
@@ -265,8 +340,8 @@ class WorkflowVersionAdmin(RestrictedThroughParentAdmin):
         return pretty_json(obj.definition)
 
     def has_add_permission(self, request, *args):
-        """Publish when the user may change some workflow (the chosen one is checked on save)."""
-        return Workflow.objects.restrict(request.user, "change").exists()
+        """Propose when the user may publish some workflow (the chosen one is checked on save)."""
+        return Workflow.objects.restrict(request.user, "publish").exists()
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         """Offer the workflows the user may see."""
@@ -274,13 +349,17 @@ class WorkflowVersionAdmin(RestrictedThroughParentAdmin):
             kwargs["queryset"] = Workflow.objects.restrict(request.user, "view")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    @audited_view("change")
+    @audited_view("add")
     def add_view(self, request, form_url="", extra_context=None):
-        """Publish a version; a workflow the user may not change is refused (403, audited)."""
-        return super().add_view(request, form_url, extra_context)
+        """Propose a version; a workflow the user may not publish is refused (403, audited)."""
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except services.VersionApprovalUnavailable as exc:  # rolled back: nothing was proposed
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
-        """Publish through the service layer, which checks the workflow and numbers the version."""
+        """Propose through the service layer, which checks the workflow and numbers the version."""
         version = services.publish_version(
             form.cleaned_data["workflow"],
             form.cleaned_data["definition_text"],
@@ -290,6 +369,13 @@ class WorkflowVersionAdmin(RestrictedThroughParentAdmin):
         obj.pk = version.pk
         obj.number = version.number
         obj._state.adding = False
+        if version.approval_request_id is not None:
+            self.message_user(
+                request,
+                f"{version} is proposed: it goes live once a second person approves "
+                f"request #{version.approval_request_id}.",
+                messages.WARNING,
+            )
 
 
 class StepInline(ReadOnlyInline):

@@ -7,6 +7,7 @@ are cached per published version.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -199,6 +200,26 @@ def definition_digest(definition: dict[str, Any]) -> str:
     """Return the SHA-256 of a definition's canonical JSON."""
     canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def definition_text(definition: dict[str, Any] | None) -> str:
+    """Render a definition as YAML with sorted keys: one stable text to compare versions by."""
+    if definition is None:
+        return ""
+    return yaml.safe_dump(definition, sort_keys=True, allow_unicode=True, default_flow_style=False)
+
+
+def definition_diff(
+    old: dict[str, Any] | None, new: dict[str, Any], *, old_label: str, new_label: str
+) -> str:
+    """Return the unified diff of two definitions (against nothing for a first version)."""
+    lines = difflib.unified_diff(
+        definition_text(old).splitlines(keepends=True),
+        definition_text(new).splitlines(keepends=True),
+        fromfile=old_label,
+        tofile=new_label,
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
 def validate_definition(definition: Any) -> list[Problem]:

@@ -10,7 +10,11 @@ The parts, each a small function:
   monitoring, triage, remediation, communications, and a coordinator that delegates to them;
 * workflows and runs: two tool workflows, an agent workflow, and a change workflow with an
   `approval` step, started so that runs finish, wait for a signal, sleep, get a tool call denied,
-  and wait for the incident commander's approval.
+  and wait for the incident commander's approval;
+* workflow versions are governed configuration: grace (a governance admin) proposes each
+  version, and it goes live once a second governance admin (admin) approves it under the
+  approval rule `workflow-versions`; one proposal of grace's waits for that approval, with
+  its diff against the live version (it drops production-change's approval step).
 
 Everything is idempotent: what exists is found by its name or slug and left alone (a workflow
 gets a new version, an agent a new script, only when its definition changed), runs are started
@@ -32,7 +36,7 @@ from governance import services as governance
 from governance.models import ApprovalRule, Policy, PolicyRule, Role
 from orchestrator import services
 from orchestrator.definitions import definition_digest, load_definition
-from orchestrator.models import RunSignal, Workflow, WorkflowRun
+from orchestrator.models import RunSignal, VersionStatus, Workflow, WorkflowRun
 
 SEED_REASON = "demo seed"
 
@@ -58,11 +62,18 @@ class DemoUser:
 
 
 DEMO_USERS = [
-    DemoUser("admin", "admin-demo", "superuser: sees and changes everything", superuser=True),
+    DemoUser(
+        "admin",
+        "admin-demo",
+        "superuser: sees and changes everything; approves grace's workflow versions",
+        superuser=True,
+        roles=(GOVERNANCE_ADMINS,),
+    ),
     DemoUser(
         "grace",
         "grace-demo",
-        "governance admin: roles, policies, approval rules, delegations",
+        "governance admin: roles, policies, approval rules, delegations; proposes workflow "
+        "versions",
         roles=(GOVERNANCE_ADMINS,),
         first_name="Grace",
     ),
@@ -106,6 +117,7 @@ GOVERNANCE_MODELS = [
     "approvalrule",
     "escalationlevel",
     "delegation",
+    "apitoken",
 ]
 
 
@@ -130,10 +142,17 @@ DEMO_ROLES = [
         "Run governance: roles, members, policies, approval rules and delegations.",
         owner="admin",
         view_apps=("orchestrator", "agents", "governance", "audit"),
-        permissions=tuple(
-            f"governance.{action}_{model}"
-            for model in GOVERNANCE_MODELS
-            for action in ("add", "change", "delete")
+        permissions=(
+            *(
+                f"governance.{action}_{model}"
+                for model in GOVERNANCE_MODELS
+                for action in ("add", "change", "delete")
+            ),
+            # Workflows are governed configuration: governance admins create them and propose
+            # versions (another of them approves each), and may exempt one from that approval.
+            "orchestrator.add_workflow",
+            "orchestrator.publish_workflow",
+            "orchestrator.exempt_workflow",
         ),
     ),
     DemoRole(
@@ -188,6 +207,10 @@ DEMO_ROLES = [
 
 APPROVAL_RULE = "incident-commander"
 APPROVAL_SLA_SECONDS = 24 * 3600  # a day for bob, then a day for the managers; then it expires
+VERSION_RULE = "workflow-versions"  # settings.STEWARD_VERSION_APPROVAL_RULE
+VERSION_SLA_SECONDS = 7 * 24 * 3600
+VERSION_AUTHOR = "grace"  # proposes every demo workflow version ...
+VERSION_APPROVER = "admin"  # ... and admin, a second governance admin, approves it
 
 
 @dataclass(frozen=True)
@@ -225,7 +248,9 @@ DEMO_POLICIES = [
             DemoRule(
                 "Production restarts need an incident commander",
                 action="tool.incident.restart_service",
-                condition="arguments.service in ['checkout', 'billing']",
+                # The tool resolves its arguments against the service catalogue first: the
+                # environment is the catalogue's, whatever the service's spelling or hosts.
+                condition="arguments.environment == 'production'",
                 effect="require_approval",
                 reason="restarting a production service needs an incident commander's approval",
                 risk="high",
@@ -810,6 +835,27 @@ DEMO_WORKFLOWS = [
 ]
 
 
+def _without_approval_step(text: str) -> dict[str, Any]:
+    """Return the production change without its approval step (what issue 10's alice did)."""
+    definition = load_definition(text)
+    steps = [step for step in definition["steps"] if step["id"] != "approve"]
+    for step in steps:
+        if step["id"] == "restart":
+            step["depends_on"] = ["lookup"]
+        if step["id"] == "announce":
+            step["args"]["message"] = "{{ input.change }}: {{ input.service }} restarted."
+    output = {k: v for k, v in definition["output"].items() if k != "approved_by"}
+    return {**definition, "steps": steps, "output": output}
+
+
+# A proposal left waiting for its approval: the inbox shows its diff against the live version.
+DEMO_PROPOSAL = (
+    "production-change",
+    _without_approval_step(PRODUCTION_CHANGE),
+    "skip the approval step: restarts are urgent",
+)
+
+
 @dataclass(frozen=True)
 class DemoRun:
     """A run the demo starts, and the signal (if any) it is sent at once."""
@@ -1090,24 +1136,78 @@ def ensure_agents(users: dict[str, Any]) -> dict[str, Agent]:
     return created
 
 
-def ensure_workflow(slug: str, name: str, text: str, actor) -> Workflow:
-    """Create the workflow, or publish a new version when its definition changed."""
+def ensure_version_rule(roles: dict[str, Role], admin) -> ApprovalRule:
+    """Create the rule that says who approves workflow versions: one governance admin."""
+    rule = ApprovalRule.objects.filter(slug=VERSION_RULE).first()
+    if rule is None:
+        rule = governance.create_approval_rule(
+            slug=VERSION_RULE,
+            name="Workflow version approval",
+            description="A governance admin other than the author approves each new version of "
+            "a workflow before it goes live.",
+            role=roles[GOVERNANCE_ADMINS],
+            approvals_required=1,
+            sla_seconds=VERSION_SLA_SECONDS,
+            actor=admin,
+            reason=SEED_REASON,
+        )
+    return rule
+
+
+def _approve(version, approver) -> None:
+    """Approve a proposed version as the second governance admin; it goes live."""
+    if version.status != VersionStatus.PROPOSED:
+        return
+    governance.decide_approval(
+        version.approval_request_id,
+        user=approver,
+        decision="approve",
+        comment="demo seed: diff reviewed",
+    )
+
+
+def ensure_workflow(slug: str, name: str, text: str, author, approver) -> Workflow:
+    """Create the workflow, or propose a new version when its definition changed; approve it."""
     definition = load_definition(text)
     description = definition.get("description", "")
+    wanted = definition_digest(definition)
     workflow = Workflow.objects.filter(slug=slug).first()
     if workflow is None:
-        return services.create_workflow(
-            slug=slug, name=name, description=description, definition=definition, actor=actor
+        workflow = services.create_workflow(
+            slug=slug, name=name, description=description, definition=definition, actor=author
         )
-    latest = workflow.latest_version()
-    if latest is None or latest.digest != definition_digest(definition):
-        services.publish_version(workflow, definition, actor=actor, note="demo definition updated")
+    live = workflow.live_version
+    if live is None or live.digest != wanted:
+        proposed = workflow.versions.filter(digest=wanted, status=VersionStatus.PROPOSED).first()
+        if proposed is None:
+            proposed = services.publish_version(
+                workflow, definition, actor=author, note="demo definition updated"
+            )
+        _approve(proposed, approver)
+        workflow.refresh_from_db()
     return workflow
 
 
-def ensure_workflows(actor) -> dict[str, Workflow]:
-    """Create or update every demo workflow."""
-    return {slug: ensure_workflow(slug, name, text, actor) for slug, name, text in DEMO_WORKFLOWS}
+def ensure_workflows(users: dict[str, Any]) -> dict[str, Workflow]:
+    """Create or update every demo workflow: grace proposes, admin approves."""
+    # Reloaded: the permissions the roles just gave them are not in a cached user's set.
+    User = get_user_model()
+    author = User.objects.get(pk=users[VERSION_AUTHOR].pk)
+    approver = User.objects.get(pk=users[VERSION_APPROVER].pk)
+    return {
+        slug: ensure_workflow(slug, name, text, author, approver)
+        for slug, name, text in DEMO_WORKFLOWS
+    }
+
+
+def ensure_proposal(workflows: dict[str, Workflow], users: dict[str, Any]):
+    """Leave grace's proposal waiting for a second governance admin, once."""
+    slug, definition, note = DEMO_PROPOSAL
+    workflow = workflows[slug]
+    existing = workflow.versions.filter(digest=definition_digest(definition)).first()
+    if existing is not None:
+        return existing
+    return services.publish_version(workflow, definition, actor=users[VERSION_AUTHOR], note=note)
 
 
 def ensure_workflow_permissions(
@@ -1150,16 +1250,20 @@ def seed() -> dict[str, Any]:
     admin = users["admin"]
     roles = ensure_roles(users)
     approval_rule = ensure_approval_rule(roles, admin)
+    version_rule = ensure_version_rule(roles, admin)
     policies = ensure_policies(admin)
     tools = ensure_tools(admin)
     demo_agents = ensure_agents(users)
-    workflows = ensure_workflows(admin)
+    workflows = ensure_workflows(users)
     ensure_workflow_permissions(roles, workflows, admin)
     runs = ensure_runs(users)
+    proposal = ensure_proposal(workflows, users)
     return {
         "users": users,
         "roles": roles,
         "approval_rule": approval_rule,
+        "version_rule": version_rule,
+        "proposal": proposal,
         "policies": policies,
         "tools": tools,
         "agents": demo_agents,

@@ -14,13 +14,13 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 
 from audit import clock
 from audit.db import execute_pipeline, execute_prepared
@@ -37,6 +37,7 @@ from orchestrator.models import (
     RunStatus,
     StepRun,
     StepStatus,
+    VersionStatus,
     Workflow,
     WorkflowRun,
     WorkflowVersion,
@@ -437,7 +438,7 @@ def start_run(
     version: WorkflowVersion | None = None,
     request_id: str = "",
 ) -> WorkflowRun:
-    """Start a run of the latest (or given) version; a reused idempotency key returns that run."""
+    """Start a run of the live (or a given approved) version; a reused key returns that run."""
     if idempotency_key:
         existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -446,11 +447,16 @@ def start_run(
         raise EngineError(f"workflow {workflow.slug!r} is inactive and cannot start runs")
     if version is not None and version.workflow_id != workflow.pk:
         raise EngineError(f"version {version} does not belong to workflow {workflow.slug!r}")
+    if version is not None and version.status != VersionStatus.APPROVED:
+        raise EngineError(
+            f"version {version} is {version.get_status_display().lower()}: only an approved "
+            "version runs"
+        )
     version_id, version_number = (
-        (version.pk, version.number) if version is not None else _latest_version(workflow.pk)
+        (version.pk, version.number) if version is not None else _live_version(workflow.pk)
     )
     if version_id is None:
-        raise EngineError(f"workflow {workflow.slug!r} has no published version")
+        raise EngineError(_no_live_version(workflow))
     wf = compiled_version(version_id)
     input = {} if input is None else input
     if not isinstance(input, dict):
@@ -520,23 +526,37 @@ def start_run(
     return run
 
 
-def _latest_version(workflow_id: int) -> tuple[int | None, int | None]:
-    """Return the id and number of a workflow's newest version, without its definition."""
+def _live_version(workflow_id: int) -> tuple[int | None, int | None]:
+    """Return the id and number of a workflow's live (approved) version, without its definition."""
     if connection.vendor == "postgresql":
-        found = execute_prepared(connection, _LATEST_VERSION_SQL, [workflow_id])
+        found = execute_prepared(connection, _LIVE_VERSION_SQL, [workflow_id])
     else:
         found = list(
-            WorkflowVersion.objects.filter(workflow_id=workflow_id)
-            .order_by("-number")
-            .values_list("pk", "number")[:1]
+            Workflow.objects.filter(pk=workflow_id, live_version__isnull=False).values_list(
+                "live_version_id", "live_version__number"
+            )
         )
     return found[0] if found else (None, None)
 
 
-_LATEST_VERSION_SQL = (
-    f"SELECT id, number FROM {WorkflowVersion._meta.db_table} WHERE workflow_id = %s "
-    "ORDER BY number DESC LIMIT 1"
+_LIVE_VERSION_SQL = (
+    f"SELECT v.id, v.number FROM {WorkflowVersion._meta.db_table} v "
+    f"JOIN {Workflow._meta.db_table} w ON w.live_version_id = v.id WHERE w.id = %s"
 )
+
+
+def _no_live_version(workflow: Workflow) -> str:
+    """Say why a workflow cannot start a run: no version approved yet, and what waits."""
+    waiting = workflow.versions.filter(status=VersionStatus.PROPOSED).order_by("-number").first()
+    if waiting is None:
+        return f"workflow {workflow.slug!r} has no live version: publish one and have it approved"
+    request = (
+        f" (approval request #{waiting.approval_request_id})" if waiting.approval_request_id else ""
+    )
+    return (
+        f"workflow {workflow.slug!r} has no live version yet: v{waiting.number} waits for "
+        f"approval{request}"
+    )
 
 
 def _insert_row(instance) -> None:
@@ -657,6 +677,8 @@ def _activate(
                 continue
             if step.foreach is not None:
                 items = expressions.evaluate(step.foreach, _template_context(run, step, row))
+                if isinstance(items, range | Iterator):  # range(3), or a filter's `map(...)`
+                    items = list(items)
                 if not isinstance(items, list | tuple):
                     raise expressions.ExpressionError(
                         f"foreach must give a list, not {type(items).__name__}"
@@ -688,20 +710,21 @@ def _activate(
                 to_dispatch.extend(item.pk for item in item_rows)
                 continue
         except expressions.ExpressionError as exc:
-            _set_status(
-                row,
-                StepStatus.FAILED,
-                now,
-                finished_at=now,
-                error={
-                    "type": "ExpressionError",
-                    "types": ["ExpressionError"],
-                    "message": str(exc),
-                },
-            )
-            events.add(EventKind.STEP_FAILED, row, error=row.error)
+            error = {
+                "type": "ExpressionError",
+                "types": ["ExpressionError"],
+                "message": str(exc),
+                "stage": "activation",
+            }
+            _set_status(row, StepStatus.FAILED, now, finished_at=now, error=error)
+            events.add(EventKind.STEP_FAILED, row, error=error)
             if step.on_failure == "continue":
                 queue.extend(step.children)
+            elif not _hand_to_failure_handler(run, row, step, error, events, now):
+                # The same end as a step that fails for good when it runs: the run fails and
+                # what is left of it, including what this activation readied, is cancelled.
+                _fail_run(run, rows, events, now, {"step": sid, **error})
+                return []
             continue
         if claim_one and claimed is None and run.status == RunStatus.RUNNING:
             _claim_inline(row, step, now)
@@ -1540,6 +1563,9 @@ def _set_run_status(run: WorkflowRun, status: str, now: dt.datetime, **fields) -
 def _fail_run(run, rows, events, now, error: dict[str, Any]) -> None:
     """Fail the run and cancel what is left of it; running work is discarded at its finish."""
     _cancel_open_steps(run, events, now, reason="run_failed")
+    for row in rows.values():  # keep the rows the caller holds as the database now has them
+        if row.status not in STEP_FINISHED:
+            row.status = StepStatus.CANCELLED
     _set_run_status(run, RunStatus.FAILED, now, error=error, finished_at=now)
     events.add(EventKind.RUN_FAILED, error=error)
 
@@ -1705,7 +1731,13 @@ def retry_step(step_run_id: int, *, actor=None) -> StepRun:
             events.add(EventKind.RUN_RESUMED, reason="step_retried", step_run=step.pk)
         targets = [step]
         items = StepRun.objects.filter(parent=step, step_id=step.step_id)
-        if step.item_index == NO_ITEM and items.exists():
+        if (step.error or {}).get("stage") == "activation":
+            # Its `when` or `foreach` could not be evaluated: evaluate them again, as the
+            # step's activation would, instead of running the step past them.
+            _set_status(step, StepStatus.PENDING, now, attempt=0, error=None, finished_at=None)
+            events.add(EventKind.STEP_RETRIED, step)
+            targets = []
+        elif step.item_index == NO_ITEM and items.exists():
             targets = list(items.filter(status=StepStatus.FAILED))
             _set_status(step, StepStatus.RUNNING, now, error=None, finished_at=None)
         elif step.parent_id:
@@ -1782,9 +1814,12 @@ def resolve_parked_step(
 
 
 def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
-    """Repair what messages cannot: dead workers, timeouts, due timers, retries, lost messages."""
+    """Repair what messages cannot: dead workers, timeouts, due timers, retries, lost messages.
+
+    Last, it checks the engine's invariant and repairs (and reports) the runs that break it.
+    """
     now = now or clock.now()
-    counts = {"reclaimed": 0, "timers": 0, "republished": 0}
+    counts = {"reclaimed": 0, "timers": 0, "republished": 0, "repaired": 0}
     overdue = StepRun.objects.filter(status=StepStatus.RUNNING).filter(
         Q(lease_expires_at__lt=now) | Q(deadline_at__lt=now)
     )
@@ -1794,7 +1829,101 @@ def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
     for step_id, run_id in due.values_list("pk", "run_id")[:limit]:
         counts["timers"] += _fire_timer(step_id, run_id, now)
     counts["republished"] = _republish(now, limit)
+    for run_id in runs_breaking_invariant(limit):
+        counts["repaired"] += repair_run(run_id, now)
     return counts
+
+
+# --- the invariant: no run hangs -----------------------------------------------------------------
+# A running (or paused) run always has a step that something will move: one that is ready, one
+# that is waiting, or one that a worker holds under a lease. Otherwise it is settled. A run that
+# breaks this would hang for ever; the sweeper repairs it and reports it.
+
+
+def _moving_steps() -> Q:
+    """Return the condition of a step that will move: ready, waiting, or leased by a worker.
+
+    Waiting is for a timer, a signal or a person; a leased step is taken back by the sweeper
+    if its worker dies.
+    """
+    return Q(status__in=[StepStatus.READY, StepStatus.WAITING]) | (
+        Q(status=StepStatus.RUNNING) & ~Q(lease_token="")
+    )
+
+
+def runs_breaking_invariant(limit: int = 500) -> list[int]:
+    """Return the ids of unfinished runs with no ready, waiting or leased running step."""
+    moving = StepRun.objects.filter(_moving_steps(), run_id=OuterRef("pk"))
+    return list(
+        WorkflowRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED])
+        .exclude(Exists(moving))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def _violation(run: WorkflowRun) -> str | None:
+    """Describe how a locked unfinished run breaks the invariant, or None when it holds."""
+    if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+        return None
+    steps = StepRun.objects.filter(run=run)
+    if steps.filter(_moving_steps()).exists():
+        return None
+    statuses = [
+        f"{sid if index == NO_ITEM else f'{sid}[{index}]'}={status}"
+        for sid, index, status in steps.exclude(status__in=STEP_FINISHED)
+        .order_by("id")
+        .values_list("step_id", "item_index", "status")
+    ]
+    return f"run {run.pk} is {run.status} but no step is ready, running or waiting" + (
+        f" (open: {', '.join(statuses)})" if statuses else " (every step has finished)"
+    )
+
+
+def repair_run(run_id: int, now: dt.datetime | None = None) -> int:
+    """Settle a run that breaks the invariant, as its steps' outcomes say; return 1 if repaired.
+
+    Foreach steps whose items have all finished are closed, a step that failed without
+    `on_failure: continue` fails the run, pending steps whose parents are done are activated,
+    and a run with nothing left is settled. What cannot be moved on fails the run with
+    `RunStuck`. Every event the repair writes names the violation (the audit log has them),
+    and the repair is logged as an error: it means an engine path lost a run.
+    """
+    now = now or clock.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        violation = _violation(run)
+        if violation is None:
+            return 0
+        log.error("engine invariant broken, repairing: %s", violation)
+        wf = compiled_version(run.version_id)
+        events = EventLog(run, now)
+        for parent in StepRun.objects.filter(run=run, status=StepStatus.RUNNING, lease_token=""):
+            last_item = StepRun.objects.filter(parent=parent).order_by("-item_index").first()
+            if last_item is not None and last_item.status in STEP_FINISHED:
+                _after_step_finished(run, last_item, events, now)
+        rows = StepRows(run, wf)
+        rows.load_all()
+        blocked = [sid for sid, row in rows.items() if _blocks_children(row, wf.steps[sid])]
+        if run.status in (RunStatus.RUNNING, RunStatus.PAUSED) and blocked:
+            error = {"step": blocked[0], **(rows[blocked[0]].error or {})}
+            _fail_run(run, rows, events, now, error)
+        if run.status in (RunStatus.RUNNING, RunStatus.PAUSED):
+            pending = [sid for sid, row in rows.items() if row.status == StepStatus.PENDING]
+            publish_on_commit(_activate(run, wf, rows, pending, events, now))
+            _settle_run(run, wf, rows, events, now)
+        if _violation(run) is not None:
+            _fail_run(
+                run,
+                rows,
+                events,
+                now,
+                {"type": "RunStuck", "types": ["RunStuck"], "message": violation},
+            )
+        for event in events.events:
+            event.data = {**event.data, "repair": violation}
+        events.flush()
+    return 1
 
 
 def _reclaim(step_id: int, run_id: int, now: dt.datetime) -> int:
@@ -1857,36 +1986,85 @@ def _fire_timer(step_id: int, run_id: int, now: dt.datetime) -> int:
 
 
 def republish_interval(waiting_seconds: float) -> float:
-    """Return how long to wait before sending a ready step's message again.
+    """Return how long to wait before sending a ready step's message again, queue not short.
 
     Half the time it has waited, between STEWARD_REPUBLISH_AFTER_SECONDS and
-    STEWARD_REPUBLISH_MAX_SECONDS: a message lost once is replaced quickly, while steps that
-    wait because no worker runs do not flood the broker with copies (their number grows with
-    the logarithm of the outage).
+    STEWARD_REPUBLISH_MAX_SECONDS: while the broker holds a message for every ready step, a
+    step that waits long is most likely queued behind others or waiting for a worker to run
+    at all, and copies would only flood the broker (their number grows with the logarithm of
+    the outage). When the queue is short, `_republish` sends the missing ones sooner.
     """
     base = settings.STEWARD_REPUBLISH_AFTER_SECONDS
     return min(max(base, waiting_seconds / 2), max(base, settings.STEWARD_REPUBLISH_MAX_SECONDS))
 
 
+def _queued_step_messages() -> int | None:
+    """Return how many step messages wait in the broker's queue; None when it cannot tell."""
+    from orchestrator.celery import app
+
+    try:
+        with app.pool.acquire(block=True, timeout=2) as conn:
+            declared = conn.default_channel.queue_declare(
+                queue=app.conf.task_default_queue, durable=True, auto_delete=False
+            )
+            return declared.message_count
+    except Exception:  # broker down: the growing interval alone decides
+        log.warning("could not read the length of the step queue", exc_info=True)
+        return None
+
+
+queued_messages = _queued_step_messages
+
+
+def _missing_messages(now: dt.datetime) -> int:
+    """Return how many ready steps at least have no message waiting in the broker's queue.
+
+    Fewer queued messages than ready steps: some message was lost, or is held by a worker
+    that died (Redis returns those only after its visibility timeout, an hour by default).
+    """
+    queued = queued_messages()
+    if queued is None:
+        return 0
+    ready = StepRun.objects.filter(
+        status=StepStatus.READY, ready_at__lte=now, run__status=RunStatus.RUNNING
+    )
+    return max(0, ready.count() - queued)
+
+
 def _republish(now: dt.datetime, limit: int) -> int:
-    """Publish ready steps that are due and whose message is missing or overdue."""
+    """Publish ready steps that are due and whose message is missing or overdue.
+
+    A step never sent goes at once. When the queue holds fewer messages than there are ready
+    steps, as many overdue steps as messages are missing go again, those sent longest ago
+    first: the queue is first in, first out, so theirs are the messages already delivered (to
+    a worker that died, or lost). The rest wait for `republish_interval`. A message lost or
+    held by a dead worker is so sent again within STEWARD_REPUBLISH_AFTER_SECONDS and a sweep,
+    without a flood of copies while no worker runs.
+    """
     stale = now - dt.timedelta(seconds=settings.STEWARD_REPUBLISH_AFTER_SECONDS)
     with transaction.atomic():
-        candidates = (
+        candidates = list(
             StepRun.objects.filter(
                 status=StepStatus.READY, ready_at__lte=now, run__status=RunStatus.RUNNING
             )
             .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
-            .order_by("dispatched_at")
+            .order_by(F("dispatched_at").asc(nulls_first=True))
             .values_list("pk", "ready_at", "dispatched_at")[: limit * 4]
         )
-        ids = [
-            pk
-            for pk, ready_at, dispatched_at in candidates
-            if dispatched_at is None
-            or (now - dispatched_at).total_seconds()
-            >= republish_interval((now - ready_at).total_seconds())
-        ][:limit]
+        never_sent = sum(1 for _, _, dispatched_at in candidates if dispatched_at is None)
+        missing = 0
+        if never_sent < len(candidates):
+            missing = _missing_messages(now) - never_sent
+        ids = []
+        for pk, ready_at, dispatched_at in candidates:
+            if dispatched_at is not None and missing > 0:
+                missing -= 1
+            elif dispatched_at is not None and (
+                now - dispatched_at
+            ).total_seconds() < republish_interval((now - ready_at).total_seconds()):
+                continue
+            ids.append(pk)
+        ids = ids[:limit]
         if ids:
             StepRun.objects.filter(pk__in=ids, status=StepStatus.READY).update(dispatched_at=now)
             publish_on_commit(ids)

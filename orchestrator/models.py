@@ -11,12 +11,28 @@ from governance.permissions import RestrictedQuerySet
 
 
 class Workflow(models.Model):
-    """A named, governed workflow; its behaviour lives in its published versions."""
+    """A named, governed workflow; its behaviour lives in its live (approved) version."""
 
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     is_active = models.BooleanField(default=True, help_text="Inactive workflows cannot start runs.")
+    version_approval_required = models.BooleanField(
+        default=True,
+        help_text="A new version goes live only once a second person approves it. Only those "
+        "who may exempt workflows (governance admins) change this.",
+    )
+    # Set only when a version is approved (or published where no approval is needed): never
+    # from a form, so it is not editable.
+    live_version = models.ForeignKey(
+        "WorkflowVersion",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The approved version new runs start on.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()
 
@@ -24,17 +40,28 @@ class Workflow(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        permissions = [
+            ("publish_workflow", "Can publish (propose) new versions of workflows"),
+            ("exempt_workflow", "Can exempt workflows from the approval of their versions"),
+        ]
 
     def __str__(self):
         return self.name
 
     def latest_version(self) -> WorkflowVersion | None:
-        """Return the newest published version, or None."""
+        """Return the newest version, whatever its status (proposed ones included), or None."""
         return self.versions.order_by("-number").first()
 
 
+class VersionStatus(models.TextChoices):
+    PROPOSED = "proposed", "Proposed (waits for approval)"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn (expired, cancelled or superseded)"
+
+
 class WorkflowVersion(models.Model):
-    """One published, immutable definition of a workflow; runs are pinned to it."""
+    """One immutable definition of a workflow, proposed then approved; runs are pinned to it."""
 
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
@@ -46,6 +73,28 @@ class WorkflowVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     published_by_name = models.CharField(max_length=150, blank=True)
+    status = models.CharField(
+        max_length=16, choices=VersionStatus.choices, default=VersionStatus.PROPOSED
+    )
+    base_version = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The live version when this one was proposed: what its diff is against.",
+    )
+    diff = models.TextField(blank=True, help_text="Unified diff against the base version.")
+    approval_request = models.ForeignKey(
+        "governance.ApprovalRequest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The request a second person decides before this version goes live.",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["workflow", "-number"]
@@ -57,10 +106,15 @@ class WorkflowVersion(models.Model):
         return f"{self.workflow.slug} v{self.number}"
 
     def save(self, *args, **kwargs):
-        """Refuse to change a published version: running runs depend on it."""
-        if not self._state.adding:
+        """Refuse to change a version's definition: runs depend on it; only its review moves."""
+        update_fields = kwargs.get("update_fields")
+        if not self._state.adding and not (update_fields and set(update_fields) <= REVIEW_FIELDS):
             raise ValueError("A published workflow version is immutable; publish a new version.")
         super().save(*args, **kwargs)
+
+
+# What a version's review changes after it is saved; its definition never changes.
+REVIEW_FIELDS = {"status", "approval_request", "decided_at"}
 
 
 class RunStatus(models.TextChoices):

@@ -67,6 +67,14 @@ def resume_on_approval(sender, request, payload, actor=None, announce_to_run=Tru
         log.info("approval %s decided for a finished run: %s", request.pk, exc)
 
 
+@receiver(approval_decided, dispatch_uid="orchestrator.settle_version_on_decision")
+def settle_version_on_decision(sender, request, actor=None, **kwargs):
+    """Make an approved workflow version live, or a refused one final, as its request ends."""
+    if request.action != services.PUBLISH_ACTION:
+        return
+    services.settle_version(request.pk, actor=actor)
+
+
 @receiver(escalation_resolved, dispatch_uid="orchestrator.resume_on_escalation")
 def resume_on_escalation(sender, escalation, actor=None, **kwargs):
     """Carry out a person's resolution of an escalation: supply the result, retry, or stop."""

@@ -6,7 +6,10 @@ checks them through governance's one authorisation path (can() on the workflow o
 | operation                                        | needs                                      |
 |--------------------------------------------------|--------------------------------------------|
 | create_workflow                                  | `add` on workflows (model-wide)            |
-| publish_version, start_run                       | `change` on that workflow                  |
+| update_workflow                                  | `change` on that workflow                  |
+| publish_version                                  | `publish` on that workflow                 |
+| set_version_approval (and that field anywhere)   | `exempt` on that workflow                  |
+| start_run                                        | `change` on that workflow                  |
 | send_signal, cancel_run, pause_run, resume_run   | `change` on that run                       |
 | retry_step                                       | `change` on the step's run                 |
 
@@ -15,20 +18,35 @@ as forbidden (403); both are audited as `governance.access_denied`. A refusal is
 EngineError, so every caller that reports the engine's refusals (the `runs` command, the admin
 forms) reports it too. `actor=None` is the system (the engine, the sweeper, Celery tasks,
 seeding): it is not checked, because it acts on behalf of work an authorised person started.
+
+A new version is governed configuration: published by a person, it is *proposed* and opens an
+approval request (action `workflow.publish`, the version as target, its definition digest and
+its diff against the live version as arguments, the author as requester, so separation of
+duties keeps the author from approving it). The approval rule named by
+STEWARD_VERSION_APPROVAL_RULE says who approves. Once approved it becomes the workflow's live
+version (settle_version, called on governance's decision signal); rejected, expired or
+cancelled it never runs. Runs start on the live version only. A workflow whose
+`version_approval_required` is off (set by someone who may `exempt` it), and the system,
+publish live at once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from audit import clock
+from governance import services as governance
 from governance.actions.common import digest
+from governance.models import ApprovalRequest, ApprovalRule, ApprovalStatus
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 from orchestrator import engine
 from orchestrator.definitions import (
     DefinitionError,
+    definition_diff,
     definition_digest,
     load_definition,
     validate_definition,
@@ -39,17 +57,31 @@ from orchestrator.models import (
     EffectJournal,
     RunSignal,
     StepRun,
+    VersionStatus,
     Workflow,
     WorkflowRun,
     WorkflowVersion,
 )
 
+PUBLISH_ACTION = "workflow.publish"
+# What a version's request finishing as each status does to the version.
+_SETTLED_AS = {
+    ApprovalStatus.APPROVED: VersionStatus.APPROVED,
+    ApprovalStatus.REJECTED: VersionStatus.REJECTED,
+    ApprovalStatus.CHANGES_REQUESTED: VersionStatus.REJECTED,
+    ApprovalStatus.EXPIRED: VersionStatus.WITHDRAWN,
+    ApprovalStatus.CANCELLED: VersionStatus.WITHDRAWN,
+}
+
 __all__ = [
+    "EDITABLE_WORKFLOW_FIELDS",
     "DefinitionError",
     "EngineError",
     "InvalidInput",
     "OperationDenied",
     "OperationNotVisible",
+    "PUBLISH_ACTION",
+    "VersionApprovalUnavailable",
     "authorise",
     "cancel_run",
     "create_workflow",
@@ -58,7 +90,11 @@ __all__ = [
     "resume_run",
     "retry_step",
     "send_signal",
+    "set_version_approval",
+    "settle_version",
     "start_run",
+    "update_workflow",
+    "version_arguments",
 ]
 
 
@@ -68,6 +104,10 @@ class OperationDenied(AccessDenied, EngineError):
 
 class OperationNotVisible(NotVisible, EngineError):
     """The workflow or run does not exist for this actor (404)."""
+
+
+class VersionApprovalUnavailable(EngineError):
+    """A version needs approval, but no approval rule says who approves versions."""
 
 
 def _refuse(refusal: OperationDenied | OperationNotVisible):
@@ -88,34 +128,98 @@ def authorise(actor, action: str, obj: Workflow | WorkflowRun) -> None:
 
 
 def create_workflow(
-    *, slug: str, name: str, description: str = "", definition=None, actor=None
+    *,
+    slug: str,
+    name: str,
+    description: str = "",
+    definition=None,
+    actor=None,
+    version_approval_required: bool = True,
 ) -> Workflow:
-    """Create a workflow, and publish its first version when a definition is given."""
+    """Create a workflow, and propose (or publish) its first version when a definition is given."""
     if actor is not None and not has_model_permission(actor, "add", Workflow):
         _refuse(OperationDenied(actor, "add", model=Workflow))
+    exempting = not version_approval_required and actor is not None
+    if exempting and not has_model_permission(actor, "exempt", Workflow):
+        _refuse(
+            OperationDenied(
+                actor,
+                "exempt",
+                model=Workflow,
+                detail="You may not create a workflow whose versions need no approval.",
+            )
+        )
     with transaction.atomic():
-        workflow = Workflow(slug=slug, name=name, description=description)
+        workflow = Workflow(
+            slug=slug,
+            name=name,
+            description=description,
+            version_approval_required=version_approval_required,
+        )
         workflow._change_reason = "created"
         if actor is not None:
             workflow._history_user = actor
         workflow.save()
         if definition is not None:
             # Creating a workflow with its definition is one act: the first version needs only
-            # the right to create the workflow.
+            # the right to create the workflow, and a second person's approval like any other.
             _publish(workflow, definition, actor=actor, note="first version")
     return workflow
+
+
+# The fields a person edits on a workflow; `version_approval_required` also needs `exempt`, and
+# the live version changes only when a version is approved.
+EDITABLE_WORKFLOW_FIELDS = ("slug", "name", "description", "is_active", "version_approval_required")
+
+
+def update_workflow(workflow: Workflow, *, actor, reason: str = "", **fields) -> Workflow:
+    """Change a workflow's name, description, activity (or, with `exempt`, its approval rule)."""
+    unknown = set(fields) - set(EDITABLE_WORKFLOW_FIELDS)
+    if unknown:
+        raise TypeError(f"update_workflow cannot change {sorted(unknown)}")
+    # Refusals are checked (and audited) outside the write's transaction, so their entry stays.
+    stored = Workflow.objects.get(pk=workflow.pk)
+    authorise(actor, "change", stored)
+    wanted = fields.get("version_approval_required", stored.version_approval_required)
+    if wanted != stored.version_approval_required:
+        authorise(actor, "exempt", stored)
+    with transaction.atomic():
+        locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        if locked.version_approval_required != stored.version_approval_required:
+            authorise(actor, "exempt", locked)  # it changed meanwhile: checked again
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        _save_workflow(locked, actor=actor, reason=reason or "changed")
+    return locked
+
+
+def set_version_approval(workflow: Workflow, required: bool, *, actor, reason: str) -> Workflow:
+    """Say whether a workflow's new versions need a second person's approval (needs `exempt`)."""
+    return update_workflow(workflow, actor=actor, reason=reason, version_approval_required=required)
+
+
+def _save_workflow(workflow: Workflow, *, actor, reason: str) -> None:
+    """Save a workflow with who and why set first, for its history and the audit log."""
+    workflow._change_reason = reason
+    if actor is not None:
+        workflow._history_user = actor
+    workflow.full_clean()
+    workflow.save()
 
 
 def publish_version(
     workflow: Workflow, definition: dict[str, Any] | str, *, actor=None, note: str = ""
 ) -> WorkflowVersion:
-    """Validate a definition and publish it as the workflow's next immutable version."""
-    authorise(actor, "change", workflow)
+    """Propose a definition as the workflow's next version; it goes live once approved.
+
+    Live at once where the workflow needs no approval, and for the system (`actor=None`).
+    """
+    authorise(actor, "publish", workflow)
     return _publish(workflow, definition, actor=actor, note=note)
 
 
 def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVersion:
-    """Validate and number a new version (the caller has authorised it)."""
+    """Validate, number and propose a new version (the caller has authorised it)."""
     if isinstance(definition, str):
         definition = load_definition(definition)
     problems = validate_definition(definition)
@@ -123,16 +227,148 @@ def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVer
         raise DefinitionError(problems)
     with transaction.atomic():
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        needs_approval = actor is not None and locked.version_approval_required
+        rule = _version_approval_rule(locked) if needs_approval else None
         latest = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
-        return WorkflowVersion.objects.create(
+        live = locked.live_version
+        number = latest + 1
+        version = WorkflowVersion(
             workflow=locked,
-            number=latest + 1,
+            number=number,
             definition=definition,
             digest=definition_digest(definition),
             note=note,
             published_by=actor if actor is not None and actor.pk else None,
             published_by_name=getattr(actor, "username", "") if actor else "",
+            status=VersionStatus.PROPOSED if needs_approval else VersionStatus.APPROVED,
+            base_version=live,
+            diff=definition_diff(
+                live.definition if live else None,
+                definition,
+                old_label=f"{locked.slug} v{live.number} (live)" if live else "(no live version)",
+                new_label=f"{locked.slug} v{number} (proposed)",
+            ),
         )
+        version._change_reason = note or ("proposed" if needs_approval else "published")
+        if actor is not None:
+            version._history_user = actor
+        version.save()
+        if not needs_approval:
+            _make_live(locked, version, actor=actor, reason=f"v{number} published")
+            return version
+        request = governance.request_approval(
+            action=PUBLISH_ACTION,
+            approval_rule=rule,
+            arguments=version_arguments(version),
+            target=version,
+            summary=f"Publish {locked.slug} v{number}"
+            + (f" (replacing live v{live.number})" if live else " (its first live version)")
+            + (f": {note}" if note else ""),
+            risk="high",
+            requested_by=actor,
+        )
+        version.approval_request = request
+        version.save(update_fields=["approval_request"])
+    return version
+
+
+def _version_approval_rule(workflow: Workflow) -> ApprovalRule:
+    """Return the approval rule for versions, or refuse clearly when there is none."""
+    slug = settings.STEWARD_VERSION_APPROVAL_RULE
+    rule = ApprovalRule.objects.filter(slug=slug).first()
+    if rule is None:
+        raise VersionApprovalUnavailable(
+            f"A new version of {workflow.slug!r} needs a second person's approval, and no "
+            f"approval rule {slug!r} says who approves workflow versions: a governance admin "
+            "creates it (or exempts this workflow from version approval)."
+        )
+    return rule
+
+
+def version_arguments(version: WorkflowVersion) -> dict[str, Any]:
+    """Return what approving a version approves: exactly its definition, and its diff."""
+    base = version.base_version
+    return {
+        "workflow": version.workflow.slug,
+        "version": version.number,
+        "definition_digest": version.digest,
+        "live_version": base.number if base else None,
+        "live_digest": base.digest if base else None,
+        "diff": version.diff.splitlines(),
+    }
+
+
+def _make_live(workflow: Workflow, version: WorkflowVersion, *, actor, reason: str) -> None:
+    """Point the (locked) workflow at a version: new runs start on it from now on."""
+    workflow.live_version = version
+    _save_workflow(workflow, actor=actor, reason=reason)
+    # Proposals made against the version that was live are stale now (their diff no longer
+    # says what they change): cancelled after commit, in their own transactions, so this one
+    # takes no lock on another request (a concurrent decision may hold it).
+    stale = list(
+        WorkflowVersion.objects.filter(workflow=workflow, status=VersionStatus.PROPOSED)
+        .exclude(pk=version.pk)
+        .exclude(approval_request__isnull=True)
+        .values_list("approval_request_id", flat=True)
+    )
+    if stale:
+        transaction.on_commit(lambda: _cancel_superseded(stale, version))
+
+
+def _cancel_superseded(request_ids: list[int], live: WorkflowVersion) -> None:
+    """Cancel the pending requests of proposals a newer live version superseded."""
+    for request in ApprovalRequest.objects.filter(pk__in=request_ids, status="pending"):
+        with transaction.atomic():
+            governance.cancel_request(
+                request, reason=f"superseded: {live} went live; propose again against it"
+            )
+
+
+def settle_version(request_id: int, *, actor=None) -> WorkflowVersion | None:
+    """Carry out the final decision on a version's request: make it live, or never run it.
+
+    Called (by the receiver of governance's decision signal) inside the decision's transaction.
+    The request is read again, so a forged signal settles nothing; an approval makes the
+    version live only if it covers exactly the version's definition and diff, and only if the
+    version it was diffed against is still the live one.
+    """
+    with transaction.atomic():
+        request = ApprovalRequest.objects.filter(pk=request_id, action=PUBLISH_ACTION).first()
+        if request is None or not request.is_final:
+            return None
+        version = (
+            WorkflowVersion.objects.select_for_update(of=("self",))
+            .select_related("workflow", "base_version")
+            .filter(approval_request_id=request.pk)
+            .first()
+        )
+        if version is None or version.status != VersionStatus.PROPOSED:
+            return version
+        workflow = Workflow.objects.select_for_update().get(pk=version.workflow_id)
+        status = _SETTLED_AS[request.status]
+        reason = f"request #{request.pk} {request.get_status_display().lower()}"
+        if status == VersionStatus.APPROVED:
+            if not governance.approval_applies(request, version_arguments(version)) or (
+                version.digest != definition_digest(version.definition)
+            ):
+                status, reason = (
+                    VersionStatus.WITHDRAWN,
+                    f"request #{request.pk} covers other content",
+                )
+            elif workflow.live_version_id != version.base_version_id:
+                status, reason = (
+                    VersionStatus.WITHDRAWN,
+                    f"superseded: the live version changed since v{version.number} was proposed",
+                )
+        version.status = status
+        version.decided_at = request.decided_at or clock.now()
+        version._change_reason = reason
+        if actor is not None:
+            version._history_user = actor
+        version.save(update_fields=["status", "decided_at"])
+        if status == VersionStatus.APPROVED:
+            _make_live(workflow, version, actor=actor, reason=f"v{version.number} {reason}")
+    return version
 
 
 def start_run(

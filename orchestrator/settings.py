@@ -143,9 +143,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "guardian",
     "simple_history",
     "django_htmx",
@@ -209,21 +209,51 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 LOGIN_URL = "admin:login"
 
+# The API (/api/v1/): bearer tokens (governance's, stored as keyed hashes) or a person's session
+# with CSRF; no basic auth. Every error is problem+json; each token has its own request rate.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "governance.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "governance.api.authentication.TokenScope",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.PerTokenThrottle"],
+    "EXCEPTION_HANDLER": "orchestrator.api.problems.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 50,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Steward API", "VERSION": "0.1.0"}
+STEWARD_API_RATE = env_str("STEWARD_API_RATE", "1200/min")
+# The key of API tokens' stored hashes; derived from SECRET_KEY when unset (rotating either
+# invalidates every token).
+STEWARD_TOKEN_HASH_KEY = env_optional_secret("STEWARD_TOKEN_HASH_KEY") or ""
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Steward API",
+    "DESCRIPTION": "Start and follow workflow runs, decide approvals, read agents and the audit "
+    "trail. Authenticate with `Authorization: Bearer stw_...`; errors are RFC 9457 problems.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # Celery: PostgreSQL is the source of truth; a message only says "this step is ready".
 REDIS_URL = env_str("REDIS_URL")
+# The cache counts API request rates: in Redis when there is one, so every web process shares
+# the count; in process memory on the embedded default (one web process).
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "steward",
+        }
+    }
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost/"
 BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -285,6 +315,8 @@ STEWARD_SWEEP_SECONDS = env_float("STEWARD_SWEEP_SECONDS", 2.0)
 STEWARD_REPUBLISH_AFTER_SECONDS = env_float("STEWARD_REPUBLISH_AFTER_SECONDS", 15.0)
 STEWARD_REPUBLISH_MAX_SECONDS = env_float("STEWARD_REPUBLISH_MAX_SECONDS", 300.0)
 STEWARD_INLINE_STEPS = env_int("STEWARD_INLINE_STEPS", 1000)
+# The approval rule (its slug) that says who approves new workflow versions (docs/workflows.md).
+STEWARD_VERSION_APPROVAL_RULE = env_str("STEWARD_VERSION_APPROVAL_RULE", "workflow-versions")
 
 LOGGING = {
     "version": 1,

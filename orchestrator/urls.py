@@ -2,10 +2,33 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views import defaults
 from django.views.generic import RedirectView
+
+from orchestrator.api.problems import django_error
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("api/v1/", include("orchestrator.api.urls")),
     path("admin/audit/report/", include("audit.urls")),
     path("admin/", admin.site.urls),
 ]
+
+
+def _is_api(request) -> bool:
+    """Tell whether a request is for the API (its errors are problem+json, never HTML)."""
+    return request.path.startswith("/api/")
+
+
+def handler404(request, exception=None):
+    """An unknown URL: a problem for the API, Django's page elsewhere."""
+    if _is_api(request):
+        return django_error(request, 404, "No API resource at this address.")
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request):
+    """A server error: a problem for the API, Django's page elsewhere."""
+    if _is_api(request):
+        return django_error(request, 500, "The server failed to handle this request.")
+    return defaults.server_error(request)

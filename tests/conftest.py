@@ -56,6 +56,18 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(autouse=True)
+def _no_broker_queue_length(monkeypatch):
+    """The sweeper in a test process reads no real broker queue (tests that need one set it).
+
+    Unknown, it republishes on its growing interval alone; the worker tests' own sweeper
+    process reads its real queue.
+    """
+    from orchestrator import engine
+
+    monkeypatch.setattr(engine, "queued_messages", lambda: None)
+
+
+@pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     """Use a fast hasher: tests create many users."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -6,9 +6,14 @@ The processes use the test database that pytest-django created.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
+import json
 import os
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -161,6 +166,82 @@ class StewardProcesses:
             if process is not None and process.poll() is None:
                 self.kill(process)
         celery_app.conf.task_default_queue = self._previous_queue
+
+
+# --- recovery after a kill -9 ------------------------------------------------------------------
+
+
+def _group_pids(pgid: int) -> set[int]:
+    """Return the ids of the live processes in a process group (a worker and its children)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry)) == pgid:
+                    pids.add(int(entry))
+    return pids
+
+
+def _held_messages(queue: str) -> set[int]:
+    """Return the step ids of this queue's messages delivered to a worker and not yet acked."""
+    import redis
+
+    held = set()
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+    for raw in broker.hvals("unacked"):
+        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+            message, _exchange, routing_key = json.loads(raw)
+            if routing_key == queue:
+                args = json.loads(base64.b64decode(message["body"]))[0]
+                held.add(int(args[0]))
+    return held
+
+
+def kill_and_see(processes: StewardProcesses, worker: subprocess.Popen) -> set[int]:
+    """Kill a worker with -9; return the steps it left to others.
+
+    Those are the steps it was running when it died, and the ready steps whose message it
+    held (delivered, never acked). Read after the kill, so a step that finished just before it
+    is not counted. A held message may be a surviving worker's: its step then starts at once.
+    """
+    from orchestrator.models import StepRun, StepStatus
+
+    host = socket.gethostname()
+    names = [f"{host}:{pid}" for pid in _group_pids(worker.pid)]
+    processes.kill(worker)
+    running = StepRun.objects.filter(status=StepStatus.RUNNING, worker__in=names)
+    held = StepRun.objects.filter(status=StepStatus.READY, pk__in=_held_messages(processes.queue))
+    return set(running.values_list("pk", flat=True)) | set(held.values_list("pk", flat=True))
+
+
+def recovery_seconds(killed: dict[int, dt.datetime]) -> dict[int, float | None]:
+    """Return, per step, the seconds from its kill to its next start (None: it never started)."""
+    from orchestrator.models import EventKind, RunEvent
+
+    found = {}
+    for step_id, at in killed.items():
+        started = (
+            RunEvent.objects.filter(
+                step_run_id=step_id, kind=EventKind.STEP_STARTED, created_at__gt=at
+            )
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        found[step_id] = None if started is None else (started - at).total_seconds()
+    return found
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    """Return the p50, p99 and largest of a list of durations (nearest rank)."""
+    ordered = sorted(seconds)
+    rank = max(0, min(len(ordered) - 1, round(0.99 * len(ordered) + 0.5) - 1))
+    return {
+        "p50": statistics.median(ordered),
+        "p99": ordered[rank],
+        "max": ordered[-1],
+        "n": len(ordered),
+    }
 
 
 def _without_banners(text: str) -> str:

@@ -4,7 +4,10 @@ A model's output is untrusted input. It proposes a call; this module decides, in
 
 1. the agent is active (the kill switch);
 2. the tool is in the agent's mandate, registered, and enabled;
-3. the arguments are a JSON object valid against the tool's schema;
+3. the arguments are a JSON object valid against the tool's schema, and resolve to the
+   canonical things the tool acts on (its `canonical` hook): every later check, the approval's
+   digest, the records and the call use the canonical arguments (the proposed ones are kept
+   beside them as evidence);
 4. the agent's principal holds the permission the tool needs on its target (guardian);
 5. the rate limit of the agent and tool, shared by every worker;
 6. the governance policy decision: allow, deny, require approval, or escalate; the tool's own
@@ -32,7 +35,13 @@ from django.db import models, transaction
 from agents import ratelimit
 from agents.actions.registry import mark_active
 from agents.models import Agent, AgentStatus, Tool, ToolInvocation, Verdict
-from agents.tools import FatalToolError, ToolContext, ToolSpec, registered_tools
+from agents.tools import (
+    ArgumentsRefused,
+    FatalToolError,
+    ToolContext,
+    ToolSpec,
+    registered_tools,
+)
 from audit import clock
 from audit import services as audit
 from governance.actions.approvals import request_approval, require_approval_for
@@ -82,6 +91,8 @@ class ToolVerdict:
     escalation: int | None = None
     target: dict[str, Any] = field(default_factory=dict)
     approval_requests: list[int] = field(default_factory=list)
+    arguments: dict[str, Any] | None = None  # decided on (canonical), as records keep them
+    proposed_arguments: dict[str, Any] | None = None  # as proposed, when resolving changed them
 
     @property
     def required_approvals(self) -> list[int]:
@@ -176,6 +187,8 @@ def decide_tool_call(
         workflow_id=site.workflow_id,
     )
 
+    proposed = None
+
     def conclude(verdict: str, stage: str, reason: str, **extra) -> ToolVerdict:
         return _record(
             agent,
@@ -185,6 +198,8 @@ def decide_tool_call(
                 reason=reason,
                 tool=name,
                 arguments_digest=digest_,
+                arguments=recordable(name, arguments) if readable else None,
+                proposed_arguments=proposed,
                 **extra,
             ),
             arguments,
@@ -211,6 +226,12 @@ def decide_tool_call(
         return conclude(Verdict.DENY, "arguments", f"arguments refused: {error}")
     if errors := spec.argument_errors(arguments):
         return conclude(Verdict.DENY, "arguments", "arguments refused: " + "; ".join(errors))
+    try:
+        canonical = spec.canonical_arguments(arguments, context)
+    except ArgumentsRefused as exc:
+        return conclude(Verdict.DENY, "arguments", f"arguments refused: {exc}")
+    if digest(canonical) != digest_:  # from here on, everything is decided on what it acts on
+        proposed, arguments, digest_ = spec.recordable(arguments), canonical, digest(canonical)
     # 4. the permission on the target
     try:
         target = spec.target(arguments, context) if spec.target is not None else None
@@ -341,6 +362,7 @@ def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) 
         agent_slug=agent.slug,
         tool=verdict.tool[:200],
         arguments=arguments if isinstance(arguments, dict) else {"unreadable": str(arguments)},
+        proposed_arguments=verdict.proposed_arguments,
         arguments_digest=verdict.arguments_digest,
         verdict=verdict.verdict,
         stage=verdict.stage,
@@ -377,6 +399,7 @@ def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) 
             "agent": agent.slug,
             "tool": verdict.tool,
             "arguments": arguments if isinstance(arguments, dict) else str(arguments),
+            "proposed_arguments": verdict.proposed_arguments,
             "arguments_digest": verdict.arguments_digest,
             "reason": verdict.reason,
             "target": verdict.target,
@@ -387,6 +410,21 @@ def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) 
         },
     )
     return verdict
+
+
+def as_decided(spec: ToolSpec, arguments: dict, context: ToolContext, verdict: ToolVerdict):
+    """Return the canonical arguments a call runs with; refuse ones the verdict was not taken on.
+
+    They are resolved again (a catalogue may have changed since the decision): arguments that
+    no longer resolve, or resolve to other things than the decision saw, need a new decision.
+    """
+    canonical = spec.canonical_arguments(arguments, context)
+    if verdict.arguments_digest and digest(canonical) != verdict.arguments_digest:
+        raise ArgumentsRefused(
+            f"the arguments of {spec.name} now resolve to other things than when the call was "
+            "decided; propose it again"
+        )
+    return canonical
 
 
 def refusal(verdict: ToolVerdict, reason: str | None = None) -> dict[str, Any]:
@@ -411,22 +449,25 @@ def execute_tool_call(
 ) -> dict[str, Any]:
     """Run a call the control layer allowed (or that was approved for these arguments).
 
-    The kill switch is read again right before the call; an approval is checked again against
-    the arguments' digest. A tool's own refusal (a final error, a permission re-check) is an
-    outcome for the model; a retryable error propagates so the step's retry policy applies.
+    The kill switch is read again right before the call; the arguments are resolved again and
+    must be what the verdict was taken on; an approval is checked again against their digest
+    (the call gets exactly the canonical arguments it covers). A tool's own refusal (a final
+    error, a permission re-check) is an outcome for the model; a retryable error propagates so
+    the step's retry policy applies.
     """
     agent = Agent.objects.select_related("user").get(pk=agent_id)
     if agent.status != AgentStatus.ACTIVE:
         raise AgentStopped(f"agent {agent.slug} is {agent.status}: {agent.status_reason}")
+    spec = registered_tools()[name]
+    context = dataclasses.replace(
+        context, actor_id=agent.user_id, agent_id=agent.pk, workflow_id=workflow_id
+    )
+    arguments = as_decided(spec, arguments, context, verdict)
     if verdict.verdict == Verdict.APPROVAL:
         for request_id in verdict.required_approvals:
             require_approval_for(request_id, recordable(name, arguments))
     elif verdict.verdict != Verdict.ALLOW:
         raise ValueError(f"a {verdict.verdict} verdict cannot be executed")
-    spec = registered_tools()[name]
-    context = dataclasses.replace(
-        context, actor_id=agent.user_id, agent_id=agent.pk, workflow_id=workflow_id
-    )
     try:
         with transaction.atomic():
             outcome = {"ok": True, "result": spec.call(arguments, context)}

@@ -144,7 +144,7 @@ def test_policy_escalation_lets_a_person_supply_the_result(world, make_agent, ru
     rules = [
         {
             "when": "turn == 1",
-            "tool_calls": [{"tool": "incident.lookup_service", "arguments": {"service": "x"}}],
+            "tool_calls": [{"tool": "incident.lookup_service", "arguments": {"service": "search"}}],
         },
         {"final": {"answer": "{{ results[0] }}"}, "confidence": 1},
     ]

@@ -3,7 +3,14 @@
 import pytest
 
 from agents.models import IncidentUpdate
-from agents.tools import ArgumentsInvalid, FatalToolError, ToolContext, ToolError, get_tool
+from agents.tools import (
+    ArgumentsInvalid,
+    ArgumentsRefused,
+    FatalToolError,
+    ToolContext,
+    ToolError,
+    get_tool,
+)
 
 
 def call(name, arguments, key="k1", attempt=1):
@@ -64,3 +71,24 @@ def test_post_update_writes_one_row_per_idempotency_key():
     assert first == repeat
     assert other["update_id"] != first["update_id"]
     assert IncidentUpdate.objects.count() == 2
+
+
+def test_lookup_and_scale_resolve_the_service_and_add_its_environment():
+    assert call("incident.lookup_service", {"service": " Search "})["environment"] == "staging"
+    assert call("incident.scale_service", {"service": "BILLING", "replicas": 2})["service"] == (
+        "billing"
+    )
+    with pytest.raises(ArgumentsRefused, match="CYRILLIC SMALL LETTER A"):
+        call("incident.scale_service", {"service": "billing\u0430", "replicas": 2})
+    with pytest.raises(ArgumentsRefused, match="billing runs in production, not staging"):
+        call(
+            "incident.scale_service",
+            {"service": "billing", "replicas": 2, "environment": "staging"},
+        )
+
+
+def test_check_health_probes_only_catalogue_hosts_once_each():
+    result = call("incident.check_health", {"hosts": ["Checkout-2", "checkout-2", "checkout-1 "]})
+    assert [r["host"] for r in result["results"]] == ["checkout-1", "checkout-2"]
+    with pytest.raises(ArgumentsRefused, match="no host is called db-1"):
+        call("incident.check_health", {"hosts": ["checkout-1", "db-1"]})

@@ -1,7 +1,8 @@
 """The small company every governance test works in: fixed actors of each principal kind.
 
 Roles and what they carry (model-wide permissions, or guardian permissions on one object):
-* Governance admins (gina): view/add/change/delete on every governed model, model-wide.
+* Governance admins (gina): view/add/change/delete on every governed model, model-wide, and
+  publish / exempt on workflows (they approve workflow versions: the `workflow-versions` rule).
 * Approvers (alice, bob): view on the `payments` workflow (they approve what happens to it).
 * Managers (maya): view on roles, policies, approval rules, workflows and runs; change on
   `payments`. Maya owns the agent and the integration.
@@ -97,6 +98,8 @@ def company(db) -> Company:
     for model in ENGINE:
         for action in ("view", "add", "change", "delete"):
             services.grant(admins, f"orchestrator.{action}_{model}", actor=None)
+    for perm in ("publish_workflow", "exempt_workflow", "view_workflowversion"):
+        services.grant(admins, f"orchestrator.{perm}", actor=None)
     for model in ("role", "policy", "policyrule", "approvalrule"):
         services.grant(managers, f"governance.view_{model}", actor=None)
     for model in ENGINE:
@@ -115,6 +118,9 @@ def company(db) -> Company:
     policy = services.create_policy(slug="payments", name="Payments policy")
     rule = services.create_approval_rule(
         slug="payments", name="Payment approval", role=approvers, escalation=[managers]
+    )
+    services.create_approval_rule(
+        slug="workflow-versions", name="Workflow version approval", role=admins
     )
     now = dt.datetime.now(dt.UTC)
     delegation = services.create_delegation(

@@ -1,7 +1,8 @@
 """The orchestrator's admin through governance's one authorisation path.
 
 Versions, steps, events and effects are shown exactly when their workflow or run is; steps are
-read-only; starting, publishing and signalling need change on the workflow or run; the run
+read-only; starting and signalling need change on the workflow or run, proposing a version needs
+publish on the workflow (and it waits for a second person's approval); the run
 actions (cancel, pause, resume, retry a step) refuse and audit what the user may not do; the
 object-permission pages of workflows and runs grant through governance's services.
 """
@@ -112,30 +113,36 @@ def test_an_outsider_sees_no_steps_at_all(company):
     assert _denials(oscar) == before + 1
 
 
-def test_versions_are_listed_through_their_workflow_and_publishing_needs_change(company):
-    alice, maya = fresh(company.alice), fresh(company.maya)
+def test_versions_are_listed_through_their_workflow_and_publishing_needs_publish(company):
+    alice, maya, gina = fresh(company.alice), fresh(company.maya), fresh(company.gina)
     listing = client_for(alice).get(_changelist(WorkflowVersion))
     assert {v.workflow_id for v in listing.context["cl"].result_list} == {company.payments.pk}
     hr_version = company.hr.versions.get()
     before = _denials(alice)
     assert client_for(alice).get(_change(hr_version)).status_code == 404
     add = reverse("admin:orchestrator_workflowversion_add")
-    assert client_for(alice).get(add).status_code == 403  # she may change no workflow
+    assert client_for(alice).get(add).status_code == 403  # she may publish no workflow
     assert _denials(alice) == before + 2
 
+    # maya may change payments (start its runs): that is not the right to publish its versions.
     good = "steps:\n  - id: a\n    type: noop\n"
+    before = _denials(maya)
     response = client_for(maya).post(
         add, {"workflow": company.payments.pk, "definition_text": good, "note": "n"}
     )
-    assert response.status_code == 302
-    assert company.payments.versions.count() == 2
-    before = _denials(maya)
-    response = client_for(maya).post(
-        add, {"workflow": company.hr.pk, "definition_text": good, "note": "n"}
-    )
-    assert response.status_code == 403  # she may view HR onboarding, not change it
-    assert company.hr.versions.count() == 1
+    assert response.status_code == 403
+    assert company.payments.versions.count() == 1
     assert _denials(maya) == before + 1
+
+    # A governance admin proposes; the version waits for a second person's approval.
+    response = client_for(gina).post(
+        add, {"workflow": company.payments.pk, "definition_text": good, "note": "n"}, follow=True
+    )
+    proposed = company.payments.versions.get(number=2)
+    assert proposed.status == "proposed" and proposed.approval_request_id is not None
+    assert f"request #{proposed.approval_request_id}" in response.text
+    company.payments.refresh_from_db()
+    assert company.payments.live_version.number == 1
 
 
 def test_the_start_page_needs_change_on_the_workflow(company):

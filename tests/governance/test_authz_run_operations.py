@@ -6,9 +6,10 @@ refusal leaves the target untouched and writes one `governance.access_denied` au
 the actor, the action and the outcome.
 
 Who holds what (tests/governance/conftest.py, plus one grant here): the governance admins hold
-everything model-wide; the managers and the integration may change the `payments` workflow and
-view every run; the approvers may view `payments`; the payments agent may view and change the one
-run it works on (granted below); the outsider holds nothing.
+everything model-wide, publishing workflow versions included; the managers and the integration
+may change the `payments` workflow (start its runs) and view every run, but not publish its
+versions; the approvers may view `payments`; the payments agent may view and change the one run
+it works on (granted below); the outsider holds nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ OPERATIONS = ["create", "publish", "start", "signal", "cancel", "pause", "resume
 EXPECTED = {
     "gina": "++++++++",
     "alice": "33344444",
-    "maya": "3++33333",
-    "integration": "3++33333",
+    "maya": "33+33333",
+    "integration": "33+33333",
     "agent": "344+++++",
     "oscar": "34444444",
 }
@@ -139,7 +140,7 @@ def test_run_operations_permission_matrix(company, principal, operation):
     body = json.loads(denials[0].body_row.content)
     assert denials[0].actor_name == user.username
     assert body["outcome"] == {"3": "forbidden", "4": "not_found"}[got]
-    assert body["action"] == ("add" if operation == "create" else "change")
+    assert body["action"] == {"create": "add", "publish": "publish"}.get(operation, "change")
 
 
 def test_system_calls_are_not_checked(company):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import transaction
+from django.urls import reverse
 
 from governance.models import PolicyRule
 from orchestrator.models import WorkflowVersion
@@ -149,3 +150,38 @@ def test_delete_of_the_other_models_through_the_admin(company, objects, actor):
         for column, status in DELETE[actor].items()
     }
     assert got == expected
+
+
+# Proposing a version through the admin's "add workflow version" page (issue 10: alice published
+# one without its approval step): "+" proposed (it waits for a second person), "3" refused (403),
+# "L" the login page. Starting runs of `payments` (maya) is not the right to publish its versions.
+PROPOSE = {
+    "gina": "+",
+    "alice": "3",
+    "bob": "3",
+    "maya": "3",
+    "oscar": "3",
+    "integration": "L",
+    "agent": "L",
+}
+
+
+@pytest.mark.parametrize("actor", PRINCIPALS)
+def test_proposing_a_workflow_version_through_the_admin(company, actor):
+    user = fresh(getattr(company, actor))
+    before = _denials(user)
+    response = client_for(user).post(
+        reverse("admin:orchestrator_workflowversion_add"),
+        {
+            "workflow": company.payments.pk,
+            "definition_text": "steps:\n  - id: other\n    type: noop\n",
+            "note": "matrix",
+        },
+    )
+    got = _outcome(response)
+    assert got == PROPOSE[actor]
+    versions = WorkflowVersion.objects.filter(workflow=company.payments)
+    assert versions.count() == (2 if got == "+" else 1)
+    assert _denials(user) == before + (1 if got in "34" else 0)
+    live = type(company.payments).objects.get(pk=company.payments.pk).live_version
+    assert live.number == 1  # nothing proposed runs before a second person approves it

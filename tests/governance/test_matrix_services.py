@@ -19,14 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from django.db import transaction
 
 from agents import services as agent_services
 from agents.models import Agent, MemoryNamespace, Tool
+from audit.models import AuditEntry
 from governance import services
 from governance.actions.common import audited_refusals, delete_governed
 from governance.models import ApprovalRequest, Escalation, PolicyRule, Principal
 from governance.permissions import can
-from tests.governance.conftest import fresh
+from tests.governance.conftest import NOOP, fresh
 from tests.governance.test_permissions import NONE, _denials, _outcome
 
 OBJECTS = [
@@ -205,3 +207,74 @@ def test_can_agrees_with_restrict_on_the_other_models(company, wider):
             for action in ("view", "change", "delete"):
                 listed = type(obj).objects.restrict(user, action).filter(pk=obj.pk).exists()
                 assert can(user, action, obj) == listed, (actor, column, action)
+
+
+# --- the doors to a workflow's behaviour: publishing, exempting, approving versions -------------
+
+VERSION_DOORS = ["publish", "exempt", "approve"]
+# actor: publish exempt approve. "+" done, "3"/"4" refused (403/404, audited as access denied),
+# "R" a decision refused (audited as governance.approval.refused). Starting runs (maya, the
+# integration) opens none of these doors; only a governance admin other than the author approves.
+VERSION_EXPECTED = {
+    "gina": "+++",
+    "alice": "33R",
+    "bob": "33R",
+    "maya": "33R",
+    "integration": "33R",
+    "agent": "44R",
+    "oscar": "44R",
+}
+
+
+@pytest.fixture
+def proposal(company):
+    """A version of `payments` proposed by a second governance admin (not an actor here)."""
+    from orchestrator import services as workflows
+
+    hank = services.create_person(username="hank", password="pw-hank-123", is_staff=True)
+    services.add_member(company.admins, hank, actor=None)
+    return workflows.publish_version(
+        company.payments, {"steps": [{"id": "new", "type": "noop"}]}, actor=fresh(hank)
+    )
+
+
+def _version_door(user, door: str, proposal) -> str:
+    """Go through one door as `user`; undo what an allowed call wrote; return its outcome."""
+    from orchestrator import services as workflows
+    from orchestrator.models import Workflow
+
+    payments = Workflow.objects.get(pk=proposal.workflow_id)
+    if door == "publish":
+        return _outcome(lambda: workflows.publish_version(payments, NOOP, actor=user))
+    if door == "exempt":
+        return _outcome(
+            lambda: workflows.set_version_approval(payments, False, actor=user, reason="matrix")
+        )
+    try:
+        with transaction.atomic():
+            services.decide_approval(proposal.approval_request_id, user=user, decision="approve")
+            assert Workflow.objects.get(pk=payments.pk).live_version_id == proposal.pk
+            transaction.set_rollback(True)
+    except services.ApprovalRefused as refusal:
+        refusal.audit()  # its entry went with the undo block: written again, once (as callers do)
+        return "R"
+    return "+"
+
+
+@pytest.mark.parametrize("actor", list(VERSION_EXPECTED))
+def test_permission_matrix_of_workflow_versions(company, proposal, actor):
+    user = fresh(getattr(company, actor))
+    got = ""
+    for door in VERSION_DOORS:
+        before = _denials(user)
+        refusals = AuditEntry.objects.filter(action="governance.approval.refused").count()
+        outcome = _version_door(user, door, proposal)
+        if outcome in "34":
+            assert _denials(user) == before + 1, f"{actor} {door}: not audited once"
+        if outcome == "R":
+            count = AuditEntry.objects.filter(action="governance.approval.refused").count()
+            assert count == refusals + 1, f"{actor} {door}: not audited once"
+        got += outcome
+    assert got == VERSION_EXPECTED[actor]
+    proposal.refresh_from_db()
+    assert proposal.status == "proposed"  # every allowed approval above was undone

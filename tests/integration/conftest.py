@@ -7,8 +7,10 @@ import time
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from orchestrator.models import RunStatus, WorkflowRun
+from tests.processes import kill_and_see
 
 
 @pytest.fixture
@@ -34,18 +36,23 @@ def unfinished_runs() -> int:
 
 
 def kill_workers_until_done(
-    processes, rng: random.Random, *, longest: float, give_up_after: float
+    processes, rng: random.Random, *, longest: float, give_up_after: float, killed=None
 ) -> int:
     """Start a worker, kill it -9 at a random moment, again, until every run ended; count kills.
 
     Only a worker that is up is killed, so a slow start under load cannot turn this into a test
-    where no worker ever runs.
+    where no worker ever runs. `killed`, a dict, receives each step the kills touched (running,
+    or its message held) with the time of its last kill.
     """
     kills = 0
     deadline = time.monotonic() + give_up_after
     while unfinished_runs() and time.monotonic() < deadline:
-        processes.start_worker(wait_ready=True)
+        worker = processes.start_worker(wait_ready=True)
         time.sleep(rng.uniform(0.3, longest))
+        at = timezone.now()  # a few ms before the kill: recovery is counted a little long
+        touched = kill_and_see(processes, worker)
         processes.kill_workers()
+        if killed is not None:
+            killed.update(dict.fromkeys(touched, at))
         kills += 1
     return kills

@@ -1,16 +1,18 @@
 """Durability with real processes: workers killed with -9, and a broker that loses everything."""
 
 import random
+import time
 
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from orchestrator import services
 from orchestrator.models import EffectJournal, RunStatus, StepRun, WorkflowRun
 from tests.integration.conftest import kill_workers_until_done, unfinished_runs
-from tests.processes import wait_until
+from tests.processes import kill_and_see, percentiles, recovery_seconds, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -93,7 +95,10 @@ def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
     workflow = services.create_workflow(slug="effects", name="Effects", definition=EFFECTS)
     steward_processes.start_sweeper()
     runs = [services.start_run(workflow, idempotency_key=f"crash-{n}") for n in range(50)]
-    kills = kill_workers_until_done(steward_processes, rng, longest=1.5, give_up_after=240)
+    killed: dict = {}
+    kills = kill_workers_until_done(
+        steward_processes, rng, longest=1.5, give_up_after=240, killed=killed
+    )
     steward_processes.start_worker()
     wait_until(
         lambda: unfinished_runs() == 0,
@@ -120,6 +125,86 @@ def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
     assert repeated <= 2 * kills
     assert EffectJournal.objects.filter(run_id__in=[r.pk for r in runs]).count() == len(keys)
     print(f"{kills} kills, {retried} steps needed more than one attempt, {repeated} repeated calls")
+    # No worker survives a kill here: recovery includes starting the next worker under load.
+    recovered = recovery_seconds(killed)
+    assert None not in recovered.values(), "a step a kill touched never ran again"
+    if recovered:
+        print("recovery (kill -> running again, s, next worker's start-up included):", end=" ")
+        print({key: round(value, 2) for key, value in percentiles([*recovered.values()]).items()})
+
+
+LEASE = 2.0  # the worker tests' STEWARD_LEASE_SECONDS (tests/processes.py)
+
+
+def test_a_killed_workers_steps_run_again_on_another_within_the_lease(
+    steward_processes, effects_table
+):
+    """Kill one of two workers at random, again and again: its steps run on the other soon.
+
+    Recovery is measured from the kill to the step's next start: the lease running out (the
+    sweeper then takes the step back), or, for a message the dead worker held (Redis returns
+    it only after an hour), the sweeper sending it again. bench/recovery.py measures the same
+    with the production settings; docs/benchmarks.md has its figures.
+    """
+    rng = random.Random(11)
+    definition = {
+        "steps": [
+            {
+                "id": "slow",
+                "type": "tool",
+                "tool": "test.record_effect",
+                "args": {"value": 1, "pause": 0.4},
+                "retry": RETRY,
+            },
+            {
+                "id": "fan",
+                "type": "tool",
+                "tool": "test.record_effect",
+                "depends_on": ["slow"],
+                "foreach": "[1, 2, 3]",
+                "args": {"value": "{{ item }}", "pause": 0.4},
+                "retry": RETRY,
+            },
+        ]
+    }
+    workflow = services.create_workflow(slug="recovery", name="Recovery", definition=definition)
+    steward_processes.start_sweeper(interval=0.5)
+    steward_processes.start_worker(wait_ready=True)
+    steward_processes.start_worker(wait_ready=True)
+    runs: list = []
+    killed: dict = {}
+    kills = 0
+    while kills < 8:
+        if unfinished_runs() < 4:  # keep both workers busy, so that each kill lands on work
+            runs += [services.start_run(workflow) for _ in range(6)]
+        time.sleep(rng.uniform(0.5, 2.0))
+        victim = rng.choice([w for w in steward_processes.workers if w.poll() is None])
+        at = timezone.now()
+        killed.update(dict.fromkeys(kill_and_see(steward_processes, victim), at))
+        kills += 1
+        steward_processes.workers.remove(victim)
+        # Another takes its place (one always survives); the next victim is a working one.
+        steward_processes.start_worker(wait_ready=True)
+    wait_until(
+        lambda: unfinished_runs() == 0,
+        120,
+        message=lambda: "runs did not finish:\n" + steward_processes.logs(),
+    )
+    assert set(
+        WorkflowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)
+    ) == {"succeeded"}
+    recovered = recovery_seconds(killed)
+    assert killed, "no kill landed on a running step or a held message"
+    assert None not in recovered.values(), "a step a kill touched never ran again"
+    figures = percentiles([*recovered.values()])
+    print(
+        f"{kills} kills, {figures['n']} steps touched; recovery (kill -> running again on "
+        f"another worker): p50 {figures['p50']:.2f} s, p99 {figures['p99']:.2f} s, "
+        f"max {figures['max']:.2f} s (lease {LEASE} s)"
+    )
+    # The target is p99 <= lease + 10 s; on two shared cores the margin is kept generous.
+    # Before the sweeper read the queue, a held message waited up to half its time ready.
+    assert figures["p99"] <= LEASE + 30
 
 
 def test_messages_lost_by_the_broker_are_republished(steward_processes, effects_table):

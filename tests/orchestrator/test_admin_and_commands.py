@@ -22,7 +22,8 @@ def admin_client(client, django_user_model):
 
 
 def test_publishing_a_bad_definition_in_the_admin_shows_each_problem(admin_client):
-    workflow = Workflow.objects.create(slug="w", name="W")
+    # Exempt from version approval: a valid version goes live at once (see test_versions).
+    workflow = Workflow.objects.create(slug="w", name="W", version_approval_required=False)
     url = reverse("admin:orchestrator_workflowversion_add")
     bad = "steps:\n  - id: a\n    type: noop\n    depends_on: [zzz]\n"
     response = admin_client.post(url, {"workflow": workflow.pk, "definition_text": bad, "note": ""})
@@ -39,7 +40,13 @@ def test_publishing_a_bad_definition_in_the_admin_shows_each_problem(admin_clien
     )
     assert response.status_code == 302
     version = WorkflowVersion.objects.get()
-    assert (version.number, version.published_by_name) == (1, "root-admin")
+    assert (version.number, version.published_by_name, version.status) == (
+        1,
+        "root-admin",
+        "approved",
+    )
+    workflow.refresh_from_db()
+    assert workflow.live_version == version
 
 
 def test_start_a_run_and_signal_it_from_the_admin(admin_client):

@@ -33,9 +33,46 @@ def test_the_complete_example_validates():
     assert used_types == {"tool", "sleep", "wait", "set"}
 
 
-def test_every_yaml_block_in_the_doc_parses():
-    for block in re.findall(r"```yaml\n(.*?)\n```", DOC.read_text(), re.DOTALL):
-        assert isinstance(yaml.safe_load(block), dict)
+def test_every_yaml_block_in_the_docs_parses():
+    """Every ```yaml block of the docs parses; finding none (or fewer than the fences) fails."""
+    found = {}
+    for doc in sorted([*DOC.parent.glob("*.md"), DOC.parents[1] / "README.md"]):
+        text = doc.read_text()
+        blocks = re.findall(r"^```yaml\n(.*?)\n```$", text, re.DOTALL | re.MULTILINE)
+        assert len(blocks) == text.count("```yaml"), f"{doc.name}: a yaml fence was not read"
+        for block in blocks:
+            assert isinstance(yaml.safe_load(block), dict | list), f"{doc.name}: {block[:60]}"
+        found[doc.name] = len(blocks)
+    assert found["workflows.md"] >= 1, "no yaml block found in docs/workflows.md"
+    assert sum(found.values()) >= 2, f"too few yaml blocks found in the docs: {found}"
+
+
+@pytest.mark.django_db
+def test_the_foreach_expressions_the_doc_offers_are_accepted_and_run(make_workflow):
+    """The `foreach` section's examples, read from its text, publish and run one item each."""
+    section = DOC.read_text().split("## `foreach`", 1)[1].split("\n## ", 1)[0]
+    offered = re.findall(r"`([^`]+)`", section.split("When the step becomes ready", 1)[0])
+    assert "range(3)" in offered, offered
+    for expression in offered[1:]:  # the first is the field's own name
+        wf = make_workflow(
+            {
+                "steps": [
+                    {"id": "lookup", "type": "set", "value": {"owners": ["ann", "bob"]}},
+                    {
+                        "id": "each",
+                        "type": "set",
+                        "depends_on": ["lookup"],
+                        "foreach": expression,
+                        "value": "{{ item }}",
+                    },
+                ]
+            }
+        )
+        run = services.start_run(wf, {"hosts": ["h1"]})
+        engine.drain()
+        run.refresh_from_db()
+        assert run.status == "succeeded", (expression, run.error)
+        assert run.output["each"], expression
 
 
 @pytest.mark.django_db

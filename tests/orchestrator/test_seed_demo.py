@@ -300,7 +300,12 @@ def test_agent_incidents_finish_get_denied_and_wait_for_approval_as_the_readme_s
     request = pending("tool.incident.restart_service")
     assert remediation.status == "waiting" and remediation.wait_signal == request.signal_name
     assert request.run_id == down.pk
-    assert request.arguments == {"service": "checkout", "hosts": ["checkout-2"]}
+    # Decided, and asked for, on the arguments resolved against the service catalogue.
+    assert request.arguments == {
+        "service": "checkout",
+        "hosts": ["checkout-2"],
+        "environment": "production",
+    }
     assert (request.risk, request.role.name) == ("high", demo.INCIDENT_COMMANDERS)
     assert request.requested_by == Agent.objects.get(slug="incident-remediation").user
     assert request.accountable_owner == request.run_initiator == user("alice")
@@ -407,3 +412,42 @@ def test_rejected_after_a_day_by_the_managers_the_change_fails_and_a_person_take
     assert not ToolInvocation.objects.filter(
         run_id=down.pk, tool="incident.restart_service", executed_at__isnull=False
     ).exists()
+
+
+def test_workflow_versions_are_proposed_by_grace_and_approved_by_a_second_admin(client):
+    seeded = demo.seed()
+    for workflow in Workflow.objects.select_related("live_version"):
+        live = workflow.live_version
+        assert live.published_by_name == demo.VERSION_AUTHOR, workflow.slug
+        decisions = live.approval_request.decisions.values_list("decided_by_name", flat=True)
+        assert list(decisions) == [demo.VERSION_APPROVER], workflow.slug
+    change = Workflow.objects.get(slug="production-change")
+    alice, grace, bob = user("alice"), user("grace"), user("bob")
+
+    # Issue 10: alice may start the production change, not publish a version of it.
+    assert governance.can(alice, "change", change)
+    client.force_login(alice)
+    response = client.post(
+        reverse("admin:orchestrator_workflowversion_add"),
+        {"workflow": change.pk, "definition_text": json.dumps(demo.DEMO_PROPOSAL[1]), "note": ""},
+    )
+    assert response.status_code == 403
+    assert not change.versions.filter(published_by_name="alice").exists()
+
+    # grace's proposal drops the approval step; its request shows that diff and waits for admin.
+    proposal = seeded["proposal"]
+    request = proposal.approval_request
+    assert (proposal.status, request.status) == ("proposed", "pending")
+    removed = [line for line in request.arguments["diff"] if line.startswith("-")]
+    assert any("id: approve" in line for line in removed)
+    assert [u.username for u in governance.eligible_deciders(request)] == ["admin"]
+    for person in (grace, bob):
+        with pytest.raises(governance.ApprovalRefused):
+            governance.decide_approval(request, user=person, decision="approve")
+    run = services.start_run(
+        change,
+        {"change": "CHG-9", "service": "billing", "environment": "production", "reason": "x"},
+        started_by=alice,
+    )
+    assert run.version_id == change.live_version_id != proposal.pk
+    assert StepRun.objects.filter(run=run, step_id="approve").exists()
