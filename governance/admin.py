@@ -676,10 +676,14 @@ class ApprovalRequestAdmin(GovernedAdminMixin, admin.ModelAdmin):
         return admin.ModelAdmin.response_action(self, request, queryset)
 
     def has_decide_permission(self, request, obj=None):
-        """Tell whether the user may decide (this request, or some request)."""
+        """Tell whether the user may decide this request; without one, whether to offer the
+        bulk decisions (to a person who sees requests: each is then refused with its reason)."""
         if obj is not None:
             return can(request.user, "decide", obj)
-        return ApprovalRequest.objects.restrict(request.user, "decide").exists()
+        return (
+            services.is_person(request.user)
+            and ApprovalRequest.objects.restrict(request.user, "view").exists()
+        )
 
     def get_urls(self):
         return [

@@ -15,9 +15,8 @@ power they granted themselves.
 
 Self-granted powers: whoever added a person to a role, or granted the role the permission that
 makes it eligible (view on the target of a request, resolve on every escalation), or created or
-changed a delegation to themselves, or wrote the version of the approval rule a request stands
-on, may not decide under it. Another person has to make that change for it to count. The
-records read are RoleChange (roles.py), the delegation's and the approval rule's history.
+changed a delegation to themselves, may not decide under it. Another person has to make that
+change for it to count. The records read are RoleChange (roles.py) and the delegation's history.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from governance.actions.principals import accountable_owner, kind_of
 from governance.actions.roles import holds_role, role_grants
 from governance.models import (
     ApprovalRequest,
-    ApprovalRule,
     ApprovalStatus,
     Delegation,
     Escalation,
@@ -186,17 +184,6 @@ def _delegation_self_granted(delegation: Delegation, decider) -> bool:
     return delegation.history.filter(history_user_id=decider.pk).exists()
 
 
-def _rule_written_by(request: ApprovalRequest, decider) -> bool:
-    """Tell whether the decider wrote the version of the approval rule the request stands on."""
-    if request.approval_rule_id is None or request.approval_rule_version is None:
-        return False
-    return ApprovalRule.history.filter(
-        id=request.approval_rule_id,
-        version=request.approval_rule_version,
-        history_user_id=decider.pk,
-    ).exists()
-
-
 # --- approval requests --------------------------------------------------------------------------
 
 
@@ -264,12 +251,6 @@ def approval_eligibility(
     refusal = _conflict_refusal(request, user)
     if refusal is not None:
         return refusal
-    if _rule_written_by(request, user):
-        return _no(
-            "self_granted",
-            f"{user} wrote version {request.approval_rule_version} of the approval rule "
-            f"{request.approval_rule.slug} this request stands on; another person decides it.",
-        )
     try:
         target = request_target(request)
     except TargetGone as gone:

@@ -230,23 +230,6 @@ def test_a_delegation_one_makes_to_oneself_does_not_count(company):
     assert not services.pending_for(fresh(company.gina)).exists()
 
 
-def test_who_wrote_the_approval_rule_does_not_decide_under_it(company):
-    """gina points the payments rule at a role she holds: its requests are for others."""
-    services.add_member(company.admins, company.alice, actor=None)
-    services.update_approval_rule(
-        company.rule, actor=fresh(company.gina), reason="admins approve", role=company.admins
-    )
-    request = services.request_approval(
-        action="tool.refund",
-        approval_rule=company.rule,
-        arguments={"amount": 10},
-        target=company.payments,
-        requested_by=company.integration,
-    )
-    assert may_decide(fresh(company.gina), request).code == "self_granted"
-    assert may_decide(fresh(company.alice), request).allowed
-
-
 # --- 4. the initiator resolves the escalation of her own run -------------------------------------
 
 
