@@ -525,7 +525,8 @@ class ModelCallAdmin(ReadOnlyAdmin):
 class ToolInvocationAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
-        "agent_slug",
+        "caller_name",
+        "caller_kind",
         "tool",
         "verdict",
         "stage",
@@ -535,8 +536,16 @@ class ToolInvocationAdmin(ReadOnlyAdmin):
         "run",
         "step_id",
     ]
-    list_filter = ["verdict", "stage", "tool", "agent_slug"]
-    search_fields = ["agent_slug", "tool", "key", "=run_id", "reason", "arguments_digest"]
+    list_filter = ["verdict", "stage", "caller_kind", "tool", "agent_slug"]
+    search_fields = [
+        "agent_slug",
+        "caller_name",
+        "tool",
+        "key",
+        "=run_id",
+        "reason",
+        "arguments_digest",
+    ]
     date_hierarchy = "created_at"
     exclude = ["arguments", "proposed_arguments", "outcome"]
     readonly_fields = ["arguments_pretty", "proposed_pretty", "outcome_pretty"]
@@ -567,21 +576,13 @@ class ToolInvocationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(IncidentUpdate)
-class IncidentUpdateAdmin(admin.ModelAdmin):
+class IncidentUpdateAdmin(ReadOnlyAdmin):
     """Incident updates the demo tools posted, searchable by incident and channel."""
 
     list_display = ["posted_at", "incident", "channel", "message", "run_id", "step_id"]
     list_filter = ["channel", "incident"]
     search_fields = ["incident", "channel", "message", "idempotency_key"]
     date_hierarchy = "posted_at"
-
-    def has_add_permission(self, request, obj=None):
-        """Updates are posted by tools, not by hand."""
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        """A posted update is not edited."""
-        return False
 
 
 # --- tickets and the inbox -------------------------------------------------------------------

@@ -38,6 +38,24 @@ class MemoryEntryQuerySet(RestrictedQuerySet):
     permission_parent = "namespace"
 
 
+class AgentRecordQuerySet(RestrictedQuerySet):
+    """What an agent did (model calls, tool invocations, rate counters): seen with the agent."""
+
+    permission_parent = "agent"
+
+
+class TicketCommentQuerySet(RestrictedQuerySet):
+    """A ticket's comments: visible to whoever may view the ticket."""
+
+    permission_parent = "ticket"
+
+
+class MemoryValueCopyQuerySet(RestrictedQuerySet):
+    """Held copies of memory values: governed by their namespace, like its entries."""
+
+    permission_parent = "namespace"
+
+
 class ProviderKind(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible (OpenAI, vLLM, Ollama, LM Studio)"
     ANTHROPIC = "anthropic", "Anthropic messages"
@@ -112,7 +130,7 @@ class Tool(models.Model):
     side_effects = models.BooleanField(default=True, editable=False)
     risk = models.CharField(max_length=16, choices=RiskLevel.choices, default=RiskLevel.LOW)
     enabled = models.BooleanField(
-        default=False, help_text="Disabled tools are refused to every agent."
+        default=False, help_text="Disabled tools are refused to every agent and tool step."
     )
     rate_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Calls per agent per window; empty: no limit."
@@ -261,7 +279,7 @@ class ModelCall(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField()
 
-    objects = RestrictedQuerySet.as_manager()
+    objects = AgentRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -278,12 +296,18 @@ class Verdict(models.TextChoices):
 
 
 class ToolInvocation(models.Model):
-    """One tool call an agent proposed and what the control layer decided and did about it."""
+    """One proposed tool call (an agent's or a tool step's) and what the control layer did."""
 
     agent = models.ForeignKey(
         Agent, null=True, on_delete=models.SET_NULL, related_name="invocations"
     )
-    agent_slug = models.CharField(max_length=100)
+    agent_slug = models.CharField(max_length=100, blank=True)
+    caller_kind = models.CharField(
+        max_length=16, default="agent", help_text="Who the call acts for: agent, user or system."
+    )
+    caller_name = models.CharField(
+        max_length=150, blank=True, help_text="The agent's slug or the person's username."
+    )
     tool = models.CharField(max_length=200)
     arguments = models.JSONField(
         null=True, blank=True, help_text="The arguments decided on: canonical, once resolved."
@@ -309,32 +333,36 @@ class ToolInvocation(models.Model):
     outcome = models.JSONField(null=True, blank=True, help_text="Result or error, once run.")
     created_at = models.DateTimeField()
 
-    objects = RestrictedQuerySet.as_manager()
+    objects = AgentRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self):
-        return f"{self.agent_slug}: {self.tool} ({self.verdict})"
+        return f"{self.caller_name or self.agent_slug}: {self.tool} ({self.verdict})"
 
 
 class RateCounter(models.Model):
-    """Calls of one tool by one agent in one window (the fallback when there is no Redis)."""
+    """Calls of one tool by one caller in one window (the fallback when there is no Redis)."""
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    caller = models.CharField(
+        max_length=64, help_text="Who calls: agent:<id>, user:<id> or system."
+    )
     tool = models.CharField(max_length=200)
     window_start = models.BigIntegerField(help_text="Unix time the window starts.")
     count = models.PositiveIntegerField(default=0)
 
+    objects = AgentRecordQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["agent", "tool", "window_start"], name="rate_counter_unique"
+                fields=["caller", "tool", "window_start"], name="rate_counter_caller_unique"
             )
         ]
 
     def __str__(self):
-        return f"{self.agent_id}/{self.tool}@{self.window_start}: {self.count}"
+        return f"{self.caller}/{self.tool}@{self.window_start}: {self.count}"
 
 
 # --- what the built-in tools work on --------------------------------------------------------------
@@ -401,6 +429,8 @@ class TicketComment(models.Model):
     run_id = models.BigIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=300, unique=True, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TicketCommentQuerySet.as_manager()
 
     class Meta:
         ordering = ["ticket", "created_at", "id"]
@@ -566,6 +596,8 @@ class MemoryValueCopy(models.Model):
     created_at = models.DateTimeField()
     erased_at = models.DateTimeField(null=True, blank=True)
 
+    objects = MemoryValueCopyQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
         indexes = [
@@ -592,6 +624,8 @@ class IncidentUpdate(models.Model):
     run_id = models.BigIntegerField(null=True, blank=True, help_text="The run that posted it.")
     step_id = models.CharField(max_length=100, blank=True)
     posted_at = models.DateTimeField()
+
+    objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-posted_at", "-id"]

@@ -453,6 +453,7 @@ class AgentLoop:
             run_initiator_id=self.ctx.run.started_by_id,
             attempt=self.ctx.attempt,
             workflow_id=self.ctx.run.workflow_id,
+            workflow=self.ctx.run.workflow.slug,
         )
 
         def perform(context):
@@ -544,6 +545,7 @@ class AgentLoop:
                 context,
                 invocation_key=decision_key,
                 workflow_id=self.ctx.run.workflow_id,
+                workflow=self.ctx.run.workflow.slug,
             )
             written = _memory_reference(call, outcome) if call["name"] == "memory.write" else None
             if written is not None and self.last_model_entry is not None:

@@ -19,7 +19,11 @@ from audit.verification import check_checkpoint_signature
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """An admin that shows rows and never adds, changes or deletes them."""
+    """An admin that shows rows (those restrict() gives the reader) and never changes them."""
+
+    def get_queryset(self, request):
+        """List, search, filter and export only what the reader may read."""
+        return super().get_queryset(request).restrict(request.user, "view")
 
     def has_add_permission(self, request, obj=None):
         """Nobody adds audit rows by hand."""
@@ -43,7 +47,8 @@ class RunFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         """Offer the most recent runs."""
         runs = (
-            AuditEntry.objects.exclude(run_id="")
+            model_admin.get_queryset(request)
+            .exclude(run_id="")
             .order_by("-id")
             .values_list("run_id", flat=True)[:200]
         )

@@ -13,6 +13,38 @@ from django.db import models
 from django.utils import timezone
 
 
+class AuditQuerySet(models.QuerySet):
+    """Audit rows, narrowed to a reader: the trail is read whole or not at all.
+
+    Governance's restrict() cannot be imported here (audit is the lowest layer), so this is the
+    same rule for the one case audit has: a model-wide permission (`audit.view_auditentry`, given
+    through a role) or a superuser sees every row, anyone else none. No object permissions:
+    an entry copies the names of whoever acted, so it is not shown to whoever may see its run
+    (docs/audit.md). Bodies and leaves follow their entry (`permission_parent`).
+    """
+
+    permission_parent: str | None = None
+
+    def restrict(self, user, action: str = "view") -> AuditQuerySet:
+        """Return every row to a holder of the model-wide permission, none to anyone else."""
+        usable = user is not None and user.is_authenticated and user.is_active
+        if not usable:
+            return self.none()
+        model = self.model
+        if self.permission_parent:
+            model = model._meta.get_field(self.permission_parent).related_model
+        opts = model._meta
+        if user.is_superuser or user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}"):
+            return self
+        return self.none()
+
+
+class AuditPartQuerySet(AuditQuerySet):
+    """An entry's body or leaf: readable by whoever may read the entry."""
+
+    permission_parent = "entry"
+
+
 class ActorKind(models.TextChoices):
     USER = "user", "User"
     AGENT = "agent", "Agent"
@@ -42,6 +74,8 @@ class AuditEntry(models.Model):
     body_digest = models.CharField(
         max_length=64, blank=True, help_text="SHA-256 of the canonical body; empty without a body."
     )
+
+    objects = AuditQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "audit entries"
@@ -80,6 +114,8 @@ class AuditBody(models.Model):
         null=True, blank=True, help_text="The entry that records the erasure."
     )
 
+    objects = AuditPartQuerySet.as_manager()
+
     def __str__(self):
         return f"body of #{self.entry_id}"
 
@@ -93,6 +129,8 @@ class AuditLeaf(models.Model):
     )
     leaf_hash = models.BinaryField(max_length=32)
     sequenced_at = models.DateTimeField(default=timezone.now)
+
+    objects = AuditPartQuerySet.as_manager()
 
     def __str__(self):
         return f"seq {self.seq} → #{self.entry_id}"
@@ -111,6 +149,8 @@ class AuditTreeState(models.Model):
     cursor_id = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    objects = AuditQuerySet.as_manager()
+
     def __str__(self):
         return f"tree of {self.size} leaves"
 
@@ -124,6 +164,8 @@ class AuditCheckpoint(models.Model):
     key_id = models.CharField(max_length=64)
     signature = models.CharField(max_length=128, help_text="Ed25519 signature, base64.")
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AuditQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

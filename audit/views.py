@@ -58,7 +58,8 @@ def report(request):
     """Show the audit entries matching the filter, a page at a time."""
     form = AuditReportForm(request.GET or None)
     criteria = form.to_filter() if form.is_valid() else AuditFilter()
-    page = Paginator(search_entries(criteria), 50).get_page(request.GET.get("page"))
+    entries = search_entries(criteria).restrict(request.user, "view")
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -80,7 +81,7 @@ def export(request, fmt: str):
     criteria = _criteria(request)
     if criteria is None:
         return HttpResponseBadRequest("Invalid filter.")
-    entries = search_entries(criteria)
+    entries = search_entries(criteria).restrict(request.user, "view")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "csv":
         response = StreamingHttpResponse(iter_csv(entries), content_type="text/csv")

@@ -10,12 +10,14 @@ Decided approvals and resolved escalations are read-only records.
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
@@ -30,6 +32,8 @@ from governance.admin_mixins import (
     GovernedAdminMixin,
     ObjectPermissionsThroughRolesMixin,
     ReadOnlyInline,
+    RestrictedAdminMixin,
+    RestrictedChoicesMixin,
     audited_view,
 )
 from governance.models import (
@@ -46,13 +50,18 @@ from governance.models import (
     Policy,
     PolicyRule,
     Principal,
+    PrincipalKind,
     Resolution,
     Role,
     RoleChange,
 )
-from governance.permissions import can, has_model_permission
+from governance.permissions import can, has_model_permission, restricted
 
 GOVERNED_APPS = ["governance", "orchestrator", "agents", "audit", "guardian"]
+
+# Who is looking at the page being rendered: display callables see only the object (a context
+# variable: admins are shared by threads).
+_viewer: ContextVar = ContextVar("governance_admin_viewer", default=None)
 
 
 def pretty_json(value) -> str:
@@ -101,12 +110,17 @@ class RoleForm(ChangeReasonForm):
         widget=admin.widgets.FilteredSelectMultiple("permissions", is_stacked=False),
     )
 
+    # Set per request by RoleAdmin.get_form: the people the editor may see, and the members.
+    visible_members = None
+
     class Meta:
         model = Role
         fields = ["name", "description", "owner"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.visible_members is not None:
+            self.fields["members"].queryset = self.visible_members
         if self.instance.pk:
             self.fields["members"].initial = list(self.instance.group.user_set.all())
             self.fields["permissions"].initial = list(self.instance.group.permissions.all())
@@ -130,6 +144,19 @@ class RoleAdmin(GovernedModelAdmin):
             return "—"
         return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: {} ({})</li>", rows))
 
+    def get_readonly_fields(self, request, obj=None):
+        """Remember who looks: the object permissions name only what the viewer may see."""
+        _viewer.set(request.user)
+        return super().get_readonly_fields(request, obj)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        """Offer as members the people the editor may see, and keep the current members."""
+        form = super().get_form(request, obj, change=change, **kwargs)
+        people = restricted(request.user, get_user_model()).values("pk")
+        members = Q(pk__in=people) | (Q(groups=obj.group_id) if obj is not None else Q())
+        visible = get_user_model().objects.filter(members).distinct().order_by("username")
+        return type(form.__name__, (form,), {"visible_members": visible})
+
     @admin.display(description="Members")
     def member_count(self, obj):
         return obj.group.user_set.count()
@@ -145,7 +172,9 @@ class RoleAdmin(GovernedModelAdmin):
         items = []
         for row in rows:
             model = row.content_type.model_class()
-            target = model._default_manager.filter(pk=row.object_pk).first() if model else None
+            # Named only when the viewer may see it; otherwise its kind and id.
+            visible = restricted(_viewer.get(), model) if model else None
+            target = visible.filter(pk=row.object_pk).first() if visible is not None else None
             label = (
                 f"{row.permission.codename} on {target or row.content_type.model} #{row.object_pk}"
             )
@@ -269,7 +298,7 @@ class PolicyRuleForm(forms.ModelForm):
         return cleaned
 
 
-class PolicyRuleInline(admin.StackedInline):
+class PolicyRuleInline(RestrictedChoicesMixin, admin.StackedInline):
     model = PolicyRule
     form = PolicyRuleForm
     extra = 0
@@ -393,7 +422,7 @@ class PolicyRuleAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
 # --- approval rules and delegations --------------------------------------------------------------
 
 
-class EscalationLevelInline(admin.TabularInline):
+class EscalationLevelInline(RestrictedChoicesMixin, admin.TabularInline):
     model = EscalationLevel
     extra = 1
     fields = ["position", "role"]
@@ -469,8 +498,22 @@ class DelegationAdmin(GovernedModelAdmin):
     actions = ["revoke"]
 
     def has_add_permission(self, request, *args):
-        """Anyone who is a person may delegate their own approvals."""
-        return services.is_person(request.user) or super().has_add_permission(request)
+        """A person holding a role may delegate their own approvals; an outsider has none."""
+        if super().has_add_permission(request):
+            return True
+        return services.is_person(request.user) and bool(services.roles_of(request.user))
+
+    def visible_choices(self, db_field, request):
+        """Delegate your own approvals (others' with the model permission), to a person you
+        may see, for a role you may see or hold."""
+        user = request.user
+        if db_field.name == "delegator" and not has_model_permission(user, "add", Delegation):
+            return get_user_model().objects.filter(pk=user.pk)
+        if db_field.name == "role":
+            visible = Role.objects.restrict(user, "view").values("pk")
+            return Role.objects.filter(Q(pk__in=visible) | Q(group__user=user))
+        people = super().visible_choices(db_field, request)
+        return people.filter(principal__kind=PrincipalKind.PERSON)
 
     def get_changeform_initial_data(self, request):
         return {"delegator": request.user.pk, **super().get_changeform_initial_data(request)}
@@ -914,3 +957,22 @@ class ApiTokenAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
                 token, actor=request.user, reason=f"revoked in the admin by {request.user}"
             )
         self.message_user(request, "Revoked.", messages.SUCCESS)
+
+
+# --- Django's users and groups ---------------------------------------------------------------
+
+
+def _restricted_admin(model, admin_class):
+    """Register `model` again with its admin narrowed through restricted()."""
+    narrowed = type(
+        admin_class.__name__,
+        (RestrictedAdminMixin, admin_class),
+        {"__doc__": f"{admin_class.__doc__ or model.__name__}, narrowed through restricted()."},
+    )
+    admin.site.unregister(model)
+    admin.site.register(model, narrowed)
+
+
+for _model in (get_user_model(), Group):
+    if admin.site.is_registered(_model):
+        _restricted_admin(_model, type(admin.site.get_model_admin(_model)))

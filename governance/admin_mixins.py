@@ -20,6 +20,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from guardian.admin import AdminGroupObjectPermissionsForm, ReinforcedGuardedModelAdminMixin
@@ -34,6 +35,7 @@ from governance.permissions import (
     can,
     has_model_permission,
     permission_name,
+    restricted,
 )
 
 REASON_FIELD = "change_reason"
@@ -98,7 +100,109 @@ def audited_view(action: str):
     return decorate
 
 
-class GovernedAdminMixin:
+class RestrictedRelatedFieldListFilter(admin.RelatedFieldListFilter):
+    """A list filter on a relation that names only the related rows the viewer may see."""
+
+    def field_choices(self, field, request, model_admin):
+        """Offer the related rows restricted() lets the viewer see."""
+        visible = restricted(request.user, field.related_model).values("pk")
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        return field.get_choices(
+            include_blank=False, ordering=ordering, limit_choices_to={"pk__in": visible}
+        )
+
+
+def _restricted_filter(model, spec):
+    """Turn a list filter on a relation ('workflow', 'run__workflow') into a restricted one."""
+    if not isinstance(spec, str):
+        return spec
+    from django.contrib.admin.utils import get_fields_from_path
+
+    field = get_fields_from_path(model, spec)[-1]
+    if getattr(field, "related_model", None) is None:
+        return spec
+    return (spec, RestrictedRelatedFieldListFilter)
+
+
+def _current_values(obj, db_field) -> list:
+    """Return the primary keys a stored object holds in a relation (none for a new one)."""
+    if obj is None or obj.pk is None or not isinstance(obj, db_field.model):
+        return []
+    if db_field.many_to_many:
+        return list(getattr(obj, db_field.name).values_list("pk", flat=True))
+    value = getattr(obj, db_field.attname, None)
+    return [] if value is None else [value]
+
+
+def _within(queryset, visible):
+    """Keep the rows of `queryset` that are in `visible` (as is when `visible` is everything)."""
+    if visible.query.is_empty():
+        return queryset.none()
+    if not visible.query.has_filters():
+        return queryset
+    return queryset.filter(pk__in=visible.values("pk"))
+
+
+class RestrictedChoicesMixin:
+    """What an admin page names of other models goes through restricted(): the choices of its
+    foreign keys and many-to-many fields, its list filters on relations, and its search (which
+    also answers the autocomplete and raw-id popups of other pages)."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """Offer only the related rows the user may see."""
+        kwargs["queryset"] = self._visible_choices(db_field, request, kwargs.get("queryset"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        """Offer only the related rows the user may see."""
+        if not db_field.remote_field.through._meta.auto_created:
+            return super().formfield_for_manytomany(db_field, request, **kwargs)  # no field
+        kwargs["queryset"] = self._visible_choices(db_field, request, kwargs.get("queryset"))
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def visible_choices(self, db_field, request):
+        """Return what the user may pick for a relation (a page may narrow or widen it)."""
+        return restricted(request.user, db_field.related_model)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        """Remember the object of the page: its current values stay choices (they are shown)."""
+        request._choices_of = obj
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def _visible_choices(self, db_field, request, queryset):
+        """Narrow a field's choices (the admin's default, or one given) to what the user sees."""
+        visible = self.visible_choices(db_field, request)
+        current = _current_values(getattr(request, "_choices_of", None), db_field)
+        if current:
+            visible = db_field.related_model._default_manager.filter(
+                Q(pk__in=visible.values("pk")) | Q(pk__in=current)
+            )
+        if queryset is None:
+            queryset = self.get_field_queryset(None, db_field, request)
+        if queryset is None:
+            return visible
+        return _within(queryset, visible)
+
+    def get_list_filter(self, request):
+        """Filters on a relation name only what the user may see."""
+        return [_restricted_filter(self.model, spec) for spec in super().get_list_filter(request)]
+
+    def get_search_results(self, request, queryset, search_term):
+        """Search (the list, autocomplete, raw-id popups) only among the rows the user sees."""
+        queryset = _within(queryset, restricted(request.user, self.model))
+        return super().get_search_results(request, queryset, search_term)
+
+
+class RestrictedAdminMixin(RestrictedChoicesMixin):
+    """An admin of a model that is not governed here (Django's users and groups):
+    its own permission checks stay, and it lists only what restricted() lets the user see."""
+
+    def get_queryset(self, request):
+        """List only the rows the user may see."""
+        return _within(super().get_queryset(request), restricted(request.user, self.model))
+
+
+class GovernedAdminMixin(RestrictedChoicesMixin):
     """Admin pages of a governed model, through the one authorisation path."""
 
     form = ChangeReasonForm

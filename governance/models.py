@@ -18,6 +18,7 @@ from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
 from governance.permissions import (
+    ApprovalDecisionQuerySet,
     ApprovalRequestQuerySet,
     DelegationQuerySet,
     EscalationLevelQuerySet,
@@ -465,6 +466,8 @@ class ApprovalDecision(models.Model):
     policy_version = models.PositiveIntegerField(null=True, blank=True)
     approval_rule_version = models.PositiveIntegerField(null=True, blank=True)
     decided_at = models.DateTimeField()
+
+    objects = ApprovalDecisionQuerySet.as_manager()
 
     class Meta:
         ordering = ["request", "decided_at", "id"]

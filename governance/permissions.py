@@ -4,7 +4,9 @@ Built on Django's model permissions (a role's group may hold `app.change_model` 
 and guardian's object permissions (or only for some rows). Superusers see everything; anyone
 else sees nothing until a permission says otherwise. Some models add an ownership rule (the
 delegator of a delegation may change it; a delegate sees the requests handed to them); it lives
-in the model's queryset class (`owner_q`), so restrict() and can() apply it alike.
+in the model's queryset class (`owner_q`), so restrict() and can() apply it alike. Parts of a
+whole (a run's steps, an agent's calls) name their whole (`permission_parent`) and follow it.
+Other people are shown through visible_people(), any model through restricted().
 
 Every list, detail, admin page, API view, consumer and service of every app goes through
 restrict() / can(). Writes re-check after saving, inside their transaction (`verify_after_write`),
@@ -77,9 +79,14 @@ class RestrictedQuerySet(models.QuerySet):
         if action in self.rule_actions:
             return self.rule_rows(user, action)
         if self.permission_parent:
-            parent = self.model._meta.get_field(self.permission_parent).related_model
-            allowed = parent._default_manager.all().restrict(user, _parent_action(action))
-            return self.filter(**{f"{self.permission_parent}__in": allowed.values("pk")})
+            field = self.model._meta.get_field(self.permission_parent)
+            whole, whole_action = field.related_model, _parent_action(action)
+            allowed = whole._default_manager.all().restrict(user, whole_action)
+            condition = Q(**{f"{self.permission_parent}__in": allowed.values("pk")})
+            if field.null and has_model_permission(user, whole_action, whole):
+                # A part whose whole is gone (SET_NULL) is left to those who see every whole.
+                condition |= Q(**{f"{self.permission_parent}__isnull": True})
+            return self.filter(condition)
         if user.is_superuser or user.has_perm(permission_name(self.model, action)):
             return self
         from guardian.shortcuts import get_objects_for_user
@@ -110,7 +117,11 @@ def can(user, action: str, obj: models.Model) -> bool:
         )
     parent = getattr(model._default_manager.all(), "permission_parent", None)
     if parent:
-        return can(user, _parent_action(action), getattr(obj, parent))
+        whole = getattr(obj, parent)
+        if whole is None:
+            whole_model = model._meta.get_field(parent).related_model
+            return has_model_permission(user, _parent_action(action), whole_model)
+        return can(user, _parent_action(action), whole)
     if user.is_superuser or user.has_perm(permission_name(model, action)):
         return True
     if obj.pk is None:
@@ -237,6 +248,53 @@ def get_for(user, queryset, pk: Any, action: str = "view") -> models.Model:
     return obj
 
 
+def visible_people(user) -> models.QuerySet:
+    """Return the users `user` may see: themselves, whoever shares a role with them, and the
+    principals restrict() lets them view (every user for governance admins and auditors).
+
+    The one rule for people in every choice list, filter, autocomplete and page; an outsider
+    (no role, no permission) sees only themselves.
+    """
+    from django.contrib.auth import get_user_model
+
+    from governance.models import Principal, Role
+
+    User = get_user_model()
+    if not _usable(user):
+        return User.objects.none()
+    if user.is_superuser or user.has_perm(permission_name(User, "view")):
+        return User.objects.all()
+    their_roles = Role.objects.filter(group__user=user).values("group_id")
+    colleagues = User.objects.filter(groups__in=their_roles).values("pk")
+    principals = Principal.objects.all().restrict(user, "view").values("user_id")
+    return User.objects.filter(Q(pk=user.pk) | Q(pk__in=colleagues) | Q(pk__in=principals))
+
+
+def restricted(user, model, action: str = "view") -> models.QuerySet:
+    """Return the rows of any model that `user` may `action`: the one entry point for choices.
+
+    A governed model answers with its restrict(); people with visible_people(); groups with
+    the roles restrict() returns (every group with `auth.<action>_group`); any other model
+    (Django's own, a third party's) is all or nothing by its model-wide permission.
+    """
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from governance.models import Role
+
+    User = get_user_model()
+    queryset = model._default_manager.all()
+    if issubclass(model, User):
+        if action == "view":
+            return visible_people(user)
+    elif issubclass(model, Group) and not has_model_permission(user, action, model):
+        roles = Role.objects.all().restrict(user, action).values("group_id")
+        return queryset.filter(pk__in=roles)
+    elif callable(getattr(queryset, "restrict", None)):
+        return queryset.restrict(user, action)
+    return queryset if has_model_permission(user, action, model) else queryset.none()
+
+
 def verify_after_write(user, action: str, obj: models.Model) -> None:
     """Re-check, inside the write's transaction, that the result is still the user's to touch."""
     if _usable(user) and user.is_superuser:
@@ -313,6 +371,12 @@ class ApprovalRequestQuerySet(RestrictedQuerySet):
     def pending(self) -> ApprovalRequestQuerySet:
         """Return the requests still waiting for a decision."""
         return self.filter(status="pending")
+
+
+class ApprovalDecisionQuerySet(RestrictedQuerySet):
+    """The decisions on a request: visible to whoever may view the request."""
+
+    permission_parent = "request"
 
 
 class PolicyRuleQuerySet(RestrictedQuerySet):

@@ -26,6 +26,7 @@ from governance.admin_mixins import (
     GovernedAdminMixin,
     ObjectPermissionsThroughRolesMixin,
     ReadOnlyInline,
+    RestrictedChoicesMixin,
     audited_view,
 )
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
@@ -87,19 +88,16 @@ def _refuse_unavailable_action(model_admin, request) -> None:
         )
 
 
-class RestrictedThroughParentAdmin(admin.ModelAdmin):
-    """Read-only rows of a governed workflow or run: visible exactly when their parent is."""
+class RestrictedThroughParentAdmin(RestrictedChoicesMixin, admin.ModelAdmin):
+    """Read-only rows of a governed workflow or run: visible exactly when their parent is
+    (their querysets' `permission_parent`)."""
 
     parent_field = "run"
     parent_model = WorkflowRun
 
     def get_queryset(self, request):
-        """List the rows whose parent the user may view (all of them with model-wide view)."""
-        queryset = super().get_queryset(request)
-        if has_model_permission(request.user, "view", self.parent_model):
-            return queryset
-        visible = self.parent_model.objects.restrict(request.user, "view")
-        return queryset.filter(**{f"{self.parent_field}__in": visible.values("pk")})
+        """List the rows whose parent the user may view (restrict() follows the parent)."""
+        return super().get_queryset(request).restrict(request.user, "view")
 
     def has_view_permission(self, request, obj=None):
         """View a row whose parent the user may view; the list when some parent is visible."""
@@ -107,8 +105,7 @@ class RestrictedThroughParentAdmin(admin.ModelAdmin):
             return True
         if obj is None:
             return self.parent_model.objects.restrict(request.user, "view").exists()
-        parent = getattr(obj, self.parent_field)
-        return parent is not None and can(request.user, "view", parent)
+        return can(request.user, "view", obj)
 
     def has_module_permission(self, request):
         """Show the app to users who may view some parent."""

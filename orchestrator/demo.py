@@ -10,7 +10,8 @@ The parts, each a small function:
   monitoring, triage, remediation, communications, and a coordinator that delegates to them;
 * workflows and runs: two tool workflows, an agent workflow, and a change workflow with an
   `approval` step, started so that runs finish, wait for a signal, sleep, get a tool call denied,
-  and wait for the incident commander's approval;
+  and wait for the incident commander's approval (tool steps pass the same policy check as
+  agents: INC-1001's restart of checkout waits for bob);
 * workflow versions are governed configuration: grace (a governance admin) proposes each
   version, and it goes live once a second governance admin (admin) approves it under the
   approval rule `workflow-versions`; one proposal of grace's waits for that approval, with
@@ -87,7 +88,7 @@ DEMO_USERS = [
     DemoUser(
         "bob",
         "bob-demo",
-        "incident commander: approves production changes (2 requests wait)",
+        "incident commander: approves production changes (3 requests wait)",
         roles=(INCIDENT_COMMANDERS,),
         first_name="Bob",
     ),
@@ -792,20 +793,20 @@ steps:
     type: tool
     tool: incident.lookup_service
     args: {service: "{{ input.service }}"}
+  # What bob approves is the restart call itself: the same action and arguments as the restart
+  # step's, so that step's policy check finds this approval and does not ask a second time.
   - id: approve
     type: approval
     depends_on: [lookup]
     rule: incident-commander
-    action: change.restart_service
+    action: tool.incident.restart_service
     risk: high
     summary: >-
       {{ input.change }}: restart {{ input.service }} in {{ input.environment }} on
       {{ steps.lookup.hosts | join(', ') }}. Why: {{ input.reason }}
     arguments:
       service: "{{ input.service }}"
-      environment: "{{ input.environment }}"
       hosts: "{{ steps.lookup.hosts }}"
-      reason: "{{ input.reason }}"
   - id: restart
     type: tool
     tool: incident.restart_service
@@ -879,7 +880,8 @@ DEMO_RUNS = [
         "incident-triage",
         {"incident": "INC-1001", "service": "checkout"},
         "alice",
-        story="completes: one host is down, its restart fails once and is retried",
+        story="waits for bob: checkout-2 is down and its restart in production needs an "
+        "incident commander's approval; approved, it fails once and is retried",
     ),
     DemoRun(
         "demo:INC-1002",
@@ -941,7 +943,8 @@ DEMO_RUNS = [
             "reason": "apply the new TLS certificate",
         },
         "alice",
-        story="waits at its approval step for an incident commander (bob)",
+        story="waits at its approval step for an incident commander (bob); the restart it "
+        "approves then runs without asking again",
     ),
 ]
 

@@ -10,6 +10,18 @@ from simple_history.models import HistoricalRecords
 from governance.permissions import RestrictedQuerySet
 
 
+class WorkflowVersionQuerySet(RestrictedQuerySet):
+    """A workflow's versions: visible to whoever may view the workflow."""
+
+    permission_parent = "workflow"
+
+
+class RunPartQuerySet(RestrictedQuerySet):
+    """A run's steps, events, signals and effects: visible to whoever may view the run."""
+
+    permission_parent = "run"
+
+
 class Workflow(models.Model):
     """A named, governed workflow; its behaviour lives in its live (approved) version."""
 
@@ -95,6 +107,8 @@ class WorkflowVersion(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords()
+
+    objects = WorkflowVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["workflow", "-number"]
@@ -215,6 +229,8 @@ class StepRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = RunPartQuerySet.as_manager()
+
     class Meta:
         ordering = ["run", "id"]
         constraints = [
@@ -279,6 +295,8 @@ class RunEvent(models.Model):
     actor_name = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField()
 
+    objects = RunPartQuerySet.as_manager()
+
     class Meta:
         ordering = ["run", "id"]
 
@@ -302,6 +320,8 @@ class RunSignal(models.Model):
         StepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     consumed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunPartQuerySet.as_manager()
 
     class Meta:
         ordering = ["run", "id"]
@@ -331,6 +351,8 @@ class EffectJournal(models.Model):
     request = models.JSONField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField()
+
+    objects = RunPartQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

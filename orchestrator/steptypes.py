@@ -13,8 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agents.tools import UnknownTool, get_tool
+from django.db import transaction
+
+from agents.actions import enforcement
+from agents.tools import ToolContext, UnknownTool, get_tool
+from governance.actions.approvals import POLICY_ESCALATION, escalate_overdue
+from governance.models import ApprovalRequest, ApprovalStatus, Escalation, Resolution
 from orchestrator.durations import parse_duration
+from orchestrator.models import EffectJournal
+
+DECISION_SUFFIX = "decision"  # the journal key of a tool step's verdict: <step key>:decision
+BUSY_RETRY_SECONDS = 1.0
 
 _step_types: dict[str, Any] = {}
 _failure_handlers: dict[str, Callable] = {}
@@ -75,7 +84,16 @@ class StepType:
 
 
 class ToolStep(StepType):
-    """Call a registered tool with the rendered arguments; the result is journaled once."""
+    """Call a registered tool through the enforcement point, for the run's initiator.
+
+    The call is decided like an agent's (agents/actions/enforcement.py), acting for the person
+    who started the run (the system when nobody did), with the workflow and run in the policy's
+    context. A denial fails the step (its `on_failure` applies) naming what decided it; an
+    approval or an escalation makes the step wait durably and resume on the decision. The
+    verdict and the result are each journaled once: a redelivered or resumed step replays them,
+    so it never decides twice, never opens a second request and never calls twice. Right before
+    the call, everything that can have changed since the decision is checked again.
+    """
 
     name = "tool"
     fields = {"tool": {"type": "string", "minLength": 1}, "args": {"type": "object"}}
@@ -99,8 +117,129 @@ class ToolStep(StepType):
         spec = get_tool(ctx.spec["tool"])
         arguments = ctx.render(ctx.spec.get("args", {}))
         ctx.record_input(arguments)
-        result = ctx.effect(spec.name, arguments, lambda context: spec.call(arguments, context))
+        caller = enforcement.Caller.of_user(ctx.run.started_by_id)
+        site = _call_site(ctx)
+        verdict = self._verdict(ctx, spec.name, arguments, caller, site)
+        standing = enforcement.standing(verdict, arguments)
+        if standing.state == enforcement.DECIDE_AGAIN:
+            return self.execute(ctx)  # the sent-back escalation counts: a fresh decision key
+        if standing.state == enforcement.WAIT:
+            seconds = None
+            if standing.due_at is not None:
+                seconds = max((standing.due_at - ctx.now).total_seconds(), 0.0)
+            return ctx.wait(signal=standing.signal, seconds=seconds)
+        if standing.state == enforcement.SUPPLIED:
+            return ctx.complete(standing.result)
+        if standing.state != enforcement.RUN:
+            return ctx.fail(
+                standing.error_type,
+                standing.reason,
+                retryable=False,
+                stage=verdict.stage,
+                policy=verdict.policy,
+            )
+
+        def perform(context):
+            outcome = enforcement.execute_tool_call(
+                caller,
+                spec.name,
+                arguments,
+                verdict,
+                context,
+                invocation_key=site.key,
+                workflow=site.workflow,
+                errors_as_outcome=False,
+            )
+            return outcome["result"]
+
+        try:
+            result = ctx.effect(spec.name, arguments, perform)
+        except enforcement.CallRefused as refused:
+            # The refusal undid the attempt's writes; it is kept and audited on its own.
+            with transaction.atomic():
+                context = ToolContext(
+                    idempotency_key=ctx.idempotency_key,
+                    run_id=ctx.run.pk,
+                    step_id=ctx.step.step_id,
+                    attempt=ctx.attempt,
+                    workflow_id=ctx.run.workflow_id,
+                )
+                enforcement.record_refused(
+                    caller, spec.name, arguments, verdict, refused, context, invocation_key=site.key
+                )
+            return ctx.fail(
+                "ToolCallRefused",
+                refused.reason,
+                retryable=False,
+                stage=refused.stage,
+                policy=refused.policy,
+            )
         return ctx.complete(result)
+
+    def _verdict(self, ctx, name, arguments, caller, site) -> enforcement.ToolVerdict:
+        """Take (or replay) the enforcement point's verdict on the step's call."""
+        request = {
+            "tool": name,
+            "arguments": enforcement.recordable(name, arguments),
+            "decision": True,
+        }
+        data = ctx.effect(
+            f"decide:{name}",
+            request,
+            lambda context: enforcement.decide_tool_call(caller, name, arguments, site).as_json(),
+            key_suffix=site.key.removeprefix(f"{ctx.idempotency_key}:"),
+        )
+        return enforcement.ToolVerdict.from_json(data)
+
+    def on_wake(self, ctx, reason, payload):
+        """A decision or a resolution arrived (or an approval's SLA passed): look again."""
+        if reason != "signal":
+            waiting = self._pending_approval(ctx)
+            if waiting is not None:
+                request = escalate_overdue(waiting, now=ctx.now, announce_to_run=False)
+                if request is None:  # someone is deciding right now: look again shortly
+                    return ctx.wait(signal=f"approval:{waiting}", seconds=BUSY_RETRY_SECONDS)
+                if request.status == ApprovalStatus.PENDING:
+                    seconds = max((request.due_at - ctx.now).total_seconds(), 0.0)
+                    return ctx.wait(signal=request.signal_name, seconds=seconds)
+        return ctx.resume()
+
+    def _pending_approval(self, ctx) -> int | None:
+        """Return the pending approval request the step's journaled verdict waits for."""
+        key = _call_site(ctx).key
+        data = EffectJournal.objects.filter(key=key).values_list("result", flat=True).first()
+        if not data:
+            return None
+        verdict = enforcement.ToolVerdict.from_json(data)
+        pending = ApprovalRequest.objects.filter(
+            pk__in=verdict.required_approvals, status=ApprovalStatus.PENDING
+        )
+        return pending.order_by("pk").values_list("pk", flat=True).first()
+
+
+def _decision_suffix(ctx) -> str:
+    """Return the journal key suffix of the step's current verdict.
+
+    Each policy escalation a person sent back asks for a fresh decision: `decision.<n>` after n.
+    """
+    sent_back = Escalation.objects.filter(
+        step_run_id=ctx.step.pk, reason=POLICY_ESCALATION, resolution=Resolution.RETRY
+    ).count()
+    return DECISION_SUFFIX if not sent_back else f"{DECISION_SUFFIX}.{sent_back}"
+
+
+def _call_site(ctx) -> enforcement.CallSite:
+    """Return where a tool step's call happens, for the enforcement point."""
+    return enforcement.CallSite(
+        key=f"{ctx.idempotency_key}:{_decision_suffix(ctx)}",
+        run_id=ctx.run.pk,
+        step_run_id=ctx.step.pk,
+        step_id=ctx.step.step_id,
+        run_initiator_id=ctx.run.started_by_id,
+        attempt=ctx.attempt,
+        workflow_id=ctx.run.workflow_id,
+        workflow=ctx.run.workflow.slug,
+    )
 
 
 class SetStep(StepType):

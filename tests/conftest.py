@@ -81,3 +81,38 @@ def steward_processes(tmp_path):
     processes = StewardProcesses(tmp_path)
     yield processes
     processes.stop()
+
+
+def enable_registered_tools() -> None:
+    """Give every registered tool an enabled governed row (tool steps and agents need one).
+
+    Test setup, not a governed change: the rows are created in one statement without history.
+    """
+    from agents.models import Tool
+    from agents.tools import registered_tools
+
+    Tool.objects.bulk_create(
+        [
+            Tool(name=name, description=spec.description, side_effects=spec.side_effects)
+            for name, spec in registered_tools().items()
+        ],
+        ignore_conflicts=True,
+    )
+    Tool.objects.filter(name__in=registered_tools()).update(enabled=True)
+
+
+@pytest.fixture
+def governed_tools(db):
+    """Every registered tool has an enabled Tool row, as an admin set it up."""
+    enable_registered_tools()
+
+
+@pytest.fixture
+def _tools_enabled_for_db_tests(request):
+    """For a test that uses the database: enable every registered tool (see governed_tools)."""
+    if request.node.get_closest_marker("django_db") is None and not (
+        {"db", "transactional_db"} & set(request.fixturenames)
+    ):
+        return
+    request.getfixturevalue("_django_db_helper")
+    enable_registered_tools()

@@ -62,7 +62,11 @@ DEFINITION = {
 
 START_RUN = """
 import json, os
+from agents import services as agents
+from agents.models import Tool
 from orchestrator import services
+for name in ("incident.lookup_service", "incident.check_health", "echo"):  # as an admin would
+    agents.update_tool(Tool.objects.get(name=name), actor=None, reason="quickstart", enabled=True)
 workflow = services.create_workflow(
     slug="quickstart", name="Quickstart", definition=json.loads(os.environ["QS_DEFINITION"])
 )
@@ -276,10 +280,11 @@ def test_make_run_seeds_the_demo_and_its_agents_work_in_the_worker(tmp_path, pro
         runs = dict(
             db.execute("SELECT business_key, COUNT(*) FROM orchestrator_workflowrun GROUP BY 1")
         )
-    assert waiting == [("change.restart_service",), ("tool.incident.restart_service",)], logs()
+    # INC-2002's agent, INC-1001's tool step and CHG-3001's approval step each ask bob once.
+    assert waiting == [("tool.incident.restart_service",)] * 3, logs()
     assert set(runs.values()) == {1}
 
     approved = manage(env, "shell", "-c", DECIDE_AS_BOB)
-    assert approved.count("APPROVED") == 2, approved
-    after = {"INC-2002": "succeeded", "CHG-3001": "succeeded"}
+    assert approved.count("APPROVED") == 3, approved
+    after = {"INC-2002": "succeeded", "CHG-3001": "succeeded", "INC-1001": "succeeded"}
     assert poll_runs(database, after, timeout=60) == after, logs()

@@ -1,22 +1,32 @@
-"""The policy enforcement point: the one place every tool call an agent proposes goes through.
+"""The policy enforcement point: the one place every tool call goes through.
 
-A model's output is untrusted input. It proposes a call; this module decides, in this order:
+Two callers propose calls: an agent (its model's output is untrusted input) and a workflow's
+`tool` step, which acts for the run's initiator (a run with no initiator acts as the system:
+policies see `actor.kind == "system"`, and it holds no permission on any target). Whoever the
+call acts for (its `Caller`), this module decides, in this order:
 
-1. the agent is active (the kill switch);
-2. the tool is in the agent's mandate, registered, and enabled;
+1. the caller is active (an agent's kill switch; a person's account);
+2. the tool is registered, has its governed row, is enabled, and (for an agent) is in its mandate;
 3. the arguments are a JSON object valid against the tool's schema, and resolve to the
    canonical things the tool acts on (its `canonical` hook): every later check, the approval's
    digest, the records and the call use the canonical arguments (the proposed ones are kept
    beside them as evidence);
-4. the agent's principal holds the permission the tool needs on its target (guardian);
-5. the rate limit of the agent and tool, shared by every worker;
+4. the caller holds the permission the tool needs on its target (guardian);
+5. the rate limit of the caller and tool, shared by every worker;
 6. the governance policy decision: allow, deny, require approval, or escalate; the tool's own
    approval rule applies on top of an allow and of a policy's approval (both are then needed).
 
-A refusal is final for that call and goes back to the model as a refusal. An approval is opened
-for exactly these arguments (bound to their SHA-256 digest) and the step waits for it; an
-escalation opens a task for a person. Every verdict, allowed or not, is audited with the check
-or the policy rule and version that decided it, and kept as a ToolInvocation row.
+A refusal is final for that call: the model is told, a tool step fails. An approval is opened
+for exactly these arguments (bound to their SHA-256 digest) and the step waits for it; for a
+tool step, an approval this run already holds for the same action, digest and approval rule
+(a workflow's own `approval` step) stands instead of a new request. An escalation opens a task
+for a person. Every verdict, allowed or not, is audited with the check or the policy rule and
+version that decided it, and kept as a ToolInvocation row.
+
+When the call executes, maybe long after (an approval waited, a retry came), everything that can
+have changed is checked again (`recheck`): the caller is active, the tool enabled and in the
+mandate, the permission on the target held, and the current policy's verdict still admits the
+call with the approvals it has. Otherwise it does not run, and the refusal says what changed.
 Nothing the model says can grant anything: no argument is read as a permission or an approval.
 """
 
@@ -44,11 +54,25 @@ from agents.tools import (
 )
 from audit import clock
 from audit import services as audit
-from governance.actions.approvals import request_approval, require_approval_for
+from governance.actions.approvals import (
+    approval_applies,
+    request_approval,
+    require_approval_for,
+    standing_approval,
+)
 from governance.actions.common import GovernanceError, digest
 from governance.actions.escalations import open_escalation
 from governance.actions.policies import PolicyDecision, decide
-from governance.models import ApprovalRule, Effect, Role
+from governance.models import (
+    ApprovalRequest,
+    ApprovalRule,
+    ApprovalStatus,
+    Effect,
+    Escalation,
+    EscalationStatus,
+    Resolution,
+    Role,
+)
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 
 DELEGATE_PERMISSION = "delegate"
@@ -64,6 +88,88 @@ class AgentStopped(Exception):
     retryable = False
 
 
+class CallRefused(Exception):
+    """A decided call may not run now: something it was decided on changed (see `recheck`)."""
+
+    retryable = False
+
+    def __init__(self, stage: str, reason: str, policy: dict[str, Any] | None = None):
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+        self.policy = policy or {}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a tool call acts for: an agent, a person (a run's initiator), or the system."""
+
+    user: Any = None
+    agent: Agent | None = None
+
+    @classmethod
+    def of_agent(cls, agent_id: int) -> Caller:
+        """Return the caller for an agent (read now: its status and mandate are current)."""
+        agent = Agent.objects.select_related("user", "owner").get(pk=agent_id)
+        return cls(user=agent.user, agent=agent)
+
+    @classmethod
+    def of_user(cls, user_id: int | None) -> Caller:
+        """Return the caller for a user by id (None, or a deleted user: the system).
+
+        An agent's user acts as that agent (its mandate and kill switch apply).
+        """
+        agent = Agent.objects.select_related("user", "owner").filter(user_id=user_id).first()
+        if user_id and agent is not None:
+            return cls(user=agent.user, agent=agent)
+        user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+        return cls(user=user)
+
+    @property
+    def kind(self) -> str:
+        """Return the audit actor kind: agent, user or system."""
+        if self.agent is not None:
+            return "agent"
+        return "user" if self.user is not None else "system"
+
+    @property
+    def name(self) -> str:
+        """Return how records name the caller."""
+        if self.agent is not None:
+            return self.agent.slug
+        return self.user.get_username() if self.user is not None else "the system"
+
+    @property
+    def rate_key(self) -> str:
+        """Return the key the rate limit counts this caller's calls under."""
+        if self.agent is not None:
+            return f"agent:{self.agent.pk}"
+        return f"user:{self.user.pk}" if self.user is not None else "system"
+
+    def refreshed(self) -> Caller | None:
+        """Return the caller as the database holds it now (None when it was deleted)."""
+        if self.agent is not None:
+            agent = Agent.objects.select_related("user", "owner").filter(pk=self.agent.pk).first()
+            return Caller(user=agent.user, agent=agent) if agent is not None else None
+        if self.user is None:
+            return self
+        user = get_user_model().objects.filter(pk=self.user.pk).first()
+        return Caller(user=user) if user is not None else None
+
+    def inactive_reason(self) -> str:
+        """Return why the caller may not act now ('' when it may)."""
+        if self.agent is not None and self.agent.status != AgentStatus.ACTIVE:
+            return f"agent {self.agent.slug} is {self.agent.status}: {self.agent.status_reason}"
+        if self.agent is None and self.user is not None and not self.user.is_active:
+            return f"{self.name}'s account is deactivated"
+        return ""
+
+
+def as_caller(caller: Caller | int) -> Caller:
+    """Return a Caller; an int is an agent's id (what the agent step passes)."""
+    return caller if isinstance(caller, Caller) else Caller.of_agent(caller)
+
+
 @dataclass(frozen=True)
 class CallSite:
     """Where a proposed call happens: its run and step, and the journal key of the call."""
@@ -75,6 +181,7 @@ class CallSite:
     run_initiator_id: int | None = None
     attempt: int = 1
     workflow_id: int | None = None
+    workflow: str = ""  # the workflow's slug, for the policy decision's context
 
 
 @dataclass(frozen=True)
@@ -145,26 +252,110 @@ def recordable(name: str, arguments: Any) -> Any:
     return spec.recordable(arguments) if spec is not None else arguments
 
 
-def _holds(agent: Agent, spec: ToolSpec, target) -> tuple[bool, str]:
-    """Tell whether the agent's principal holds the tool's permission on its target."""
+def _holds(caller: Caller, spec: ToolSpec, target) -> tuple[bool, str]:
+    """Tell whether the caller holds the tool's permission on its target."""
     if not spec.permission or target is None:
         return True, ""
-    user = agent.user
+    user, who = caller.user, caller.name
     if spec.permission == DELEGATE_PERMISSION:
-        if isinstance(target, Agent) and agent.delegates.filter(pk=target.pk).exists():
+        agent = caller.agent
+        if (
+            agent is not None
+            and isinstance(target, Agent)
+            and agent.delegates.filter(pk=target.pk).exists()
+        ):
             return True, ""
-        return False, f"{agent.slug} may not delegate to {getattr(target, 'slug', target)}"
+        return False, f"{who} may not delegate to {getattr(target, 'slug', target)}"
+    if user is None:
+        return False, f"a run without an initiator holds no permission ({spec.permission} needed)"
     if isinstance(target, type) and issubclass(target, models.Model):
         if has_model_permission(user, spec.permission, target):
             return True, ""
-        return False, f"{agent.slug} may not {spec.permission} {target._meta.verbose_name_plural}"
+        return False, f"{who} may not {spec.permission} {target._meta.verbose_name_plural}"
     if can(user, spec.permission, target):
         return True, ""
-    return False, f"{agent.slug} may not {spec.permission} {target._meta.verbose_name} {target.pk}"
+    return False, f"{who} may not {spec.permission} {target._meta.verbose_name} {target.pk}"
+
+
+def _tool_refusal(caller: Caller, name: str) -> tuple[Tool | None, ToolSpec | None, str, str]:
+    """Return the tool's row and spec, and (stage, reason) when the caller may not use it."""
+    tool_row = Tool.objects.filter(name=name).first()
+    spec = registered_tools().get(name)
+    if caller.agent is not None:
+        in_mandate = tool_row is not None and caller.agent.tools.filter(pk=tool_row.pk).exists()
+        if spec is None or not in_mandate:
+            return tool_row, spec, "mandate", f"{name!r} is not among {caller.name}'s tools"
+    elif spec is None or tool_row is None:
+        return tool_row, spec, "mandate", f"{name!r} is not a registered, governed tool"
+    if not tool_row.enabled:
+        return tool_row, spec, "disabled", f"tool {name!r} is disabled"
+    return tool_row, spec, "", ""
+
+
+def _tool_context(caller: Caller, site: CallSite) -> ToolContext:
+    """Return the context a tool's target resolution sees for a call at this site."""
+    return ToolContext(
+        idempotency_key=site.key,
+        run_id=site.run_id,
+        step_id=site.step_id,
+        attempt=site.attempt,
+        actor_id=caller.user.pk if caller.user is not None else None,
+        agent_id=caller.agent.pk if caller.agent is not None else None,
+        workflow_id=site.workflow_id,
+    )
+
+
+def _resolve_target(spec: ToolSpec, arguments: dict, context: ToolContext):
+    """Return the tool's target for these arguments; raise TargetRefused when there is none."""
+    if spec.target is None:
+        return None
+    try:
+        return spec.target(arguments, context)
+    except TargetRefused:
+        raise
+    except (ObjectDoesNotExist, LookupError, ValueError) as exc:
+        raise TargetRefused("it does not exist") from exc
+
+
+def _policy_decision(
+    caller: Caller, name, spec, arguments, target, tool_row, site
+) -> PolicyDecision:
+    """Take (and audit) the governance policy decision on a call."""
+    return decide(
+        actor=caller.user,
+        action=f"tool.{name}",
+        target=_policy_target(target),
+        arguments=spec.recordable(arguments),  # a digested value is decided on by its digest
+        classification=_classification(target),
+        risk=tool_row.risk,
+        run_id=site.run_id,
+        step_id=site.step_id,
+        workflow=site.workflow,
+    )
+
+
+def _approval_rules(decision: PolicyDecision, tool_row: Tool) -> list[ApprovalRule]:
+    """Return the approval rules a call needs: the policy's, then the tool's own."""
+    rules: list[ApprovalRule] = []
+    if decision.effect == Effect.REQUIRE_APPROVAL and decision.approval_rule_id:
+        rules.append(ApprovalRule.objects.get(pk=decision.approval_rule_id))
+    if tool_row.approval_rule_id and tool_row.approval_rule_id not in {r.pk for r in rules}:
+        rules.append(tool_row.approval_rule)  # the tool's own rule applies on top of policies
+    return rules
+
+
+def describe_decision(policy: dict[str, Any]) -> str:
+    """Return a policy decision as people read it: the policy, its version, the rule, why."""
+    if not policy.get("policy_slug"):
+        return policy.get("reason", "")
+    return (
+        f"policy {policy['policy_slug']!r} v{policy.get('policy_version')}, rule "
+        f"{policy.get('rule_id')} ({policy.get('rule_name', '')!r}): {policy.get('reason', '')}"
+    )
 
 
 def decide_tool_call(
-    agent_id: int,
+    caller: Caller | int,
     name: str,
     arguments: Any,
     site: CallSite,
@@ -172,26 +363,21 @@ def decide_tool_call(
     argument_error: str = "",
     now: dt.datetime | None = None,
 ) -> ToolVerdict:
-    """Decide a proposed tool call through every check, record it and audit it."""
+    """Decide a proposed tool call through every check, record it and audit it.
+
+    `caller` is who the call acts for: an agent (a Caller, or the agent's id) or a person.
+    """
     now = now or clock.now()
-    agent = Agent.objects.select_related("user", "owner").get(pk=agent_id)
+    caller = as_caller(caller)
     readable = isinstance(arguments, dict) and not argument_error
     digest_ = digest(arguments) if readable else ""
-    context = ToolContext(
-        idempotency_key=site.key,
-        run_id=site.run_id,
-        step_id=site.step_id,
-        attempt=site.attempt,
-        actor_id=agent.user_id,
-        agent_id=agent.pk,
-        workflow_id=site.workflow_id,
-    )
+    context = _tool_context(caller, site)
 
     proposed = None
 
     def conclude(verdict: str, stage: str, reason: str, **extra) -> ToolVerdict:
         return _record(
-            agent,
+            caller,
             ToolVerdict(
                 verdict=verdict,
                 stage=stage,
@@ -207,19 +393,13 @@ def decide_tool_call(
             now,
         )
 
-    # 1. the kill switch
-    if agent.status != AgentStatus.ACTIVE:
-        return conclude(
-            Verdict.DENY, "status", f"agent {agent.slug} is {agent.status}: {agent.status_reason}"
-        )
-    # 2. the mandate, the registry, the switch on the tool
-    tool_row = Tool.objects.filter(name=name).first()
-    spec = registered_tools().get(name)
-    in_mandate = tool_row is not None and agent.tools.filter(pk=tool_row.pk).exists()
-    if spec is None or not in_mandate:
-        return conclude(Verdict.DENY, "mandate", f"{name!r} is not among {agent.slug}'s tools")
-    if not tool_row.enabled:
-        return conclude(Verdict.DENY, "disabled", f"tool {name!r} is disabled")
+    # 1. the kill switch (an agent's), the account (a person's)
+    if why := caller.inactive_reason():
+        return conclude(Verdict.DENY, "status", why)
+    # 2. the registry, the mandate, the switch on the tool
+    tool_row, spec, stage, why = _tool_refusal(caller, name)
+    if stage:
+        return conclude(Verdict.DENY, stage, why)
     # 3. the arguments
     if not readable:
         error = argument_error or "arguments must be a JSON object"
@@ -234,18 +414,17 @@ def decide_tool_call(
         proposed, arguments, digest_ = spec.recordable(arguments), canonical, digest(canonical)
     # 4. the permission on the target
     try:
-        target = spec.target(arguments, context) if spec.target is not None else None
-    except (TargetRefused, ObjectDoesNotExist, LookupError, ValueError) as exc:
-        message = str(exc) if isinstance(exc, TargetRefused) else "it does not exist"
-        return conclude(Verdict.DENY, "permission", f"target refused: {message}")
+        target = _resolve_target(spec, arguments, context)
+    except TargetRefused as exc:
+        return conclude(Verdict.DENY, "permission", f"target refused: {exc}")
     described = _describe_target(target)
-    allowed, why = _holds(agent, spec, target)
+    allowed, why = _holds(caller, spec, target)
     if not allowed:
         return conclude(Verdict.DENY, "permission", why, target=described)
     # 5. the rate limit
     if tool_row.rate_limit is not None:
         within, count = ratelimit.hit(
-            agent.pk,
+            caller.rate_key,
             name,
             limit=tool_row.rate_limit,
             window=max(tool_row.rate_window_seconds, 1),
@@ -260,29 +439,20 @@ def decide_tool_call(
                 target=described,
             )
     # 6. the policy decision
-    decision = decide(
-        actor=agent.user,
-        action=f"tool.{name}",
-        target=_policy_target(target),
-        arguments=spec.recordable(arguments),  # a digested value is decided on by its digest
-        classification=_classification(target),
-        risk=tool_row.risk,
-        run_id=site.run_id,
-        step_id=site.step_id,
-    )
+    decision = _policy_decision(caller, name, spec, arguments, target, tool_row, site)
     policy = decision.as_record()
     if decision.effect == Effect.DENY:
         return conclude(Verdict.DENY, "policy", decision.reason, policy=policy, target=described)
     if decision.effect == Effect.ESCALATE:
         escalation = open_escalation(
             reason="policy",
-            summary=f"{agent.name} wants to call {name}: {decision.reason}",
+            summary=f"{_asker(caller, site)} wants to call {name}: {decision.reason}",
             context={"tool": name, "arguments": recordable(name, arguments), "decision": policy},
             role=Role.objects.filter(pk=decision.escalate_to_id).first(),
             run_id=site.run_id,
             step_run_id=site.step_run_id,
             step_id=site.step_id,
-            raised_by=agent.user,
+            raised_by=caller.user,
             now=now,
         )
         return conclude(
@@ -293,11 +463,7 @@ def decide_tool_call(
             target=described,
             escalation=escalation.pk,
         )
-    rules: list[ApprovalRule] = []
-    if decision.effect == Effect.REQUIRE_APPROVAL and decision.approval_rule_id:
-        rules.append(ApprovalRule.objects.get(pk=decision.approval_rule_id))
-    if tool_row.approval_rule_id and tool_row.approval_rule_id not in {r.pk for r in rules}:
-        rules.append(tool_row.approval_rule)  # the tool's own rule applies on top of policies
+    rules = _approval_rules(decision, tool_row)
     if not rules and decision.effect == Effect.REQUIRE_APPROVAL:
         return conclude(
             Verdict.DENY,
@@ -307,10 +473,9 @@ def decide_tool_call(
             target=described,
         )
     if rules:
+        bound = spec.recordable(arguments)
         requests = [
-            _open_approval(
-                agent, name, spec.recordable(arguments), target, rule, decision, site, now
-            )
+            _standing_or_new(caller, name, bound, target, rule, decision, tool_row, site, now)
             for rule in rules
         ]
         policy_asked = decision.effect == Effect.REQUIRE_APPROVAL
@@ -326,8 +491,43 @@ def decide_tool_call(
     return conclude(Verdict.ALLOW, "policy", decision.reason, policy=policy, target=described)
 
 
-def _open_approval(agent, name, arguments, target, rule, decision: PolicyDecision, site, now):
-    """Open an approval request bound to exactly these arguments."""
+def _asker(caller: Caller, site: CallSite) -> str:
+    """Return who asks, as a request's summary says it."""
+    if caller.agent is not None:
+        return f"{caller.agent.name} ({caller.agent.slug})"
+    where = f"step {site.step_id!r} of run {site.run_id}" if site.run_id else "a call"
+    if site.workflow:
+        where += f" ({site.workflow})"
+    return f"{where}, for {caller.name}"
+
+
+def _risk_of(decision: PolicyDecision, tool_row: Tool) -> str:
+    """Return the higher of the decision's risk and the tool's."""
+    return max(
+        [decision.risk, tool_row.risk],
+        key=lambda risk: {"low": 0, "medium": 1, "high": 2, "critical": 3}.get(risk, 1),
+    )
+
+
+def _standing_or_new(caller, name, arguments, target, rule, decision, tool_row, site, now):
+    """Return the approval this run already holds for exactly this call, or open a request.
+
+    Only a call that acts for the run's initiator (a tool step) finds one: a workflow's own
+    `approval` step that asked for the same action and arguments under the same rule. An agent's
+    calls always ask: its accountable owner is a party that approval did not exclude.
+    """
+    risk = _risk_of(decision, tool_row)
+    if caller.agent is None and caller.user is not None and caller.user.pk == site.run_initiator_id:
+        found = standing_approval(
+            run_id=site.run_id,
+            action=f"tool.{name}",
+            arguments=arguments,
+            rule=rule,
+            risk=risk,
+            initiator=caller.user,
+        )
+        if found is not None:
+            return found
     initiator = None
     if site.run_initiator_id:
         initiator = get_user_model().objects.filter(pk=site.run_initiator_id).first()
@@ -336,15 +536,12 @@ def _open_approval(agent, name, arguments, target, rule, decision: PolicyDecisio
         approval_rule=rule,
         arguments=arguments,
         target=target if isinstance(target, models.Model) else _describe_target(target) or None,
-        summary=f"{agent.name} ({agent.slug}) asks to call {name} with "
+        summary=f"{_asker(caller, site)} asks to call {name} with "
         f"{json.dumps(arguments, sort_keys=True)[:500]}",
-        risk=max(
-            [decision.risk, Tool.objects.get(name=name).risk],
-            key=lambda risk: {"low": 0, "medium": 1, "high": 2, "critical": 3}.get(risk, 1),
-        ),
-        requested_by=agent.user,
+        risk=risk,
+        requested_by=caller.user,
         run_initiator=initiator,
-        accountable_owner=agent.owner,
+        accountable_owner=caller.agent.owner if caller.agent is not None else None,
         run_id=site.run_id,
         step_run_id=site.step_run_id,
         step_id=site.step_id,
@@ -353,13 +550,15 @@ def _open_approval(agent, name, arguments, target, rule, decision: PolicyDecisio
     )
 
 
-def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) -> ToolVerdict:
+def _record(caller: Caller, verdict: ToolVerdict, arguments, site: CallSite, now) -> ToolVerdict:
     """Keep the verdict as a ToolInvocation and write it to the audit log."""
     policy = verdict.policy or {}
     arguments = recordable(verdict.tool, arguments)
     ToolInvocation.objects.create(
-        agent=agent,
-        agent_slug=agent.slug,
+        agent=caller.agent,
+        agent_slug=caller.agent.slug if caller.agent is not None else "",
+        caller_kind=caller.kind,
+        caller_name=caller.name[:150],
         tool=verdict.tool[:200],
         arguments=arguments if isinstance(arguments, dict) else {"unreadable": str(arguments)},
         proposed_arguments=verdict.proposed_arguments,
@@ -379,8 +578,8 @@ def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) 
     )
     audit.record(
         action="agents.tool.decided",
-        actor=agent.user,
-        actor_kind="agent",
+        actor=caller.user,
+        actor_kind=caller.kind,
         target_type="agents.tool",
         target_id=verdict.tool[:64],
         target_repr=verdict.target.get("repr", "") or verdict.tool,
@@ -396,7 +595,9 @@ def _record(agent: Agent, verdict: ToolVerdict, arguments, site: CallSite, now) 
             "policy_version": policy.get("policy_version"),
         },
         body={
-            "agent": agent.slug,
+            "agent": caller.agent.slug if caller.agent is not None else None,
+            "caller": {"kind": caller.kind, "name": caller.name},
+            "workflow": site.workflow,
             "tool": verdict.tool,
             "arguments": arguments if isinstance(arguments, dict) else str(arguments),
             "proposed_arguments": verdict.proposed_arguments,
@@ -437,8 +638,232 @@ def refusal(verdict: ToolVerdict, reason: str | None = None) -> dict[str, Any]:
     }
 
 
+# --- where a decided call stands -----------------------------------------------------------------
+
+RUN, REFUSED, WAIT, SUPPLIED, STOPPED = "run", "refused", "wait", "supplied", "stopped"
+DECIDE_AGAIN = "decide_again"  # a person sent a policy escalation back: the policy decides anew
+_NOT_APPROVED = {
+    ApprovalStatus.REJECTED: "ApprovalRejected",
+    ApprovalStatus.CHANGES_REQUESTED: "ChangesRequested",
+    ApprovalStatus.EXPIRED: "ApprovalExpired",
+    ApprovalStatus.CANCELLED: "ApprovalCancelled",
+}
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a decided call stands now: run it, refused, wait for people, or what they said."""
+
+    state: str
+    reason: str = ""
+    error_type: str = ""
+    signal: str = ""
+    due_at: dt.datetime | None = None
+    waiting_for: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    supplied_by: str = ""
+
+
+def standing(verdict: ToolVerdict, arguments: Any) -> Standing:
+    """Tell what a journaled verdict means now that people may have decided on it.
+
+    An approval admits the call only for exactly the arguments it was granted for; a pending one
+    (or an open escalation) means waiting for its signal. A person's refusal is reported before
+    the cancellations it caused.
+    """
+    if verdict.verdict == Verdict.DENY:
+        reason = describe_decision({**(verdict.policy or {}), "reason": verdict.reason})
+        error_type = "ArgumentsInvalid" if verdict.stage == "arguments" else "ToolCallDenied"
+        return Standing(REFUSED, f"{verdict.stage}: {reason}", error_type)
+    if verdict.verdict == Verdict.ALLOW:
+        return Standing(RUN)
+    if verdict.verdict == Verdict.APPROVAL:
+        ids = verdict.required_approvals
+        requests = sorted(ApprovalRequest.objects.filter(pk__in=ids), key=lambda r: ids.index(r.pk))
+        if len(requests) != len(ids):
+            return Standing(
+                REFUSED, "an approval this call needs does not exist", "ApprovalMissing"
+            )
+        bound = recordable(verdict.tool, arguments)
+        for request in sorted(requests, key=lambda r: r.status == ApprovalStatus.CANCELLED):
+            if request.status == ApprovalStatus.PENDING:
+                continue
+            if request.status != ApprovalStatus.APPROVED:
+                words = request.get_status_display().lower()
+                return Standing(
+                    REFUSED,
+                    f"approval request #{request.pk} was {words}",
+                    _NOT_APPROVED.get(request.status, "ApprovalFailed"),
+                )
+            if not approval_applies(request, bound):
+                return Standing(
+                    REFUSED,
+                    f"approval request #{request.pk} covers other arguments",
+                    "ApprovalMismatch",
+                )
+        for request in requests:
+            if request.status == ApprovalStatus.PENDING:
+                return Standing(
+                    WAIT,
+                    signal=request.signal_name,
+                    due_at=request.due_at,
+                    waiting_for={"kind": "approval", "ref": request.pk},
+                )
+        return Standing(RUN)
+    escalation = Escalation.objects.get(pk=verdict.escalation)
+    if escalation.status == EscalationStatus.OPEN:
+        return Standing(
+            WAIT,
+            signal=escalation.signal_name,
+            waiting_for={"kind": "escalation", "ref": escalation.pk},
+        )
+    if escalation.status == EscalationStatus.CANCELLED:
+        return Standing(
+            REFUSED, f"escalation #{escalation.pk} was cancelled", "EscalationCancelled"
+        )
+    if escalation.resolution == Resolution.TAKE_OVER:
+        return Standing(SUPPLIED, result=escalation.result, supplied_by=escalation.resolved_by_name)
+    who = escalation.resolved_by_name or "nobody"
+    said = escalation.comment or escalation.get_resolution_display()
+    if escalation.resolution == Resolution.STOP:
+        return Standing(STOPPED, f"{who} stopped it: {said}", "StoppedByPerson")
+    return Standing(DECIDE_AGAIN, f"{who} sent it back: {said}")
+
+
+# --- executing a decided call ---------------------------------------------------------------------
+
+
+def recheck(
+    caller: Caller,
+    name: str,
+    arguments: dict[str, Any],
+    verdict: ToolVerdict,
+    context: ToolContext,
+    *,
+    workflow: str = "",
+) -> Caller:
+    """Check again, right before a decided call runs, everything that can have changed since.
+
+    The caller is still active, the tool still governed, enabled and (for an agent) in the
+    mandate, the caller still holds the permission on the target, and the current policy's
+    verdict still admits the call with the approvals it has. Returns the caller as it is now;
+    raises CallRefused saying what changed. An agent stopped meanwhile raises AgentStopped.
+    """
+    since = "since the call was decided"
+    now_caller = caller.refreshed()
+    if now_caller is None:
+        raise CallRefused("status", f"{caller.name} was deleted {since}")
+    if why := now_caller.inactive_reason():
+        if now_caller.agent is not None:
+            raise AgentStopped(why)
+        raise CallRefused("status", f"{why} {since}")
+    tool_row, spec, stage, why = _tool_refusal(now_caller, name)
+    if stage == "disabled":
+        raise CallRefused(stage, f"tool {name!r} was disabled {since}")
+    if stage == "mandate" and now_caller.agent is not None:
+        raise CallRefused(stage, f"{name!r} was removed from {now_caller.name}'s tools {since}")
+    if stage:
+        raise CallRefused(stage, f"{why} ({since})")
+    site = CallSite(
+        key=context.idempotency_key,
+        run_id=context.run_id,
+        step_id=context.step_id,
+        attempt=context.attempt,
+        workflow_id=context.workflow_id,
+        workflow=workflow,
+    )
+    try:
+        target = _resolve_target(spec, arguments, _tool_context(now_caller, site))
+    except TargetRefused as exc:
+        raise CallRefused("permission", f"target refused {since}: {exc}") from exc
+    allowed, why = _holds(now_caller, spec, target)
+    if not allowed:
+        raise CallRefused("permission", f"{why} any more: the permission was withdrawn {since}")
+    decision = _policy_decision(now_caller, name, spec, arguments, target, tool_row, site)
+    policy = decision.as_record()
+    if decision.effect == Effect.DENY:
+        raise CallRefused(
+            "policy", f"the policy now denies it: {describe_decision(policy)}", policy
+        )
+    if decision.effect == Effect.ESCALATE:
+        raise CallRefused(
+            "policy",
+            f"the policy now escalates it to a person: {describe_decision(policy)}",
+            policy,
+        )
+    rules = _approval_rules(decision, tool_row)
+    if not rules and decision.effect == Effect.REQUIRE_APPROVAL:
+        raise CallRefused(
+            "policy", "the policy now requires an approval but names no approval rule", policy
+        )
+    approved = set()
+    if verdict.verdict == Verdict.APPROVAL:
+        approved = set(
+            ApprovalRequest.objects.filter(
+                pk__in=verdict.required_approvals, status=ApprovalStatus.APPROVED
+            ).values_list("approval_rule_id", flat=True)
+        )
+    missing = [rule for rule in rules if rule.pk not in approved]
+    if missing:
+        needs = " and ".join(repr(rule.slug) for rule in missing)
+        why = describe_decision(policy) if decision.effect == Effect.REQUIRE_APPROVAL else ""
+        raise CallRefused(
+            "policy" if decision.effect == Effect.REQUIRE_APPROVAL else "tool_approval_rule",
+            f"it now needs an approval under {needs}, which it does not have"
+            + (f" ({why})" if why else ""),
+            policy,
+        )
+    return now_caller
+
+
+def record_refused(
+    caller: Caller,
+    name: str,
+    arguments: dict[str, Any],
+    verdict: ToolVerdict,
+    refused: CallRefused,
+    context: ToolContext,
+    *,
+    invocation_key: str,
+) -> dict[str, Any]:
+    """Keep and audit that a decided call did not run because something changed; return it."""
+    outcome = {"ok": False, "refused": True, "stage": refused.stage, "reason": refused.reason}
+    ToolInvocation.objects.filter(key=invocation_key).update(outcome=outcome)
+    audit.record(
+        action="agents.tool.refused",
+        actor=caller.user,
+        actor_kind=caller.kind,
+        target_type="agents.tool",
+        target_id=name[:64],
+        target_repr=verdict.target.get("repr", "") or name,
+        run_id=context.run_id,
+        step_id=context.step_id or None,
+        decision={
+            "verdict": Verdict.DENY,
+            "stage": refused.stage,
+            "decided_verdict": verdict.verdict,
+            "rule": refused.policy.get("rule_id")
+            if refused.stage == "policy"
+            else f"control:{refused.stage}",
+            "policy": refused.policy.get("policy_slug") or "",
+            "policy_version": refused.policy.get("policy_version"),
+        },
+        body={
+            "agent": caller.agent.slug if caller.agent is not None else None,
+            "caller": {"kind": caller.kind, "name": caller.name},
+            "tool": name,
+            "arguments": recordable(name, arguments),
+            "arguments_digest": digest(arguments),
+            "reason": refused.reason,
+            "invocation_key": invocation_key,
+            "idempotency_key": context.idempotency_key,
+        },
+    )
+    return outcome
+
+
 def execute_tool_call(
-    agent_id: int,
+    caller: Caller | int,
     name: str,
     arguments: dict[str, Any],
     verdict: ToolVerdict,
@@ -446,21 +871,27 @@ def execute_tool_call(
     *,
     invocation_key: str,
     workflow_id: int | None = None,
+    workflow: str = "",
+    errors_as_outcome: bool = True,
 ) -> dict[str, Any]:
     """Run a call the control layer allowed (or that was approved for these arguments).
 
-    The kill switch is read again right before the call; the arguments are resolved again and
-    must be what the verdict was taken on; an approval is checked again against their digest
-    (the call gets exactly the canonical arguments it covers). A tool's own refusal (a final
-    error, a permission re-check) is an outcome for the model; a retryable error propagates so
-    the step's retry policy applies.
+    The arguments are resolved again and must be what the verdict was taken on (the call gets
+    exactly the canonical arguments it covers); an approval is checked again against their
+    digest, then everything that can have changed since the decision (`recheck`). With
+    `errors_as_outcome` (an agent's call), a refusal and a tool's own final error (a permission
+    re-check...) are outcomes for the model; without (a tool step), they raise, CallRefused for
+    a refusal. A retryable error propagates so the step's retry policy applies.
     """
-    agent = Agent.objects.select_related("user").get(pk=agent_id)
-    if agent.status != AgentStatus.ACTIVE:
-        raise AgentStopped(f"agent {agent.slug} is {agent.status}: {agent.status_reason}")
+    caller = as_caller(caller)
+    if caller.agent is not None and (why := caller.inactive_reason()):
+        raise AgentStopped(why)
     spec = registered_tools()[name]
     context = dataclasses.replace(
-        context, actor_id=agent.user_id, agent_id=agent.pk, workflow_id=workflow_id
+        context,
+        actor_id=caller.user.pk if caller.user is not None else None,
+        agent_id=caller.agent.pk if caller.agent is not None else None,
+        workflow_id=workflow_id if workflow_id is not None else context.workflow_id,
     )
     arguments = as_decided(spec, arguments, context, verdict)
     if verdict.verdict == Verdict.APPROVAL:
@@ -469,23 +900,35 @@ def execute_tool_call(
     elif verdict.verdict != Verdict.ALLOW:
         raise ValueError(f"a {verdict.verdict} verdict cannot be executed")
     try:
+        caller = recheck(caller, name, arguments, verdict, context, workflow=workflow)
+    except CallRefused as refused:
+        if not errors_as_outcome:
+            raise
+        return record_refused(
+            caller, name, arguments, verdict, refused, context, invocation_key=invocation_key
+        )
+    try:
         with transaction.atomic():
             outcome = {"ok": True, "result": spec.call(arguments, context)}
     except (FatalToolError, AccessDenied, NotVisible, GovernanceError) as exc:
+        if not errors_as_outcome:
+            raise
         outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
         if hasattr(exc, "audit"):  # its audit entry was undone with the tool's savepoint
             exc.recorded = False
             exc.audit()
     try:
         json.dumps(outcome)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as exc:
+        if not errors_as_outcome:
+            raise FatalToolError(f"{name} returned a value that is not JSON: {exc}") from exc
         outcome = {"ok": False, "error": "ResultNotJSON", "message": f"{name} returned non-JSON"}
     now = clock.now()
     ToolInvocation.objects.filter(key=invocation_key).update(executed_at=now, outcome=outcome)
     audit.record(
         action="agents.tool.called",
-        actor=agent.user,
-        actor_kind="agent",
+        actor=caller.user,
+        actor_kind=caller.kind,
         target_type="agents.tool",
         target_id=name[:64],
         target_repr=verdict.target.get("repr", "") or name,
@@ -497,7 +940,8 @@ def execute_tool_call(
             "policy_version": (verdict.policy or {}).get("policy_version"),
         },
         body={
-            "agent": agent.slug,
+            "agent": caller.agent.slug if caller.agent is not None else None,
+            "caller": {"kind": caller.kind, "name": caller.name},
             "tool": name,
             "arguments": spec.recordable(arguments),
             "arguments_digest": digest(arguments),
@@ -505,5 +949,6 @@ def execute_tool_call(
             "idempotency_key": context.idempotency_key,
         },
     )
-    mark_active(agent.pk)
+    if caller.agent is not None:
+        mark_active(caller.agent.pk)
     return outcome

@@ -192,7 +192,7 @@ def request_approval(
     arguments = arguments or {}
     chain = approval_rule.chain()
     risk = risk or (decision.risk if decision is not None else RiskLevel.MEDIUM)
-    required = max(approval_rule.approvals_required, MIN_APPROVALS_BY_RISK.get(risk, 1))
+    required = required_approvals(approval_rule, risk)
     if accountable_owner is None and requested_by is not None:
         owner = owner_of(requested_by)
         accountable_owner = owner if owner is not None and owner.pk != requested_by.pk else None
@@ -530,6 +530,39 @@ def require_approval_for(request_id: int, arguments: dict | None) -> ApprovalReq
     return request
 
 
+def required_approvals(rule: ApprovalRule, risk: str) -> int:
+    """Return how many distinct people a request under this rule at this risk needs."""
+    return max(rule.approvals_required, MIN_APPROVALS_BY_RISK.get(risk, 1))
+
+
+def standing_approval(
+    *, run_id: int, action: str, arguments: dict | None, rule: ApprovalRule, risk: str, initiator
+) -> ApprovalRequest | None:
+    """Return an approved request of this run that already covers this action, or None.
+
+    It covers the action when it was asked for the run's initiator (a workflow's `approval`
+    step asks so), names the same action, is bound to the same arguments' digest, was decided
+    under the same approval rule, and needed at least as many people as a new request would:
+    then asking again would only ask the same people the same question.
+    """
+    if run_id is None or initiator is None:
+        return None
+    return (
+        ApprovalRequest.objects.filter(
+            run_id=run_id,
+            action=action,
+            arguments_digest=digest(arguments or {}),
+            approval_rule=rule,
+            status=ApprovalStatus.APPROVED,
+            requested_by=initiator,
+            run_initiator=initiator,
+            approvals_required__gte=required_approvals(rule, risk),
+        )
+        .order_by("pk")
+        .first()
+    )
+
+
 def pending_for(user):
     """Return the pending requests `user` may decide now (the eligibility rule's inbox)."""
     return ApprovalRequest.objects.restrict(user, "decide").pending()
@@ -575,6 +608,7 @@ def open_step_approval(
         risk=risk,
         run_id=run.pk,
         step_id=step.step_id,
+        workflow=run.workflow.slug,
     )
     if decision.effect == Effect.DENY:
         return None, decision

@@ -272,6 +272,7 @@ def build_context(
     risk: str | None = None,
     run_id=None,
     step_id: str = "",
+    workflow: str = "",
 ) -> dict[str, Any]:
     """Return the facts a policy decision is taken on (also what the audit keeps for replays)."""
     target_info = target_facts(target, classification)
@@ -282,7 +283,7 @@ def build_context(
         "classification": target_info["classification"],
         "arguments": arguments or {},
         "risk": risk or "",
-        "run": {"id": run_id, "step": step_id},
+        "run": {"id": run_id, "step": step_id, "workflow": workflow},
     }
 
 
@@ -296,6 +297,7 @@ def decide(
     risk: str | None = None,
     run_id=None,
     step_id: str = "",
+    workflow: str = "",
 ) -> PolicyDecision:
     """Decide an action under the active policies; audit the decision with its rule and version."""
     context = build_context(
@@ -307,6 +309,7 @@ def decide(
         risk=risk,
         run_id=run_id,
         step_id=step_id,
+        workflow=workflow,
     )
     rule, errors = evaluate(active_rules(), context)
     decision = _decision_from(rule, errors, risk)

@@ -144,3 +144,14 @@ def test_one_action_index_serves_exact_actions_and_prefixes(entries, action):
         cursor.execute(f"EXPLAIN {sql}", params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "audit_action_idx" in plan
+
+
+def test_the_trail_is_read_whole_by_holders_of_the_permission_and_not_at_all_by_others(entries):
+    reader = _person("reader", staff=True, may_view=True)
+    runs_only = _person("runs-only", staff=True, may_view=False)
+    runs_only.user_permissions.add(Permission.objects.get(codename="view_workflowrun"))
+    assert set(AuditEntry.objects.restrict(reader)) == set(AuditEntry.objects.all())
+    assert not AuditEntry.objects.restrict(runs_only).exists()  # not "entries of my runs"
+    body = AuditEntry.objects.get(run_id="r2").body_row
+    assert type(body).objects.restrict(reader).filter(pk=body.pk).exists()  # follows its entry
+    assert not type(body).objects.restrict(runs_only).exists()

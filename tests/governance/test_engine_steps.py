@@ -39,7 +39,8 @@ def approval_flow(on_failure: str = "fail") -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _clean_tools():
+def _clean_tools(governed_tools):
+    """Every registered tool is enabled (tool steps need it); no scripted failure is left."""
     testtools.FLAKY_FAILURES.clear()
 
 

@@ -158,3 +158,51 @@ def test_write_that_leaves_the_users_scope_is_rolled_back(company):
     assert AuditEntry.objects.filter(
         action="governance.access_denied", actor_id=alice.pk, target_id=str(company.delegation.pk)
     ).exists()
+
+
+# --- people, groups and parts -----------------------------------------------------------------
+
+
+def test_people_see_themselves_their_colleagues_and_the_principals_they_may_view(company):
+    from governance.permissions import visible_people
+
+    names = {
+        actor: set(
+            visible_people(fresh(getattr(company, actor))).values_list("username", flat=True)
+        )
+        for actor in ("gina", "alice", "maya", "oscar")
+    }
+    assert names["alice"] == {"alice", "bob"}  # both approvers
+    assert names["maya"] == {"maya"}  # a manager alone in her role, no view on principals
+    assert names["oscar"] == {"oscar"}
+    everyone = set(type(company.gina).objects.values_list("username", flat=True))
+    assert names["gina"] == everyone  # governance admins view every principal
+
+
+def test_a_roles_group_is_seen_with_the_role(company):
+    from django.contrib.auth.models import Group
+
+    from governance.permissions import restricted
+
+    assert set(restricted(fresh(company.gina), Group)) == {
+        role.group for role in Role.objects.all()
+    }
+    assert set(restricted(fresh(company.maya), Group)) == {
+        role.group for role in Role.objects.all()
+    }  # managers view roles
+    assert not restricted(fresh(company.oscar), Group).exists()
+
+
+def test_a_part_follows_its_whole_and_an_orphan_those_who_see_every_whole(company):
+    from audit import clock
+    from orchestrator.models import EffectJournal
+
+    mine = EffectJournal.objects.create(key="k1", run=company.run, name="t", created_at=clock.now())
+    orphan = EffectJournal.objects.create(key="k2", run=None, name="t", created_at=clock.now())
+    agent, maya, oscar = fresh(company.agent), fresh(company.maya), fresh(company.oscar)
+    assert can(agent, "view", mine) and not can(agent, "view", orphan)  # one run, not all
+    assert can(maya, "view", orphan)  # model-wide view on runs
+    assert not can(oscar, "view", mine) and not can(oscar, "view", orphan)
+    assert set(EffectJournal.objects.restrict(agent)) == {mine}
+    assert set(EffectJournal.objects.restrict(maya)) == {mine, orphan}
+    assert not can(maya, "change", mine)  # changing a part is changing its run

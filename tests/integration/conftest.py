@@ -13,6 +13,11 @@ from orchestrator.models import RunStatus, WorkflowRun
 from tests.processes import kill_and_see
 
 
+@pytest.fixture(autouse=True)
+def _tools_enabled(_tools_enabled_for_db_tests):
+    """Workflows here call tools through tool steps: their governed rows exist and are enabled."""
+
+
 @pytest.fixture
 def effects_table():
     """The stand-in external system's tables: every call, and each key's one effect."""

@@ -33,3 +33,8 @@ def make_workflow(db):
         )
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _tools_enabled(_tools_enabled_for_db_tests):
+    """Engine tests call tools through tool steps: their governed rows exist and are enabled."""

@@ -651,8 +651,16 @@ def test_every_engine_event_is_in_the_audit_log_with_its_run(make_workflow):
     engine.drain()
     events = list(RunEvent.objects.filter(run=run).order_by("id"))
     entries = list(AuditEntry.objects.filter(run_id=str(run.pk)).order_by("id"))
-    assert [e.action for e in entries] == [f"engine.{e.kind}" for e in events]
-    assert entries[-1].target_type == "orchestrator.workflowrun"
+    engine_entries = [e for e in entries if e.action.startswith("engine.")]
+    assert [e.action for e in engine_entries] == [f"engine.{e.kind}" for e in events]
+    assert engine_entries[-1].target_type == "orchestrator.workflowrun"
+    # The tool step's call went through the enforcement point: decided, checked again, called.
+    assert [e.action for e in entries if not e.action.startswith("engine.")] == [
+        "governance.policy.decided",
+        "agents.tool.decided",
+        "governance.policy.decided",
+        "agents.tool.called",
+    ]
 
 
 def test_a_retried_foreach_item_keeps_its_item(make_workflow):

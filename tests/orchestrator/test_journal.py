@@ -47,7 +47,8 @@ def test_a_call_made_before_the_worker_died_is_not_made_again(make_workflow, mon
     assert step.status == "succeeded" and step.attempt == 2
     assert step.output == {"sum": 5}
     assert len(testtools.CALLS) == 1, "the second attempt called the tool again"
-    assert EffectJournal.objects.filter(run_id=run.pk).count() == 1
+    journal = EffectJournal.objects.filter(run_id=run.pk).order_by("id")
+    assert [entry.name for entry in journal] == ["decide:test.add", "test.add"]
 
 
 def test_a_journal_entry_of_another_effect_is_a_clear_failure(make_workflow):

@@ -89,9 +89,12 @@ def user(username: str):
     return User.objects.get(username=username)
 
 
-def pending(action: str) -> ApprovalRequest:
-    """Return the one pending approval request of an action."""
-    return ApprovalRequest.objects.get(action=action, status="pending")
+RESTART = "tool.incident.restart_service"
+
+
+def pending(action: str, run: WorkflowRun) -> ApprovalRequest:
+    """Return the one pending approval request of an action in a run."""
+    return ApprovalRequest.objects.get(action=action, status="pending", run_id=run.pk)
 
 
 def let_retries_run(frozen, seconds: float = 5) -> None:
@@ -195,7 +198,26 @@ def test_demo_runs_complete_wait_and_sleep_as_the_seed_says():
     with clock.frozen(seed=3) as frozen:
         demo.seed()
         engine.drain()
+        # INC-1001's restart of checkout is a tool step under the Production changes policy:
+        # it waits for an incident commander, and alice, who started the run, may not approve.
         triage = demo_run("INC-1001", "incident-triage")
+        restart = pending(RESTART, triage)
+        assert step(triage, "restart").status == "waiting"
+        assert step(triage, "restart").wait_signal == restart.signal_name
+        assert restart.arguments == {"service": "checkout", "hosts": ["checkout-2"]}
+        assert restart.requested_by == restart.run_initiator == user("alice")
+        assert restart.decision_basis["policy_slug"] == "production-changes"
+        assert [u.username for u in governance.eligible_deciders(restart)] == ["bob"]
+        with pytest.raises(governance.ApprovalRefused, match="Separation of duties"):
+            governance.decide_approval(restart, user=user("alice"), decision="approve")
+        invocation = ToolInvocation.objects.get(run_id=triage.pk, tool="incident.restart_service")
+        assert (invocation.verdict, invocation.caller_name, invocation.executed_at) == (
+            "approval",
+            "alice",
+            None,
+        )
+        governance.decide_approval(restart, user=user("bob"), decision="approve")
+        engine.drain()
         assert step(triage, "restart").status == "ready"  # attempt 1 failed; backoff ≤ 2 s
         frozen.advance(2.01)
         engine.sweep()
@@ -297,7 +319,7 @@ def test_agent_incidents_finish_get_denied_and_wait_for_approval_as_the_readme_s
     down = demo_run("INC-2002", "incident-response")
     assert down.status == "running"
     remediation = StepRun.objects.get(run=down, item__agent="incident-remediation")
-    request = pending("tool.incident.restart_service")
+    request = pending(RESTART, down)
     assert remediation.status == "waiting" and remediation.wait_signal == request.signal_name
     assert request.run_id == down.pk
     # Decided, and asked for, on the arguments resolved against the service catalogue.
@@ -314,18 +336,20 @@ def test_agent_incidents_finish_get_denied_and_wait_for_approval_as_the_readme_s
     assert comms.status == "succeeded"  # ran in parallel with the remediation
     assert IncidentUpdate.objects.get(incident="INC-2002").message.startswith("INC-2002 (sev1)")
 
-    # CHG-3001: the approval step waits for an incident commander.
+    # CHG-3001: the approval step waits for an incident commander; it approves the restart call.
     change = demo_run("CHG-3001", "production-change")
-    approval = pending("change.restart_service")
+    approval = pending(RESTART, change)
     assert change.status == "running" and step(change, "approve").status == "waiting"
-    assert approval.arguments["hosts"] == ["billing-1"]
+    assert approval.arguments == {"service": "billing", "hosts": ["billing-1"]}
     assert approval.target_repr == str(Workflow.objects.get(slug="production-change"))
+    # INC-1001's tool step asks too (see test_demo_runs_complete_wait_and_sleep_as_the_seed_says).
+    triage = pending(RESTART, demo_run("INC-1001", "incident-triage"))
 
     # Only bob may decide them now: alice asked, dave's turn comes after a day, oscar has no role.
-    for waiting in (request, approval):
+    for waiting in (request, approval, triage):
         assert [u.username for u in governance.eligible_deciders(waiting)] == ["bob"]
     bob_queue = set(governance.pending_for(user("bob")).values_list("pk", flat=True))
-    assert bob_queue == {request.pk, approval.pk}
+    assert bob_queue == {request.pk, approval.pk, triage.pk}
     for name in ("alice", "dave", "oscar", "carol"):
         assert not governance.pending_for(user(name)).exists(), name
     with pytest.raises(governance.ApprovalRefused, match="Separation of duties"):
@@ -336,8 +360,9 @@ def test_bob_decides_both_requests_in_the_admin_and_the_runs_complete(client):
     with clock.frozen(seed=3) as frozen:
         demo.seed()
         engine.drain()
-        restart = pending("tool.incident.restart_service")
-        change = pending("change.restart_service")
+        restart = pending(RESTART, demo_run("INC-2002", "incident-response"))
+        change = pending(RESTART, demo_run("CHG-3001", "production-change"))
+        triage = pending(RESTART, demo_run("INC-1001", "incident-triage"))
 
         client.force_login(user("oscar"))
         listing = client.get(reverse("admin:governance_approvalrequest_changelist"))
@@ -346,7 +371,7 @@ def test_bob_decides_both_requests_in_the_admin_and_the_runs_complete(client):
         assert client.login(username="bob", password="bob-demo")
         listing = client.get(reverse("admin:governance_approvalrequest_changelist"))
         assert listing.status_code == 200
-        for request in (restart, change):
+        for request in (restart, change, triage):
             assert reverse("admin:governance_approvalrequest_change", args=[request.pk]) in (
                 listing.content.decode()
             )
@@ -380,8 +405,18 @@ def test_bob_decides_both_requests_in_the_admin_and_the_runs_complete(client):
         "restarted": ["billing-1"],
         "approved_by": ["bob"],
     }
+    # The restart step passed the policy check on the approval its approval step obtained:
+    # one request in the run, not two.
+    assert list(ApprovalRequest.objects.filter(run_id=change_run.pk)) == [change]
+    restarted = ToolInvocation.objects.get(run_id=change_run.pk, tool="incident.restart_service")
+    assert (restarted.verdict, restarted.approval_request) == ("approval", change.pk)
+    assert restarted.caller_name == "alice" and restarted.outcome["ok"] is True
+
+    triage_run = demo_run("INC-1001", "incident-triage")
+    assert triage_run.status == "succeeded", triage_run.error
+    assert triage_run.output["summary"]["restarted"] == ["checkout-2"]
     decided = AuditEntry.objects.filter(action="governance.approval.decided", actor_name="bob")
-    assert decided.count() == 2
+    assert decided.count() == 3
 
 
 def test_rejected_after_a_day_by_the_managers_the_change_fails_and_a_person_takes_over():
@@ -391,8 +426,8 @@ def test_rejected_after_a_day_by_the_managers_the_change_fails_and_a_person_take
         frozen.advance(demo.APPROVAL_SLA_SECONDS + 1)
         engine.sweep()
         engine.drain()
-        change = pending("change.restart_service")
-        restart = pending("tool.incident.restart_service")
+        change = pending(RESTART, demo_run("CHG-3001", "production-change"))
+        restart = pending(RESTART, demo_run("INC-2002", "incident-response"))
         for request in (change, restart):
             assert request.role.name == demo.MANAGERS, request.action
         # dave may decide now; the agent's restart still excludes alice (owner and initiator).
