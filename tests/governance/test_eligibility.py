@@ -58,7 +58,12 @@ def person(name: str):
 
 def restart_request() -> ApprovalRequest:
     """The INC-2002 restart of checkout, asked by the remediation agent (the issue's #2)."""
-    return ApprovalRequest.objects.get(action="tool.incident.restart_service", status="pending")
+    from orchestrator.models import WorkflowRun
+
+    run = WorkflowRun.objects.get(business_key="INC-2002")
+    return ApprovalRequest.objects.get(
+        action="tool.incident.restart_service", status="pending", run_id=run.pk
+    )
 
 
 def command(*args) -> str:
