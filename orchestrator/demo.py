@@ -1008,7 +1008,9 @@ def ensure_roles(users: dict[str, Any]) -> dict[str, Role]:
         if not {member.pk for member in members} <= current:
             for member in members:
                 if member.pk not in current:
-                    governance.add_member(role, member, actor=admin)
+                    # As the system: a membership admin gave admin would not count (nobody
+                    # decides under a power they granted themselves).
+                    governance.add_member(role, member, actor=None, reason=SEED_REASON)
         held = {
             f"{app}.{codename}"
             for app, codename in role.group.permissions.values_list(
@@ -1018,7 +1020,7 @@ def ensure_roles(users: dict[str, Any]) -> dict[str, Role]:
         wanted = [*view_permissions(spec.view_apps, spec.except_views), *spec.permissions]
         for perm in wanted:
             if perm not in held:
-                governance.grant(role, perm, actor=admin)
+                governance.grant(role, perm, actor=None, reason=SEED_REASON)
         roles[spec.name] = role
     return roles
 
