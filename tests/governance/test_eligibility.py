@@ -240,20 +240,16 @@ def test_a_delegation_one_makes_to_oneself_does_not_count(company):
 
 @pytest.fixture
 def escalated_change(seeded):
-    """Production changes escalate to on-call; alice starts one: its escalation waits."""
-    rule = PolicyRule.objects.get(name="Production changes need an incident commander")
+    """Production restarts escalate to on-call; alice's triage restarts checkout: it waits."""
+    rule = PolicyRule.objects.get(action="tool.incident.restart_service")
     rule.effect = "escalate"
     rule.approval_rule = None
     rule.escalate_to = Role.objects.get(name=demo.ON_CALL)
     services.save_rule(rule, actor=person("admin"), reason="on-call decides changes")
+    # The triage's restart step acts for alice, and checkout-2 is down in the demo.
     run = workflows.start_run(
-        "production-change",
-        {
-            "change": "CHG-3002",
-            "service": "billing",
-            "environment": "production",
-            "reason": "rotate keys",
-        },
+        "incident-triage",
+        {"incident": "INC-1003", "service": "checkout"},
         started_by=person("alice"),
     )
     engine.drain()
