@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from audit import limits
+
 TASK_PREFIX = "Task (JSON):\n"
 FEEDBACK_PREFIX = "Your final answer was not accepted: "
+REFUSED_PREFIX = "Your last reply was refused by the control layer: "
 ANSWER_AGAIN = 'Answer again with {"result": ..., "confidence": ...}.'
 
 
@@ -45,6 +48,15 @@ def feedback_message(error: str) -> dict[str, Any]:
     return {
         "role": "user",
         "content": f"{FEEDBACK_PREFIX}{error}\n{ANSWER_AGAIN}",
+    }
+
+
+def refused_message(reason: str) -> dict[str, Any]:
+    """Return the user message that tells the model why its whole reply was refused."""
+    return {
+        "role": "user",
+        "content": f"{REFUSED_PREFIX}{reason}.\n"
+        "Nothing in it was run: reply again, with tool calls or with your final answer.",
     }
 
 
@@ -85,8 +97,14 @@ def parse_final(content: str | None) -> tuple[Any, float | None, str]:
         value, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as exc:
         return None, None, f"the answer is not valid JSON: {exc.msg}"
+    except RecursionError:
+        return None, None, f"the answer is nested deeper than {limits.limit('max_depth')} levels"
+    except ValueError as exc:  # an integer of thousands of digits
+        return None, None, f"the answer is not readable JSON: {limits.clean_text(str(exc), 200)}"
     if not isinstance(value, dict) or "result" not in value:
         return None, None, 'the answer must be an object with "result" and "confidence"'
+    if why := limits.problem(value["result"], what="result"):
+        return None, None, f"the answer cannot be stored: {why}"
     confidence = value.get("confidence")
     if isinstance(confidence, bool) or not isinstance(confidence, int | float):
         return None, None, '"confidence" must be a number from 0 to 1'

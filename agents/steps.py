@@ -38,6 +38,7 @@ from agents.actions.enforcement import AgentStopped, CallSite, ToolVerdict
 from agents.actions.registry import mark_active
 from agents.models import Agent, AgentStatus, ModelCall, Verdict
 from agents.providers import ModelResponse, ToolDefinition, client_for
+from agents.providers.base import screen_reply
 from agents.tools import registered_tools
 from audit import clock
 from audit import services as audit
@@ -314,10 +315,14 @@ class AgentLoop:
         while True:
             response = self.model_call(messages, tools)
             messages.append(conversation.assistant_message(response))
-            if response["tool_calls"]:
+            refused = response.get("refused", "")
+            if response["tool_calls"]:  # a refused reply has none
                 self.handle_calls(response["tool_calls"], messages)
                 continue
-            result, confidence, error = conversation.parse_final(response["content"])
+            if refused:
+                result, confidence, error = None, None, f"your reply was refused: {refused}"
+            else:
+                result, confidence, error = conversation.parse_final(response["content"])
             if not error:
                 error = _schema_errors(self.validator, result)
             if error:
@@ -328,7 +333,11 @@ class AgentLoop:
                         f"{agent.name} gave {invalid} answers that do not validate; last: {error}",
                         {"answer": response["content"], "error": error},
                     )
-                messages.append(conversation.feedback_message(error))
+                messages.append(
+                    conversation.refused_message(refused)
+                    if refused
+                    else conversation.feedback_message(error)
+                )
                 continue
             if confidence < agent.confidence_threshold:
                 return self.escalate_result(
@@ -382,6 +391,7 @@ class AgentLoop:
         response: ModelResponse = client.complete(
             messages, tools, idempotency_key=context.idempotency_key
         )
+        response = screen_reply(response)  # every client's reply, before anything keeps it
         row = ModelCall.objects.create(
             agent=agent,
             agent_slug=agent.slug,

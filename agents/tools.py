@@ -29,6 +29,8 @@ from django.conf import settings
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from audit import limits
+
 
 def recordable_arguments(arguments: Any, digested: tuple[str, ...]) -> Any:
     """Return arguments with the named ones replaced by {"sha256": ...} (others unchanged)."""
@@ -39,6 +41,25 @@ def recordable_arguments(arguments: Any, digested: tuple[str, ...]) -> Any:
     return {
         name: {"sha256": digest(value)} if name in digested else value
         for name, value in arguments.items()
+    }
+
+
+def storable_outcome(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """Return a call's outcome as it can be journaled and audited (audit/limits.py).
+
+    An outcome that cannot be stored is replaced by a failure that says the tool ran, why its
+    result cannot be kept, and the result's SHA-256: recorded like any outcome, so nothing
+    runs the tool again for it.
+    """
+    why = limits.problem(outcome, what="outcome")
+    if not why:
+        return outcome
+    return {
+        "ok": False,
+        "executed": True,
+        "error": "ResultNotStorable",
+        "message": f"{name} ran, but its result cannot be stored: {why}",
+        "sha256": limits.fingerprint(outcome),
     }
 
 

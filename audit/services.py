@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from django.db import connections, router, transaction
 from django.utils import timezone
 
-from audit import context
+from audit import context, limits
 from audit.actors import SYSTEM, requires_actor
 from audit.db import execute_prepared
 from audit.evidence import canonical_json
@@ -46,7 +46,18 @@ def _clip(value, limit: int) -> str:
     if value is None:
         return ""
     text = value if type(value) is str else str(value)
+    if "\x00" in text or not text.isascii():  # a text column holds neither NUL nor surrogates
+        text = limits.clean_text(text, limit)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _canonical(value, action: str, part: str) -> bytes:
+    """Return a decision's or body's canonical JSON; what it cannot hold is named, with where."""
+    try:
+        return canonical_json(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        why = limits.problem(value, what=part) or f"{part} {exc}"
+        raise limits.Unstorable(f"the audit entry {action} cannot be written: {why}") from None
 
 
 def _values(
@@ -84,7 +95,7 @@ def _values(
     content = None
     digest = ""
     if body is not None:
-        raw = canonical_json(body)
+        raw = _canonical(body, action, "body")
         digest = hashlib.sha256(raw).hexdigest()
         content = raw.decode("utf-8")
     values = [
@@ -99,7 +110,7 @@ def _values(
         _clip(run_id, 64),
         _clip(step_id, 64),
         _clip(request_id or context.current().request_id, 64),
-        canonical_json(decision).decode("utf-8") if decision is not None else None,
+        _canonical(decision, action, "decision").decode("utf-8") if decision is not None else None,
         digest,
     ]
     return values, content

@@ -53,6 +53,7 @@ from governance.models import (
     PrincipalKind,
     Resolution,
     Role,
+    RoleChange,
 )
 from governance.permissions import can, has_model_permission, restricted
 
@@ -130,7 +131,18 @@ class RoleAdmin(GovernedModelAdmin):
     form = RoleForm
     list_display = ["name", "owner_name", "member_count", "description"]
     search_fields = ["name", "description"]
-    readonly_fields = ["object_permissions", "created_at"]
+    readonly_fields = ["object_permissions", "changes", "created_at"]
+
+    @admin.display(description="Changes of members and permissions (latest 50)")
+    def changes(self, obj):
+        """List who changed the role's members and permissions, when and why (newest first)."""
+        rows = [
+            (f"{change.at:%Y-%m-%d %H:%M} UTC", str(change), change.reason)
+            for change in RoleChange.objects.filter(role=obj).order_by("-at", "-pk")[:50]
+        ]
+        if not rows:
+            return "—"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: {} ({})</li>", rows))
 
     def get_readonly_fields(self, request, obj=None):
         """Remember who looks: the object permissions name only what the viewer may see."""
@@ -208,17 +220,20 @@ class RoleAdmin(GovernedModelAdmin):
     def save_related(self, request, form, formsets, change):
         """Apply members and model-wide permissions through the services (each audited)."""
         role = form.instance
+        reason = _reason(request)
         if "members" in form.changed_data:
-            services.set_members(role, form.cleaned_data["members"], actor=request.user)
+            services.set_members(
+                role, form.cleaned_data["members"], actor=request.user, reason=reason
+            )
         if "permissions" in form.changed_data:
             wanted = set(form.cleaned_data["permissions"])
             held = set(role.group.permissions.all())
             for permission in wanted - held:
                 label = f"{permission.content_type.app_label}.{permission.codename}"
-                services.grant(role, label, actor=request.user)
+                services.grant(role, label, actor=request.user, reason=reason)
             for permission in held - wanted:
                 label = f"{permission.content_type.app_label}.{permission.codename}"
-                services.revoke(role, label, actor=request.user)
+                services.revoke(role, label, actor=request.user, reason=reason)
 
     def delete_model(self, request, obj):
         services.delete_role(obj, actor=request.user, reason="deleted in the admin")
@@ -695,11 +710,23 @@ class ApprovalRequestAdmin(GovernedAdminMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def response_action(self, request, queryset):
+        """Decide every selected request the user sees, each through the decision service.
+
+        Narrowing to the decidable ones first (restrict(user, "decide")) would drop the others
+        silently; the service refuses each of them with its reason instead.
+        """
+        return admin.ModelAdmin.response_action(self, request, queryset)
+
     def has_decide_permission(self, request, obj=None):
-        """Tell whether the user may decide (this request, or some request)."""
+        """Tell whether the user may decide this request; without one, whether to offer the
+        bulk decisions (to a person who sees requests: each is then refused with its reason)."""
         if obj is not None:
             return can(request.user, "decide", obj)
-        return ApprovalRequest.objects.restrict(request.user, "decide").exists()
+        return (
+            services.is_person(request.user)
+            and ApprovalRequest.objects.restrict(request.user, "view").exists()
+        )
 
     def get_urls(self):
         return [

@@ -105,6 +105,54 @@ class Role(models.Model):
         return self.name
 
 
+class RoleChangeKind(models.TextChoices):
+    MEMBER_ADDED = "member_added", "Member added"
+    MEMBER_REMOVED = "member_removed", "Member removed"
+    PERMISSION_GRANTED = "permission_granted", "Permission granted"
+    PERMISSION_REVOKED = "permission_revoked", "Permission revoked"
+
+
+class RoleChange(models.Model):
+    """Who changed a role's members or permissions, when and why (groups keep no history).
+
+    The latest change of a membership or a permission says who granted what is in force now;
+    the eligibility rule reads it to exclude a person from using a power they gave themselves.
+    """
+
+    role = models.ForeignKey(Role, null=True, on_delete=models.SET_NULL, related_name="changes")
+    role_name = models.CharField(max_length=150)
+    kind = models.CharField(max_length=20, choices=RoleChangeKind.choices)
+    member = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    member_name = models.CharField(max_length=150, blank=True)
+    permission = models.CharField(max_length=200, blank=True, help_text="'app.codename'.")
+    target_ct = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_id = models.CharField(max_length=64, blank=True, help_text="Empty: model-wide.")
+    target_repr = models.CharField(max_length=200, blank=True)
+    actor = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Empty: the system.")
+    reason = models.CharField(max_length=200, blank=True)
+    at = models.DateTimeField()
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["role", "kind"], name="role_change_role_kind")]
+
+    def __str__(self):
+        what = self.member_name or self.permission
+        if self.target_id:
+            what += f" on {self.target_repr or self.target_id}"
+        by = self.actor_name or "the system"
+        return f"{self.role_name}: {self.get_kind_display().lower()} {what} by {by}"
+
+
 class RiskLevel(models.TextChoices):
     LOW = "low", "Low"
     MEDIUM = "medium", "Medium"
@@ -471,6 +519,16 @@ class Escalation(models.Model):
         USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     raised_by_name = models.CharField(max_length=150, blank=True)
+    # Separation of duties: neither the run's initiator nor the person accountable for the agent
+    # that raised it resolves it (copied when it opens, like an approval request's).
+    run_initiator = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_initiator_name = models.CharField(max_length=150, blank=True)
+    accountable_owner = models.ForeignKey(
+        USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    accountable_owner_name = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField()
     resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True)
     result = models.JSONField(null=True, blank=True, help_text="The output a person supplied.")

@@ -61,6 +61,13 @@ class RestrictedQuerySet(models.QuerySet):
 
     # Set on parts of a governed whole (a policy's rules): the parent's permissions govern them.
     permission_parent: str | None = None
+    # Actions a rule decides rather than permissions (deciding a request, resolving an
+    # escalation): restrict() and can() both answer them with rule_rows().
+    rule_actions: frozenset[str] = frozenset()
+
+    def rule_rows(self, user, action: str) -> RestrictedQuerySet:
+        """Return the rows the rule lets a usable `user` perform a rule action on."""
+        raise NotImplementedError
 
     def owner_q(self, user, action: str) -> Q | None:
         """Return the rows a user may act on by ownership rather than permission (None: none)."""
@@ -70,6 +77,8 @@ class RestrictedQuerySet(models.QuerySet):
         """Return the rows `user` may perform `action` on; none for anonymous or inactive users."""
         if not _usable(user):
             return self.none()
+        if action in self.rule_actions:
+            return self.rule_rows(user, action)
         if self.permission_parent:
             field = self.model._meta.get_field(self.permission_parent)
             whole, whole_action = field.related_model, _parent_action(action)
@@ -102,6 +111,11 @@ def can(user, action: str, obj: models.Model) -> bool:
     if not _usable(user):
         return False
     model = type(obj)
+    if action in getattr(model._default_manager.all(), "rule_actions", ()):
+        return (
+            obj.pk is not None
+            and model._default_manager.filter(pk=obj.pk).restrict(user, action).exists()
+        )
     parent = getattr(model._default_manager.all(), "permission_parent", None)
     if parent:
         whole = getattr(obj, parent)
@@ -313,18 +327,27 @@ class DelegationQuerySet(RestrictedQuerySet):
 
 
 class ApprovalRequestQuerySet(RestrictedQuerySet):
-    """Approval requests: a delegate sees and decides what their active delegators may."""
+    """Approval requests: a delegate sees what their active delegators may; who may decide is
+    the eligibility rule's answer (governance/actions/eligibility.py), for lists and decisions."""
+
+    rule_actions = frozenset({"decide"})
+
+    def rule_rows(self, user, action):
+        """The pending requests `user` may decide now."""
+        from governance.actions.eligibility import decidable_requests
+
+        return decidable_requests(self, user)
 
     def owner_q(self, user, action):
-        """The requests handed to `user` by active delegations, and (to view) their own."""
-        if action not in ("view", "decide"):
+        """Their own requests, and those handed to `user` by delegations in force."""
+        if action != "view":
             return None
         from guardian.shortcuts import get_objects_for_user
 
         from audit import clock
         from governance.models import Delegation
 
-        condition = Q(requested_by=user) if action == "view" else Q(pk__in=[])
+        condition = Q(requested_by=user)
         delegations = Delegation.objects.active_at(clock.now()).filter(delegate=user)
         for delegation in delegations.select_related("delegator", "role"):
             delegator = delegation.delegator
@@ -370,7 +393,16 @@ class EscalationLevelQuerySet(RestrictedQuerySet):
 
 
 class EscalationQuerySet(RestrictedQuerySet):
-    """Escalations: whoever raised one may view it; the rest goes through permissions."""
+    """Escalations: whoever raised one may view it; who may resolve is the eligibility rule's
+    answer; the rest goes through permissions."""
+
+    rule_actions = frozenset({"resolve"})
+
+    def rule_rows(self, user, action):
+        """The open escalations `user` may resolve now."""
+        from governance.actions.eligibility import resolvable_escalations
+
+        return resolvable_escalations(self, user)
 
     def owner_q(self, user, action):
         """The escalations `user` raised."""

@@ -1,6 +1,14 @@
 from django.apps import AppConfig
 
 
+def run_initiator(run_id: int):
+    """Return who started a run (governance asks, for an escalation's separation of duties)."""
+    from orchestrator.models import WorkflowRun
+
+    run = WorkflowRun.objects.filter(pk=run_id).select_related("started_by").first()
+    return run.started_by if run is not None else None
+
+
 class OrchestratorConfig(AppConfig):
     """Workflows, runs and the engine; wires in what the lower apps provide."""
 
@@ -10,6 +18,7 @@ class OrchestratorConfig(AppConfig):
     def ready(self):
         """Connect the engine to the audit log and register step types other apps provide."""
         from agents.steps import AgentStep
+        from governance.actions.escalations import register_run_initiator_lookup
         from governance.steps import ApprovalStep, escalate_failed_step
         from orchestrator import receivers  # noqa: F401  (connects signal receivers)
         from orchestrator.steptypes import (
@@ -21,6 +30,7 @@ class OrchestratorConfig(AppConfig):
         register_step_type(ApprovalStep())
         register_step_type(AgentStep())
         register_failure_handler("escalate", escalate_failed_step)
+        register_run_initiator_lookup(run_initiator)
         # Decisions reach runs only through governance's services, which check who decides.
         reserve_signal_prefix("approval:")
         reserve_signal_prefix("escalation:")

@@ -794,8 +794,10 @@ steps:
     type: tool
     tool: incident.lookup_service
     args: {service: "{{ input.service }}"}
-  # What bob approves is the restart call itself: the same action and arguments as the restart
-  # step's, so that step's policy check finds this approval and does not ask a second time.
+  # What bob approves is the restart call itself: the same action and the same canonical
+  # arguments as the restart step's (the catalogue's service name, hosts and environment, as
+  # the tool resolves them), so that step's policy check finds this approval and does not ask a
+  # second time.
   - id: approve
     type: approval
     depends_on: [lookup]
@@ -806,13 +808,17 @@ steps:
       {{ input.change }}: restart {{ input.service }} in {{ input.environment }} on
       {{ steps.lookup.hosts | join(', ') }}. Why: {{ input.reason }}
     arguments:
-      service: "{{ input.service }}"
+      service: "{{ steps.lookup.service }}"
       hosts: "{{ steps.lookup.hosts }}"
+      environment: "{{ steps.lookup.environment }}"
   - id: restart
     type: tool
     tool: incident.restart_service
     depends_on: [approve]
-    args: {service: "{{ input.service }}", hosts: "{{ steps.lookup.hosts }}"}
+    args:
+      service: "{{ steps.lookup.service }}"
+      hosts: "{{ steps.lookup.hosts }}"
+      environment: "{{ steps.lookup.environment }}"
   - id: announce
     type: tool
     tool: incident.post_update
@@ -1004,7 +1010,9 @@ def ensure_roles(users: dict[str, Any]) -> dict[str, Role]:
         if not {member.pk for member in members} <= current:
             for member in members:
                 if member.pk not in current:
-                    governance.add_member(role, member, actor=admin)
+                    # As the system: a membership admin gave admin would not count (nobody
+                    # decides under a power they granted themselves).
+                    governance.add_member(role, member, actor=SYSTEM, reason=SEED_REASON)
         held = {
             f"{app}.{codename}"
             for app, codename in role.group.permissions.values_list(
@@ -1014,7 +1022,7 @@ def ensure_roles(users: dict[str, Any]) -> dict[str, Role]:
         wanted = [*view_permissions(spec.view_apps, spec.except_views), *spec.permissions]
         for perm in wanted:
             if perm not in held:
-                governance.grant(role, perm, actor=admin)
+                governance.grant(role, perm, actor=SYSTEM, reason=SEED_REASON)
         roles[spec.name] = role
     return roles
 

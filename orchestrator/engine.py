@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 
-from audit import clock
+from audit import clock, limits
 from audit.actors import requires_actor
 from audit.db import execute_pipeline, execute_prepared
 from governance import expressions
@@ -270,7 +270,10 @@ class StepContext:
                         f"the journal holds {journaled_name!r} at {key}, not {name!r}: the "
                         "step's definition changed under a running attempt",
                     )
+                _refuse_unstorable(name, result)
                 return result
+            if why := limits.problem(request, what="request"):
+                raise StepFailure("RequestNotStorable", f"{name} was not called: {why}")
             context = ToolContext(
                 idempotency_key=key,
                 run_id=self.run.pk,
@@ -281,12 +284,10 @@ class StepContext:
                 workflow_id=self.run.workflow_id,
             )
             result = perform(context)
-            try:
-                json.dumps(result)
-            except (TypeError, ValueError) as exc:
-                raise StepFailure(
-                    "ResultNotJSON", f"{name} returned a value that is not JSON: {exc}"
-                ) from exc
+            # The effect happened: journal it whatever it returned, so no retry repeats it.
+            why = limits.problem(result, what="result")
+            if why or limits.marked_unstorable(result):
+                result = limits.unstorable_marker(result, why or "the result mimics the marker")
             EffectJournal.objects.create(
                 key=key,
                 run_id=self.run.pk,
@@ -296,7 +297,8 @@ class StepContext:
                 result=result,
                 created_at=clock.now(),
             )
-            return result
+        _refuse_unstorable(name, result)
+        return result
 
     def complete(self, output: Any = None) -> Complete:
         """Finish the step with an output."""
@@ -385,6 +387,16 @@ class StepContext:
         return rows
 
 
+def _refuse_unstorable(name: str, result: Any) -> None:
+    """Fail the attempt (for good) when the journal holds a result that could not be stored."""
+    if marker := limits.marked_unstorable(result):
+        raise StepFailure(
+            "ResultNotStorable",
+            f"{name} ran, but its result cannot be stored: {marker['reason']} "
+            f"(its SHA-256 is {marker['sha256']}; it is not run again)",
+        )
+
+
 class StepFailure(Exception):
     """A failure raised from inside a step with its own type name."""
 
@@ -441,6 +453,13 @@ def start_run(
     request_id: str = "",
 ) -> WorkflowRun:
     """Start a run of the live (or a given approved) version; a reused key returns that run."""
+    for what, value, name in (
+        ("business key", business_key, "max_business_key_chars"),
+        ("idempotency key", idempotency_key or "", "max_idempotency_key_chars"),
+        ("request id", request_id, "max_request_id_chars"),
+    ):
+        if why := limits.text_problem(value, limits.limit(name)):
+            raise EngineError(f"the run's {what} {why}")
     if idempotency_key:
         existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -463,8 +482,11 @@ def start_run(
     input = {} if input is None else input
     if not isinstance(input, dict):
         raise InvalidInput(["(input): a run input is a JSON object"])
+    if why := limits.problem(input, what="input"):
+        raise InvalidInput([why])  # before the schema, which could not even read it
     if errors := wf.input_errors(input):
         raise InvalidInput(errors)
+
     now = clock.now()
     run = WorkflowRun(
         workflow=workflow,
@@ -918,6 +940,24 @@ def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
         outcome = _perform(step_type, ctx)
         with transaction.atomic():
             return _finish(step.pk, step.lease_token, outcome, ctx, claim_next=inline)
+    except DataError as exc:
+        # Nothing the checks let through should get here; if it does, the attempt still ends
+        # with the database's reason instead of waiting for its lease to expire.
+        log.warning("step %s: its outcome could not be recorded: %s", step, exc)
+        ctx.step.input = limits.clean(ctx.step.input)
+        failure = Fail(
+            {
+                "type": "OutcomeNotRecorded",
+                "types": ["OutcomeNotRecorded"],
+                "message": f"the attempt's outcome could not be recorded: {exc}",
+            },
+            False,
+        )
+        try:
+            with transaction.atomic():
+                return _finish(step.pk, step.lease_token, failure, ctx, claim_next=False)
+        except LeaseLost:
+            return None
     except LeaseLost:
         log.info("step %s was taken back or cancelled while it ran; its work is discarded", step)
         return None
@@ -934,12 +974,26 @@ def _perform(step_type, ctx: StepContext):
     """
     try:
         if not step_type.transactional or not getattr(step_type, "writes_database", True):
-            return step_type.execute(ctx)  # nothing to undo, or undoing is the step's own job
+            return _storable(step_type.execute(ctx), ctx)  # nothing to undo, or the step's job
         with transaction.atomic():
-            return step_type.execute(ctx)
+            return _storable(step_type.execute(ctx), ctx)
     except Exception as exc:
         log.info("step %s attempt %s failed: %s", ctx.step, ctx.attempt, exc)
         return _failure_from_exception(exc)
+
+
+def _storable(outcome, ctx: StepContext):
+    """Return an outcome the engine can record; raise StepFailure naming what it cannot hold.
+
+    Raised inside the step's savepoint, so a transactional step's writes are undone with it.
+    An input that cannot be stored is kept as its SHA-256 and the reason.
+    """
+    if why := limits.problem(ctx.step.input, what="input"):
+        ctx.step.input = limits.unstorable_marker(ctx.step.input, why)
+        raise StepFailure("InputNotStorable", f"the step's input cannot be stored: {why}")
+    if isinstance(outcome, Complete) and (why := limits.problem(outcome.output, what="output")):
+        raise StepFailure("OutputNotStorable", f"the step's output cannot be stored: {why}")
+    return outcome
 
 
 def _lock_run(run_id: int) -> WorkflowRun:
@@ -1287,7 +1341,7 @@ def _wake(
     ctx = StepContext(run, step, definition, now)
     try:
         with transaction.atomic():
-            outcome = step_type.on_wake(ctx, reason, payload)
+            outcome = _storable(step_type.on_wake(ctx, reason, payload), ctx)
     except Exception as exc:
         outcome = _failure_from_exception(exc)
     if isinstance(outcome, Wait) and outcome.signal is None and outcome.wake_at is None:
@@ -1306,7 +1360,8 @@ def _record_failure(
     run, step, definition, outcome: Fail, events, now, claim_next=False
 ) -> StepRun | None:
     """Schedule a retry when the policy allows; otherwise fail the step and apply on_failure."""
-    error = {**outcome.error, "attempt": step.attempt}
+    # The reason must be recorded whatever it quotes (a provider's reply, a tool's message).
+    error = limits.clean({**outcome.error, "attempt": step.attempt})
     policy = definition.retry
     types = error.get("types") or [error.get("type", "Error")]
     if outcome.retryable and step.attempt < policy.max_attempts and policy.allows(types):
@@ -1598,6 +1653,10 @@ def send_signal(
     Names under a reserved prefix (`approval:`, `escalation:`) carry decisions that only their
     owning app may announce (`owner_app=True`), after its own checks; anyone else is refused.
     """
+    if why := limits.text_problem(name, limits.limit("max_signal_name_chars")):
+        raise EngineError(f"the signal's name {why}")
+    if why := limits.problem(payload, what="payload"):
+        raise EngineError(f"the signal {name!r} cannot be accepted: {why}")
     reserved = reserved_signal_prefix(name)
     if reserved and not owner_app:
         raise EngineError(

@@ -121,7 +121,14 @@ class ToolStep(StepType):
         caller = enforcement.Caller.of_user(ctx.run.started_by_id)
         site = _call_site(ctx)
         verdict = self._verdict(ctx, spec.name, arguments, caller, site)
-        standing = enforcement.standing(verdict, arguments)
+        context = ToolContext(
+            idempotency_key=ctx.idempotency_key,
+            run_id=ctx.run.pk,
+            step_id=ctx.step.step_id,
+            attempt=ctx.attempt,
+            workflow_id=ctx.run.workflow_id,
+        )
+        standing = enforcement.standing(verdict, arguments, context)
         if standing.state == enforcement.DECIDE_AGAIN:
             return self.execute(ctx)  # the sent-back escalation counts: a fresh decision key
         if standing.state == enforcement.WAIT:

@@ -51,6 +51,7 @@ from agents.tools import (
     ToolContext,
     ToolSpec,
     registered_tools,
+    storable_outcome,
 )
 from audit import clock
 from audit import services as audit
@@ -673,12 +674,13 @@ class Standing:
     supplied_by: str = ""
 
 
-def standing(verdict: ToolVerdict, arguments: Any) -> Standing:
+def standing(verdict: ToolVerdict, arguments: Any, context: ToolContext | None = None) -> Standing:
     """Tell what a journaled verdict means now that people may have decided on it.
 
-    An approval admits the call only for exactly the arguments it was granted for; a pending one
-    (or an open escalation) means waiting for its signal. A person's refusal is reported before
-    the cancellations it caused.
+    An approval admits the call only for exactly the arguments it was granted for (their
+    canonical form, resolved with `context` when given: the form it was decided on); a pending
+    one (or an open escalation) means waiting for its signal. A person's refusal is reported
+    before the cancellations it caused.
     """
     if verdict.verdict == Verdict.DENY:
         reason = describe_decision({**(verdict.policy or {}), "reason": verdict.reason})
@@ -693,6 +695,12 @@ def standing(verdict: ToolVerdict, arguments: Any) -> Standing:
             return Standing(
                 REFUSED, "an approval this call needs does not exist", "ApprovalMissing"
             )
+        spec = registered_tools().get(verdict.tool)
+        if context is not None and spec is not None and isinstance(arguments, dict):
+            try:
+                arguments = spec.canonical_arguments(arguments, context)
+            except ArgumentsRefused as exc:
+                return Standing(REFUSED, f"arguments refused: {exc}", "ArgumentsInvalid")
         bound = recordable(verdict.tool, arguments)
         for request in sorted(requests, key=lambda r: r.status == ApprovalStatus.CANCELLED):
             if request.status == ApprovalStatus.PENDING:
@@ -926,14 +934,12 @@ def execute_tool_call(
         if hasattr(exc, "audit"):  # its audit entry was undone with the tool's savepoint
             exc.recorded = False
             exc.audit()
-    try:
-        json.dumps(outcome)
-    except (TypeError, ValueError) as exc:
-        if not errors_as_outcome:
-            raise FatalToolError(f"{name} returned a value that is not JSON: {exc}") from exc
-        outcome = {"ok": False, "error": "ResultNotJSON", "message": f"{name} returned non-JSON"}
+    # The tool ran: what follows must not fail. Its records keep a storable outcome; a tool
+    # step gets the raw one back, and its journal (ctx.effect) marks and fails what cannot be
+    # stored, so a retry never runs the tool again.
+    recorded = storable_outcome(name, outcome)
     now = clock.now()
-    ToolInvocation.objects.filter(key=invocation_key).update(executed_at=now, outcome=outcome)
+    ToolInvocation.objects.filter(key=invocation_key).update(executed_at=now, outcome=recorded)
     audit.record(
         action="agents.tool.called",
         actor=caller.user,
@@ -954,10 +960,10 @@ def execute_tool_call(
             "tool": name,
             "arguments": spec.recordable(arguments),
             "arguments_digest": digest(arguments),
-            "outcome": outcome,
+            "outcome": recorded,
             "idempotency_key": context.idempotency_key,
         },
     )
     if caller.agent is not None:
         mark_active(caller.agent.pk)
-    return outcome
+    return recorded if errors_as_outcome else outcome

@@ -14,6 +14,7 @@ from agents.providers.base import (
     ToolCall,
     ToolDefinition,
     decode_arguments,
+    token_count,
     tool_name_from_wire,
     wire_name,
 )
@@ -121,7 +122,7 @@ class AnthropicClient(HTTPModelClient):
             content="".join(texts) if texts else None,
             tool_calls=tuple(calls),
             model=str(data.get("model") or self.config.model),
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
+            input_tokens=token_count(usage.get("input_tokens"), "input_tokens"),
+            output_tokens=token_count(usage.get("output_tokens"), "output_tokens"),
             stop_reason=str(data.get("stop_reason") or ""),
         )

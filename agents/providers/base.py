@@ -7,8 +7,11 @@ Messages are plain JSON so that they can be journaled and audited as they are:
 A client turns them into its provider's wire format and its reply into a `ModelResponse`.
 
 Model output is untrusted input: a response only *proposes* tool calls; the control layer
-decides what happens. Tool-call arguments that are not a JSON object are kept as an error on
-the call, never repaired.
+decides what happens. Tool-call arguments that are not a JSON object, or that cannot be stored
+(audit/limits.py), are kept as an error on the call, never repaired. A reply the engine cannot
+record or should not act on (unstorable text, too many tool calls, an unusable tool name or
+call id) is `refused`: it keeps a storable copy of its text, no tool call, and the reason the
+model is told. A reply whose accounting is wrong (token counts, model name) is malformed.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dataclass_replace
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from audit import clock
+from audit import clock, limits
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,7 @@ class ModelResponse:
     latency_ms: float = 0.0
     attempts: int = 1
     stop_reason: str = ""
+    refused: str = ""  # why nothing in this reply is acted on (the model is told)
 
     def as_json(self) -> dict[str, Any]:
         """Return the response as JSON (what the journal and the audit keep)."""
@@ -301,15 +306,21 @@ class HTTPModelClient(ModelClient):
             )
         try:
             data = reply.json()
+        except RecursionError:
+            raise MalformedResponse(
+                "reply is nested too deeply to read as JSON", status=status
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             raise MalformedResponse(
                 f"reply is not JSON: {self._excerpt(reply)}", status=status
             ) from None
         try:
-            return self.parse(data, names)
+            return screen_reply(self.parse(data, names))
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise MalformedResponse(
-                f"reply does not follow the protocol ({type(exc).__name__}: {exc})", status=status
+                "reply does not follow the protocol "
+                f"({type(exc).__name__}: {limits.clean_text(str(exc), 300)})",
+                status=status,
             ) from None
 
     def _excerpt(self, reply: httpx.Response) -> str:
@@ -318,7 +329,7 @@ class HTTPModelClient(ModelClient):
             text = reply.text
         except Exception:  # undecodable body
             text = "<undecodable body>"
-        return self.redact(text[:300])
+        return limits.clean_text(self.redact(text[:300]), 300)
 
     def redact(self, text: str) -> str:
         """Remove the API key from a text (some providers echo it in their errors)."""
@@ -347,13 +358,99 @@ def decode_arguments(raw: Any) -> tuple[dict[str, Any] | None, str]:
         return {}, ""
     if not isinstance(raw, str):
         return None, f"arguments are a {type(raw).__name__}, not a JSON object"
+    if len(raw) > limits.limit("max_value_chars"):
+        return None, f"arguments are over {limits.limit('max_value_chars'):,} characters of JSON"
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         return None, f"arguments are not valid JSON: {exc.msg} at position {exc.pos}"
+    except RecursionError:
+        return None, f"arguments are nested deeper than {limits.limit('max_depth')} levels"
+    except ValueError as exc:  # an integer of thousands of digits
+        return None, f"arguments are not readable JSON: {limits.clean_text(str(exc), 200)}"
     if not isinstance(value, dict):
         return None, f"arguments are a JSON {type(value).__name__}, not an object"
     return value, ""
+
+
+class TokenCountInvalid(ValueError):
+    """A reply's token count is not a whole number within the limit."""
+
+
+def token_count(value: Any, field: str) -> int:
+    """Read a token count of a reply's usage (missing is 0); refuse what is not a count."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    top = limits.limit("max_token_count")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise TokenCountInvalid(
+            f"usage {field} is {limits.clean_text(repr(value), 60)}: "
+            f"a token count is a whole number from 0 to {top:,}"
+        )
+    return value
+
+
+def screen_reply(response: ModelResponse) -> ModelResponse:
+    """Check a reply against the limits before anything keeps it (audit/limits.py).
+
+    Wrong accounting (a token count, the model's name) makes the reply malformed. Text that
+    cannot be stored, too many tool calls, or a call whose name or id cannot be used refuse
+    the whole reply: it keeps a storable copy of its text and no call. Arguments that cannot
+    be stored become that call's error, refused by the enforcement point.
+    """
+    for counted in ("input_tokens", "output_tokens"):
+        try:
+            token_count(getattr(response, counted), counted)
+        except TokenCountInvalid as exc:
+            raise MalformedResponse(str(exc)) from None
+    for named in ("model", "stop_reason"):
+        value = getattr(response, named)
+        most = limits.limit("max_model_name_chars")
+        if not isinstance(value, str) or (why := limits.text_problem(value, most)):
+            shown = "is not text" if not isinstance(value, str) else why
+            raise MalformedResponse(f"the reply's {named.replace('_', ' ')} {shown}")
+    if response.refused:
+        return response
+    refused = _reply_problem(response)
+    if refused:
+        content = response.content
+        return dataclass_replace(
+            response,
+            content=limits.clean_text(content) if isinstance(content, str) else None,
+            tool_calls=(),
+            refused=refused,
+        )
+    calls = []
+    for call in response.tool_calls:
+        if call.arguments is not None and (why := limits.problem(call.arguments, what="arguments")):
+            call = ToolCall(id=call.id, name=call.name, arguments=None, error=why)
+        elif call.error:
+            call = ToolCall(call.id, call.name, call.arguments, limits.clean_text(call.error, 500))
+        calls.append(call)
+    return dataclass_replace(response, tool_calls=tuple(calls))
+
+
+def _reply_problem(response: ModelResponse) -> str:
+    """Return why a whole reply is refused ('' when its text, and its calls' names, can be kept)."""
+    if response.content is not None:
+        if not isinstance(response.content, str):
+            return "its content is not text"
+        if why := limits.text_problem(response.content):
+            return f"its content {why}"
+    most = limits.limit("max_tool_calls_per_reply")
+    if len(response.tool_calls) > most:
+        return (
+            f"it proposes {len(response.tool_calls):,} tool calls; at most {most} are accepted "
+            "in one reply, so none of them ran"
+        )
+    for position, call in enumerate(response.tool_calls, start=1):
+        if why := limits.text_problem(call.name, limits.limit("max_tool_name_chars")):
+            return f"the name of tool call {position} {why}, so no call of this reply ran"
+        if why := limits.text_problem(call.id, limits.limit("max_call_id_chars")):
+            return f"the id of tool call {position} {why}, so no call of this reply ran"
+    return ""
 
 
 def tool_name_from_wire(name: str, names: dict[str, str]) -> str:

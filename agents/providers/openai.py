@@ -16,6 +16,7 @@ from agents.providers.base import (
     ToolCall,
     ToolDefinition,
     decode_arguments,
+    token_count,
     tool_name_from_wire,
     wire_name,
 )
@@ -111,7 +112,7 @@ class OpenAIClient(HTTPModelClient):
             content=content,
             tool_calls=tuple(calls),
             model=str(data.get("model") or self.config.model),
-            input_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("completion_tokens") or 0),
+            input_tokens=token_count(usage.get("prompt_tokens"), "prompt_tokens"),
+            output_tokens=token_count(usage.get("completion_tokens"), "completion_tokens"),
             stop_reason=str(choice.get("finish_reason") or ""),
         )

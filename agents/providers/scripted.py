@@ -25,7 +25,13 @@ import json
 import time
 from typing import Any
 
-from agents.conversation import FEEDBACK_PREFIX, TASK_PREFIX, read_outcome, read_task
+from agents.conversation import (
+    FEEDBACK_PREFIX,
+    REFUSED_PREFIX,
+    TASK_PREFIX,
+    read_outcome,
+    read_task,
+)
 from agents.providers.base import ModelClient, ModelResponse, ToolCall
 from governance import expressions
 
@@ -72,20 +78,21 @@ def conversation_facts(messages: list[dict[str, Any]]) -> dict[str, Any]:
         if message["role"] != "tool":
             break
         results.insert(0, read_outcome(message))
+    prefixes = (FEEDBACK_PREFIX, REFUSED_PREFIX)  # an answer or a whole reply sent back
     feedbacks = [
-        m["content"][len(FEEDBACK_PREFIX) :]
+        next(m["content"][len(p) :] for p in prefixes if m["content"].startswith(p))
         for m in messages
-        if m["role"] == "user" and str(m.get("content", "")).startswith(FEEDBACK_PREFIX)
+        if m["role"] == "user" and str(m.get("content", "")).startswith(prefixes)
     ]
     comments = [
         str(m.get("content", ""))
         for m in messages[1:]
         if m["role"] == "user"
-        and not str(m.get("content", "")).startswith((FEEDBACK_PREFIX, TASK_PREFIX))
+        and not str(m.get("content", "")).startswith((*prefixes, TASK_PREFIX))
     ]
     last = messages[-1] if messages else {}
     feedback = ""
-    if last.get("role") == "user" and str(last.get("content", "")).startswith(FEEDBACK_PREFIX):
+    if last.get("role") == "user" and str(last.get("content", "")).startswith(prefixes):
         feedback = feedbacks[-1]
     return {
         "input": read_task(messages),

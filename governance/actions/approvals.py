@@ -26,6 +26,7 @@ from guardian.shortcuts import assign_perm
 from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
+from governance.actions import eligibility as eligibility_rule
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -37,20 +38,16 @@ from governance.actions.common import (
 from governance.actions.escalations import cancel_escalation, open_escalation
 from governance.actions.policies import PolicyDecision
 from governance.actions.principals import accountable_owner as owner_of
-from governance.actions.principals import kind_of
-from governance.actions.roles import holds_role, role_grants
 from governance.models import (
     ApprovalDecision,
     ApprovalRequest,
     ApprovalRule,
     ApprovalStatus,
     DecisionKind,
-    Delegation,
     Effect,
     Escalation,
     EscalationLevel,
     EscalationStatus,
-    PrincipalKind,
     RiskLevel,
     Role,
 )
@@ -295,6 +292,10 @@ def outcome_payload(request: ApprovalRequest) -> dict[str, Any]:
 # --- deciding -----------------------------------------------------------------------------------
 
 
+# The one eligibility rule, as the decision asks it (a name tests may slow down).
+_eligibility = eligibility_rule.approval_eligibility
+
+
 def _refusal(request: ApprovalRequest, user, decision: str, message: str, code: str, cls=None):
     """Build a refusal that is audited against the request once its transaction rolled back."""
     error = (cls or ApprovalRefused)(message, code=code)
@@ -308,116 +309,6 @@ def _refusal(request: ApprovalRequest, user, decision: str, message: str, code: 
         "body": {"decision": decision},
     }
     return error
-
-
-def _target(request: ApprovalRequest):
-    """Return the target object of a request, None without one; refuse when it is gone."""
-    if request.target_ct_id is None:
-        return None
-    model = request.target_ct.model_class()
-    obj = model._default_manager.filter(pk=request.target_id).first() if model else None
-    if obj is None:
-        raise ApprovalRefused(
-            f"The target {request.target_type}:{request.target_id} no longer exists.",
-            code="target_gone",
-        )
-    return obj
-
-
-def _duty_conflict(request: ApprovalRequest, person) -> str | None:
-    """Return why separation of duties forbids `person` to decide, or None."""
-    if person.pk == request.requested_by_id:
-        return "requester"
-    if person.pk == request.run_initiator_id:
-        return "run_initiator"
-    if person.pk == request.accountable_owner_id:
-        return "accountable_owner"
-    return None
-
-
-_CONFLICTS = {
-    "requester": "asked for this approval",
-    "run_initiator": "started the run that asks for it",
-    "accountable_owner": "is the accountable owner of the agent that asks for it",
-}
-
-
-def _role_held(request: ApprovalRequest, person, target, only: Role | None = None) -> Role | None:
-    """Return an eligible role `person` holds on the target now, or None."""
-    for role in request.eligible_roles.select_related("group").order_by("pk"):
-        if only is not None and role.pk != only.pk:
-            continue
-        if holds_role(person, role) and role_grants(role, "view", target):
-            return role
-    return None
-
-
-def _eligibility(request, user, target, now, prior: set[int], decision: str):
-    """Return (role, on_behalf_of) under which `user` may decide, or raise the refusal."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
-        raise _refusal(request, None, decision, "Only an authenticated person may decide.", "anon")
-    if kind_of(user) != PrincipalKind.PERSON:
-        raise _refusal(
-            request,
-            user,
-            decision,
-            f"{user} is an {kind_of(user)}; only people decide.",
-            "not_a_person",
-        )
-    if user.pk in prior:
-        raise _refusal(
-            request,
-            user,
-            decision,
-            f"{user} has already decided request #{request.pk}.",
-            "already_decided_by_you",
-            AlreadyDecided,
-        )
-    conflict = _duty_conflict(request, user)
-    if conflict:
-        raise _refusal(
-            request,
-            user,
-            decision,
-            f"Separation of duties: {user} {_CONFLICTS[conflict]}.",
-            conflict,
-        )
-    role = _role_held(request, user, target)
-    if role is not None:
-        return role, None
-    outside_window = None
-    delegations = Delegation.objects.filter(delegate=user, revoked_at__isnull=True).select_related(
-        "delegator", "role"
-    )
-    for delegation in delegations.order_by("starts_at"):
-        delegator = delegation.delegator
-        if delegator.pk in prior or _duty_conflict(request, delegator) or not delegator.is_active:
-            continue
-        held = _role_held(request, delegator, target, only=delegation.role)
-        if held is None:
-            continue
-        if delegation.active_at(now):
-            return held, delegator
-        outside_window = outside_window or delegation
-    if outside_window is not None:
-        raise _refusal(
-            request,
-            user,
-            decision,
-            f"The delegation from {outside_window.delegator} to {user} is in force from "
-            f"{outside_window.starts_at:%Y-%m-%d %H:%M} to {outside_window.ends_at:%Y-%m-%d %H:%M}"
-            f" UTC, not now ({now:%Y-%m-%d %H:%M} UTC).",
-            "delegation_not_in_force",
-        )
-    roles = ", ".join(role.name for role in request.eligible_roles.order_by("pk"))
-    where = request.target_repr or "the target"
-    raise _refusal(
-        request,
-        user,
-        decision,
-        f"{user} does not hold an eligible role ({roles}) on {where}.",
-        "not_eligible",
-    )
 
 
 @requires_actor
@@ -444,25 +335,17 @@ def decide_approval(
     if locked is None:
         raise ApprovalRefused(f"No approval request #{request_id} exists.", code="unknown")
     now = now or clock.now()
-    if locked.is_final:
+    eligibility = _eligibility(user, locked, now=now)
+    if not eligibility:
+        already = eligibility.code in ("already_decided", "already_decided_by_you")
+        actor = user if eligibility.code != "anon" else None
         raise _refusal(
             locked,
-            user,
+            actor,
             decision,
-            f"Request #{locked.pk} is already {locked.get_status_display().lower()}"
-            + (f" (at {locked.decided_at:%Y-%m-%d %H:%M:%S} UTC)" if locked.decided_at else "")
-            + "; a decision is final.",
-            "already_decided",
-            AlreadyDecided,
-        )
-    if now >= locked.expires_at:
-        raise _refusal(
-            locked,
-            user,
-            decision,
-            f"The deadline of request #{locked.pk} passed at "
-            f"{locked.expires_at:%Y-%m-%d %H:%M:%S} UTC; no decision is accepted after it.",
-            "deadline_passed",
+            eligibility.message,
+            eligibility.code,
+            AlreadyDecided if already else None,
         )
     if expected_digest is not None and expected_digest != locked.arguments_digest:
         raise _refusal(
@@ -472,11 +355,7 @@ def decide_approval(
             "The arguments changed since you looked: this decision would not cover them.",
             "arguments_changed",
         )
-    prior: set[int] = set()
-    for by, behalf in locked.decisions.values_list("decided_by_id", "on_behalf_of_id"):
-        prior |= {pk for pk in (by, behalf) if pk is not None}
-    target = _target(locked)
-    role, on_behalf_of = _eligibility(locked, user, target, now, prior, decision)
+    role, on_behalf_of = eligibility.role, eligibility.on_behalf_of
     made = ApprovalDecision.objects.create(
         request=locked,
         decision=decision,
@@ -696,29 +575,13 @@ def standing_approval(
 
 
 def pending_for(user):
-    """Return the pending requests `user` may decide (their roles' and their delegators')."""
+    """Return the pending requests `user` may decide now (the eligibility rule's inbox)."""
     return ApprovalRequest.objects.restrict(user, "decide").pending()
 
 
 def eligible_deciders(request: ApprovalRequest) -> list:
-    """Return the people who could decide a request now (for display; decide re-checks)."""
-    from django.contrib.auth import get_user_model
-
-    target = _target(request)
-    users = (
-        get_user_model()
-        .objects.filter(groups__role__in=request.eligible_roles.all(), is_active=True)
-        .distinct()
-    )
-    prior = set(request.decisions.values_list("decided_by_id", flat=True))
-    return [
-        user
-        for user in users.order_by("username")
-        if user.pk not in prior
-        and _duty_conflict(request, user) is None
-        and kind_of(user) == PrincipalKind.PERSON
-        and _role_held(request, user, target) is not None
-    ]
+    """Return the people who may decide a request now (for display; decide re-checks)."""
+    return eligibility_rule.eligible_deciders(request)
 
 
 # --- the approval step of a workflow ------------------------------------------------------------
@@ -852,6 +715,7 @@ def open_step_escalation(
         step_run_id=step.pk,
         step_id=step.step_id,
         raised_by=run.started_by or SYSTEM,
+        run_initiator=run.started_by,
         now=now,
     )
 

@@ -12,6 +12,7 @@ run. Governance records the resolution and announces it with `escalation_resolve
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -22,10 +23,26 @@ from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions.common import GovernanceError, audited_refusals, name_of
-from governance.actions.principals import kind_of
-from governance.models import Escalation, EscalationStatus, PrincipalKind, Resolution, Role
-from governance.permissions import require
+from governance.actions.eligibility import escalation_eligibility, opened_by
+from governance.models import Escalation, EscalationStatus, Resolution, Role
+from governance.permissions import NotVisible
 from governance.signals import escalation_resolved
+
+# Who started a run, by its id: the engine registers it (governance never imports the engine).
+_run_initiator_lookup: Callable[[int], Any] | None = None
+
+
+def register_run_initiator_lookup(lookup: Callable[[int], Any]) -> None:
+    """Let the engine tell governance who started a run (for separation of duties)."""
+    global _run_initiator_lookup
+    _run_initiator_lookup = lookup
+
+
+def run_initiator_of(run_id: int | None):
+    """Return the user who started run `run_id`, or None (no run, or nobody registered)."""
+    if run_id is None or _run_initiator_lookup is None:
+        return None
+    return _run_initiator_lookup(run_id)
 
 
 def default_role() -> Role | None:
@@ -47,10 +64,16 @@ def open_escalation(
     step_id: str = "",
     parked: bool = False,
     raised_by,
+    run_initiator=None,
     now: dt.datetime | None = None,
 ) -> Escalation:
-    """Open a task for the members of a role (the default escalation role when none is given)."""
+    """Open a task for the members of a role (the default escalation role when none is given).
+
+    It copies who may not resolve it: whoever raised it, the run's initiator (looked up from
+    the run when not given) and the accountable owner of the agent that raised it.
+    """
     role = role or default_role()
+    duties = opened_by(raised_by, run_initiator or run_initiator_of(run_id))
     escalation = Escalation.objects.create(
         reason=reason,
         summary=summary,
@@ -62,6 +85,10 @@ def open_escalation(
         parked=parked,
         raised_by=as_user(raised_by),
         raised_by_name=name_of(raised_by),
+        run_initiator=duties["run_initiator"],
+        run_initiator_name=name_of(duties["run_initiator"]),
+        accountable_owner=duties["accountable_owner"],
+        accountable_owner_name=name_of(duties["accountable_owner"]),
         created_at=now or clock.now(),
     )
     if role is not None:
@@ -93,6 +120,7 @@ def escalate_failed_step(run, step, error, events, now) -> dict[str, Any]:
         step_id=step.step_id,
         parked=True,
         raised_by=SYSTEM,
+        run_initiator=getattr(run, "started_by", None),
         now=now,
     )
     return {"escalation": escalation.pk, "signal": escalation.signal_name}
@@ -109,25 +137,23 @@ def resolve_escalation(
     comment: str = "",
     now: dt.datetime | None = None,
 ) -> Escalation:
-    """Record a person's resolution (take over with a result, retry, stop) and announce it."""
+    """Record a person's resolution (take over with a result, retry, stop) and announce it.
+
+    Who may resolve is the eligibility rule's answer (the one the inbox lists by); those who
+    may not even see the escalation are refused as for anything they cannot see.
+    """
     if resolution not in Resolution.values:
         raise ValueError(f"resolution must be one of {Resolution.values}, not {resolution!r}")
     pk = escalation.pk if isinstance(escalation, Escalation) else escalation
     locked = Escalation.objects.select_for_update().filter(pk=pk).first()
     if locked is None:
         raise GovernanceError(f"No escalation #{pk} exists.", code="unknown")
-    require(user, "resolve", locked)
+    eligibility = escalation_eligibility(user, locked)
+    if eligibility.code == "not_visible":
+        raise NotVisible(user, "resolve", Escalation, locked.pk)
     refusal = None
-    if kind_of(user) != PrincipalKind.PERSON:
-        refusal = GovernanceError(
-            f"{user} is not a person; only people resolve escalations.", code="not_a_person"
-        )
-    elif locked.status != EscalationStatus.OPEN:
-        refusal = GovernanceError(
-            f"Escalation #{locked.pk} is already {locked.status} "
-            f"({locked.get_resolution_display() or 'no resolution'} by {locked.resolved_by_name}).",
-            code="already_resolved",
-        )
+    if not eligibility:
+        refusal = GovernanceError(eligibility.message, code=eligibility.code)
     elif resolution == Resolution.TAKE_OVER and result is None:
         refusal = GovernanceError("Taking over needs the result you supply.", code="no_result")
     if refusal is not None:

@@ -3,15 +3,24 @@
 A role's permissions are its group's: model-level permissions (every row of a model) and
 guardian object permissions (one row). Granting needs the right to change the role, and
 nobody grants what they do not hold themselves.
+
+Groups keep no history, so every change of a role's members or permissions is recorded as a
+RoleChange (who, when, why) and audited as `governance.role.<kind>` naming the actor; the
+group's own audit entries (auth.group.*, guardian.*) name the actor too, because the write runs
+as them. The eligibility rule reads these records: a person never decides under a membership or
+permission they granted themselves (governance/actions/eligibility.py).
 """
 
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
-from guardian.shortcuts import assign_perm, remove_perm
+from guardian.shortcuts import assign_perm, get_perms, remove_perm
 
-from audit.actors import SYSTEM, requires_actor
+from audit import clock
+from audit import context as audit_context
+from audit import services as audit
+from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -20,7 +29,7 @@ from governance.actions.common import (
     save_governed,
 )
 from governance.actions.principals import is_person
-from governance.models import Role
+from governance.models import Role, RoleChange, RoleChangeKind
 from governance.permissions import can, has_model_permission, permission_name, require
 
 
@@ -98,38 +107,110 @@ def delete_role(role: Role, *, actor, reason: str) -> None:
     group.delete()
 
 
+def _as(actor):
+    """Run a group write as `actor`, so the receivers' entries (auth.group.*) name them.
+
+    A service called outside a request (a command, a task, the shell) has no acting user in
+    the audit context; without this, those entries named nobody.
+    """
+    request_id = audit_context.current().request_id or None
+    return audit_context.acting_as(actor, request_id=request_id)
+
+
+def _record_change(
+    role: Role, kind: str, *, actor, reason: str = "", member=None, permission="", target=None
+) -> RoleChange:
+    """Record one change of a role's members or permissions, and audit it naming the actor."""
+    change = RoleChange.objects.create(
+        role=role,
+        role_name=role.name,
+        kind=kind,
+        member=member,
+        member_name=name_of(member),
+        permission=permission,
+        target_ct=ContentType.objects.get_for_model(type(target)) if target is not None else None,
+        target_id=str(target.pk) if target is not None else "",
+        target_repr=str(target)[:200] if target is not None else "",
+        actor=as_user(actor),
+        actor_name=name_of(actor),
+        reason=reason[:200],
+        at=clock.now(),
+    )
+    audit.record(
+        action=f"governance.role.{kind}",
+        actor=actor,
+        target=role,
+        body={
+            "role": role.name,
+            "member": name_of(member) or None,
+            "permission": permission or None,
+            "on": (
+                {"type": target._meta.label_lower, "id": str(target.pk)}
+                if target is not None
+                else None
+            ),
+            "reason": reason,
+            "role_change": change.pk,
+        },
+    )
+    return change
+
+
+def _add_members(role: Role, users, *, actor, reason: str) -> None:
+    """Add users to a role's group, each addition recorded and audited."""
+    current = set(role.group.user_set.values_list("pk", flat=True))
+    added = [user for user in users if user.pk not in current]
+    if not added:
+        return
+    with _as(actor):
+        role.group.user_set.add(*added)
+    for user in added:
+        _record_change(role, RoleChangeKind.MEMBER_ADDED, actor=actor, reason=reason, member=user)
+
+
+def _remove_members(role: Role, users, *, actor, reason: str) -> None:
+    """Remove users from a role's group, each removal recorded and audited."""
+    current = set(role.group.user_set.values_list("pk", flat=True))
+    removed = [user for user in users if user.pk in current]
+    if not removed:
+        return
+    with _as(actor):
+        role.group.user_set.remove(*removed)
+    for user in removed:
+        _record_change(role, RoleChangeKind.MEMBER_REMOVED, actor=actor, reason=reason, member=user)
+
+
 @requires_actor
 @audited_refusals
 def set_members(role: Role, users, *, actor, reason: str = "") -> Role:
-    """Make exactly these users the role's members (each change is audited as a group change)."""
+    """Make exactly these users the role's members (each change recorded and audited)."""
     if actor is not SYSTEM:
         require(actor, "change", role)
+    users = list(users)
     wanted = {user.pk for user in users}
-    current = set(role.group.user_set.values_list("pk", flat=True))
-    if wanted - current:
-        role.group.user_set.add(*(wanted - current))
-    if current - wanted:
-        role.group.user_set.remove(*(current - wanted))
+    leaving = list(role.group.user_set.exclude(pk__in=wanted))
+    _add_members(role, users, actor=actor, reason=reason or "members set")
+    _remove_members(role, leaving, actor=actor, reason=reason or "members set")
     return role
 
 
 @requires_actor
 @audited_refusals
-def add_member(role: Role, user, *, actor) -> Role:
-    """Give a user a role."""
+def add_member(role: Role, user, *, actor, reason: str = "") -> Role:
+    """Give a user a role (recorded and audited)."""
     if actor is not SYSTEM:
         require(actor, "change", role)
-    role.group.user_set.add(user)
+    _add_members(role, [user], actor=actor, reason=reason or "member added")
     return role
 
 
 @requires_actor
 @audited_refusals
-def remove_member(role: Role, user, *, actor) -> Role:
-    """Take a role from a user."""
+def remove_member(role: Role, user, *, actor, reason: str = "") -> Role:
+    """Take a role from a user (recorded and audited)."""
     if actor is not SYSTEM:
         require(actor, "change", role)
-    role.group.user_set.remove(user)
+    _remove_members(role, [user], actor=actor, reason=reason or "member removed")
     return role
 
 
@@ -157,7 +238,7 @@ def _may_grant(actor, perm: str, obj) -> bool:
 
 @requires_actor
 @audited_refusals
-def grant(role: Role, perm: str, obj=None, *, actor) -> Role:
+def grant(role: Role, perm: str, obj=None, *, actor, reason: str = "") -> Role:
     """Let a role do `perm` ('app.codename') on one object, or on every row without `obj`."""
     if actor is not SYSTEM:
         require(actor, "change", role)
@@ -180,25 +261,57 @@ def grant(role: Role, perm: str, obj=None, *, actor) -> Role:
                 },
             }
             raise refusal
-    if obj is None:
-        role.group.permissions.add(_permission(perm))
-    else:
+    permission = _permission(perm)
+    if obj is not None:
         _check_object_permission(perm, obj)
-        assign_perm(perm, role.group, obj)
+    if _holds(role, permission, obj):
+        return role
+    with _as(actor):
+        if obj is None:
+            role.group.permissions.add(permission)
+        else:
+            assign_perm(perm, role.group, obj)
+    _record_change(
+        role,
+        RoleChangeKind.PERMISSION_GRANTED,
+        actor=actor,
+        reason=reason or "permission granted",
+        permission=perm,
+        target=obj,
+    )
     return role
 
 
 @requires_actor
 @audited_refusals
-def revoke(role: Role, perm: str, obj=None, *, actor) -> Role:
+def revoke(role: Role, perm: str, obj=None, *, actor, reason: str = "") -> Role:
     """Take a permission (on one object, or model-wide) away from a role."""
     if actor is not SYSTEM:
         require(actor, "change", role)
-    if obj is None:
-        role.group.permissions.remove(_permission(perm))
-    else:
-        remove_perm(perm, role.group, obj)
+    permission = _permission(perm)
+    if not _holds(role, permission, obj):
+        return role
+    with _as(actor):
+        if obj is None:
+            role.group.permissions.remove(permission)
+        else:
+            remove_perm(perm, role.group, obj)
+    _record_change(
+        role,
+        RoleChangeKind.PERMISSION_REVOKED,
+        actor=actor,
+        reason=reason or "permission revoked",
+        permission=perm,
+        target=obj,
+    )
     return role
+
+
+def _holds(role: Role, permission: Permission, obj) -> bool:
+    """Tell whether a role holds a permission model-wide (obj None) or on one object."""
+    if obj is None:
+        return role.group.permissions.filter(pk=permission.pk).exists()
+    return permission.codename in get_perms(role.group, obj)
 
 
 def _check_object_permission(perm: str, obj) -> None:

@@ -102,6 +102,22 @@ TAKE_NO_ACTOR = {
     "governance.actions.roles.holds_role",
     "governance.actions.roles.role_grants",
     "governance.actions.roles.can_manage_roles",
+    "governance.actions.escalations.run_initiator_of",
+    # The one eligibility rule: may this person decide that request or resolve that
+    # escalation? It answers for the person asked about and changes nothing.
+    "governance.actions.eligibility.approval_eligibility",
+    "governance.actions.eligibility.decidable_requests",
+    "governance.actions.eligibility.duty_conflict",
+    "governance.actions.eligibility.eligible_deciders",
+    "governance.actions.eligibility.escalation_eligibility",
+    "governance.actions.eligibility.may_decide",
+    "governance.actions.eligibility.opened_by",
+    "governance.actions.eligibility.prior_deciders",
+    "governance.actions.eligibility.request_target",
+    "governance.actions.eligibility.resolvable_escalations",
+    "governance.actions.eligibility.self_granted",
+    # Wiring at start-up: the engine registers how governance finds a run's initiator.
+    "governance.actions.escalations.register_run_initiator_lookup",
 }
 
 

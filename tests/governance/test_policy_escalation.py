@@ -80,8 +80,10 @@ def test_escalate_opens_a_human_escalation_to_the_named_role_not_an_approval(
     assert escalation.context["decision"]["policy_version"] == escalating_rule.version
     opened = AuditEntry.objects.get(action="governance.escalation.opened")
     assert json.loads(opened.body_row.content)["role"] == "Managers"
-    managers_member = fresh(company.maya)
-    assert services.can(managers_member, "resolve", escalation)
+    # maya, a manager, started the run: separation of duties leaves it to another manager.
+    assert not services.can(fresh(company.maya), "resolve", escalation)
+    services.add_member(company.managers, company.bob, actor=SYSTEM)
+    assert services.can(fresh(company.bob), "resolve", escalation)
     assert not services.can(fresh(company.alice), "view", escalation)  # approvers are not asked
 
 

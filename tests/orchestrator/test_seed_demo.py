@@ -204,7 +204,11 @@ def test_demo_runs_complete_wait_and_sleep_as_the_seed_says():
         restart = pending(RESTART, triage)
         assert step(triage, "restart").status == "waiting"
         assert step(triage, "restart").wait_signal == restart.signal_name
-        assert restart.arguments == {"service": "checkout", "hosts": ["checkout-2"]}
+        assert restart.arguments == {
+            "service": "checkout",
+            "hosts": ["checkout-2"],
+            "environment": "production",
+        }
         assert restart.requested_by == restart.run_initiator == user("alice")
         assert restart.decision_basis["policy_slug"] == "production-changes"
         assert [u.username for u in governance.eligible_deciders(restart)] == ["bob"]
@@ -340,7 +344,11 @@ def test_agent_incidents_finish_get_denied_and_wait_for_approval_as_the_readme_s
     change = demo_run("CHG-3001", "production-change")
     approval = pending(RESTART, change)
     assert change.status == "running" and step(change, "approve").status == "waiting"
-    assert approval.arguments == {"service": "billing", "hosts": ["billing-1"]}
+    assert approval.arguments == {
+        "service": "billing",
+        "hosts": ["billing-1"],
+        "environment": "production",
+    }
     assert approval.target_repr == str(Workflow.objects.get(slug="production-change"))
     # INC-1001's tool step asks too (see test_demo_runs_complete_wait_and_sleep_as_the_seed_says).
     triage = pending(RESTART, demo_run("INC-1001", "incident-triage"))

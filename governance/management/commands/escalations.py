@@ -1,7 +1,8 @@
 """Human escalations from the command line: list them, take over, send back, or stop the run.
 
-Resolutions go through the escalation service: only a person holding the escalation's role may
-resolve it, once; the engine then supplies the result, retries the step, or cancels the run.
+Resolutions go through the escalation service: only a person the eligibility rule allows (the
+escalation's role, not the run's initiator nor whoever raised it) may resolve it, once; the
+engine then supplies the result, retries the step, or cancels the run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from governance import services
 from governance.management.commands._common import json_value, refusals_as_errors, user_named
-from governance.models import Escalation, EscalationStatus, Resolution
+from governance.models import Escalation, Resolution
 
 RESOLUTIONS = {
     "take-over": Resolution.TAKE_OVER,
@@ -26,9 +27,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="operation", required=True)
-        listing = sub.add_parser("list", help="List the escalations a user may see.")
+        listing = sub.add_parser("list", help="List the escalations a user may resolve now.")
         listing.add_argument("--as", dest="username", required=True)
-        listing.add_argument("--all", action="store_true", help="Resolved ones too.")
+        listing.add_argument(
+            "--all", action="store_true", help="Every one the user may see, resolved ones too."
+        )
         for name, text in [
             ("take-over", "Take over and supply the step's result (--result JSON)."),
             ("send-back", "Send the step back for a retry."),
@@ -48,9 +51,8 @@ class Command(BaseCommand):
 
     def do_list(self, username, all, **_):
         user = user_named(username)
-        escalations = Escalation.objects.restrict(user, "view").select_related("role")
-        if not all:
-            escalations = escalations.filter(status=EscalationStatus.OPEN)
+        action = "view" if all else "resolve"  # the inbox: what the eligibility rule allows
+        escalations = Escalation.objects.restrict(user, action).select_related("role")
         rows = list(escalations.order_by("created_at", "pk"))
         if not rows:
             self.stdout.write(f"No escalation for {username}.")

@@ -1,0 +1,434 @@
+"""The one eligibility rule: may this person decide this approval request, or resolve this
+escalation, now? Yes with the role (and the person stood in for), or no with a code and why.
+
+The inbox (`restrict(user, "decide")` / `restrict(user, "resolve")`, hence `pending_for`, the
+admin lists and `can()`) and the decision services ask the same functions, so what a person is
+shown is exactly what they may decide, and a refusal always says why.
+
+A person may decide when they are an authenticated, active person; the request is pending and
+inside its deadline (the escalation open); they have not decided it before; separation of
+duties does not exclude them (for a request: its requester, the run's initiator, the accountable
+owner of the agent that asks; for an escalation: whoever raised it, the run's initiator, the
+accountable owner of the agent that raised it); and they hold an eligible role on the target,
+themselves or as the in-force delegate of someone who does (approvals only), that is not a
+power they granted themselves.
+
+Self-granted powers: whoever added a person to a role, or granted the role the permission that
+makes it eligible (view on the target of a request, resolve on every escalation), or created or
+changed a delegation to themselves, may not decide under it. Another person has to make that
+change for it to count. The records read are RoleChange (roles.py) and the delegation's history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+
+from audit import clock
+from audit.actors import SYSTEM
+from governance.actions.principals import accountable_owner, kind_of
+from governance.actions.roles import holds_role, role_grants
+from governance.models import (
+    ApprovalRequest,
+    ApprovalStatus,
+    Delegation,
+    Escalation,
+    EscalationStatus,
+    PrincipalKind,
+    Role,
+    RoleChange,
+    RoleChangeKind,
+)
+from governance.permissions import can, permission_name
+
+RESOLVE_ALL = "governance.resolve_escalation"  # held model-wide: every escalation's role
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """The answer: allowed (with the role, and whom a delegate stands in for) or why not."""
+
+    allowed: bool
+    code: str = ""
+    message: str = ""
+    role: Role | None = None
+    on_behalf_of: object | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def _yes(role: Role | None, on_behalf_of=None) -> Eligibility:
+    """Return an approval of eligibility under a role."""
+    return Eligibility(True, role=role, on_behalf_of=on_behalf_of)
+
+
+def _no(code: str, message: str) -> Eligibility:
+    """Return a refusal with its code and its reason."""
+    return Eligibility(False, code=code, message=message)
+
+
+def _not_a_person(user) -> Eligibility | None:
+    """Refuse anyone who is not an authenticated, active person."""
+    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+        return _no("anon", "Only an authenticated person may decide.")
+    if kind_of(user) != PrincipalKind.PERSON:
+        return _no("not_a_person", f"{user} is an {kind_of(user)}; only people decide.")
+    return None
+
+
+# --- separation of duties -----------------------------------------------------------------------
+
+_REQUEST_CONFLICTS = {
+    "requester": ("requested_by_id", "asked for this approval"),
+    "run_initiator": ("run_initiator_id", "started the run that asks for it"),
+    "accountable_owner": (
+        "accountable_owner_id",
+        "is the accountable owner of the agent that asks for it",
+    ),
+}
+_ESCALATION_CONFLICTS = {
+    "raised_it": ("raised_by_id", "raised this escalation"),
+    "run_initiator": ("run_initiator_id", "started the run it is about"),
+    "accountable_owner": (
+        "accountable_owner_id",
+        "is the accountable owner of the agent that raised it",
+    ),
+}
+
+
+def duty_conflict(obj, person) -> str | None:
+    """Return the code of the separation-of-duties rule that excludes `person`, or None."""
+    conflicts = _REQUEST_CONFLICTS if isinstance(obj, ApprovalRequest) else _ESCALATION_CONFLICTS
+    for code, (field, _) in conflicts.items():
+        if person.pk is not None and getattr(obj, field) == person.pk:
+            return code
+    return None
+
+
+def _conflict_refusal(obj, person) -> Eligibility | None:
+    """Refuse a person separation of duties excludes, saying which rule."""
+    code = duty_conflict(obj, person)
+    if code is None:
+        return None
+    conflicts = _REQUEST_CONFLICTS if isinstance(obj, ApprovalRequest) else _ESCALATION_CONFLICTS
+    return _no(code, f"Separation of duties: {person} {conflicts[code][1]}.")
+
+
+# --- self-granted powers ------------------------------------------------------------------------
+
+
+def _latest(role: Role, kinds: tuple[str, ...], **match) -> RoleChange | None:
+    """Return the latest recorded change of one membership or permission of a role."""
+    changes = RoleChange.objects.filter(role=role, kind__in=kinds, **match)
+    return changes.order_by("-at", "-pk").first()
+
+
+def _granted_by(change: RoleChange | None, granted_kind: str, selves: set[int]) -> bool:
+    """Tell whether a change in force (the latest one, a grant) was made by one of `selves`."""
+    return change is not None and change.kind == granted_kind and change.actor_id in selves
+
+
+def _permission_grants(role: Role, perm: str, obj) -> list[RoleChange | None]:
+    """Return the latest change of each way the role holds `perm` (model-wide, on `obj`)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    app_label, codename = perm.split(".", 1)
+    kinds = (RoleChangeKind.PERMISSION_GRANTED, RoleChangeKind.PERMISSION_REVOKED)
+    paths = []
+    if role.group.permissions.filter(content_type__app_label=app_label, codename=codename).exists():
+        paths.append(_latest(role, kinds, permission=perm, target_id=""))
+    if obj is not None:
+        from guardian.shortcuts import get_perms
+
+        if codename in get_perms(role.group, obj):
+            content_type = ContentType.objects.get_for_model(type(obj))
+            paths.append(
+                _latest(role, kinds, permission=perm, target_ct=content_type, target_id=str(obj.pk))
+            )
+    return paths
+
+
+def self_granted(decider, holder, role: Role, perm: str | None, obj=None) -> str | None:
+    """Return why `role` is a power `decider` (or the `holder` they stand in for) gave
+    themselves, or None: the holder's membership, or every way the role holds `perm`.
+    """
+    selves = {decider.pk, holder.pk}
+    membership = _latest(
+        role, (RoleChangeKind.MEMBER_ADDED, RoleChangeKind.MEMBER_REMOVED), member=holder
+    )
+    if _granted_by(membership, RoleChangeKind.MEMBER_ADDED, selves):
+        return (
+            f"{membership.actor_name} added {holder} to {role} "
+            f"({membership.at:%Y-%m-%d %H:%M} UTC): nobody decides under a role they gave "
+            "themselves; another person who may change the role has to add them."
+        )
+    if perm is None:
+        return None
+    paths = _permission_grants(role, perm, obj)
+    if paths and all(_granted_by(p, RoleChangeKind.PERMISSION_GRANTED, selves) for p in paths):
+        change = paths[0]
+        return (
+            f"{change.actor_name} granted {role} {perm}"
+            + (f" on {change.target_repr}" if change.target_id else "")
+            + f" ({change.at:%Y-%m-%d %H:%M} UTC): nobody decides under a permission they "
+            "granted themselves; another person has to grant it."
+        )
+    return None
+
+
+def _delegation_self_granted(delegation: Delegation, decider) -> bool:
+    """Tell whether the delegate created or changed the delegation to themselves."""
+    return delegation.history.filter(history_user_id=decider.pk).exists()
+
+
+# --- approval requests --------------------------------------------------------------------------
+
+
+def prior_deciders(request: ApprovalRequest) -> set[int]:
+    """Return everyone who decided a request already (directly, or stood in for)."""
+    prior: set[int] = set()
+    for by, behalf in request.decisions.values_list("decided_by_id", "on_behalf_of_id"):
+        prior |= {pk for pk in (by, behalf) if pk is not None}
+    return prior
+
+
+class TargetGone(Exception):
+    """The object a request is about no longer exists."""
+
+
+def request_target(request: ApprovalRequest):
+    """Return the target object of a request, None without one; TargetGone when it is gone."""
+    if request.target_ct_id is None:
+        return None
+    model = request.target_ct.model_class()
+    obj = model._default_manager.filter(pk=request.target_id).first() if model else None
+    if obj is None:
+        raise TargetGone(f"The target {request.target_type}:{request.target_id} no longer exists.")
+    return obj
+
+
+def _usable_role(decider, holder, roles, target) -> tuple[Role | None, str | None]:
+    """Return the first of `roles` the holder may decide under for the decider, or why not."""
+    refusal = None
+    for role in roles:
+        if not holds_role(holder, role) or not role_grants(role, "view", target):
+            continue
+        perm = permission_name(type(target), "view") if target is not None else None
+        why = self_granted(decider, holder, role, perm, target)
+        if why is None:
+            return role, None
+        refusal = refusal or why
+    return None, refusal
+
+
+def approval_eligibility(
+    user, request: ApprovalRequest, *, now: dt.datetime | None = None, prior: set[int] | None = None
+) -> Eligibility:
+    """Tell whether `user` may decide `request` now: the role and delegator, or why not."""
+    refusal = _not_a_person(user)
+    if refusal is not None:
+        return refusal
+    now = now or clock.now()
+    if request.is_final:
+        return _no(
+            "already_decided",
+            f"Request #{request.pk} is already {request.get_status_display().lower()}"
+            + (f" (at {request.decided_at:%Y-%m-%d %H:%M:%S} UTC)" if request.decided_at else "")
+            + "; a decision is final.",
+        )
+    if now >= request.expires_at:
+        return _no(
+            "deadline_passed",
+            f"The deadline of request #{request.pk} passed at "
+            f"{request.expires_at:%Y-%m-%d %H:%M:%S} UTC; no decision is accepted after it.",
+        )
+    prior = prior_deciders(request) if prior is None else prior
+    if user.pk in prior:
+        return _no("already_decided_by_you", f"{user} has already decided request #{request.pk}.")
+    refusal = _conflict_refusal(request, user)
+    if refusal is not None:
+        return refusal
+    try:
+        target = request_target(request)
+    except TargetGone as gone:
+        return _no("target_gone", str(gone))
+    roles = list(request.eligible_roles.select_related("group").order_by("pk"))
+    role, self_grant = _usable_role(user, user, roles, target)
+    if role is not None:
+        return _yes(role)
+    outside_window = out_of_scope = None
+    delegations = Delegation.objects.filter(delegate=user, revoked_at__isnull=True)
+    for delegation in delegations.select_related("delegator", "role").order_by("starts_at"):
+        delegator = delegation.delegator
+        if delegator.pk in prior or duty_conflict(request, delegator) or not delegator.is_active:
+            continue
+        scope = [r for r in roles if delegation.role_id in (None, r.pk)]
+        held, why = _usable_role(user, delegator, scope, target)
+        if held is None:
+            self_grant = self_grant or why
+            if why is None and _usable_role(user, delegator, roles, target)[0]:
+                out_of_scope = out_of_scope or delegation
+            continue
+        if not delegation.active_at(now):
+            outside_window = outside_window or delegation
+            continue
+        if _delegation_self_granted(delegation, user):
+            self_grant = self_grant or (
+                f"{user} created or changed the delegation from {delegator} to themselves; "
+                "only the delegator, or another person, may hand their approvals over."
+            )
+            continue
+        return _yes(held, delegator)
+    if self_grant is not None:
+        return _no("self_granted", self_grant)
+    if outside_window is not None:
+        return _no(
+            "delegation_not_in_force",
+            f"The delegation from {outside_window.delegator} to {user} is in force from "
+            f"{outside_window.starts_at:%Y-%m-%d %H:%M} to {outside_window.ends_at:%Y-%m-%d %H:%M}"
+            f" UTC, not now ({now:%Y-%m-%d %H:%M} UTC).",
+        )
+    if out_of_scope is not None:
+        return _no(
+            "delegation_out_of_scope",
+            f"The delegation from {out_of_scope.delegator} to {user} covers {out_of_scope.role} "
+            "only, not the roles this request asks.",
+        )
+    names = ", ".join(role.name for role in roles)
+    where = request.target_repr or "the target"
+    return _no("not_eligible", f"{user} does not hold an eligible role ({names}) on {where}.")
+
+
+def _in_force_delegators(user, now) -> list[int]:
+    """Return the people whose approvals `user` holds through a delegation in force."""
+    return list(
+        Delegation.objects.active_at(now).filter(delegate=user).values_list("delegator", flat=True)
+    )
+
+
+def decidable_requests(queryset, user, *, now: dt.datetime | None = None):
+    """Narrow `queryset` to the requests `user` may decide now (the inbox's rule)."""
+    now = now or clock.now()
+    holders = [user.pk, *_in_force_delegators(user, now)]
+    candidates = (
+        queryset.filter(
+            status=ApprovalStatus.PENDING,
+            expires_at__gt=now,
+            eligible_roles__group__user__in=holders,
+        )
+        .distinct()
+        .select_related("approval_rule", "target_ct")
+    )
+    allowed = [request.pk for request in candidates if approval_eligibility(user, request, now=now)]
+    return queryset.filter(pk__in=allowed)
+
+
+def eligible_deciders(request: ApprovalRequest, *, now: dt.datetime | None = None) -> list:
+    """Return the people who may decide a request now (its roles' members and their delegates)."""
+    now = now or clock.now()
+    members = get_user_model().objects.filter(
+        groups__role__in=request.eligible_roles.all(), is_active=True
+    )
+    delegates = Delegation.objects.active_at(now).filter(delegator__in=members).values("delegate")
+    people = (
+        get_user_model()
+        .objects.filter(Q(pk__in=members.values("pk")) | Q(pk__in=delegates), is_active=True)
+        .distinct()
+        .order_by("username")
+    )
+    prior = prior_deciders(request)
+    return [u for u in people if approval_eligibility(u, request, now=now, prior=prior)]
+
+
+# --- escalations --------------------------------------------------------------------------------
+
+
+def _resolving_everywhere(user) -> list[Role]:
+    """Return the roles of `user` that resolve every escalation (RESOLVE_ALL model-wide)."""
+    app_label, codename = RESOLVE_ALL.split(".", 1)
+    return list(
+        Role.objects.filter(
+            group__user=user,
+            group__permissions__content_type__app_label=app_label,
+            group__permissions__codename=codename,
+        )
+        .select_related("group")
+        .order_by("pk")
+    )
+
+
+def _escalation_roles(escalation: Escalation, user) -> list[tuple[Role, str | None]]:
+    """Return the roles that may resolve an escalation, each with the permission that makes it
+    eligible (None: its own role, which the escalation itself was opened to)."""
+    roles: list[tuple[Role, str | None]] = []
+    if escalation.role_id is not None:
+        roles.append((escalation.role, None))
+    roles += [
+        (role, RESOLVE_ALL) for role in _resolving_everywhere(user) if role.pk != escalation.role_id
+    ]
+    return roles
+
+
+def escalation_eligibility(user, escalation: Escalation) -> Eligibility:
+    """Tell whether `user` may resolve `escalation` now: the role, or why not."""
+    refusal = _not_a_person(user)
+    if refusal is not None:
+        return refusal
+    if not can(user, "view", escalation):
+        return _no("not_visible", f"No escalation with id {escalation.pk} is visible to you.")
+    if escalation.status != EscalationStatus.OPEN:
+        return _no(
+            "already_resolved",
+            f"Escalation #{escalation.pk} is already {escalation.status} "
+            f"({escalation.get_resolution_display() or 'no resolution'} "
+            f"by {escalation.resolved_by_name or 'nobody'}).",
+        )
+    refusal = _conflict_refusal(escalation, user)
+    if refusal is not None:
+        return refusal
+    self_grant = None
+    for role, perm in _escalation_roles(escalation, user):
+        if not holds_role(user, role):
+            continue
+        why = self_granted(user, user, role, perm)
+        if why is None:
+            return _yes(role)
+        self_grant = self_grant or why
+    if self_grant is not None:
+        return _no("self_granted", self_grant)
+    role = escalation.role.name if escalation.role_id else "none"
+    return _no(
+        "not_eligible", f"{user} does not hold the escalation's role ({role}) nor {RESOLVE_ALL}."
+    )
+
+
+def resolvable_escalations(queryset, user):
+    """Narrow `queryset` to the escalations `user` may resolve now (the inbox's rule)."""
+    candidates = queryset.filter(status=EscalationStatus.OPEN)
+    if not _resolving_everywhere(user):
+        candidates = candidates.filter(role__group__user=user)
+    allowed = [
+        escalation.pk
+        for escalation in candidates.select_related("role__group")
+        if escalation_eligibility(user, escalation)
+    ]
+    return queryset.filter(pk__in=allowed)
+
+
+def opened_by(raised_by, run_initiator) -> dict:
+    """Return the separation-of-duties fields an escalation copies when it opens."""
+    owner = accountable_owner(raised_by) if raised_by is not SYSTEM else None
+    if owner is not None and owner.pk == raised_by.pk:
+        owner = None
+    return {"run_initiator": run_initiator, "accountable_owner": owner}
+
+
+def may_decide(user, obj, **kwargs) -> Eligibility:
+    """Tell whether `user` may decide an approval request or resolve an escalation."""
+    if isinstance(obj, ApprovalRequest):
+        return approval_eligibility(user, obj, **kwargs)
+    return escalation_eligibility(user, obj)
