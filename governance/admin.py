@@ -136,13 +136,27 @@ class RoleAdmin(GovernedModelAdmin):
     @admin.display(description="Changes of members and permissions (latest 50)")
     def changes(self, obj):
         """List who changed the role's members and permissions, when and why (newest first)."""
+        changes = RoleChange.objects.filter(role=obj).select_related("target_ct")
         rows = [
-            (f"{change.at:%Y-%m-%d %H:%M} UTC", str(change), change.reason)
-            for change in RoleChange.objects.filter(role=obj).order_by("-at", "-pk")[:50]
+            (f"{change.at:%Y-%m-%d %H:%M} UTC", self._change_label(change), change.reason)
+            for change in changes.order_by("-at", "-pk")[:50]
         ]
         if not rows:
             return "—"
         return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: {} ({})</li>", rows))
+
+    @staticmethod
+    def _change_label(change: RoleChange) -> str:
+        """Name a change's target only when the viewer may see it (else its kind and id)."""
+        if not change.target_id or change.target_ct_id is None:
+            return str(change)
+        model, viewer = change.target_ct.model_class(), _viewer.get()
+        visible = model is not None and viewer is not None
+        if visible and restricted(viewer, model).filter(pk=change.target_id).exists():
+            return str(change)
+        what = f"{change.member_name or change.permission} on {change.target_ct.model}"
+        by = change.actor_name or "the system"
+        return f"{change.role_name}: {change.get_kind_display().lower()} {what} by {by}"
 
     def get_readonly_fields(self, request, obj=None):
         """Remember who looks: the object permissions name only what the viewer may see."""

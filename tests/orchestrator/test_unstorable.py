@@ -91,7 +91,7 @@ def test_a_run_input_that_cannot_be_stored_is_refused_naming_it(make_workflow, v
 def test_the_keys_of_a_run_are_refused_naming_what_is_wrong(make_workflow, field, value, named):
     wf = make_workflow({"steps": [{"id": "a", "type": "noop"}]})
     with pytest.raises(EngineError, match=named):
-        services.start_run(wf, {}, **{field: value})
+        services.start_run(wf, {}, started_by=SYSTEM, **{field: value})
     assert not WorkflowRun.objects.exists()
 
 
