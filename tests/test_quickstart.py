@@ -280,8 +280,9 @@ def test_make_run_seeds_the_demo_and_its_agents_work_in_the_worker(tmp_path, pro
         runs = dict(
             db.execute("SELECT business_key, COUNT(*) FROM orchestrator_workflowrun GROUP BY 1")
         )
-    # INC-2002's agent, INC-1001's tool step and CHG-3001's approval step each ask bob once.
-    assert waiting == [("tool.incident.restart_service",)] * 3, logs()
+    # INC-2002's agent, INC-1001's tool step and CHG-3001's approval step each ask bob once;
+    # grace's proposed version of production-change waits for a second governance admin.
+    assert waiting == [("tool.incident.restart_service",)] * 3 + [("workflow.publish",)], logs()
     assert set(runs.values()) == {1}
 
     approved = manage(env, "shell", "-c", DECIDE_AS_BOB)
