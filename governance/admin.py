@@ -136,27 +136,32 @@ class RoleAdmin(GovernedModelAdmin):
     @admin.display(description="Changes of members and permissions (latest 50)")
     def changes(self, obj):
         """List who changed the role's members and permissions, when and why (newest first)."""
-        changes = RoleChange.objects.filter(role=obj).select_related("target_ct")
-        rows = [
-            (f"{change.at:%Y-%m-%d %H:%M} UTC", self._change_label(change), change.reason)
-            for change in changes.order_by("-at", "-pk")[:50]
-        ]
+        viewer = _viewer.get()
+        people = restricted(viewer, get_user_model())
+        rows = []
+        for change in (
+            RoleChange.objects.filter(role=obj)
+            .select_related("target_ct")
+            .order_by("-at", "-pk")[:50]
+        ):
+            # Named only when the viewer may see them, as the object permissions below are.
+            member = change.member_name
+            if change.member_id is not None and not people.filter(pk=change.member_id).exists():
+                member = f"person #{change.member_id}"
+            what = member or change.permission
+            if change.target_id:
+                model = change.target_ct.model_class() if change.target_ct else None
+                seen = model is not None and (
+                    restricted(viewer, model).filter(pk=change.target_id).exists()
+                )
+                kind = change.target_ct.model if change.target_ct else "object"
+                what += f" on {change.target_repr if seen else kind} #{change.target_id}"
+            by = change.actor_name or "the system"
+            label = f"{change.role_name}: {change.get_kind_display().lower()} {what} by {by}"
+            rows.append((f"{change.at:%Y-%m-%d %H:%M} UTC", label, change.reason))
         if not rows:
             return "—"
         return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: {} ({})</li>", rows))
-
-    @staticmethod
-    def _change_label(change: RoleChange) -> str:
-        """Name a change's target only when the viewer may see it (else its kind and id)."""
-        if not change.target_id or change.target_ct_id is None:
-            return str(change)
-        model, viewer = change.target_ct.model_class(), _viewer.get()
-        visible = model is not None and viewer is not None
-        if visible and restricted(viewer, model).filter(pk=change.target_id).exists():
-            return str(change)
-        what = f"{change.member_name or change.permission} on {change.target_ct.model}"
-        by = change.actor_name or "the system"
-        return f"{change.role_name}: {change.get_kind_display().lower()} {what} by {by}"
 
     def get_readonly_fields(self, request, obj=None):
         """Remember who looks: the object permissions name only what the viewer may see."""

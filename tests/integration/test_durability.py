@@ -129,7 +129,9 @@ def test_workers_killed_at_random_never_lose_a_run_or_repeat_an_effect(
     calls = calls_per_key()
     repeated = sum(count - 1 for count in calls.values())
     assert repeated <= 2 * kills
-    assert EffectJournal.objects.filter(run_id__in=[r.pk for r in runs]).count() == len(keys)
+    # One journal row per effect (tool steps also journal their verdict, under `:decision`).
+    journals = EffectJournal.objects.filter(run_id__in=[r.pk for r in runs])
+    assert journals.exclude(key__endswith=":decision").count() == len(keys)
     print(f"{kills} kills, {retried} steps needed more than one attempt, {repeated} repeated calls")
     # No worker survives a kill here: recovery includes starting the next worker under load.
     recovered = recovery_seconds(killed)
