@@ -235,7 +235,11 @@ def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVer
         raise DefinitionError(problems)
     with transaction.atomic():
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
-        needs_approval = actor is not SYSTEM and locked.version_approval_required
+        # Whoever exempted the workflow still needs a second person for their own versions:
+        # no one both grants themselves a power and uses it.
+        needs_approval = actor is not SYSTEM and (
+            locked.version_approval_required or exempted_by(locked) == actor.pk
+        )
         rule = _version_approval_rule(locked) if needs_approval else None
         latest = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
         live = locked.live_version
@@ -278,6 +282,24 @@ def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVer
         version.approval_request = request
         version.save(update_fields=["approval_request"])
     return version
+
+
+def exempted_by(workflow: Workflow) -> int | None:
+    """Return the id of who exempted a workflow from version approval (None: it is not exempt).
+
+    Read from the workflow's history: the change that switched the approval off and after which
+    it stayed off.
+    """
+    if workflow.version_approval_required:
+        return None
+    exempter = None
+    for record in workflow.history.order_by("-history_date", "-history_id").only(
+        "version_approval_required", "history_user_id"
+    ):
+        if record.version_approval_required:
+            break
+        exempter = record.history_user_id
+    return exempter
 
 
 def _version_approval_rule(workflow: Workflow) -> ApprovalRule:

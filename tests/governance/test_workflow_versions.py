@@ -193,6 +193,22 @@ def test_a_workflow_exempt_from_approval_publishes_at_once(company, maya_publish
     )
 
 
+def test_who_exempted_a_workflow_still_needs_a_second_person_for_their_own_versions(
+    company, maya_publishes, hank
+):
+    gina = fresh(company.gina)
+    governance.grant(company.admins, "orchestrator.publish_workflow", actor=SYSTEM)
+    gina = fresh(gina)
+    services.set_version_approval(company.payments, False, actor=gina, reason="a sandbox")
+    own = services.publish_version(company.payments, V2, actor=gina)
+    assert own.status == VersionStatus.PROPOSED and _live(company.payments) == 1
+    governance.decide_approval(_request(own), user=hank, decision="approve", comment="ok")
+    assert _live(company.payments) == 2
+    # Others publish to the exempt workflow at once.
+    theirs = services.publish_version(company.payments, V3, actor=maya_publishes)
+    assert theirs.status == VersionStatus.APPROVED and _live(company.payments) == 3
+
+
 def test_the_workflow_form_does_not_let_a_runner_switch_approval_off(company):
     maya = fresh(company.maya)
     url = reverse("admin:orchestrator_workflow_change", args=[company.payments.pk])
