@@ -238,7 +238,7 @@ def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVer
         # Whoever exempted the workflow still needs a second person for their own versions:
         # no one both grants themselves a power and uses it.
         needs_approval = actor is not SYSTEM and (
-            locked.version_approval_required or exempted_by(locked) == actor.pk
+            locked.version_approval_required or _exempted_by(locked) == actor.pk
         )
         rule = _version_approval_rule(locked) if needs_approval else None
         latest = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
@@ -284,7 +284,7 @@ def _publish(workflow: Workflow, definition, *, actor, note: str) -> WorkflowVer
     return version
 
 
-def exempted_by(workflow: Workflow) -> int | None:
+def _exempted_by(workflow: Workflow) -> int | None:
     """Return the id of who exempted a workflow from version approval (None: it is not exempt).
 
     Read from the workflow's history: the change that switched the approval off and after which
