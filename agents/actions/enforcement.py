@@ -833,6 +833,29 @@ def recheck(
     return now_caller
 
 
+def _audit_call(
+    action: str, caller: Caller, name: str, verdict: ToolVerdict, context: ToolContext, **entry
+) -> None:
+    """Audit what became of a decided call (called or refused), naming the caller and tool."""
+    body = entry.pop("body")
+    audit.record(
+        action=action,
+        actor=caller.user,
+        actor_kind=caller.kind,
+        target_type="agents.tool",
+        target_id=name[:64],
+        target_repr=verdict.target.get("repr", "") or name,
+        run_id=context.run_id,
+        step_id=context.step_id or None,
+        body={
+            "agent": caller.agent.slug if caller.agent is not None else None,
+            "caller": {"kind": caller.kind, "name": caller.name},
+            **body,
+        },
+        **entry,
+    )
+
+
 def record_refused(
     caller: Caller,
     name: str,
@@ -846,15 +869,12 @@ def record_refused(
     """Keep and audit that a decided call did not run because something changed; return it."""
     outcome = {"ok": False, "refused": True, "stage": refused.stage, "reason": refused.reason}
     ToolInvocation.objects.filter(key=invocation_key).update(outcome=outcome)
-    audit.record(
-        action="agents.tool.refused",
-        actor=caller.user,
-        actor_kind=caller.kind,
-        target_type="agents.tool",
-        target_id=name[:64],
-        target_repr=verdict.target.get("repr", "") or name,
-        run_id=context.run_id,
-        step_id=context.step_id or None,
+    _audit_call(
+        "agents.tool.refused",
+        caller,
+        name,
+        verdict,
+        context,
         decision={
             "verdict": Verdict.DENY,
             "stage": refused.stage,
@@ -866,8 +886,6 @@ def record_refused(
             "policy_version": refused.policy.get("policy_version"),
         },
         body={
-            "agent": caller.agent.slug if caller.agent is not None else None,
-            "caller": {"kind": caller.kind, "name": caller.name},
             "tool": name,
             "arguments": recordable(name, arguments),
             "arguments_digest": digest(arguments),
@@ -940,23 +958,18 @@ def execute_tool_call(
     recorded = storable_outcome(name, outcome)
     now = clock.now()
     ToolInvocation.objects.filter(key=invocation_key).update(executed_at=now, outcome=recorded)
-    audit.record(
-        action="agents.tool.called",
-        actor=caller.user,
-        actor_kind=caller.kind,
-        target_type="agents.tool",
-        target_id=name[:64],
-        target_repr=verdict.target.get("repr", "") or name,
-        run_id=context.run_id,
-        step_id=context.step_id or None,
+    _audit_call(
+        "agents.tool.called",
+        caller,
+        name,
+        verdict,
+        context,
         decision={
             "verdict": verdict.verdict,
             "approval_request": verdict.approval_request,
             "policy_version": (verdict.policy or {}).get("policy_version"),
         },
         body={
-            "agent": caller.agent.slug if caller.agent is not None else None,
-            "caller": {"kind": caller.kind, "name": caller.name},
             "tool": name,
             "arguments": spec.recordable(arguments),
             "arguments_digest": digest(arguments),

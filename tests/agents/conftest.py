@@ -249,3 +249,31 @@ def make_workflow_with(world):
         return started
 
     return run
+
+
+# What the fake OpenAI-compatible server answers by default: a final answer that validates.
+FAKE_FINAL = json.dumps({"result": {"done": True}, "confidence": 1})
+
+
+@pytest.fixture
+def fake_openai():
+    """A fake OpenAI-compatible server on 127.0.0.1 that gives every request a final answer."""
+    from tests.agents.fake_servers import FakeModelServer, Reply, openai_reply
+
+    fake = FakeModelServer(lambda request: Reply(openai_reply(FAKE_FINAL))).start()
+    yield fake
+    fake.stop()
+
+
+def openai_agent(make_agent, server, slug: str, tools: list[str]):
+    """Make an agent on a fake OpenAI-compatible provider with no retries, offered `tools`."""
+    provider = services.create_provider(
+        slug="fake-openai",
+        name="Fake OpenAI",
+        kind="openai",
+        base_url=server.url + "/v1",
+        max_retries=0,
+        timeout_seconds=10,
+        actor=SYSTEM,
+    )
+    return make_agent(slug, [], provider=provider, model="gpt-test", script=None, tools=tools)

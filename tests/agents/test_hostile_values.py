@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents import services
 from agents.models import ModelCall, ToolInvocation
 from agents.tools import ToolContext, tool
 from audit.actors import SYSTEM
@@ -29,12 +28,12 @@ from orchestrator import engine
 from orchestrator import services as workflows
 from orchestrator.engine import EngineError, InvalidInput
 from orchestrator.models import EffectJournal, RunSignal, StepRun, WorkflowRun
-from tests.agents.conftest import step_of
-from tests.agents.fake_servers import FakeModelServer, Reply, openai_reply
+from tests.agents.conftest import FAKE_FINAL, openai_agent, step_of
+from tests.agents.fake_servers import Reply, openai_reply
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
-FINAL = json.dumps({"result": {"done": True}, "confidence": 1})
+FINAL = FAKE_FINAL
 EXAMPLES = settings(
     max_examples=25,
     deadline=None,
@@ -148,30 +147,14 @@ def to_json(value: Any) -> str:
 
 
 @pytest.fixture
-def server():
-    fake = FakeModelServer(lambda request: Reply(openai_reply(FINAL))).start()
-    yield fake
-    fake.stop()
+def server(fake_openai):
+    return fake_openai
 
 
 @pytest.fixture
 def analyst(world, make_agent, server):
-    provider = services.create_provider(
-        slug="fake-openai",
-        name="Fake OpenAI",
-        kind="openai",
-        base_url=server.url + "/v1",
-        max_retries=0,
-        timeout_seconds=10,
-        actor=SYSTEM,
-    )
-    return make_agent(
-        "analyst",
-        [],
-        provider=provider,
-        model="gpt-test",
-        script=None,
-        tools=["incident.lookup_service", "test.hostile_echo"],
+    return openai_agent(
+        make_agent, server, "analyst", ["incident.lookup_service", "test.hostile_echo"]
     )
 
 

@@ -13,18 +13,16 @@ import json
 
 import pytest
 
-from agents import services
 from agents.models import ModelCall, ToolInvocation
 from agents.tools import ToolContext, tool
-from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from orchestrator.models import EffectJournal
-from tests.agents.conftest import body_of, step_of
-from tests.agents.fake_servers import FakeModelServer, Reply, openai_reply
+from tests.agents.conftest import FAKE_FINAL, body_of, openai_agent, step_of
+from tests.agents.fake_servers import Reply, openai_reply
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
-FINAL = json.dumps({"result": {"done": True}, "confidence": 1})
+FINAL = FAKE_FINAL
 RAN: list[str] = []
 RESULTS: dict[str, object] = {}
 
@@ -43,30 +41,14 @@ def _clean():
 
 
 @pytest.fixture
-def server():
-    fake = FakeModelServer(lambda request: Reply(openai_reply(FINAL))).start()
-    yield fake
-    fake.stop()
+def server(fake_openai):
+    return fake_openai
 
 
 @pytest.fixture
 def analyst(world, make_agent, server):
-    provider = services.create_provider(
-        slug="fake-openai",
-        name="Fake OpenAI",
-        kind="openai",
-        base_url=server.url + "/v1",
-        max_retries=0,
-        timeout_seconds=10,
-        actor=SYSTEM,
-    )
-    return make_agent(
-        "analyst",
-        [],
-        provider=provider,
-        model="gpt-test",
-        script=None,
-        tools=["incident.lookup_service", "test.hostile_result"],
+    return openai_agent(
+        make_agent, server, "analyst", ["incident.lookup_service", "test.hostile_result"]
     )
 
 
