@@ -1,0 +1,1 @@
+"""The audit trail's API: entries, proofs, checkpoints and evidence."""
