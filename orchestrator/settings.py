@@ -240,6 +240,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ApprovalStatusEnum": "governance.models.ApprovalStatus",
+        "EscalationStatusEnum": "governance.models.EscalationStatus",
+        "AgentStatusEnum": "agents.models.AgentStatus",
+    },
 }
 
 # Celery: PostgreSQL is the source of truth; a message only says "this step is ready".
