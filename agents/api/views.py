@@ -103,11 +103,6 @@ class AgentStatusView(APIView):
     """The kill switch: set an agent's status through the registry service, with a reason."""
 
     status: str = AgentStatus.ACTIVE
-    verb = {
-        AgentStatus.SUSPENDED: "Suspend",
-        AgentStatus.QUARANTINED: "Quarantine",
-        AgentStatus.ACTIVE: "Reactivate",
-    }
 
     def post(self, request, pk: int):
         """Change the status (403 without change on the agent, audited); answer the agent."""
