@@ -12,6 +12,10 @@ checks them through governance's one authorisation path (can() on the workflow o
 | start_run                                        | `change` on that workflow                  |
 | send_signal, cancel_run, pause_run, resume_run   | `change` on that run                       |
 | retry_step                                       | `change` on the step's run                 |
+| get_workflow, get_version, get_run (reads)       | `view` on that workflow or run             |
+| start_or_signal                                  | `change` on that workflow (and, to use an  |
+|                                                  | open run: `view` on it, `change` to signal)|
+| signal_by_business_key                           | `change` on the run the key names          |
 
 An object the actor may not see is refused as not found (404), a visible one they may not act on
 as forbidden (403); both are audited as `governance.access_denied`. A refusal is also an
@@ -36,7 +40,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from audit import clock
@@ -58,6 +62,7 @@ from orchestrator.models import (
     STEP_FINISHED,
     EffectJournal,
     RunSignal,
+    RunStatus,
     StepRun,
     VersionStatus,
     Workflow,
@@ -76,6 +81,8 @@ _SETTLED_AS = {
 }
 
 __all__ = [
+    "BUSINESS_KEY_POLICIES",
+    "BusinessKeyConflict",
     "EDITABLE_WORKFLOW_FIELDS",
     "DefinitionError",
     "EngineError",
@@ -87,6 +94,9 @@ __all__ = [
     "authorise",
     "cancel_run",
     "create_workflow",
+    "get_run",
+    "get_version",
+    "get_workflow",
     "pause_run",
     "publish_version",
     "resume_run",
@@ -94,6 +104,8 @@ __all__ = [
     "send_signal",
     "set_version_approval",
     "settle_version",
+    "signal_by_business_key",
+    "start_or_signal",
     "start_run",
     "update_workflow",
     "version_arguments",
@@ -110,6 +122,26 @@ class OperationNotVisible(NotVisible, EngineError):
 
 class VersionApprovalUnavailable(EngineError):
     """A version needs approval, but no approval rule says who approves versions."""
+
+
+class BusinessKeyConflict(EngineError):
+    """An open run already holds the business key a new start asked for (409)."""
+
+    code = "business_key_conflict"
+
+    def __init__(self, run: WorkflowRun):
+        self.run = run
+        super().__init__(
+            f"run {run.pk} of {run.workflow.slug!r} is {run.status} with business key "
+            f"{run.business_key!r}; start with business_key_policy 'use_existing' to use it"
+        )
+
+
+# What a start does when an open run of the workflow already holds its business key (as
+# Temporal's WorkflowIdConflictPolicy): refuse (`fail`, the default) or use that run.
+BUSINESS_KEY_POLICIES = ("fail", "use_existing")
+# A run holds its business key while it may still change: running or paused.
+_OPEN = (RunStatus.RUNNING, RunStatus.PAUSED)
 
 
 def _refuse(refusal: OperationDenied | OperationNotVisible):
@@ -463,10 +495,13 @@ def resume_run(run: WorkflowRun | int, *, actor) -> WorkflowRun:
 
 
 @requires_actor
-def retry_step(step: StepRun | int, *, actor) -> StepRun:
-    """Retry a failed step; its failed run resumes."""
+def retry_step(step: StepRun | int, *, actor, run: WorkflowRun | int | None = None) -> StepRun:
+    """Retry a failed step (of `run`, when given); its failed run resumes."""
     step_id = step.pk if isinstance(step, StepRun) else step
-    run = WorkflowRun.objects.filter(steps__pk=step_id).first()
+    runs = WorkflowRun.objects.filter(steps__pk=step_id)
+    if run is not None:
+        runs = runs.filter(pk=run.pk if isinstance(run, WorkflowRun) else run)
+    run = runs.first()
     if run is None:
         if actor is not SYSTEM:
             _refuse(OperationNotVisible(actor, "change", StepRun, step_id))
@@ -475,24 +510,165 @@ def retry_step(step: StepRun | int, *, actor) -> StepRun:
     return engine.retry_step(step_id, actor=actor)
 
 
-def _workflow_by_slug(slug: str, actor) -> Workflow:
+@requires_actor
+def get_workflow(slug: str, *, actor) -> Workflow:
+    """Return the workflow with this slug if the actor may see it; else refuse (404, audited)."""
+    workflow = _workflow_by_slug(slug, actor, "view")
+    authorise(actor, "view", workflow)
+    return workflow
+
+
+@requires_actor
+def get_version(workflow: Workflow, number: int, *, actor) -> WorkflowVersion:
+    """Return a workflow's version by number if the actor may see it; else refuse (404)."""
+    authorise(actor, "view", workflow)
+    version = (
+        WorkflowVersion.objects.filter(workflow=workflow, number=number)
+        .select_related("workflow", "base_version")
+        .first()
+    )
+    if version is None:
+        if actor is SYSTEM:
+            raise EngineError(f"{workflow.slug} has no version {number}")
+        _refuse(OperationNotVisible(actor, "view", WorkflowVersion, f"{workflow.slug} v{number}"))
+    return version
+
+
+@requires_actor
+def get_run(run_id: int, *, actor) -> WorkflowRun:
+    """Return a run if the actor may see it; else refuse (404, audited)."""
+    run = _run(run_id, actor, "view")
+    authorise(actor, "view", run)
+    return run
+
+
+@requires_actor
+def start_or_signal(
+    workflow: Workflow | str,
+    input: dict[str, Any] | None = None,
+    *,
+    started_by,
+    business_key: str = "",
+    business_key_policy: str = "fail",
+    signal: tuple[str, Any] | None = None,
+    trigger: str = "",
+    request_id: str = "",
+) -> tuple[WorkflowRun, bool]:
+    """Start a run, or meet the open run holding its business key; True when it started one.
+
+    At most one open (running or paused) run of a workflow holds a business key: a second start
+    is refused (`fail`, BusinessKeyConflict) or given that run (`use_existing`, which needs
+    `view` on it). `signal` (name, payload) is delivered to the run either way, in the same
+    transaction (signal-with-start); signalling an existing run needs `change` on it. Starts with
+    one business key are serialised by a transaction-scoped lock on (workflow, key), so two
+    concurrent starts give one run.
+    """
+    if business_key_policy not in BUSINESS_KEY_POLICIES:
+        raise ValueError(f"business_key_policy is one of {BUSINESS_KEY_POLICIES}")
+    if isinstance(workflow, str):
+        workflow = _workflow_by_slug(workflow, started_by)
+    authorise(started_by, "change", workflow)
+    try:
+        with transaction.atomic():
+            existing = None
+            if business_key:
+                _lock_business_key(workflow, business_key)
+                existing = (
+                    WorkflowRun.objects.filter(
+                        workflow=workflow, business_key=business_key, status__in=_OPEN
+                    )
+                    .select_related("workflow", "version")
+                    .order_by("-created_at", "-id")
+                    .first()
+                )
+            if existing is not None:
+                if business_key_policy == "fail":
+                    raise BusinessKeyConflict(existing)
+                authorise(started_by, "view", existing)
+                if signal is not None:
+                    authorise(started_by, "change", existing)
+                    engine.send_signal(existing.pk, signal[0], signal[1], sent_by=started_by)
+                return existing, False
+            run = engine.start_run(
+                workflow,
+                input,
+                started_by=started_by,
+                trigger=trigger,
+                business_key=business_key,
+                request_id=request_id,
+            )
+            if signal is not None:
+                # Part of the start the caller was allowed: no second check on the new run.
+                engine.send_signal(run.pk, signal[0], signal[1], sent_by=started_by)
+            return run, True
+    except (OperationDenied, OperationNotVisible) as refusal:
+        refusal.audit()  # its entry went with the rolled-back transaction: written again
+        raise
+
+
+def _lock_business_key(workflow: Workflow, business_key: str) -> None:
+    """Hold, until the transaction ends, the right to start a run with this business key."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                [f"steward:business-key:{workflow.pk}:{business_key}"],
+            )
+    else:
+        Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+
+
+@requires_actor
+def signal_by_business_key(
+    workflow: Workflow | str, business_key: str, name: str, payload: Any = None, *, sent_by
+) -> RunSignal:
+    """Send a signal to the open run of a workflow holding a business key (correlation).
+
+    No open run with that key, or one the sender may not see, is refused as not found (404).
+    """
+    if isinstance(workflow, str):
+        workflow = _workflow_by_slug(workflow, sent_by, "view")
+    authorise(sent_by, "view", workflow)
+    run = (
+        WorkflowRun.objects.filter(workflow=workflow, business_key=business_key, status__in=_OPEN)
+        .order_by("-created_at", "-id")
+        .first()
+        if business_key
+        else None
+    )
+    if run is None:
+        if sent_by is SYSTEM:
+            raise EngineError(f"no open run of {workflow.slug!r} has business key {business_key!r}")
+        _refuse(
+            OperationNotVisible(
+                sent_by,
+                "change",
+                WorkflowRun,
+                f"{workflow.slug}:{business_key}",
+                detail=f"No open run of {workflow.slug} with business key {business_key!r}.",
+            )
+        )
+    return send_signal(run, name, payload, sent_by=sent_by)
+
+
+def _workflow_by_slug(slug: str, actor, action: str = "change") -> Workflow:
     """Find a workflow by slug; for an actor, a hidden one is as missing as an absent one."""
-    workflow = Workflow.objects.filter(slug=slug).first()
+    workflow = Workflow.objects.filter(slug=slug).select_related("live_version").first()
     if workflow is None:
         if actor is not SYSTEM:
-            _refuse(OperationNotVisible(actor, "change", Workflow, slug))
+            _refuse(OperationNotVisible(actor, action, Workflow, slug))
         raise EngineError(f"no workflow has the slug {slug!r}")
     return workflow
 
 
-def _run(run: WorkflowRun | int, actor) -> WorkflowRun:
+def _run(run: WorkflowRun | int, actor, action: str = "change") -> WorkflowRun:
     """Accept a run or its id; for an actor, a missing run is refused like a hidden one."""
     if isinstance(run, WorkflowRun):
         return run
-    found = WorkflowRun.objects.filter(pk=run).first()
+    found = WorkflowRun.objects.filter(pk=run).select_related("workflow", "version").first()
     if found is None:
         if actor is not SYSTEM:
-            _refuse(OperationNotVisible(actor, "change", WorkflowRun, run))
+            _refuse(OperationNotVisible(actor, action, WorkflowRun, run))
         raise EngineError(f"no run has the id {run}")
     return found
 

@@ -228,6 +228,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
 }
 STEWARD_API_RATE = env_str("STEWARD_API_RATE", "1200/min")
+# How long an Idempotency-Key's response is replayed (seconds); after that the key is free again.
+STEWARD_IDEMPOTENCY_TTL = env_int("STEWARD_IDEMPOTENCY_TTL", 24 * 3600)
+# An in-flight Idempotency-Key older than this (seconds) was left by a crashed request.
+STEWARD_IDEMPOTENCY_ABANDONED_AFTER = env_int("STEWARD_IDEMPOTENCY_ABANDONED_AFTER", 300)
 # The key of API tokens' stored hashes; derived from SECRET_KEY when unset (rotating either
 # invalidates every token).
 STEWARD_TOKEN_HASH_KEY = env_optional_secret("STEWARD_TOKEN_HASH_KEY") or ""
@@ -244,6 +248,9 @@ SPECTACULAR_SETTINGS = {
         "ApprovalStatusEnum": "governance.models.ApprovalStatus",
         "EscalationStatusEnum": "governance.models.EscalationStatus",
         "AgentStatusEnum": "agents.models.AgentStatus",
+        "RunStatusEnum": "orchestrator.models.RunStatus",
+        "StepStatusEnum": "orchestrator.models.StepStatus",
+        "VersionStatusEnum": "orchestrator.models.VersionStatus",
     },
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from audit import services as audit
@@ -59,3 +60,19 @@ class TokenScope(permissions.BasePermission):
             },
         )
         return False
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Describe bearer tokens to the OpenAPI schema (drf-spectacular)."""
+
+    target_class = BearerTokenAuthentication
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema):
+        """Return the scheme: `Authorization: Bearer stw_...`."""
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "stw_<id>_<secret>",
+            "description": "An API token; read-only tokens are refused on every write (403).",
+        }

@@ -19,7 +19,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from governance.actions.common import GovernanceError
-from orchestrator.engine import EngineError
+from orchestrator.definitions import DefinitionError
+from orchestrator.engine import EngineError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ def _field_errors(detail) -> dict[str, list[str]]:
 def exception_handler(exc, context):
     """DRF's exception handler, answering every error as problem details."""
     request = context.get("request")
+    # Content the services found invalid (a definition, a run's input) is 422; a body DRF could
+    # not even read into its fields stays 400.
+    if isinstance(exc, DefinitionError):
+        exc = _unprocessable(_definition_errors(exc))
+    elif isinstance(exc, InvalidInput):
+        exc = _unprocessable({"input": list(exc.errors)})
     if isinstance(exc, GovernanceError):
         exc = _refused(exc, status.HTTP_422_UNPROCESSABLE_ENTITY)
     elif isinstance(exc, EngineError) and not isinstance(exc, (Http404, PermissionDenied)):
@@ -115,7 +122,8 @@ def exception_handler(exc, context):
     else:
         text = str(detail)
     kind = getattr(exc, "problem_type", "") or ""
-    body = problem(request, response.status_code, text, kind=kind, errors=errors)
+    extra = getattr(exc, "problem_extra", None) or {}
+    body = problem(request, response.status_code, text, kind=kind, errors=errors, **extra)
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         body["retry_after"] = int(exc.wait)
     response.data = body
@@ -128,7 +136,30 @@ def _refused(exc, status_code: int) -> exceptions.APIException:
     error = exceptions.APIException(str(exc))
     error.status_code = status_code
     error.problem_type = f"refused/{getattr(exc, 'code', '') or type(exc).__name__}"
+    run = getattr(exc, "run", None)
+    if run is not None and getattr(run, "pk", None) is not None:
+        error.problem_extra = {"run_id": run.pk}  # the run a business-key conflict names
     return error
+
+
+def _unprocessable(errors: dict[str, list[str]]) -> exceptions.ValidationError:
+    """Return a validation error answered as 422 (Unprocessable content)."""
+    error = exceptions.ValidationError(errors)
+    error.status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    return error
+
+
+def _definition_errors(exc: DefinitionError) -> dict[str, list[str]]:
+    """Key a definition's problems by where they are: `definition.steps.<step>.<field>`."""
+    errors: dict[str, list[str]] = {}
+    for found in exc.problems:
+        where = "definition"
+        if found.step:
+            where += f".steps.{found.step}"
+        if found.field:
+            where += f".{found.field}"
+        errors.setdefault(where, []).append(found.message)
+    return errors
 
 
 def django_error(request, status_code: int, detail: str) -> JsonResponse:

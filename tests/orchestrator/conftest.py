@@ -5,7 +5,9 @@ import pytest
 from audit.actors import SYSTEM
 from orchestrator import engine, services
 from orchestrator.definitions import compiled_version
+from tests.governance.conftest import company  # noqa: F401  (the API tests' company)
 from tests.orchestrator import testtools
+from tests.orchestrator.api_world import world  # noqa: F401  (the API tests' callers)
 
 
 @pytest.fixture(autouse=True)

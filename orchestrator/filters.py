@@ -1,0 +1,65 @@
+"""The filtersets of workflows and runs, shared by the API and the web pages."""
+
+from __future__ import annotations
+
+import django_filters
+from django.db.models import Exists, OuterRef, Q
+
+from orchestrator.models import RunStatus, StepRun, StepStatus, Workflow, WorkflowRun
+
+# What a waiting step waits on, read from how the engine parks it: a reserved signal names an
+# approval or an escalation; a step parked by its `on_failure` handler has neither signal nor
+# timer and names what it awaits in its error; a timer alone is a sleep; any other signal is one
+# sent from outside. (A parent waiting for its children, `children:...`, waits on none of these.)
+WAITING_ON = {
+    "timer": Q(wait_signal="", wake_at__isnull=False),
+    "signal": Q(wait_signal__gt="")
+    & ~Q(wait_signal__startswith="approval:")
+    & ~Q(wait_signal__startswith="escalation:")
+    & ~Q(wait_signal__startswith="children:"),
+    "approval": Q(wait_signal__startswith="approval:"),
+    "escalation": Q(wait_signal__startswith="escalation:")
+    | Q(wait_signal="", wake_at__isnull=True, error__has_key="awaiting"),
+}
+
+
+def waiting_on_q(what: str) -> Q:
+    """Return the runs with a step waiting on `what` (timer, signal, approval, escalation)."""
+    steps = StepRun.objects.filter(WAITING_ON[what], run=OuterRef("pk"), status=StepStatus.WAITING)
+    return Q(Exists(steps))
+
+
+class WorkflowFilter(django_filters.FilterSet):
+    """Workflows by activity."""
+
+    is_active = django_filters.BooleanFilter()
+
+    class Meta:
+        model = Workflow
+        fields = ["is_active"]
+
+
+class RunFilter(django_filters.FilterSet):
+    """Runs by workflow, status, business key, who started them, when, and what they wait on."""
+
+    workflow = django_filters.CharFilter(field_name="workflow__slug", help_text="Workflow slug.")
+    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
+    business_key = django_filters.CharFilter()
+    started_by = django_filters.CharFilter(
+        field_name="started_by_name", help_text="Username of who started the run."
+    )
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    waiting_on = django_filters.ChoiceFilter(
+        choices=[(key, key) for key in WAITING_ON],
+        method="filter_waiting_on",
+        help_text="Runs with a step waiting on a timer, a signal, an approval or an escalation.",
+    )
+
+    class Meta:
+        model = WorkflowRun
+        fields = ["workflow", "status", "business_key", "started_by"]
+
+    def filter_waiting_on(self, queryset, name, value):
+        """Keep the runs with a step waiting on `value`."""
+        return queryset.filter(waiting_on_q(value)) if value else queryset
