@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from audit import services as audit
@@ -59,3 +60,18 @@ class TokenScope(permissions.BasePermission):
             },
         )
         return False
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Describe bearer tokens in the OpenAPI schema (registered by being defined)."""
+
+    target_class = BearerTokenAuthentication
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema):
+        """Return the HTTP bearer scheme, with the token's form."""
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "stw_<id>_<secret>",
+        }
