@@ -45,6 +45,13 @@ class SeqCursorPagination(pagination.CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def decode_cursor(self, request):
+        """Read the cursor; one this API did not write is a malformed request (400), not a 404."""
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise exceptions.ValidationError({"cursor": [self.invalid_cursor_message]}) from None
+
 
 def _refuse(request, model, object_id) -> exceptions.NotFound:
     """Return the 404 for an object the caller may not see, auditing it when it was a refusal.

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.api.schema import problems
 from governance import services
 from governance.api.serializers import WhoAmISerializer
 from governance.models import ApiToken
@@ -14,7 +15,7 @@ from governance.models import ApiToken
 class WhoAmIView(APIView):
     """Say who the caller is: an integration checks its token here."""
 
-    @extend_schema(responses=WhoAmISerializer, summary="The calling principal")
+    @extend_schema(responses={200: WhoAmISerializer, **problems()}, summary="The calling principal")
     def get(self, request):
         """Return the caller's principal, roles and (with a token) the token's facts."""
         user = request.user

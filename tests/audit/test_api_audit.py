@@ -423,3 +423,8 @@ def test_listing_entries_costs_the_same_queries_for_any_page_size(trail):
     sequence_all()
     assert cost(30) == small
     assert small <= 6
+
+
+def test_a_cursor_the_api_did_not_write_is_a_400(trail):
+    body = _problem(as_user(fresh(trail.gina)).get(ENTRIES, {"cursor": "kept"}), 400)
+    assert "cursor" in body["errors"]
