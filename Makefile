@@ -21,7 +21,7 @@ else
 WORKER_ARGS ?= --pool solo
 endif
 
-.PHONY: run test lint format bench install clean migrate
+.PHONY: run test fuzz lint format bench install clean migrate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ run: migrate
 
 test: $(STAMP)
 	STEWARD_FIND_SERVICES=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The schemathesis run of every API operation that `make test` bounds to 5 examples each, with many
+# more (FUZZ_EXAMPLES=1000 make fuzz for longer).
+FUZZ_EXAMPLES ?= 200
+fuzz: $(STAMP)
+	STEWARD_FIND_SERVICES=1 STEWARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_api_schema_fuzz.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -128,19 +128,26 @@ def read_checkpoint_file(path: str) -> dict:
     return {name: data[name] for name in CHECKPOINT_FIELDS}
 
 
-def build_bundle(seqs: list[int], *, since: dict | None = None) -> dict:
+def build_bundle(
+    seqs: list[int], *, since: dict | None = None, checkpoint: AuditCheckpoint | None = None
+) -> dict:
     """Return an evidence bundle for the entries at `seqs`.
 
     With `since`, an older checkpoint the reader kept, the bundle also proves that its own
-    checkpoint extends that one (a consistency proof); `seqs` may then be empty.
+    checkpoint extends that one (a consistency proof); `seqs` may then be empty. With
+    `checkpoint`, the bundle is proven against that one (which must cover every seq; `seqs` may
+    be empty) instead of the newest, which is sequenced and signed first when it is not enough.
     """
-    if not seqs and since is None:
+    if not seqs and since is None and checkpoint is None:
         raise ExportError("no entries chosen")
     seqs = sorted(set(seqs))
     needed = seqs[-1] if seqs else -1
     if since is not None:
         needed = max(needed, _check_since(since) - 1)
-    checkpoint = _covering_checkpoint(needed)
+    if checkpoint is None:
+        checkpoint = _covering_checkpoint(needed)
+    elif checkpoint.tree_size <= needed:
+        raise ExportError(f"seq {needed} is not covered by checkpoint #{checkpoint.pk}")
     tree = MerkleTree(_leaf_hashes(checkpoint.tree_size))
     if tree.root().hex() != checkpoint.root_hash:
         raise ExportError(

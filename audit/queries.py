@@ -1,4 +1,4 @@
-"""Reading the audit trail: one filter for the admin, the report page and the exports."""
+"""Reading the audit trail: typed report criteria (filtered by audit.filters) and the exports."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from audit.models import AuditEntry
 
@@ -45,6 +45,8 @@ class AuditFilter:
     request_id: str = ""
     since: datetime | None = None
     until: datetime | None = None
+    seq_min: int | None = None
+    seq_max: int | None = None
 
     def is_empty(self) -> bool:
         """Tell whether the filter selects everything."""
@@ -55,43 +57,21 @@ class AuditFilter:
         return {
             key: value.isoformat() if isinstance(value, datetime) else value
             for key, value in asdict(self).items()
-            if value
+            if value or value == 0
         }
+
+
+def entry_listing() -> QuerySet[AuditEntry]:
+    """Return every entry, newest first, with its sequence number: what the report lists."""
+    return AuditEntry.objects.select_related("leaf").order_by("-created_at", "-id")
 
 
 def search_entries(criteria: AuditFilter | None = None) -> QuerySet[AuditEntry]:
     """Return the entries matching a report filter, newest first, with their sequence numbers."""
+    from audit.filters import AuditEntryFilter
+
     criteria = criteria or AuditFilter()
-    queryset = AuditEntry.objects.select_related("leaf").order_by("-created_at", "-id")
-    if criteria.actor:
-        actor = criteria.actor.strip()
-        match = Q(actor_name=actor)
-        if actor.isdigit():
-            match |= Q(actor_id=int(actor))
-        queryset = queryset.filter(match)
-    if criteria.actor_kind:
-        queryset = queryset.filter(actor_kind=criteria.actor_kind)
-    if criteria.agent:
-        queryset = queryset.filter(actor_kind="agent", actor_name=criteria.agent)
-    if criteria.action:
-        action = criteria.action.strip()
-        if action.endswith("*"):
-            queryset = queryset.filter(action__startswith=action[:-1])
-        else:
-            queryset = queryset.filter(action=action)
-    if criteria.target_type:
-        queryset = queryset.filter(target_type=criteria.target_type)
-    if criteria.target_id:
-        queryset = queryset.filter(target_id=criteria.target_id)
-    if criteria.run_id:
-        queryset = queryset.filter(run_id=criteria.run_id)
-    if criteria.request_id:
-        queryset = queryset.filter(request_id=criteria.request_id)
-    if criteria.since:
-        queryset = queryset.filter(created_at__gte=criteria.since)
-    if criteria.until:
-        queryset = queryset.filter(created_at__lt=criteria.until)
-    return queryset
+    return AuditEntryFilter(criteria.as_query(), queryset=entry_listing()).qs
 
 
 def export_row(entry: AuditEntry) -> dict:

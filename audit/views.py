@@ -12,9 +12,9 @@ from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from audit.forms import AuditReportForm
+from audit.filters import AuditEntryFilter
 from audit.models import AuditEntry
-from audit.queries import AuditFilter, iter_csv, iter_json, search_entries
+from audit.queries import entry_listing, iter_csv, iter_json
 from audit.services import latest_checkpoint
 
 
@@ -45,28 +45,25 @@ def audit_reader_required(view):
     return guarded
 
 
-def _criteria(request) -> AuditFilter | None:
-    """Return the filter in the query string, or None when it is invalid."""
-    form = AuditReportForm(request.GET or None)
-    if not request.GET:
-        return AuditFilter()
-    return form.to_filter() if form.is_valid() else None
+def _filtered(request) -> AuditEntryFilter:
+    """Return the report's filter of the query string over the entries this reader may read."""
+    entries = entry_listing().restrict(request.user, "view")
+    return AuditEntryFilter(request.GET or None, queryset=entries)
 
 
 @audit_reader_required
 def report(request):
     """Show the audit entries matching the filter, a page at a time."""
-    form = AuditReportForm(request.GET or None)
-    criteria = form.to_filter() if form.is_valid() else AuditFilter()
-    entries = search_entries(criteria).restrict(request.user, "view")
-    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    filtered = _filtered(request)
+    # An invalid field is shown with its error and does not filter; the valid ones do.
+    page = Paginator(filtered.qs, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(
         request,
         "audit/report.html",
         {
-            "form": form,
+            "form": filtered.form,
             "page": page,
             "query": query.urlencode(),
             "checkpoint": latest_checkpoint(),
@@ -78,10 +75,10 @@ def report(request):
 @audit_reader_required
 def export(request, fmt: str):
     """Stream the entries matching the filter as CSV or JSON."""
-    criteria = _criteria(request)
-    if criteria is None:
+    filtered = _filtered(request)
+    if filtered.is_bound and not filtered.is_valid():
         return HttpResponseBadRequest("Invalid filter.")
-    entries = search_entries(criteria).restrict(request.user, "view")
+    entries = filtered.qs
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "csv":
         response = StreamingHttpResponse(iter_csv(entries), content_type="text/csv")

@@ -37,13 +37,19 @@ _MEANINGS = {
     429: "Too many requests: wait the Retry-After seconds.",
 }
 
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# Keyed by (status, media type): errors are served as problem+json, and the schema says so.
 PROBLEM_RESPONSES = {
-    status: OpenApiResponse(ProblemSerializer, description=meaning)
+    (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(ProblemSerializer, description=meaning)
     for status, meaning in _MEANINGS.items()
 }
 
 
-def problems(*statuses: int) -> dict[int, OpenApiResponse]:
+def problems(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
     """Return the problem responses for the given statuses, plus 401 and 429 (every operation)."""
     wanted = {401, 429, *statuses}
-    return {status: PROBLEM_RESPONSES[status] for status in sorted(wanted)}
+    return {
+        (status, PROBLEM_CONTENT_TYPE): PROBLEM_RESPONSES[status, PROBLEM_CONTENT_TYPE]
+        for status in sorted(wanted)
+    }

@@ -29,7 +29,7 @@ from governance.models import ApiToken, ApprovalRequest, DecisionKind, Escalatio
 class WhoAmIView(APIView):
     """Say who the caller is: an integration checks its token here."""
 
-    @extend_schema(responses=WhoAmISerializer, summary="The calling principal")
+    @extend_schema(responses={200: WhoAmISerializer, **problems()}, summary="The calling principal")
     def get(self, request):
         """Return the caller's principal, roles and (with a token) the token's facts."""
         user = request.user

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", include("governance.api.urls")),
     path("", include("agents.api.urls")),
     path("", include("orchestrator.api.routes")),
+    path("", include("audit.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

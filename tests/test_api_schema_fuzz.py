@@ -1,0 +1,75 @@
+"""schemathesis against the served OpenAPI schema: every operation, no 5xx, every response as
+the schema says.
+
+The schema is read from `/api/v1/schema/` of the running Django app at test time, so every
+operation any app adds is fuzzed without naming it here. The caller is a governance admin who
+also reads the audit trail, with a bearer token, in the governance suite's company with a
+sealed audit trail (so entries have proofs and checkpoints exist). `STEWARD_FUZZ_EXAMPLES`
+bounds the examples per operation: 5 by default (`make test`), 200 for `make fuzz`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import schemathesis
+from django.core.wsgi import get_wsgi_application
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from audit import services as audit
+from audit.actors import SYSTEM
+from governance import services
+from tests.audit.conftest import _audit_key, seal  # noqa: F401
+from tests.governance.conftest import _no_publishing, company, fresh  # noqa: F401
+
+BOUNDED_EXAMPLES = 5
+EXAMPLES = int(os.environ.get("STEWARD_FUZZ_EXAMPLES", BOUNDED_EXAMPLES))
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture
+def fuzz_token(company, settings):  # noqa: F811 (the governance suite's fixture)
+    """A token of gina, a governance admin who also reads the audit trail; the trail sealed."""
+    settings.STEWARD_API_RATE = "100000/min"  # fuzzing is many requests; 429 is tested apart
+    for permission in ("audit.view_auditentry", "audit.view_auditcheckpoint"):
+        services.grant(company.admins, permission, actor=SYSTEM)
+    for action in ("view", "add", "change"):
+        services.grant(company.admins, f"governance.{action}_apitoken", actor=SYSTEM)
+    gina = fresh(company.gina)
+    audit.record(action="run.started", actor=gina, run_id=str(company.run.pk), body={"n": 1})
+    _, token = services.issue_token(gina, actor=gina, name="fuzz")
+    seal()
+    return token
+
+
+@pytest.fixture
+def served_schema(fuzz_token):
+    """The schema as the app serves it, bound to the app for in-process calls."""
+    return schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", get_wsgi_application())
+
+
+schema = schemathesis.pytest.from_fixture("served_schema")
+
+
+@pytest.mark.django_db(transaction=True)
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= BOUNDED_EXAMPLES,  # make test repeats itself; make fuzz explores
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_operation_answers_as_its_schema_says(case, fuzz_token):
+    case.call_and_validate(headers={"Authorization": f"Bearer {fuzz_token}"}, checks=CHECKS)
