@@ -240,6 +240,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookEventTypeEnum": "governance.models.WebhookEventType",
+    },
 }
 
 # Celery: PostgreSQL is the source of truth; a message only says "this step is ready".

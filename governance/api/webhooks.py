@@ -171,6 +171,7 @@ def _person(user, username: str):
 class SubscriptionDetailView(GenericAPIView):
     """Read, change or delete one subscription."""
 
+    queryset = WebhookSubscription.objects.none()  # for the schema; reads go through get_for()
     serializer_class = SubscriptionSerializer
 
     def _get(self, request, pk):
@@ -212,6 +213,7 @@ class SubscriptionDetailView(GenericAPIView):
 class SubscriptionDeliveriesView(GenericAPIView):
     """The deliveries of one subscription, newest first."""
 
+    queryset = WebhookDelivery.objects.none()  # for the schema; reads go through get_for()
     pagination_class = NewestFirst
     serializer_class = DeliverySerializer
 
@@ -230,6 +232,7 @@ class SubscriptionDeliveriesView(GenericAPIView):
 class DeliveryReplayView(GenericAPIView):
     """Send a delivery's payload again."""
 
+    queryset = WebhookDelivery.objects.none()  # for the schema; reads go through get_for()
     serializer_class = DeliverySerializer
 
     @extend_schema(
