@@ -54,6 +54,8 @@ from governance.models import (
     Resolution,
     Role,
     RoleChange,
+    WebhookDelivery,
+    WebhookSubscription,
 )
 from governance.permissions import can, has_model_permission, restricted
 
@@ -976,6 +978,116 @@ class ApiTokenAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
                 token, actor=request.user, reason=f"revoked in the admin by {request.user}"
             )
         self.message_user(request, "Revoked.", messages.SUCCESS)
+
+
+# --- outbound webhooks -----------------------------------------------------------------------
+
+
+class WebhookDeliveryInline(ReadOnlyInline):
+    """The latest deliveries of a subscription."""
+
+    model = WebhookDelivery
+    fields = ["event_type", "webhook_id", "status", "attempts", "last_status_code", "last_error"]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+    max_num = 0
+    show_change_link = True
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(GovernedAdminMixin, admin.ModelAdmin):
+    """Subscriptions are made through the API or the services (the secret is shown once there);
+    here they are read, disabled and re-activated, each change through the webhook services."""
+
+    ask_change_reason = False
+    list_display = ["owner", "url", "active", "disabled_reason", "consecutive_failures"]
+    list_filter = ["active"]
+    search_fields = ["url", "owner__username", "description"]
+    fields = [
+        "owner",
+        "url",
+        "description",
+        "event_types",
+        "active",
+        "disabled_reason",
+        "consecutive_failures",
+        "created_by_name",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+    inlines = [WebhookDeliveryInline]
+    actions = ["disable_selected", "reactivate_selected"]
+
+    def has_add_permission(self, request, *args):
+        """Subscribe through the API, which shows the signing secret once."""
+        return False
+
+    def delete_model(self, request, obj):
+        """Delete through the webhook service (audited)."""
+        services.delete_subscription(obj, actor=request.user)
+
+    @admin.action(description="Disable the selected subscriptions", permissions=["change"])
+    def disable_selected(self, request, queryset):
+        """Stop sending to each selected subscription."""
+        for subscription in queryset:
+            services.update_subscription(subscription, actor=request.user, active=False)
+        self.message_user(request, "Disabled.", messages.SUCCESS)
+
+    @admin.action(description="Re-activate the selected subscriptions", permissions=["change"])
+    def reactivate_selected(self, request, queryset):
+        """Send again to each selected subscription; its failure count starts over."""
+        for subscription in queryset:
+            services.update_subscription(subscription, actor=request.user, active=True)
+        self.message_user(request, "Re-activated.", messages.SUCCESS)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(GovernedAdminMixin, admin.ModelAdmin):
+    """The outbox: every delivery, its attempts and its outcome; replayed by an action."""
+
+    ask_change_reason = False
+    list_display = ["event_type", "subscription", "status", "attempts", "last_status_code"]
+    list_display += ["created_at", "delivered_at"]
+    list_filter = ["status", "event_type"]
+    search_fields = ["webhook_id", "subscription__url"]
+    list_select_related = ["subscription__owner"]
+    fields = [
+        "subscription",
+        "event_type",
+        "webhook_id",
+        "payload_json",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "replay_of",
+        "created_at",
+        "delivered_at",
+    ]
+    readonly_fields = fields
+    actions = ["replay_selected"]
+
+    @admin.display(description="Payload")
+    def payload_json(self, obj):
+        """Show the body that was signed and sent."""
+        return pretty_json(obj.payload)
+
+    def has_add_permission(self, request, *args):
+        """Deliveries are written by events, never by hand."""
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        """A delivery is the record of what was sent."""
+        return False
+
+    @admin.action(description="Replay the selected deliveries", permissions=["change"])
+    def replay_selected(self, request, queryset):
+        """Send each selected delivery's payload again (a new webhook-id), through the service."""
+        for delivery in queryset.select_related("subscription"):
+            services.replay_delivery(delivery, actor=request.user)
+        self.message_user(request, "Queued again.", messages.SUCCESS)
 
 
 # --- Django's users and groups ---------------------------------------------------------------

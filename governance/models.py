@@ -614,3 +614,111 @@ class ApiToken(models.Model):
     def usable_at(self, moment) -> bool:
         """Tell whether the token is neither revoked nor expired at a moment."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)
+
+
+# --- outbound webhooks ---------------------------------------------------------------------------
+
+
+class WebhookEventType(models.TextChoices):
+    RUN_STARTED = "run.started", "Run started"
+    RUN_SUCCEEDED = "run.succeeded", "Run succeeded"
+    RUN_FAILED = "run.failed", "Run failed"
+    RUN_WAITING = "run.waiting", "Run waiting (a step waits for a signal, timer or decision)"
+    APPROVAL_REQUESTED = "approval.requested", "Approval requested"
+    APPROVAL_DECIDED = "approval.decided", "Approval decided"
+    ESCALATION_OPENED = "escalation.opened", "Escalation opened"
+    ESCALATION_RESOLVED = "escalation.resolved", "Escalation resolved"
+    AGENT_QUARANTINED = "agent.quarantined", "Agent quarantined"
+
+
+class WebhookSubscriptionQuerySet(RestrictedQuerySet):
+    """Subscriptions: an integration sees and changes its own; the rest goes through permissions."""
+
+    def owner_q(self, user, action):
+        """The subscriptions `user` (an integration) owns."""
+        return Q(owner=user) if action in ("view", "change", "delete") else None
+
+
+class WebhookSubscription(models.Model):
+    """Where an integration wants Steward's events POSTed, signed per Standard Webhooks.
+
+    The signing secret (`whsec_` + base64 of 32 random bytes) is symmetric: Steward needs it to
+    sign, so it is kept Fernet-encrypted with STEWARD_SECRETS_KEY and shown only when created.
+    """
+
+    owner = models.ForeignKey(
+        USER,
+        on_delete=models.CASCADE,
+        related_name="webhook_subscriptions",
+        help_text="The integration principal the events go to; it sees only what it may view.",
+    )
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=300, blank=True)
+    event_types = models.JSONField(default=list, help_text="The event types it receives.")
+    secret_encrypted = models.TextField(editable=False)
+    active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    created_by_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    objects = WebhookSubscriptionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.owner} → {self.url}"
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (not retried: refused, 410, or its subscription disabled)"
+    DEAD = "dead", "Dead (every retry failed)"
+
+
+class WebhookDeliveryQuerySet(RestrictedQuerySet):
+    """Deliveries: seen with their subscription."""
+
+    permission_parent = "subscription"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one event for one subscription, written in the event's transaction."""
+
+    subscription = models.ForeignKey(
+        WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event_type = models.CharField(max_length=64, choices=WebhookEventType.choices)
+    webhook_id = models.CharField(max_length=64, unique=True, help_text="The `webhook-id` header.")
+    payload = models.JSONField(help_text="The body sent: type, timestamp and data (ids, facts).")
+    status = models.CharField(
+        max_length=16, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+    )
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WebhookDeliveryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_delivery_due",
+                condition=Q(status="pending"),
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} {self.webhook_id} ({self.status})"

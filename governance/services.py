@@ -81,6 +81,14 @@ from governance.actions.roles import (
 )
 from governance.actions.runs import close_for_ended_run, holds_open_for_run
 from governance.actions.tokens import TokenRefused, authenticate_token, issue_token, revoke_token
+from governance.actions.webhooks import (
+    DestinationRefused,
+    create_subscription,
+    delete_subscription,
+    enqueue_event,
+    replay_delivery,
+    update_subscription,
+)
 from governance.permissions import AccessDenied, NotVisible, can
 from governance.permissions import get_for as _get_for
 
@@ -89,6 +97,12 @@ from governance.permissions import get_for as _get_for
 get_for = audited_refusals(_get_for)
 
 __all__ = [
+    "DestinationRefused",
+    "create_subscription",
+    "delete_subscription",
+    "enqueue_event",
+    "replay_delivery",
+    "update_subscription",
     "AccessDenied",
     "TokenRefused",
     "authenticate_token",

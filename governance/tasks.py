@@ -4,6 +4,7 @@ from celery import shared_task
 
 from audit.actors import SYSTEM
 from governance import services
+from governance.actions import webhooks
 
 
 @shared_task(name="governance.sweep_overdue_approvals", acks_late=True, ignore_result=True)
@@ -14,3 +15,15 @@ def sweep_overdue_approvals() -> int:
     whose timer was lost and for requests opened outside a workflow (an agent's tool call).
     """
     return services.sweep_overdue(actor=SYSTEM)
+
+
+@shared_task(name="governance.deliver_webhook", acks_late=True, ignore_result=True)
+def deliver_webhook(delivery_id: int) -> None:
+    """Make the first attempt of a new outbox delivery (a second run finds it claimed)."""
+    webhooks.deliver(delivery_id, actor=SYSTEM, due_only=False)
+
+
+@shared_task(name="governance.deliver_webhooks", acks_late=True, ignore_result=True)
+def deliver_webhooks() -> int:
+    """Attempt the outbox deliveries that are due: retries, and first attempts that were lost."""
+    return webhooks.deliver_due(actor=SYSTEM)

@@ -30,10 +30,12 @@ from governance.admin_mixins import (
     audited_view,
 )
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
-from orchestrator import services
+from orchestrator import inbound, services
 from orchestrator.forms import PublishVersionForm, SendSignalForm, StartRunForm
 from orchestrator.models import (
     EffectJournal,
+    InboundEndpoint,
+    InboundHook,
     RunEvent,
     RunSignal,
     StepRun,
@@ -651,3 +653,62 @@ class EffectJournalAdmin(RestrictedThroughParentAdmin):
     search_fields = ["key", "name", "=run__id"]
     list_select_related = ["run", "step_run"]
     readonly_fields = [f.name for f in EffectJournal._meta.fields]
+
+
+@admin.register(InboundEndpoint)
+class InboundEndpointAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
+    """Inbound webhook endpoints: configured here; the signing secret is shown once, on add."""
+
+    list_display = ["slug", "name", "action", "workflow", "principal", "active"]
+    list_filter = ["action", "active"]
+    search_fields = ["slug", "name"]
+    fields = [
+        "slug",
+        "name",
+        "principal",
+        "action",
+        "workflow",
+        "input_mapping",
+        "business_key_pointer",
+        "signal_name",
+        "signal_payload_pointer",
+        "active",
+    ]
+
+    def save_model(self, request, obj, form, change):
+        """Create through the inbound service (showing the secret once); edit as governed."""
+        if change:
+            return super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        endpoint, secret = inbound.create_endpoint(
+            slug=data["slug"],
+            name=data["name"],
+            principal=data["principal"],
+            action=data["action"],
+            workflow=data["workflow"],
+            input_mapping=data.get("input_mapping") or {},
+            business_key_pointer=data.get("business_key_pointer", ""),
+            signal_name=data.get("signal_name", ""),
+            signal_payload_pointer=data.get("signal_payload_pointer", ""),
+            actor=request.user,
+        )
+        obj.pk = endpoint.pk
+        obj._state.adding = False
+        self.message_user(
+            request,
+            f"Endpoint /api/v1/hooks/{endpoint.slug}/ created. Give the sender its secret now; "
+            f"it is not shown again: {secret}",
+            messages.WARNING,
+        )
+
+
+@admin.register(InboundHook)
+class InboundHookAdmin(RestrictedThroughParentAdmin):
+    """Received webhooks: which webhook-id did what (a replayed id is answered, not redone)."""
+
+    parent_field = "endpoint"
+    parent_model = InboundEndpoint
+
+    list_display = ["endpoint", "webhook_id", "received_at", "business_key", "run_id"]
+    list_filter = ["endpoint"]
+    search_fields = ["webhook_id", "business_key"]

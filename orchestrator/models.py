@@ -399,3 +399,81 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return f"{self.key} of user {self.principal_id}"
+
+
+# --- inbound webhooks ----------------------------------------------------------------------------
+
+
+class InboundAction(models.TextChoices):
+    START_RUN = "start_run", "Start a run"
+    SEND_SIGNAL = "send_signal", "Send a signal to the run with the business key"
+
+
+class InboundEndpoint(models.Model):
+    """An admin-configured receiver at /api/v1/hooks/<slug>/: its secret, whom it acts as, and
+    how a payload maps to starting a run or signalling one.
+
+    `input_mapping` maps each run input field to a JSON pointer into the payload (RFC 6901,
+    e.g. {"incident": "/alert/id"}); `business_key_pointer` points at the business key. The
+    Standard Webhooks secret (`whsec_...`) is kept Fernet-encrypted with STEWARD_SECRETS_KEY.
+    """
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    secret_encrypted = models.TextField(editable=False)
+    principal = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The integration the hook acts as: its permissions decide what it may do.",
+    )
+    action = models.CharField(max_length=16, choices=InboundAction.choices)
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="+")
+    input_mapping = models.JSONField(
+        default=dict, blank=True, help_text='Run input field → JSON pointer, e.g. {"id": "/a/id"}.'
+    )
+    business_key_pointer = models.CharField(max_length=300, blank=True)
+    signal_name = models.CharField(max_length=100, blank=True)
+    signal_payload_pointer = models.CharField(
+        max_length=300, blank=True, help_text="What the signal carries (empty: the whole payload)."
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords(excluded_fields=["secret_encrypted"])
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return f"{self.name} ({self.slug})"
+
+
+class InboundHookQuerySet(RestrictedQuerySet):
+    """Received webhooks: seen with their endpoint."""
+
+    permission_parent = "endpoint"
+
+
+class InboundHook(models.Model):
+    """A webhook an endpoint accepted: its `webhook-id` (accepted once) and what it did."""
+
+    endpoint = models.ForeignKey(InboundEndpoint, on_delete=models.CASCADE, related_name="hooks")
+    webhook_id = models.CharField(max_length=200)
+    received_at = models.DateTimeField()
+    business_key = models.CharField(max_length=500, blank=True)
+    run_id = models.BigIntegerField(null=True, blank=True)
+    signal_id = models.BigIntegerField(null=True, blank=True)
+
+    objects = InboundHookQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "webhook_id"], name="inbound_hook_once")
+        ]
+        indexes = [models.Index(fields=["received_at"], name="inbound_hook_received")]
+
+    def __str__(self):
+        return f"{self.endpoint_id}:{self.webhook_id}"

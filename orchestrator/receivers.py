@@ -9,6 +9,7 @@ from agents.signals import model_call_values_expired
 from audit import services as audit
 from audit.actors import SYSTEM
 from governance import services as governance
+from governance.actions import webhooks
 from governance.signals import approval_decided, escalation_resolved
 from orchestrator import engine, services
 from orchestrator.models import EventKind
@@ -43,6 +44,47 @@ def audit_run_events(sender, events, run, **kwargs):
             for event in events
         ]
     )
+
+
+_WEBHOOK_EVENTS = {
+    EventKind.RUN_STARTED: "run.started",
+    EventKind.RUN_SUCCEEDED: "run.succeeded",
+    EventKind.RUN_FAILED: "run.failed",
+    EventKind.WAITING: "run.waiting",
+}
+
+
+@receiver(run_events_recorded, dispatch_uid="orchestrator.announce_run_webhooks")
+def announce_run_webhooks(sender, events, run, **kwargs):
+    """Put the run events integrations subscribe to in the webhook outbox, in this transaction."""
+    for event in events:
+        event_type = _WEBHOOK_EVENTS.get(event.kind)
+        if event_type is None:
+            continue
+        webhooks.enqueue_event(
+            event_type,
+            lambda event=event: _run_facts(run, event),
+            actor=event.actor if event.actor_id else SYSTEM,
+            target=run,
+        )
+
+
+def _run_facts(run, event) -> dict:
+    """Return the small facts a run webhook carries: ids, status, the step that waits."""
+    facts = {
+        "run": run.pk,
+        "workflow": run.workflow.slug,
+        "business_key": run.business_key,
+        "status": run.status,
+        "event_id": event.pk,
+    }
+    if event.step_id:
+        facts["step_id"] = event.step_id
+        data = event.data if isinstance(event.data, dict) else {}
+        facts["waiting_for"] = data.get("signal") or data.get("awaiting") or data.get("wake_at")
+    if event.kind == EventKind.RUN_FAILED and isinstance(run.error, dict):
+        facts["error"] = str(run.error.get("message", ""))[:300]
+    return facts
 
 
 def _describe(event, run) -> str:

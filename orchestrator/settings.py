@@ -251,6 +251,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "orchestrator.models.RunStatus",
         "StepStatusEnum": "orchestrator.models.StepStatus",
         "VersionStatusEnum": "orchestrator.models.VersionStatus",
+        "WebhookEventTypeEnum": "governance.models.WebhookEventType",
     },
 }
 
@@ -376,6 +377,30 @@ CELERY_BEAT_SCHEDULE["agents-notification-delivery"] = {
     "task": "agents.deliver_notifications",
     "schedule": env_float("STEWARD_NOTIFY_SWEEP_SECONDS", 15.0),
     "options": {"expires": 30},
+}
+
+# Outbound webhooks: a beat task sends the outbox deliveries that are due (retries, and first
+# attempts whose message was lost). Destinations must be public addresses; an admin allows
+# private, loopback or link-local ones by host name, address or CIDR here.
+CELERY_BEAT_SCHEDULE["governance-webhook-delivery"] = {
+    "task": "governance.deliver_webhooks",
+    "schedule": env_float("STEWARD_WEBHOOK_SWEEP_SECONDS", 10.0),
+    "options": {"expires": 30},
+}
+STEWARD_WEBHOOK_ALLOWED_HOSTS = env_list("STEWARD_WEBHOOK_ALLOWED_HOSTS", [])
+STEWARD_WEBHOOK_TIMEOUT_SECONDS = env_float("STEWARD_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+STEWARD_WEBHOOK_MAX_ATTEMPTS = env_int("STEWARD_WEBHOOK_MAX_ATTEMPTS", 8)
+STEWARD_WEBHOOK_BACKOFF_SECONDS = env_int("STEWARD_WEBHOOK_BACKOFF_SECONDS", 30)
+STEWARD_WEBHOOK_MAX_BACKOFF_SECONDS = env_int("STEWARD_WEBHOOK_MAX_BACKOFF_SECONDS", 6 * 3600)
+STEWARD_WEBHOOK_DISABLE_AFTER_FAILURES = env_int("STEWARD_WEBHOOK_DISABLE_AFTER_FAILURES", 20)
+# Notifications' webhook channel is signed with this Standard Webhooks secret when it is set.
+STEWARD_NOTIFY_WEBHOOK_SECRET = env_optional_secret("STEWARD_NOTIFY_WEBHOOK_SECRET") or ""
+# Inbound webhooks: how long a received webhook-id is remembered (replays inside it are no-ops).
+STEWARD_INBOUND_HOOK_KEEP_DAYS = env_int("STEWARD_INBOUND_HOOK_KEEP_DAYS", 7)
+CELERY_BEAT_SCHEDULE["orchestrator-inbound-hook-pruning"] = {
+    "task": "orchestrator.prune_inbound_hooks",
+    "schedule": env_float("STEWARD_INBOUND_HOOK_PRUNE_SECONDS", 3600.0),
+    "options": {"expires": 600},
 }
 
 # The governed records (and their fields) that agents' `record.update` tool may change; the

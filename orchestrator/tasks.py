@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from audit.actors import SYSTEM
 from orchestrator import engine
 
 
@@ -15,3 +16,11 @@ def execute_step(step_run_id: int) -> int:
 def sweep() -> dict:
     """Repair lost messages, dead workers, due timers and retries."""
     return engine.sweep()
+
+
+@shared_task(name="orchestrator.prune_inbound_hooks", acks_late=True, ignore_result=True)
+def prune_inbound_hooks() -> int:
+    """Forget old received webhook-ids (long past the signatures' 5-minute tolerance)."""
+    from orchestrator import inbound
+
+    return inbound.prune_hooks(actor=SYSTEM)

@@ -28,6 +28,7 @@ from agents.models import Notification, Ticket, TicketComment
 from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
+from governance.actions import webhooks
 from governance.actions.common import GovernanceError, audited_refusals, name_of, save_governed
 from governance.permissions import require, require_model
 
@@ -365,8 +366,12 @@ def deliver_pending(
             deliveries[channel] = f"failed: {type(exc).__name__}: {exc}"[:300]
     next_at = None
     if retry:
-        delay = _setting("BACKOFF_SECONDS") * 2 ** (notification.delivery_attempts - 1)
-        next_at = now + dt.timedelta(seconds=min(delay, _setting("MAX_BACKOFF_SECONDS")))
+        delay = webhooks.backoff_seconds(
+            notification.delivery_attempts,
+            _setting("BACKOFF_SECONDS"),
+            _setting("MAX_BACKOFF_SECONDS"),
+        )
+        next_at = now + dt.timedelta(seconds=delay)
     Notification.objects.filter(pk=notification_id).update(
         deliveries=deliveries, next_delivery_at=next_at
     )
@@ -412,27 +417,40 @@ def _send_email(notification: Notification) -> str:
 
 
 def _send_webhook(notification: Notification) -> str:
-    """POST the webhook; a 2xx delivers it, a 408/429/5xx or a transport error is retried."""
+    """POST the webhook through the outbound machinery (destination check, signing, timeout).
+
+    A 2xx delivers it, a 408/429/5xx or a transport error is retried; a refused destination
+    or another answer fails it. The `webhook-id` and Idempotency-Key are the same on every
+    attempt; the body is signed when STEWARD_NOTIFY_WEBHOOK_SECRET is set.
+    """
+    key = delivery_key(notification, "webhook")
+    body = webhooks.encode(
+        {
+            "recipient": notification.recipient.get_username(),
+            "subject": notification.subject,
+            "body": notification.body,
+            "run_id": notification.run_id,
+        }
+    )
     try:
-        reply = httpx.post(
+        attempt = webhooks.post_signed(
             notification.webhook_url,
-            json={
-                "recipient": notification.recipient.get_username(),
-                "subject": notification.subject,
-                "body": notification.body,
-                "run_id": notification.run_id,
-            },
-            headers={"Idempotency-Key": delivery_key(notification, "webhook")},
+            body,
+            webhook_id=key,
+            secret=getattr(settings, "STEWARD_NOTIFY_WEBHOOK_SECRET", "") or None,
+            timestamp=clock.now(),
+            headers={"Idempotency-Key": key},
             timeout=5.0,
-            follow_redirects=False,
         )
-    except httpx.HTTPError as exc:
-        raise _Retryable(type(exc).__name__) from None
-    if reply.is_success:
-        return f"delivered: {reply.status_code}"
-    if reply.status_code in (408, 429) or reply.status_code >= 500:
-        raise _Retryable(f"HTTP {reply.status_code}")
-    return f"failed: HTTP {reply.status_code}"
+    except webhooks.DestinationRefused as exc:
+        return f"failed: refused: {exc}"[:300]
+    if attempt.status_code is None:
+        raise _Retryable(attempt.error.split(":", 1)[0])
+    if attempt.succeeded:
+        return f"delivered: {attempt.status_code}"
+    if attempt.status_code in (408, 429) or attempt.status_code >= 500:
+        raise _Retryable(f"HTTP {attempt.status_code}")
+    return f"failed: HTTP {attempt.status_code}"
 
 
 # --- HTTP requests -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions import eligibility as eligibility_rule
+from governance.actions import webhooks
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -254,6 +255,20 @@ def request_approval(
         },
     )
     approval_requested.send(sender=ApprovalRequest, request=request)
+    webhooks.enqueue_event(
+        "approval.requested",
+        lambda: {
+            "approval": request.pk,
+            "action": action,
+            "risk": risk,
+            "role": chain[0].name,
+            "run_id": run_id,
+            "step_id": step_id,
+            "due_at": request.due_at.isoformat(),
+        },
+        actor=requested_by,
+        target=request,
+    )
     return request
 
 
@@ -425,6 +440,19 @@ def _finish(
         payload=outcome_payload(request),
         actor=actor,
         announce_to_run=announce_to_run,
+    )
+    webhooks.enqueue_event(
+        "approval.decided",
+        lambda: {
+            "approval": request.pk,
+            "action": request.action,
+            "status": status,
+            "run_id": request.run_id,
+            "step_id": request.step_id,
+            "decided_at": now.isoformat(),
+        },
+        actor=actor,
+        target=request,
     )
 
 

@@ -22,6 +22,7 @@ from guardian.shortcuts import assign_perm
 from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
+from governance.actions import webhooks
 from governance.actions.common import GovernanceError, audited_refusals, name_of
 from governance.actions.eligibility import escalation_eligibility, opened_by
 from governance.models import Escalation, EscalationStatus, Resolution, Role
@@ -101,6 +102,18 @@ def open_escalation(
         run_id=run_id,
         step_id=step_id or None,
         body={"reason": reason, "role": role.name if role else None, "parked": parked},
+    )
+    webhooks.enqueue_event(
+        "escalation.opened",
+        lambda: {
+            "escalation": escalation.pk,
+            "reason": reason,
+            "role": role.name if role else None,
+            "run_id": run_id,
+            "step_id": step_id,
+        },
+        actor=raised_by,
+        target=escalation,
     )
     return escalation
 
@@ -182,6 +195,18 @@ def resolve_escalation(
         body={"resolution": resolution, "comment": comment, "result": locked.result},
     )
     escalation_resolved.send(sender=Escalation, escalation=locked, actor=user)
+    webhooks.enqueue_event(
+        "escalation.resolved",
+        lambda: {
+            "escalation": locked.pk,
+            "resolution": resolution,
+            "run_id": locked.run_id,
+            "step_id": locked.step_id,
+            "resolved_by": locked.resolved_by_name,
+        },
+        actor=user,
+        target=locked,
+    )
     return locked
 
 

@@ -8,6 +8,8 @@ urlpatterns = [
     path("", include("agents.api.urls")),
     path("", include("orchestrator.api.routes")),
     path("", include("audit.api.urls")),
+    path("webhooks/", include("governance.api.webhook_urls")),
+    path("hooks/", include("orchestrator.api.hook_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

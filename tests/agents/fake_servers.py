@@ -38,6 +38,7 @@ class Received:
     body: Any
     at: float
     peer: tuple = ()  # the client's (host, port): one port per TCP connection
+    raw: bytes = b""  # the body as received (what a signature covers)
 
 
 class FakeModelServer:
@@ -69,6 +70,7 @@ class FakeModelServer:
                     body,
                     time.monotonic(),
                     tuple(self.client_address),
+                    raw,
                 )
                 with server.lock:
                     server.requests.append(received)

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def hook():
+def hook(settings):
+    """A receiver on 127.0.0.1, which webhooks may call only because this allows loopback."""
+    settings.STEWARD_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     server = FakeModelServer().start()
     yield server
     server.stop()

@@ -69,6 +69,18 @@ TAKE_NO_ACTOR = {
     "agents.actions.work.http_request",
     # Queues a notification's first delivery attempt; the task delivers it as SYSTEM.
     "agents.actions.work.delivery_dispatcher",
+    # Webhook plumbing: a setting, a secret, a delay, a body's encoding and signature, a DNS
+    # look-up, a destination check, and the POST itself (made by deliver() for its actor, and
+    # by the notifications' delivery), plus the queueing of a delivery's first attempt.
+    "governance.actions.webhooks.setting",
+    "governance.actions.webhooks.new_secret",
+    "governance.actions.webhooks.backoff_seconds",
+    "governance.actions.webhooks.encode",
+    "governance.actions.webhooks.sign",
+    "governance.actions.webhooks.resolve_host",
+    "governance.actions.webhooks.check_destination",
+    "governance.actions.webhooks.post_signed",
+    "governance.actions.webhooks.dispatcher",
     "agents.services.post_incident_update",
     # Bookkeeping that follows an act already recorded with its actor: the log's own sequence
     # and checkpoints, copies of an entry just written, journals a memory purge redacts.
