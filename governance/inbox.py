@@ -155,6 +155,11 @@ def is_approver(user) -> bool:
     )
 
 
+def approves_first_hand(user) -> bool:
+    """Tell whether a person holds the role of an approval rule (not only a later hop)."""
+    return Role.objects.filter(group__user=user, approval_rules__isnull=False).exists()
+
+
 def _rows(queryset: QuerySet) -> QuerySet:
     """Return a tab's rows with what a row shows, in one query."""
     return queryset.select_related("role", "requested_by__principal", "approval_rule").annotate(

@@ -77,17 +77,17 @@ def entries(request) -> list[NavEntry]:
 def landing(request, nav: list[NavEntry]) -> str | None:
     """Return where `/` takes the user: the first page that fits them, or None (the home page).
 
-    Decisions waiting come first (an approver, a governance admin with versions to approve);
-    then, for managers, the KPIs (the runs until the KPI pages exist); then the audit report
-    for auditors. Someone the navigation offers nothing stays on the home page, which says so.
+    Decisions waiting come first; then the inbox for whoever approves first-hand (an approval
+    rule's own role: approvers, governance admins who approve versions); then, for managers,
+    the KPIs (the runs until the KPI pages exist); the audit report for auditors; the admin.
+    Someone the navigation offers nothing stays on the home page, which says so.
     """
     by_key = {entry.key: entry for entry in nav}
-    if "inbox" in by_key:
+    if "inbox" in by_key and (by_key["inbox"].count or inbox.approves_first_hand(request.user)):
         return by_key["inbox"].url
-    for key in ("kpis", "runs", "audit", "admin"):
-        if key in by_key and not by_key[key].coming:
-            return by_key[key].url
-    for key in ("runs", "kpis"):
+    if "kpis" in by_key and not by_key["kpis"].coming:
+        return by_key["kpis"].url
+    for key in ("runs", "audit", "admin", "inbox"):
         if key in by_key:
             return by_key[key].url
     return None
