@@ -8,6 +8,7 @@ Pages render times in this zone (Django's `localtime`), each with its UTC instan
 from __future__ import annotations
 
 import zoneinfo
+from urllib.parse import unquote
 
 from django.utils import timezone
 
@@ -16,7 +17,7 @@ COOKIE = "steward_tz"
 
 def viewer_zone(request) -> zoneinfo.ZoneInfo | None:
     """Return the zone the request's cookie names, or None (UTC) when absent or unknown."""
-    name = request.COOKIES.get(COOKIE, "")
+    name = unquote(request.COOKIES.get(COOKIE, ""))
     if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
         return None
     try:

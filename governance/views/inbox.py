@@ -200,4 +200,6 @@ def decide(request, pk: int):
     if following is None:
         messages.info(request, "Nothing else in this list waits for your decision.")
         return redirect(reverse("inbox:index") + (f"?{back.urlencode()}" if back else ""))
-    return redirect(reverse("inbox:request", args=[following]) + f"?{back.urlencode()}")
+    return redirect(
+        reverse("inbox:request", args=[following]) + (f"?{back.urlencode()}" if back else "")
+    )

@@ -13,7 +13,8 @@
     var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     if (zone && cookie(COOKIE) !== zone) {
       var first = cookie(COOKIE) === null;
-      document.cookie = COOKIE + "=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax";
+      // Zone names are [A-Za-z0-9/_+-]: stored as they are (the server reads them unquoted).
+      document.cookie = COOKIE + "=" + zone + "; path=/; max-age=31536000; samesite=lax";
       // Only the first visit re-renders at once; a changed zone shows from the next page on.
       if (first && zone !== "UTC" && zone !== "Etc/UTC" && document.querySelector("time[datetime]")) {
         window.location.reload();
