@@ -165,6 +165,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "audit.timezones.ViewerTimeZoneMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "audit.middleware.AuditContextMiddleware",
 ]
@@ -189,6 +190,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "orchestrator.navigation.navigation",
             ],
         },
     },
@@ -207,7 +209,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
 
 # The API (/api/v1/): bearer tokens (governance's, stored as keyed hashes) or a person's session
 # with CSRF; no basic auth. Every error is problem+json; each token has its own request rate.

@@ -1,14 +1,21 @@
 """Top-level URL routes."""
 
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 from django.views import defaults
-from django.views.generic import RedirectView
 
 from orchestrator.api.problems import django_error
+from orchestrator.views import shell
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("", shell.home, name="home"),
+    path("login/", shell.LoginView.as_view(), name="login"),
+    path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
+    path("inbox/", include("governance.urls")),
+    path("runs/", shell.coming, {"what": "runs"}, name="runs-coming"),
+    path("kpis/", shell.coming, {"what": "kpis"}, name="kpis-coming"),
+    path("admin/login/", shell.admin_login),
     path("api/v1/", include("orchestrator.api.urls")),
     path("admin/audit/report/", include("audit.urls")),
     path("admin/", admin.site.urls),

@@ -307,9 +307,9 @@ def test_filters_narrow_the_inbox(company, doors):  # noqa: F811
     assert set(_ids(client.get("/api/v1/approvals"))) == {by_agent.pk, by_alice.pk}
     assert _ids(client.get("/api/v1/approvals?agent=payments-agent")) == [by_agent.pk]
     assert _ids(client.get("/api/v1/approvals?agent=alice")) == []
-    workflow = company.payments.pk
+    workflow = company.payments.slug
     assert len(_ids(client.get(f"/api/v1/approvals?workflow={workflow}"))) == 2
-    assert _ids(client.get(f"/api/v1/approvals?workflow={company.hr.pk}")) == []
+    assert _ids(client.get(f"/api/v1/approvals?workflow={company.hr.slug}")) == []
     assert _ids(client.get("/api/v1/approvals?status=approved&scope=all")) == []
     assert len(_ids(client.get("/api/v1/approvals?action=tool.refund&risk=medium"))) == 2
     due = by_agent.due_at.isoformat().replace("+00:00", "Z")

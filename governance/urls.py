@@ -1,0 +1,15 @@
+"""The approvals inbox's pages, mounted at /inbox/."""
+
+from django.urls import path
+
+from governance.views import inbox
+
+app_name = "inbox"
+
+urlpatterns = [
+    path("", inbox.index, name="index"),
+    path("count/", inbox.count, name="count"),
+    path("<int:pk>/", inbox.detail, name="request"),
+    path("<int:pk>/row/", inbox.row, name="row"),
+    path("<int:pk>/decide/", inbox.decide, name="decide"),
+]

@@ -1,0 +1,1 @@
+"""Governance's web pages: the approvals inbox (templates under templates/governance/)."""

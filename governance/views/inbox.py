@@ -1,0 +1,220 @@
+"""The approvals inbox: tabs, filters, one request's page, and a person's decision on it.
+
+Thin: what a tab lists and what a page shows come from governance.inbox (every queryset through
+restrict() and the eligibility rule); a decision goes through services.decide_approval, which
+re-checks every rule and the digest. A request the person may not see is a 404 (audited).
+
+A later live layer needs only to ask the page to re-read one item: the row (`inbox:row`), the
+open request (`inbox:request` with `HX-Target: detail`) and the navigation count
+(`inbox:count`) each re-render alone (static/steward/steward.js: `Steward.reread(id)`).
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from governance import inbox, services
+from governance.filters import ApprovalRequestFilter
+from governance.forms import DecisionForm
+from governance.models import ApprovalRequest, ApprovalStatus, DecisionKind
+
+PAGE_SIZE = 100
+DONE_WORDS = {
+    DecisionKind.APPROVE: "approved",
+    DecisionKind.REJECT: "rejected",
+    DecisionKind.REQUEST_CHANGES: "sent back for changes",
+}
+
+
+# The filters the inbox's form offers (the tabs are its scope; the rest serve the API).
+PAGE_FILTERS = ("workflow", "risk", "agent", "action", "due", "sort")
+
+
+def _tab(query: QueryDict) -> str:
+    """Return the tab a query asks for (the default when it names none or an unknown one)."""
+    tab = query.get("tab", inbox.DEFAULT_TAB)
+    return tab if tab in inbox.TABS else inbox.DEFAULT_TAB
+
+
+def _filter(user, query: QueryDict, tab: str, *, with_choices: bool = False):
+    """Return the one approval filterset over what `user` may see, scoped to a tab."""
+    data = query.copy()
+    data.pop("tab", None)
+    data["scope"] = tab
+    return ApprovalRequestFilter(
+        data, inbox.visible_rows(user), user=user, with_choices=with_choices
+    )
+
+
+def _listing(user, query: QueryDict) -> dict:
+    """Return a tab's filtered, sorted rows and what the list around them shows."""
+    tab = _tab(query)
+    filterset = _filter(user, query, tab, with_choices=True)
+    rows = list(filterset.qs[:PAGE_SIZE])
+    mine = inbox.decidable_ids(user)
+    for row in rows:
+        row.yours = row.pk in mine
+    kept = query.copy()
+    kept.pop("tab", None)
+    return {
+        "tab": tab,
+        "tabs": inbox.TABS,
+        "page_filters": PAGE_FILTERS,
+        "filter": filterset,
+        "rows": rows,
+        "filters_query": kept.urlencode(),
+        "query": query.urlencode(),
+        "truncated": len(rows) == PAGE_SIZE,
+        "active": "inbox",
+    }
+
+
+def _detail_context(request, approval, form=None) -> dict:
+    """Return what a request page shows, and the decision form when the person may decide."""
+    page = inbox.request_page(request.user, approval)
+    query = request.GET.urlencode()
+    if form is None and page["eligibility"]:
+        form = DecisionForm(initial={"expected_digest": approval.arguments_digest, "back": query})
+    return {
+        "approval": approval,
+        "page": page,
+        "form": form if page["eligibility"] else None,
+        "run_url": _run_url(approval.run_id),
+        "query": query,
+    }
+
+
+def _run_url(run_id) -> str:
+    """Return where a run is shown: the run inspector when it exists, else the admin's page."""
+    if run_id is None:
+        return ""
+    from django.urls import NoReverseMatch
+
+    for name in ("runs:detail", "admin:orchestrator_workflowrun_change"):
+        try:
+            return reverse(name, args=[run_id])
+        except NoReverseMatch:
+            continue
+    return ""
+
+
+def _visible(user, pk: int) -> ApprovalRequest:
+    """Return a request the user may see (404, audited, otherwise)."""
+    queryset = ApprovalRequest.objects.select_related(
+        "role", "approval_rule", "requested_by__principal"
+    )
+    return services.get_for(user, queryset, pk)
+
+
+@login_required
+@require_GET
+def index(request):
+    """The inbox: a tab of requests, filtered and sorted by due time."""
+    context = _listing(request.user, request.GET)
+    if request.htmx and request.htmx.target == "inbox-list":
+        return render(request, "governance/partials/request_list.html", context)
+    return render(request, "governance/inbox.html", {**context, "title": "Inbox"})
+
+
+@login_required
+@require_GET
+def detail(request, pk: int):
+    """One request: what it asks, why it needs a decision, and the decision or why not."""
+    approval = _visible(request.user, pk)
+    context = _detail_context(request, approval)
+    if request.htmx and request.htmx.target == "detail":
+        return render(request, "governance/partials/request_detail.html", context)
+    listing = _listing(request.user, request.GET)
+    return render(
+        request,
+        "governance/inbox.html",
+        {**listing, **context, "title": f"#{approval.pk} {approval.action}"},
+    )
+
+
+@login_required
+@require_GET
+def row(request, pk: int):
+    """One row of the list, re-read (empty when the person may no longer see the request)."""
+    approval = inbox.visible_rows(request.user).filter(pk=pk).first()
+    if approval is None:
+        return HttpResponse("")
+    approval.yours = approval.pk in inbox.decidable_ids(request.user)
+    context = {"row": approval, "tab": _tab(request.GET), "query": request.GET.urlencode()}
+    return render(request, "governance/partials/request_row.html", context)
+
+
+@login_required
+@require_GET
+def count(request):
+    """The navigation's count of what the person owes, re-read."""
+    return render(
+        request, "governance/partials/inbox_count.html", {"count": inbox.inbox_count(request.user)}
+    )
+
+
+def _next_request(user, back: QueryDict) -> int | None:
+    """Return the first request in the person's tab and filters that they may decide now."""
+    listing = _filter(user, back, _tab(back))
+    mine = inbox.decidable_ids(user)
+    for pk in listing.qs.values_list("pk", flat=True)[:PAGE_SIZE]:
+        if pk in mine:
+            return pk
+    return None
+
+
+@login_required
+@require_POST
+def decide(request, pk: int):
+    """Record the person's decision through the decision service; then open the next item."""
+    approval = _visible(request.user, pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        request.GET = QueryDict(request.POST.get("back", ""))
+        context = _detail_context(request, approval, form=form)
+        listing = _listing(request.user, request.GET)
+        return render(request, "governance/inbox.html", {**listing, **context}, status=422)
+    back = QueryDict(form.cleaned_data["back"])
+    again = reverse("inbox:request", args=[pk]) + (f"?{back.urlencode()}" if back else "")
+    try:
+        services.decide_approval(
+            approval,
+            user=request.user,
+            decision=form.cleaned_data["decision"],
+            comment=form.cleaned_data["comment"].strip(),
+            expected_digest=form.cleaned_data["expected_digest"],
+        )
+    except services.ApprovalRefused as refusal:
+        if refusal.code == "arguments_changed":
+            messages.error(
+                request,
+                f"Not recorded: the arguments of request #{pk} changed since you opened it "
+                f"(you saw digest {form.cleaned_data['expected_digest'][:12]}…, it is now "
+                f"{approval.arguments_digest[:12]}…). Read them again before you decide.",
+            )
+        else:
+            messages.error(request, f"Not recorded: {refusal}")
+        return redirect(again)
+    approval.refresh_from_db(fields=["status"])
+    state = (
+        ""
+        if approval.status == ApprovalStatus.PENDING
+        else f"; the request is {approval.get_status_display().lower()}"
+    )
+    messages.success(
+        request,
+        f"#{pk} {DONE_WORDS[form.cleaned_data['decision']]} by you{state}.",
+    )
+    inbox.forget_decidable(request.user)
+    following = _next_request(request.user, back)
+    if following is None:
+        messages.info(request, "Nothing else in this list waits for your decision.")
+        return redirect(reverse("inbox:index") + (f"?{back.urlencode()}" if back else ""))
+    return redirect(
+        reverse("inbox:request", args=[following]) + (f"?{back.urlencode()}" if back else "")
+    )

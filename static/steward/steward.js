@@ -1,0 +1,59 @@
+// Steward's page script (no dependencies beyond the vendored htmx): the viewer's time zone,
+// ticking countdowns, and the one hook a live layer calls, Steward.reread(id).
+(function () {
+  "use strict";
+
+  // The server renders times in the zone this cookie names (UTC without it).
+  var COOKIE = "steward_tz";
+  function cookie(name) {
+    var found = document.cookie.split("; ").filter(function (c) { return c.indexOf(name + "=") === 0; })[0];
+    return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
+  }
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && cookie(COOKIE) !== zone) {
+      var first = cookie(COOKIE) === null;
+      // Zone names are [A-Za-z0-9/_+-]: stored as they are (the server reads them unquoted).
+      document.cookie = COOKIE + "=" + zone + "; path=/; max-age=31536000; samesite=lax";
+      // Only the first visit re-renders at once; a changed zone shows from the next page on.
+      if (first && zone !== "UTC" && zone !== "Etc/UTC" && document.querySelector("time[datetime]")) {
+        window.location.reload();
+      }
+    }
+  } catch (e) { /* no Intl: times stay in UTC, which their labels say */ }
+
+  function humanise(seconds) {
+    seconds = Math.floor(Math.abs(seconds));
+    var d = Math.floor(seconds / 86400), h = Math.floor(seconds % 86400 / 3600);
+    var m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
+    if (d) return d + " d " + h + " h";
+    if (h) return h + " h " + (m < 10 ? "0" : "") + m + " min";
+    if (m) return m + " min";
+    return s + " s";
+  }
+  function tick() {
+    document.querySelectorAll("time[data-countdown]").forEach(function (el) {
+      var left = (Date.parse(el.getAttribute("datetime")) - Date.now()) / 1000;
+      el.textContent = left > 0 ? "in " + humanise(left) : humanise(left) + " overdue";
+      el.classList.toggle("overdue", left <= 0);
+    });
+  }
+  setInterval(tick, 15000);
+
+  // Re-read one request: its row, the open request if it is this one, and the count. A live
+  // layer (a websocket carrying ids only) calls this; the server answers through restrict().
+  function reread(id) {
+    if (!window.htmx) return;
+    var row = document.getElementById("row-" + id);
+    var query = window.location.search;
+    if (row) {
+      htmx.ajax("GET", "/inbox/" + id + "/row/" + query, { target: row, swap: "outerHTML" });
+    }
+    var open = document.querySelector("#detail [data-request='" + id + "']");
+    if (open) {
+      htmx.ajax("GET", open.getAttribute("data-detail-url"), { target: "#detail", swap: "innerHTML" });
+    }
+    htmx.trigger(document.body, "steward:reread-count");
+  }
+  window.Steward = { reread: reread, tick: tick };
+})();

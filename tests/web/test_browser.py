@@ -1,0 +1,122 @@
+"""The inbox in Chromium: bob signs in, opens his inbox, approves one request with the key `a`,
+rejects the next with a reason, and each time the next item opens by itself."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from governance import services
+from governance.models import ApprovalRequest, ApprovalStatus
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def chromium():
+    """A headless Chromium (Debian's); missing, it fails under REQUIRE_SERVICES=1, else skips."""
+    if not CHROMIUM.exists():
+        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
+    # synchronous and safe.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
+        )
+        yield browser
+        browser.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def _refunds(company, amounts):
+    return [
+        services.request_approval(
+            action="tool.refund",
+            approval_rule=company.rule,
+            arguments={"amount": amount, "note": "<script>window.pwned = 1</script>"},
+            target=company.payments,
+            requested_by=company.agent,
+        )
+        for amount in amounts
+    ]
+
+
+def test_bob_approves_one_rejects_one_and_the_next_item_opens(
+    transactional_db, live_server, company, chromium
+):
+    first, second, third = _refunds(company, [100, 200, 300])
+    context = chromium.new_context(
+        timezone_id="Europe/Paris", viewport={"width": 1200, "height": 900}
+    )
+    page = context.new_page()
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "bob")
+    page.fill("#id_password", "pw-bob-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/inbox/"))
+    assert page.locator("#inbox-count").inner_text() == "3"
+    assert page.locator(f"#row-{first.pk}").is_visible()
+
+    page.keyboard.press("j")  # opens the first request (the soonest due)
+    page.wait_for_selector(f"#request-{first.pk}")
+    assert first.arguments_digest in page.locator("[data-digest]").inner_text()
+    assert "<script>" in page.locator("pre.json").inner_text()  # shown as text...
+    assert page.evaluate("window.pwned") is None  # ...never run
+    page.keyboard.press("a")
+    page.wait_for_selector(f"#request-{second.pk}")
+    assert f"#{first.pk} approved by you" in page.locator(".messages").inner_text()
+
+    page.keyboard.press("r")
+    page.keyboard.type("Duplicate of an earlier refund")
+    page.click("button.reject")
+    page.wait_for_selector(f"#request-{third.pk}")
+    assert f"#{second.pk} rejected by you" in page.locator(".messages").inner_text()
+    assert page.locator("#inbox-count").inner_text() == "1"
+    shown = page.locator("time[datetime]:not([data-countdown])").first.inner_text()
+    assert "CET" in shown  # the viewer's zone
+
+    statuses = dict(ApprovalRequest.objects.values_list("pk", "status"))
+    assert statuses[first.pk] == ApprovalStatus.APPROVED
+    assert statuses[second.pk] == ApprovalStatus.REJECTED
+    assert statuses[third.pk] == ApprovalStatus.PENDING
+    rejection = ApprovalRequest.objects.get(pk=second.pk)
+    assert rejection.decisions.get().comment == "Duplicate of an earlier refund"
+    context.close()
+
+
+def test_alice_sees_why_she_cannot_approve_her_own_request_on_a_phone(
+    transactional_db, live_server, company, chromium
+):
+    own = services.request_approval(
+        action="tool.refund",
+        approval_rule=company.rule,
+        arguments={"amount": 50},
+        target=company.payments,
+        requested_by=company.alice,
+    )
+    context = chromium.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/login/?next=/inbox/{own.pk}/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "pw-alice-123")
+    page.click("button[type=submit]")
+    page.wait_for_selector(f"#request-{own.pk}")
+    assert "You asked for this approval" in page.locator(".why-not").inner_text()
+    assert page.locator("button.approve").count() == 0
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing wider than the phone
+    context.close()
