@@ -371,6 +371,14 @@ class IdempotencyState(models.TextChoices):
     DONE = "done", "Done"
 
 
+class IdempotencyKeyQuerySet(RestrictedQuerySet):
+    """Idempotency keys: a principal sees the keys it sent (and the responses kept for them)."""
+
+    def owner_q(self, user, action):
+        """The keys `user` sent."""
+        return Q(principal=user) if action == "view" else None
+
+
 class IdempotencyKey(models.Model):
     """An API request's Idempotency-Key, its body's fingerprint and the response to replay."""
 
@@ -389,6 +397,8 @@ class IdempotencyKey(models.Model):
     response_location = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
+
+    objects = IdempotencyKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
