@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import django_filters
 
+from audit.filters import IsoDateTimeFilter
 from governance.models import (
     ApprovalDecision,
     ApprovalRequest,
@@ -65,7 +66,7 @@ class ApprovalRequestFilter(_ScopedFilterSet):
         method="filter_workflow", help_text="The id of the workflow the request is about."
     )
     run = django_filters.NumberFilter(field_name="run_id")
-    due_before = django_filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
+    due_before = IsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
 
     class Meta:
         model = ApprovalRequest
@@ -100,7 +101,7 @@ class EscalationFilter(_ScopedFilterSet):
         method="filter_agent", help_text="The raising agent principal's username."
     )
     run = django_filters.NumberFilter(field_name="run_id")
-    opened_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    opened_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Escalation
