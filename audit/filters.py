@@ -2,15 +2,60 @@
 
 from __future__ import annotations
 
+import datetime
+
 import django_filters
 from django import forms
 from django.db.models import Q
+from django_filters.fields import IsoDateTimeField
 
 from audit.models import ActorKind, AuditEntry
 
 # The largest value a PostgreSQL bigint holds: a larger sequence number matches nothing, and
 # asking the database for it would be an error rather than an empty answer.
 MAX_SEQ = 2**63 - 1
+
+
+def in_utc(value: datetime.datetime | None) -> datetime.datetime | None:
+    """Return an aware time in UTC, or refuse (invalid input) one no UTC time can hold.
+
+    Python takes UTC offsets up to ±23:59, PostgreSQL only up to ±15:59, so a time is sent to
+    the database in UTC; 0001-01-01T00:00+01:00 has no UTC time at all.
+    """
+    if value is None:
+        return None
+    try:
+        return value.astimezone(datetime.UTC)
+    except OverflowError:
+        raise forms.ValidationError("This time is out of range.", code="out_of_range") from None
+
+
+class UtcDateTimeField(forms.DateTimeField):
+    """A date and time (with or without its offset), in UTC."""
+
+    def to_python(self, value):
+        """Parse the value and convert it to UTC."""
+        return in_utc(super().to_python(value))
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date and time, in UTC."""
+
+    def to_python(self, value):
+        """Parse the value and convert it to UTC."""
+        return in_utc(super().to_python(value))
+
+
+class DateTimeFilter(django_filters.DateTimeFilter):
+    """A filter on a time, the value sent to the database in UTC (every app's filtersets)."""
+
+    field_class = UtcDateTimeField
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """A filter on an ISO 8601 time, the value sent to the database in UTC."""
+
+    field_class = UtcIsoDateTimeField
 
 
 class AuditEntryFilter(django_filters.FilterSet):
@@ -30,10 +75,10 @@ class AuditEntryFilter(django_filters.FilterSet):
     target_id = django_filters.CharFilter(label="Target id")
     run_id = django_filters.CharFilter(label="Run id")
     request_id = django_filters.CharFilter(label="Request id")
-    since = django_filters.DateTimeFilter(
+    since = DateTimeFilter(
         field_name="created_at", lookup_expr="gte", label="Since", help_text="Created at or after."
     )
-    until = django_filters.DateTimeFilter(
+    until = DateTimeFilter(
         field_name="created_at", lookup_expr="lt", label="Until", help_text="Created before."
     )
     seq_min = django_filters.NumberFilter(

@@ -15,6 +15,7 @@ from django import forms
 from django.db.models import Q
 
 from audit import clock
+from audit.filters import IsoDateTimeFilter
 from governance import inbox
 from governance.models import (
     ApprovalDecision,
@@ -94,7 +95,7 @@ class ApprovalRequestFilter(_ScopedFilterSet):
     )
     run = django_filters.NumberFilter(field_name="run_id")
     due = django_filters.ChoiceFilter(choices=DUE_CHOICES, method="filter_due")
-    due_before = django_filters.IsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
+    due_before = IsoDateTimeFilter(field_name="due_at", lookup_expr="lt")
     sort = django_filters.OrderingFilter(fields=SORT_FIELDS, label="Sort")
 
     class Meta:
@@ -185,7 +186,7 @@ class EscalationFilter(_ScopedFilterSet):
         method="filter_agent", help_text="The raising agent principal's username."
     )
     run = django_filters.NumberFilter(field_name="run_id")
-    opened_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    opened_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Escalation

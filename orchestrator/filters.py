@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Exists, OuterRef, Q
 
+from audit.filters import IsoDateTimeFilter
 from orchestrator.models import RunStatus, StepRun, StepStatus, Workflow, WorkflowRun
 
 # What a waiting step waits on, read from how the engine parks it: a reserved signal names an
@@ -48,8 +49,8 @@ class RunFilter(django_filters.FilterSet):
     started_by = django_filters.CharFilter(
         field_name="started_by_name", help_text="Username of who started the run."
     )
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     waiting_on = django_filters.ChoiceFilter(
         choices=[(key, key) for key in WAITING_ON],
         method="filter_waiting_on",

@@ -227,7 +227,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "orchestrator.api.problems.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
+    "DEFAULT_PAGINATION_CLASS": "audit.api.pagination.CursorPagination",
     "PAGE_SIZE": 50,
 }
 STEWARD_API_RATE = env_str("STEWARD_API_RATE", "1200/min")
@@ -247,6 +247,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "audit.api.schema.declare_problems",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ApprovalStatusEnum": "governance.models.ApprovalStatus",
         "EscalationStatusEnum": "governance.models.EscalationStatus",

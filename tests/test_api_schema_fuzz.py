@@ -15,6 +15,7 @@ import os
 import pytest
 import schemathesis
 from django.core.wsgi import get_wsgi_application
+from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -73,3 +74,21 @@ schema = schemathesis.pytest.from_fixture("served_schema")
 )
 def test_every_operation_answers_as_its_schema_says(case, fuzz_token):
     case.call_and_validate(headers={"Authorization": f"Bearer {fuzz_token}"}, checks=CHECKS)
+
+
+def test_every_operation_declares_the_problems_the_shared_machinery_answers():
+    generated = SchemaGenerator().get_schema(request=None, public=True)
+    for path, methods in generated["paths"].items():
+        for method, operation in methods.items():
+            declared = set(operation["responses"])
+            names = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
+            expected = {"401", "429"}
+            if ("query", "cursor") in names:
+                expected.add("400")
+            if any(where == "path" for where, _ in names):
+                expected.add("404")
+            if operation.get("security") and method != "get":
+                expected.add("403")
+            if operation.get("security") and "requestBody" in operation:
+                expected.update({"400", "415"})
+            assert expected <= declared, (method, path, expected - declared)

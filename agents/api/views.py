@@ -11,7 +11,6 @@ import json
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -27,6 +26,7 @@ from agents.api.serializers import (
 )
 from agents.filters import AgentFilter, ModelCallFilter, ToolFilter, ToolInvocationFilter
 from agents.models import Agent, AgentStatus, ModelCall, Tool, ToolInvocation
+from audit.api.pagination import CursorPagination
 from audit.api.schema import problems
 from audit.evidence import canonical_json
 from audit.models import AuditEntry

@@ -53,3 +53,52 @@ def problems(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
         (status, PROBLEM_CONTENT_TYPE): PROBLEM_RESPONSES[status, PROBLEM_CONTENT_TYPE]
         for status in sorted(wanted)
     }
+
+
+UNSAFE_METHODS = frozenset({"post", "put", "patch", "delete"})
+PROBLEM_REFERENCE = {"$ref": "#/components/schemas/Problem"}  # ProblemSerializer's component
+
+
+def _problems_an_operation_can_answer(method: str, operation: dict) -> set[int]:
+    """Return the statuses the shared machinery answers for an operation, whatever its view.
+
+    A malformed cursor is 400 (audit/api/pagination.py); an unknown or hidden path object 404.
+    Where DRF authenticates and parses (not the signed inbound hooks, which read raw bytes and
+    declare their own): a read-only token on an unsafe method is 403 (TokenScope), a body the
+    parsers cannot read 400 and one in a media type they do not take 415.
+    """
+    statuses = {401, 429}
+    parameters = operation.get("parameters", [])
+    if any(p["in"] == "query" and p["name"] == "cursor" for p in parameters):
+        statuses.add(400)
+    if any(p["in"] == "path" for p in parameters):
+        statuses.add(404)
+    if operation.get("security"):
+        if method in UNSAFE_METHODS:
+            statuses.add(403)
+        if "requestBody" in operation:
+            statuses.update({400, 415})
+    return statuses
+
+
+def declare_problems(result, generator, request, public):
+    """Declare on every operation the problems it can answer by the shared API machinery.
+
+    A postprocessing hook (SPECTACULAR_SETTINGS), so that no view has to remember them: each
+    view's `extend_schema` declares only what its own service can refuse (409, 412, 422...).
+    """
+    for methods in result.get("paths", {}).values():
+        for method, operation in methods.items():
+            if method not in UNSAFE_METHODS | {"get", "head"}:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in _problems_an_operation_can_answer(method, operation):
+                responses.setdefault(
+                    str(status),
+                    {
+                        "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REFERENCE}},
+                        "description": _MEANINGS[status],
+                    },
+                )
+            operation["responses"] = dict(sorted(responses.items()))
+    return result

@@ -13,7 +13,7 @@ import json
 from django.db.models import F
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, generics, pagination
+from rest_framework import exceptions, generics
 from rest_framework.filters import OrderingFilter
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from audit import proofs
 from audit import services as audit
 from audit.api import serializers as s
+from audit.api.pagination import CursorPagination
 from audit.api.schema import problems
 from audit.export import ExportError, build_bundle
 from audit.filters import MAX_SEQ, AuditEntryFilter
@@ -38,19 +39,12 @@ class LogUnavailable(exceptions.APIException):
     problem_type = "audit/unprovable"
 
 
-class SeqCursorPagination(pagination.CursorPagination):
+class SeqCursorPagination(CursorPagination):
     """Pages of the trail by sequence number: gap-free and final, so a tail never misses one."""
 
     ordering = "seq"
     page_size_query_param = "page_size"
     max_page_size = 500
-
-    def decode_cursor(self, request):
-        """Read the cursor; one this API did not write is a malformed request (400), not a 404."""
-        try:
-            return super().decode_cursor(request)
-        except exceptions.NotFound:
-            raise exceptions.ValidationError({"cursor": [self.invalid_cursor_message]}) from None
 
 
 def _refuse(request, model, object_id) -> exceptions.NotFound:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.db.models import Count, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.api.pagination import CursorPagination
 from audit.api.schema import problems
 from governance import services
 from governance.actions.eligibility import may_decide

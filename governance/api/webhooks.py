@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView, ListAPIView
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from audit.api.pagination import CursorPagination
 from audit.api.schema import problems
 from governance import services
 from governance.models import WebhookDelivery, WebhookEventType, WebhookSubscription

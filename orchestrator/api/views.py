@@ -9,10 +9,10 @@ from __future__ import annotations
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.api.pagination import CursorPagination
 from audit.api.schema import problems
 from orchestrator import services
 from orchestrator.api import serializers as s

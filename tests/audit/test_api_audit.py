@@ -425,6 +425,19 @@ def test_listing_entries_costs_the_same_queries_for_any_page_size(trail):
     assert small <= 6
 
 
+def test_a_time_in_any_utc_offset_filters_and_one_out_of_range_is_400(trail):
+    # Python takes offsets up to ±23:59, PostgreSQL only ±15:59: the filter sends UTC (was 500).
+    client = as_user(fresh(trail.gina))
+    seal()
+    newest = AuditEntry.objects.latest("created_at").created_at
+    far_east = dt.timezone(dt.timedelta(hours=17, minutes=45))
+    later = (newest + dt.timedelta(hours=1)).astimezone(far_east).isoformat()
+    assert client.get(ENTRIES, {"since": later}).json()["results"] == []
+    assert client.get(ENTRIES, {"until": later}).json()["results"]
+    nowhere = client.get(ENTRIES, {"since": "0001-01-01T00:00:00+10:00"})
+    assert "since" in _problem(nowhere, 400)["errors"]
+
+
 def test_a_cursor_the_api_did_not_write_is_a_400(trail):
     body = _problem(as_user(fresh(trail.gina)).get(ENTRIES, {"cursor": "kept"}), 400)
     assert "cursor" in body["errors"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -316,6 +317,32 @@ def test_filters_narrow_the_inbox(company, doors):  # noqa: F811
     assert _ids(client.get("/api/v1/approvals", {"due_before": due})) == []
     bad = client.get("/api/v1/approvals?scope=everything")
     assert "scope" in _problem(bad, 400)["errors"]
+
+
+def test_a_time_in_any_utc_offset_filters_the_inbox_and_one_out_of_range_is_400(company, doors):  # noqa: F811
+    # Python takes offsets up to ±23:59, PostgreSQL only ±15:59: the filter sends UTC (was 500).
+    client = api(fresh(company.bob))
+    by_agent, by_alice = doors["by_agent"], doors["by_alice"]
+    far_east = timezone(timedelta(hours=17, minutes=45))
+    later = (max(by_agent.due_at, by_alice.due_at) + timedelta(hours=1)).astimezone(far_east)
+    due = client.get("/api/v1/approvals", {"due_before": later.isoformat()})
+    assert set(_ids(due)) == {by_agent.pk, by_alice.pk}
+    opened = client.get(
+        "/api/v1/escalations", {"scope": "all", "opened_before": "1970-01-01T00:00+20:16"}
+    )
+    assert _ids(opened) == []
+    for path, field in (
+        ("/api/v1/approvals", "due_before"),
+        ("/api/v1/escalations", "opened_before"),
+    ):
+        nowhere = client.get(path, {field: "0001-01-01T00:00:00+10:00"})
+        assert field in _problem(nowhere, 400)["errors"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/approvals", "/api/v1/escalations"])
+def test_a_cursor_the_api_did_not_write_is_a_400(company, path):
+    body = _problem(api(fresh(company.bob)).get(path, {"cursor": "escalation"}), 400)
+    assert "cursor" in body["errors"]
 
 
 def _requests(company, count: int) -> None:

@@ -10,6 +10,8 @@ changes `payments` and views every run; oscar holds nothing.
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -497,3 +499,22 @@ def test_a_runs_detail_reads_in_a_fixed_number_of_queries(world):
     with CaptureQueriesContext(connection) as queries:
         client.get(url)
     assert len(queries) <= 12, [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_time_in_any_utc_offset_filters_runs_and_one_out_of_range_is_400(world):
+    # Python takes offsets up to ±23:59, PostgreSQL only ±15:59: the filter sends UTC (was 500).
+    client = world.client("gina")
+    everything = WorkflowRun.objects.count()
+    newest = WorkflowRun.objects.latest("created_at").created_at
+    later = (newest + timedelta(hours=1)).astimezone(timezone(timedelta(hours=17, minutes=45)))
+    runs = client.get("/api/v1/runs", {"created_before": later.isoformat()})
+    assert len(runs.json()["results"]) == everything
+    before = client.get("/api/v1/runs", {"created_after": later.isoformat()})
+    assert before.json()["results"] == []
+    nowhere = client.get("/api/v1/runs", {"created_before": "0001-01-01T00:00:00+10:00"})
+    assert "created_before" in _problem(nowhere, 400)["errors"]
+
+
+def test_a_cursor_the_api_did_not_write_is_a_400_on_runs(world):
+    body = _problem(world.client("gina").get("/api/v1/runs", {"cursor": "escalation"}), 400)
+    assert "cursor" in body["errors"]
