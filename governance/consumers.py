@@ -107,6 +107,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def catch_up(self) -> bool:
         """Send every event after the cursor the person may see; False when the socket closed."""
+        self.scan, self.held = self.cursor, False
         while True:
             messages, more = await database_sync_to_async(self.read)()
             if messages is None:
@@ -122,7 +123,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         user = self.current_user()
         if user is None:
             return None, False
-        rows = live.read_after(self.cursor, self.event_types)
+        rows = live.read_after(self.scan, self.event_types)
         fresh = [row for row in rows if row.pk not in self.early]
         fresh_ids = {row.pk for row in fresh}
         visible = live.visible_targets(user, fresh)
@@ -131,18 +132,26 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         )
         messages = []
         for row in rows:
-            if row.final:
+            # The cursor passes only the unbroken run of final events: behind an early one, a
+            # later batch's final event may follow an event this read could not see yet.
+            self.held = self.held or not row.final
+            if not self.held:
                 self.cursor = row.cursor
                 self.early.discard(row.pk)
             if row.pk not in fresh_ids or (row.target_type, row.target_id) not in visible:
                 continue
-            if not row.final:
+            if self.held:
                 self.early.add(row.pk)
             messages.append(self.message(row, decidable))
+        if messages and messages[-1]["cursor"] != live.format_cursor(self.cursor):
+            # The batch's last event let the cursor pass more: say so, or a reconnect would
+            # replay those again.
+            messages.append({"type": "cursor", "cursor": live.format_cursor(self.cursor)})
         if len(self.early) > MAX_EARLY:
             self.early.clear()  # at worst some early events come a second time
-        more = len(rows) == int(live.setting("BATCH")) and rows[-1].final
-        return messages, more
+        if rows:
+            self.scan = rows[-1].cursor
+        return messages, len(rows) == int(live.setting("BATCH"))
 
     def message(self, row: live.Row, decidable: set[str]) -> dict:
         """Describe one event by ids: what happened to which object, and the cursor to keep."""

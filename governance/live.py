@@ -2,9 +2,11 @@
 
 The cursor is (txid, id): the top-level transaction that wrote an event and the event's id.
 Ids commit out of order (id 7 may commit after id 9), so a cursor on ids alone would skip 7.
-As the audit sequencer does (audit/sequencer.py), a read takes, in the same statement,
-`horizon = pg_snapshot_xmin(pg_current_snapshot())`: every transaction below the horizon has
-ended, and one that has not yet got an id will get one above it. Events with txid below the
+As the audit sequencer does (audit/sequencer.py), a read takes, in the same statement, a
+horizon: the oldest transaction of this database still open in the statement's snapshot
+(`pg_current_snapshot()`, leaving out those pg_stat_activity shows in other databases), else
+the snapshot's xmax. Every transaction of this database below the horizon has ended, and one
+that has not yet got an id will get one above it. Events with txid below the
 horizon are therefore final: nothing can ever appear before them again, so the cursor may move
 past them. Events above the horizon that this statement already sees (committed while an older
 transaction is still open somewhere) are delivered at once as "early" events, but the cursor
@@ -35,17 +37,34 @@ DEFAULTS = {
     "KEEP_HOURS": 24.0,  # older events are pruned (a page away longer reloads)
 }
 
-_PG_AFTER = """
-    SELECT id, txid, event_type, target_type, target_id,
-           txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS final
+# The horizon of this database: the oldest transaction still open in the statement's snapshot
+# (or its xmax when none is), leaving out the transactions that pg_stat_activity shows running
+# in another database of the cluster (they cannot write this table; another application's idle
+# transaction would otherwise hold every page back). A transaction open at the snapshot but
+# gone from pg_stat_activity by the time it is read is kept in: it only holds the horizon back
+# for this one read.
+_PG_HORIZON = """
+    WITH snapshot AS (SELECT pg_current_snapshot() AS taken),
+    elsewhere AS (
+        SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()
+    )
+    SELECT LEAST(
+        (SELECT pg_snapshot_xmax(taken)::text::bigint FROM snapshot),
+        (SELECT min(open::text::bigint) FROM snapshot, pg_snapshot_xip(taken) AS open
+         WHERE mod(open::text::bigint, 4294967296) NOT IN (SELECT xid FROM elsewhere))
+    )
+"""
+_PG_AFTER = f"""
+    SELECT id, txid, event_type, target_type, target_id, txid < ({_PG_HORIZON}) AS final
     FROM governance_liveevent
     WHERE (txid, id) > (%s, %s) AND event_type = ANY(%s)
     ORDER BY txid, id
     LIMIT %s
 """
-_PG_HEAD = """
+_PG_HEAD = f"""
     SELECT txid, id FROM governance_liveevent
-    WHERE txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+    WHERE txid < ({_PG_HORIZON})
     ORDER BY txid DESC, id DESC
     LIMIT 1
 """
