@@ -11,10 +11,11 @@ through restrict(). `{"type": "ready", "cursor": ...}` ends the replay; `{"type"
 says the cursor is older than what is kept (the page reloads what it shows).
 
 Each batch is read for the person as they are now: the user is re-read (inactive: closed), the
-session must still be theirs (signed out: closed), and each event's object passes restrict()
-at that moment. Nudges through the Channels layer (ids only, governance.actions.events) make
-delivery prompt; the consumer also re-reads the table every STEWARD_LIVE_POLL_SECONDS, so a
-nudge lost by Redis, or never sent across processes by the in-memory layer, only delays.
+session must still be theirs (signed out, or the password changed elsewhere: closed), and
+each event's object passes restrict() at that moment. Nudges through the Channels layer (ids
+only, governance.actions.events) make delivery prompt; the consumer also re-reads the table
+every STEWARD_LIVE_POLL_SECONDS, so a nudge lost by Redis, or never sent across processes by
+the in-memory layer, only delays.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
 from governance import live
 from governance.actions.events import GROUP
@@ -49,7 +51,6 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user_id = user.pk
         self.session_key = session.session_key
-        self.session_hash = session.get(HASH_SESSION_KEY)
         self.cursor = None
         self.early: set[int] = set()
         self.wake = asyncio.Event()
@@ -171,6 +172,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         store = import_module(settings.SESSION_ENGINE).SessionStore(self.session_key)
         if str(store.get(SESSION_KEY)) != str(self.user_id):
             return None
-        if store.get(HASH_SESSION_KEY) != self.session_hash:
+        user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
+        # As Django's own check: a password changed elsewhere ends the other sessions.
+        if user is None or not constant_time_compare(
+            store.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+        ):
             return None
-        return get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
+        return user
