@@ -722,3 +722,32 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event_type} {self.webhook_id} ({self.status})"
+
+
+# --- live events ---------------------------------------------------------------------------------
+
+
+class LiveEvent(models.Model):
+    """One change the web app's live pages learn of: its type and the object's ids, never data.
+
+    Written in the transaction that made the change (governance.actions.events.announce).
+    Consumers read them in (txid, id) order and only below the commit horizon, so a cursor on
+    (txid, id) never skips a row whose id committed late (governance/live.py).
+    """
+
+    # PostgreSQL fills this with pg_current_xact_id() (migration 0006); SQLite keeps 0.
+    txid = models.BigIntegerField(db_default=0, editable=False)
+    event_type = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=100, help_text="app_label.model of the object.")
+    target_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["txid", "id"]
+        indexes = [
+            models.Index(fields=["txid", "id"], name="live_event_cursor"),
+            models.Index(fields=["created_at"], name="live_event_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} {self.target_type}:{self.target_id}"

@@ -44,6 +44,7 @@ from governance.actions.escalations import (
     resolution_payload,
     resolve_escalation,
 )
+from governance.actions.events import announce, prune_live_events
 from governance.actions.policies import (
     PolicyDecision,
     create_policy,
@@ -97,6 +98,8 @@ from governance.permissions import get_for as _get_for
 get_for = audited_refusals(_get_for)
 
 __all__ = [
+    "announce",
+    "prune_live_events",
     "DestinationRefused",
     "create_subscription",
     "delete_subscription",

@@ -27,3 +27,9 @@ def deliver_webhook(delivery_id: int) -> None:
 def deliver_webhooks() -> int:
     """Attempt the outbox deliveries that are due: retries, and first attempts that were lost."""
     return webhooks.deliver_due(actor=SYSTEM)
+
+
+@shared_task(name="governance.prune_live_events", acks_late=True, ignore_result=True)
+def prune_live_events() -> int:
+    """Delete the live events past their retention (a second run finds nothing to delete)."""
+    return services.prune_live_events(actor=SYSTEM)

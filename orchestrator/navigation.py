@@ -99,4 +99,5 @@ def navigation(request) -> dict:
     if nav is None:
         nav = entries(request)
         request._steward_nav = nav
-    return {"steward_nav": nav}
+    # Pages of someone with an inbox open the live channel (its count, and the inbox itself).
+    return {"steward_nav": nav, "steward_live": any(entry.key == "inbox" for entry in nav)}

@@ -9,7 +9,6 @@ from agents.signals import model_call_values_expired
 from audit import services as audit
 from audit.actors import SYSTEM
 from governance import services as governance
-from governance.actions import webhooks
 from governance.signals import approval_decided, escalation_resolved
 from orchestrator import engine, services
 from orchestrator.models import EventKind
@@ -46,7 +45,7 @@ def audit_run_events(sender, events, run, **kwargs):
     )
 
 
-_WEBHOOK_EVENTS = {
+_ANNOUNCED_RUN_EVENTS = {
     EventKind.RUN_STARTED: "run.started",
     EventKind.RUN_SUCCEEDED: "run.succeeded",
     EventKind.RUN_FAILED: "run.failed",
@@ -54,14 +53,14 @@ _WEBHOOK_EVENTS = {
 }
 
 
-@receiver(run_events_recorded, dispatch_uid="orchestrator.announce_run_webhooks")
-def announce_run_webhooks(sender, events, run, **kwargs):
-    """Put the run events integrations subscribe to in the webhook outbox, in this transaction."""
+@receiver(run_events_recorded, dispatch_uid="orchestrator.announce_run_events")
+def announce_run_events(sender, events, run, **kwargs):
+    """Announce the run events live pages and integrations follow, in this transaction."""
     for event in events:
-        event_type = _WEBHOOK_EVENTS.get(event.kind)
+        event_type = _ANNOUNCED_RUN_EVENTS.get(event.kind)
         if event_type is None:
             continue
-        webhooks.enqueue_event(
+        governance.announce(
             event_type,
             lambda event=event: _run_facts(run, event),
             actor=event.actor if event.actor_id else SYSTEM,

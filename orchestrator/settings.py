@@ -305,6 +305,7 @@ CELERY_TASK_ROUTES = {
         "orchestrator.sweep",
         "audit.sequence",
         "governance.sweep_overdue_approvals",
+        "governance.prune_live_events",
         "agents.purge_memory",
     )
 }
@@ -327,6 +328,17 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Live pages: a consumer re-reads the event table this often (the nudge through the layer only
+# makes it prompt; the in-memory layer reaches its own process alone), and a beat task prunes
+# events older than STEWARD_LIVE_KEEP_HOURS (a page disconnected longer reloads).
+STEWARD_LIVE_POLL_SECONDS = env_float("STEWARD_LIVE_POLL_SECONDS", 2.0)
+STEWARD_LIVE_KEEP_HOURS = env_float("STEWARD_LIVE_KEEP_HOURS", 24.0)
+CELERY_BEAT_SCHEDULE["governance-live-event-pruning"] = {
+    "task": "governance.prune_live_events",
+    "schedule": env_float("STEWARD_LIVE_PRUNE_SECONDS", 600.0),
+    "options": {"expires": 300},
+}
 
 # Engine tuning. Timers, leases and backoff live in the database; these only set their scale.
 STEWARD_LEASE_SECONDS = env_float("STEWARD_LEASE_SECONDS", 30.0)

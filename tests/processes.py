@@ -265,3 +265,89 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message="") -> 
             return
         time.sleep(interval)
     raise AssertionError((message() if callable(message) else message) or "condition not met")
+
+
+# --- a real ASGI server (websockets) -------------------------------------------------------------
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class AsgiServer:
+    """Uvicorn serving Steward (HTTP and websockets) on the test database, killable with -9.
+
+    The live server of pytest-django speaks WSGI only; live pages need the websocket. Restarted
+    on the same port, the pages' sockets find it again.
+    """
+
+    def __init__(self, tmp_path: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp_path = tmp_path
+        self.process: subprocess.Popen | None = None
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "REDIS_URL": settings.REDIS_URL or "",
+            "PYTHONPATH": str(ROOT),
+            "DEBUG": "1",  # static files through the ASGI handler
+            **env,
+        }
+        for name in ("STEWARD_FIND_SERVICES", "STEWARD_TEST_DB_NAME", "DJANGO_ALLOW_ASYNC_UNSAFE"):
+            self.env.pop(name, None)
+        if not self.env["REDIS_URL"]:
+            self.env.pop("REDIS_URL")
+
+    def start(self) -> None:
+        """Start uvicorn and wait until it answers."""
+        log = open(self.tmp_path / "uvicorn.log", "ab")  # noqa: SIM115  (closed with the process)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "orchestrator.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(
+            answers,
+            timeout=60,
+            interval=0.1,
+            message=lambda: "uvicorn did not start:\n" + self.logs(),
+        )
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): its websockets drop without a close frame."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def logs(self) -> str:
+        """Return the end of the server's log."""
+        path = self.tmp_path / "uvicorn.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""

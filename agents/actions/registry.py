@@ -24,7 +24,7 @@ from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, requires_actor
 from governance import expressions
-from governance.actions import webhooks
+from governance.actions import events
 from governance.actions.common import GovernanceError, audited_refusals, name_of, save_governed
 from governance.actions.principals import create_agent_principal, is_person
 from governance.actions.roles import add_member, remove_member
@@ -331,7 +331,7 @@ def set_status(agent: Agent, status: str, *, actor, reason: str) -> Agent:
         body={"from": previous, "to": status, "reason": reason},
     )
     if status == AgentStatus.QUARANTINED and previous != status:
-        webhooks.enqueue_event(
+        events.announce(
             "agent.quarantined",
             {"agent": locked.pk, "slug": locked.slug, "from": previous, "reason": reason},
             actor=actor,

@@ -27,7 +27,7 @@ from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions import eligibility as eligibility_rule
-from governance.actions import webhooks
+from governance.actions import events
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -255,7 +255,7 @@ def request_approval(
         },
     )
     approval_requested.send(sender=ApprovalRequest, request=request)
-    webhooks.enqueue_event(
+    events.announce(
         "approval.requested",
         lambda: {
             "approval": request.pk,
@@ -441,7 +441,7 @@ def _finish(
         actor=actor,
         announce_to_run=announce_to_run,
     )
-    webhooks.enqueue_event(
+    events.announce(
         "approval.decided",
         lambda: {
             "approval": request.pk,

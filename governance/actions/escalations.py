@@ -22,7 +22,7 @@ from guardian.shortcuts import assign_perm
 from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
-from governance.actions import webhooks
+from governance.actions import events
 from governance.actions.common import GovernanceError, audited_refusals, name_of
 from governance.actions.eligibility import escalation_eligibility, opened_by
 from governance.models import Escalation, EscalationStatus, Resolution, Role
@@ -103,7 +103,7 @@ def open_escalation(
         step_id=step_id or None,
         body={"reason": reason, "role": role.name if role else None, "parked": parked},
     )
-    webhooks.enqueue_event(
+    events.announce(
         "escalation.opened",
         lambda: {
             "escalation": escalation.pk,
@@ -195,7 +195,7 @@ def resolve_escalation(
         body={"resolution": resolution, "comment": comment, "result": locked.result},
     )
     escalation_resolved.send(sender=Escalation, escalation=locked, actor=user)
-    webhooks.enqueue_event(
+    events.announce(
         "escalation.resolved",
         lambda: {
             "escalation": locked.pk,

@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from governance import inbox, services
+from governance import inbox, live, services
 from governance.filters import ApprovalRequestFilter
 from governance.forms import DecisionForm
 from governance.models import ApprovalRequest, ApprovalStatus, DecisionKind
@@ -115,37 +115,54 @@ def _visible(user, pk: int) -> ApprovalRequest:
 @require_GET
 def index(request):
     """The inbox: a tab of requests, filtered and sorted by due time."""
-    context = _listing(request.user, request.GET)
     if request.htmx and request.htmx.target == "inbox-list":
+        context = _listing(request.user, request.GET)
         return render(request, "governance/partials/request_list.html", context)
-    return render(request, "governance/inbox.html", {**context, "title": "Inbox"})
+    cursor = _live_cursor()  # before reading: the page reflects every event up to it
+    context = _listing(request.user, request.GET)
+    return render(
+        request, "governance/inbox.html", {**context, "title": "Inbox", "live_cursor": cursor}
+    )
+
+
+def _live_cursor() -> str:
+    """Return the live cursor a page rendered now starts from (governance/live.py)."""
+    return live.format_cursor(live.head())
 
 
 @login_required
 @require_GET
 def detail(request, pk: int):
     """One request: what it asks, why it needs a decision, and the decision or why not."""
+    whole_page = not (request.htmx and request.htmx.target == "detail")
+    cursor = _live_cursor() if whole_page else None
     approval = _visible(request.user, pk)
     context = _detail_context(request, approval)
-    if request.htmx and request.htmx.target == "detail":
+    if not whole_page:
         return render(request, "governance/partials/request_detail.html", context)
     listing = _listing(request.user, request.GET)
     return render(
         request,
         "governance/inbox.html",
-        {**listing, **context, "title": f"#{approval.pk} {approval.action}"},
+        {
+            **listing,
+            **context,
+            "title": f"#{approval.pk} {approval.action}",
+            "live_cursor": cursor,
+        },
     )
 
 
 @login_required
 @require_GET
 def row(request, pk: int):
-    """One row of the list, re-read (empty when the person may no longer see the request)."""
-    approval = inbox.visible_rows(request.user).filter(pk=pk).first()
+    """One row of the list, re-read in the page's tab and filters (empty once it left them)."""
+    tab = _tab(request.GET)
+    approval = _filter(request.user, request.GET, tab).qs.filter(pk=pk).first()
     if approval is None:
         return HttpResponse("")
     approval.yours = approval.pk in inbox.decidable_ids(request.user)
-    context = {"row": approval, "tab": _tab(request.GET), "query": request.GET.urlencode()}
+    context = {"row": approval, "tab": tab, "query": request.GET.urlencode()}
     return render(request, "governance/partials/request_row.html", context)
 
 

@@ -40,20 +40,47 @@
   }
   setInterval(tick, 15000);
 
-  // Re-read one request: its row, the open request if it is this one, and the count. A live
-  // layer (a websocket carrying ids only) calls this; the server answers through restrict().
+  // Re-read one request: its row (or the list, when the request is new to this page), the open
+  // request if it is this one, and the count. The live layer (live.js: a websocket carrying ids
+  // only) calls this; the server answers through restrict() and the page's tab and filters.
+  var listTimer = null;
+  function refreshList() {
+    var list = document.getElementById("inbox-list");
+    if (!list || !window.htmx) return;
+    clearTimeout(listTimer);  // a burst of new requests re-reads the list once
+    listTimer = setTimeout(function () {
+      htmx.ajax("GET", "/inbox/" + window.location.search, { target: "#inbox-list", swap: "innerHTML" });
+    }, 100);
+  }
+  function rereadCount() {
+    if (window.htmx) htmx.trigger(document.body, "steward:reread-count");
+  }
   function reread(id) {
     if (!window.htmx) return;
     var row = document.getElementById("row-" + id);
     var query = window.location.search;
     if (row) {
       htmx.ajax("GET", "/inbox/" + id + "/row/" + query, { target: row, swap: "outerHTML" });
+    } else {
+      refreshList();
     }
     var open = document.querySelector("#detail [data-request='" + id + "']");
     if (open) {
       htmx.ajax("GET", open.getAttribute("data-detail-url"), { target: "#detail", swap: "innerHTML" });
     }
-    htmx.trigger(document.body, "steward:reread-count");
+    rereadCount();
   }
-  window.Steward = { reread: reread, tick: tick };
+
+  // The browser's title carries the count of decisions owed: "(3) Inbox · Steward".
+  var plainTitle = document.title.replace(/^\(\d+\) /, "");
+  function showCount() {
+    var count = document.getElementById("inbox-count");
+    if (!count) return;
+    var owed = parseInt(count.textContent, 10) || 0;
+    document.title = (owed ? "(" + owed + ") " : "") + plainTitle;
+  }
+  showCount();
+  document.addEventListener("htmx:afterSettle", showCount);
+
+  window.Steward = { reread: reread, rereadCount: rereadCount, refreshList: refreshList, tick: tick };
 })();
