@@ -89,7 +89,9 @@ def _seeded_runs() -> int:
         cursor.execute("SELECT to_regclass('orchestrator_workflowrun') IS NOT NULL")
         if not cursor.fetchone()[0]:
             return 0
-        cursor.execute("SELECT count(*) FROM orchestrator_workflowrun WHERE trigger <> 'bench'")
+        cursor.execute(
+            "SELECT count(*) FROM orchestrator_workflowrun WHERE request_id LIKE 'seed-%%'"
+        )
         return cursor.fetchone()[0]
 
 
@@ -165,7 +167,7 @@ SELECT (%(workflows)s::bigint[])[w], (%(versions)s::bigint[])[w], status,
     CASE WHEN status IN ('running', 'paused') THEN 'open-' || i  -- one open run per key
          WHEN r_key < 0.75 THEN 'order-' || (r_time * 300000)::int  -- a key recurs ~2.5 times
          ELSE '' END,
-    NULL, md5(i::text), at, at + interval '1 minute',
+    NULL, 'seed-' || md5(i::text), at, at + interval '1 minute',
     CASE WHEN status NOT IN ('running', 'paused') THEN at + r_time * interval '10 minutes' END
 FROM s ORDER BY i
 """
@@ -179,7 +181,7 @@ SELECT id, 'only', -1, NULL, 'noop',
     CASE status WHEN 'running' THEN 'ready' WHEN 'paused' THEN 'ready' ELSE status END, 1,
     NULL, '{}'::jsonb, output, error, created_at, NULL, '', NULL, NULL, '', NULL, '',
     created_at, created_at, finished_at
-FROM orchestrator_workflowrun WHERE trigger <> 'bench'
+FROM orchestrator_workflowrun WHERE request_id LIKE 'seed-%%'
 """
 
 
@@ -632,7 +634,9 @@ def _read_urls(started_ids: list[int]) -> dict[str, list[str]]:
 
     from orchestrator.models import WorkflowRun
 
-    span = WorkflowRun.objects.exclude(trigger="bench").aggregate(lo=Min("pk"), hi=Max("pk"))
+    span = WorkflowRun.objects.filter(request_id__startswith="seed-").aggregate(
+        lo=Min("pk"), hi=Max("pk")
+    )
     seeded = random.Random(12).sample(range(span["lo"], span["hi"] + 1), 20)
     urls = {"read a seeded run": [f"/api/v1/runs/{pk}" for pk in seeded]}
     if started_ids:
