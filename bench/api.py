@@ -405,15 +405,17 @@ def list_paths(runs: int) -> dict[str, str]:
     }
 
 
-def time_requests(base: str, token: str, paths: dict[str, str], requests: int) -> dict:
-    """Time each path `requests` times, one client, after 3 untimed requests; also check it."""
+def time_requests(base: str, new_token, paths: dict[str, str], requests: int) -> dict:
+    """Time each path `requests` times, one client, after 3 untimed requests.
+
+    Each path has a token of its own (`new_token()`), so the per-token throttle never answers.
+    """
     import httpx
 
     results = {}
-    with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    ) as http:
-        for name, path in paths.items():
+    for name, path in paths.items():
+        headers = {"Authorization": f"Bearer {new_token()}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
             latencies = []
             for k in range(requests + 3):
                 began = time.perf_counter()
@@ -422,10 +424,10 @@ def time_requests(base: str, token: str, paths: dict[str, str], requests: int) -
                 response.raise_for_status()
                 if k >= 3:
                     latencies.append(took)
-            body = response.json()
-            figures = summary(latencies)
-            figures["rows"] = len(body.get("results", [])) if isinstance(body, dict) else None
-            results[name] = figures
+        body = response.json()
+        figures = summary(latencies)
+        figures["rows"] = len(body.get("results", [])) if isinstance(body, dict) else None
+        results[name] = figures
     return results
 
 
@@ -576,17 +578,20 @@ def main() -> None:
             result[f"signal_c{clients}"] = figures
             log(f"signal, {clients:>2} clients: {_line(figures)}")
 
-        token = _tokens(admin, client, 1)[0]
+        def new_token() -> str:
+            return _tokens(admin, client, 1)[0]
+
+        token = new_token()
         paths = list_paths(args.runs)
         if "list" in phases:
-            lists = time_requests(base, token, paths, args.requests)
+            lists = time_requests(base, new_token, paths, args.requests)
             for name, figures in lists.items():
                 log(f"list {name}: {_line(figures)} ({figures['rows']} rows)")
             result["list"] = lists
         if "read" in phases:
             result["read"] = {}
             for name, urls_ in _read_urls(started_ids).items():
-                figures = _time_many(base, token, urls_, args.requests)
+                figures = _time_many(base, new_token(), urls_, args.requests)
                 result["read"][name] = figures
                 log(f"{name}: {_line(figures)}")
         if "compare" in phases:
