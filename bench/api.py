@@ -431,44 +431,73 @@ def time_requests(base: str, new_token, paths: dict[str, str], requests: int) ->
     return results
 
 
-def compare_starts(base: str, token: str, client, count: int) -> dict:
-    """Alternate an HTTP start and a direct services.start_run, one at a time; compare medians."""
+def compare_starts(base: str, tokens: list[str], client, count: int) -> dict:
+    """Alternate an HTTP start and a direct services.start_run, one at a time; compare medians.
+
+    Two more figures in the same loop say where the difference goes: the same request through
+    Django's test client in this process (the whole Django/DRF stack, on this process's kept
+    connection: no server, no socket, no new connection) with its query count, and what opening
+    a database connection costs (the server opens one per request under ASGI).
+    """
     import httpx
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
 
     from orchestrator import services
     from orchestrator.models import Workflow
 
     workflow = Workflow.objects.get(slug=START_WORKFLOW)
-    http_times, direct_times = [], []
-    with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    ) as http:
+    in_process = Client(HTTP_AUTHORIZATION=f"Bearer {tokens[1]}")
+
+    def over_http() -> None:
+        method, url, kwargs = start_request(0, 0)
+        assert http.request(method, url, **kwargs).status_code == 201
+
+    def through_django() -> None:
+        _, url, kwargs = start_request(0, 0)
+        key = kwargs["headers"]["Idempotency-Key"]
+        response = in_process.post(
+            url, kwargs["json"], content_type="application/json", HTTP_IDEMPOTENCY_KEY=key
+        )
+        assert response.status_code == 201, response.content
+
+    def direct() -> None:
+        services.start_run(
+            workflow,
+            {"order": 0, "client": 0},
+            started_by=client,
+            trigger="bench",
+            business_key=f"bench-direct-{uuid.uuid4().hex}",
+        )
+
+    def connect() -> None:
+        connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    ways = {"http": over_http, "in_process": through_django, "direct": direct, "connect": connect}
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    headers = {"Authorization": f"Bearer {tokens[0]}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
         for k in range(count + 5):
-            method, url, kwargs = start_request(0, k)
-            began = time.perf_counter()
-            response = http.request(method, url, **kwargs)
-            took_http = time.perf_counter() - began
-            assert response.status_code == 201, response.text
-            began = time.perf_counter()
-            services.start_run(
-                workflow,
-                {"order": k, "client": 0},
-                started_by=client,
-                trigger="bench",
-                business_key=f"bench-direct-{uuid.uuid4().hex}",
-            )
-            took_direct = time.perf_counter() - began
-            if k >= 5:
-                http_times.append(took_http)
-                direct_times.append(took_direct)
-    http_ms = statistics.median(http_times) * 1000
-    direct_ms = statistics.median(direct_times) * 1000
+            for name, way in ways.items():
+                began = time.perf_counter()
+                way()
+                if k >= 5:
+                    times[name].append(time.perf_counter() - began)
+    queries = {}
+    for name in ("in_process", "direct"):
+        with CaptureQueriesContext(connection) as captured:
+            ways[name]()
+        queries[name] = len(captured)
+    medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
     return {
-        "http": summary(http_times),
-        "direct": summary(direct_times),
-        "http_median_ms": round(http_ms, 2),
-        "direct_median_ms": round(direct_ms, 2),
-        "ratio": round(http_ms / direct_ms, 2),
+        **{name: summary(values) for name, values in times.items()},
+        **{f"{name}_median_ms": round(ms, 2) for name, ms in medians.items()},
+        "queries": queries,
+        "ratio": round(medians["http"] / medians["direct"], 2),
+        "in_process_ratio": round(medians["in_process"] / medians["direct"], 2),
     }
 
 
@@ -595,11 +624,15 @@ def main() -> None:
                 result["read"][name] = figures
                 log(f"{name}: {_line(figures)}")
         if "compare" in phases:
-            compared = compare_starts(base, _tokens(admin, client, 1)[0], client, args.compare)
+            compared = compare_starts(base, _tokens(admin, client, 2), client, args.compare)
             result["compare"] = compared
             log(
                 f"HTTP start median {compared['http_median_ms']} ms, direct start_run "
-                f"{compared['direct_median_ms']} ms: x{compared['ratio']}"
+                f"{compared['direct_median_ms']} ms: x{compared['ratio']}; the same start "
+                f"through Django in this process {compared['in_process_median_ms']} ms "
+                f"(x{compared['in_process_ratio']}, {compared['queries']['in_process']} queries "
+                f"against {compared['queries']['direct']}); a new database connection "
+                f"{compared['connect_median_ms']} ms"
             )
         if args.explain:
             explain(token, paths)
