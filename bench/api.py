@@ -13,8 +13,9 @@ The database is dropped and recreated, migrated, and seeded with --runs runs by 
 (INSERT ... SELECT over generate_series: four workflows, realistic status, business-key and
 created_at distributions, one step per run), then ANALYZEd. Clients are httpx async clients, each
 with its own bearer token (issued through governance.services.issue_token for an integration
-principal with view/change on runs and change on the workflows: no superuser shortcut), so the
-per-token throttle runs at its production rate. Measured:
+principal with view/change on runs and on the workflows: no superuser shortcut); every phase
+issues fresh ones, so the per-token throttle runs at its production rate and never answers 429.
+--phases picks a subset of start,signal,list,read,compare. Measured:
 
 - start-run (POST /api/v1/runs with an Idempotency-Key and a business key) and send-signal
   (POST /api/v1/runs/<id>/signals with an Idempotency-Key) at each --clients concurrency, each for
@@ -22,14 +23,17 @@ per-token throttle runs at its production rate. Measured:
 - list pages (GET /api/v1/runs: the first page, by status, by business key, by workflow, a cursor
   deep in the list) and reads (GET /api/v1/runs/<id>), one client, --requests each: p50, p95;
 - an HTTP start against a direct orchestrator.services.start_run in this process, alternated
-  one by one, --compare starts each, sequential: the ratio of the medians.
+  one by one, --compare starts each, sequential: the ratio of the medians. In the same loop, the
+  same request through Django's test client in this process (the Django/DRF stack without the
+  server or a new connection; its query count against start_run's) and the cost of opening a
+  database connection, which the server does for every request under ASGI.
 
 Targets (issue #12, on 2 cores): start and signal p99 <= 100 ms at 10 clients, list pages
 p95 <= 100 ms on 1M runs, an HTTP start <= 2x a direct start_run. --explain prints the plan of
 each list request's slowest query (EXPLAIN ANALYZE, in this process).
 
-Uses BENCH_DATABASE_URL (default postgres://root@127.0.0.1:5432/steward_bench_api; dropped at the
-end unless --keep; --reuse keeps a database seeded with --runs runs by an earlier --keep) and
+Uses BENCH_DATABASE_URL (default postgres://root@127.0.0.1:5432/steward_bench_api; dropped when a
+run ends unless --keep; --reuse measures one seeded with --runs runs by an earlier --keep) and
 BENCH_REDIS_URL (default redis://127.0.0.1:6379/10). An inherited DATABASE_URL / REDIS_URL is
 ignored. The last line printed is one JSON object with every figure.
 """
