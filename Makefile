@@ -21,7 +21,7 @@ else
 WORKER_ARGS ?= --pool solo
 endif
 
-.PHONY: run test fuzz lint format bench install clean migrate
+.PHONY: run test fuzz lint format bench bench-api install clean migrate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ BENCHMARKS ?= $(filter-out $(BENCH_HELPERS),$(sort $(wildcard bench/*.py)))
 bench: $(BENCH_STAMP)
 	@test -n "$(BENCHMARKS)" || { echo "no benchmarks in bench/"; exit 1; }
 	@set -e; for script in $(BENCHMARKS); do echo "== $$script"; $(PY) $$script; done
+
+# The REST API benchmark alone (issue #12): BENCH_API_ARGS="--runs 20000 --seconds 3" for a smoke run.
+bench-api: $(BENCH_STAMP)
+	$(PY) bench/api.py $(BENCH_API_ARGS)
 
 clean:
 	rm -rf var

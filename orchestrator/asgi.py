@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+# One connection per request, closed at its end: see DB_CONN_MAX_AGE in orchestrator/settings.py.
+os.environ.setdefault("STEWARD_DB_CONN_MAX_AGE", "0")
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.conf import settings

@@ -110,9 +110,17 @@ if FIND_SERVICES and "REDIS_URL" not in os.environ and _port_open("127.0.0.1", 6
     os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/0"
 
 DATABASE_URL = env_str("DATABASE_URL")
+# Seconds a connection is kept for the next request or task. orchestrator/asgi.py sets 0: under
+# ASGI each request runs in a thread of its own, so a kept connection is never used again and
+# stays open until its thread is collected (bench/api.py: 98 connections from one server at 10
+# clients, then "too many clients"). Django: "When using ASGI, persistent connections should be
+# disabled."
+DB_CONN_MAX_AGE = env_int("STEWARD_DB_CONN_MAX_AGE", 60)
 if DATABASE_URL:
     DATABASES = {
-        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True
+        )
     }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
