@@ -6,10 +6,12 @@ from django.urls import include, path
 from django.views import defaults
 
 from orchestrator.api.problems import django_error
-from orchestrator.views import shell
+from orchestrator.views import health, shell
 
 urlpatterns = [
     path("", shell.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("login/", shell.LoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("inbox/", include("governance.urls")),
