@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from audit import clock, limits
 from audit.actors import requires_actor
 from audit.db import execute_pipeline, execute_prepared
 from governance import expressions
+from orchestrator import metrics
 from orchestrator.definitions import StepDef, WorkflowDef, compiled_version
 from orchestrator.models import (
     NO_ITEM,
@@ -932,6 +934,7 @@ def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
     step_type = step_types()[definition.type]
     ctx = StepContext(run, step, definition, clock.now())
     leases.keeper.hold(step.pk, step.lease_token, ctx)
+    began, outcome = time.perf_counter(), None
     try:
         if step_type.transactional:
             with transaction.atomic():
@@ -960,9 +963,15 @@ def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
             return None
     except LeaseLost:
         log.info("step %s was taken back or cancelled while it ran; its work is discarded", step)
+        outcome = None
         return None
     finally:
         leases.keeper.release(step.pk)
+        metrics.observe_step(
+            definition.type,
+            type(outcome).__name__.lower() if outcome is not None else "lost",
+            time.perf_counter() - began,
+        )
 
 
 def _perform(step_type, ctx: StepContext):
@@ -1898,6 +1907,7 @@ def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
     counts["republished"] = _republish(now, limit)
     for run_id in runs_breaking_invariant(limit):
         counts["repaired"] += repair_run(run_id, now)
+    metrics.add_sweeper_repairs(counts)
     return counts
 
 

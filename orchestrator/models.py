@@ -477,3 +477,13 @@ class InboundHook(models.Model):
 
     def __str__(self):
         return f"{self.endpoint_id}:{self.webhook_id}"
+
+
+class EngineCounter(models.Model):
+    """A running total the engine keeps in the database (the sweeper's repairs), for /metrics."""
+
+    name = models.CharField(max_length=64, unique=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.name} = {self.value}"

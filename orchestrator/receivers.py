@@ -11,7 +11,7 @@ from audit.actors import SYSTEM
 from governance import services as governance
 from governance.actions import webhooks
 from governance.signals import approval_decided, escalation_resolved
-from orchestrator import engine, services
+from orchestrator import engine, metrics, services
 from orchestrator.models import EventKind
 from orchestrator.signals import run_events_recorded
 
@@ -94,6 +94,12 @@ def _describe(event, run) -> str:
         item = "" if event.item_index is None else f"[{event.item_index}]"
         return f"step {event.step_id}{item} of {label}"
     return label
+
+
+@receiver(run_events_recorded, dispatch_uid="orchestrator.count_run_events")
+def count_run_events(sender, events, run, **kwargs):
+    """Count run starts and ends for /metrics once their transaction commits."""
+    metrics.count_run_events(events)
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.resume_on_approval")

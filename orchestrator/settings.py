@@ -4,6 +4,7 @@ Defaults serve a laptop demo (SQLite and a broker that needs no server). Set DAT
 REDIS_URL to use PostgreSQL and Redis. With DEBUG off, a missing secret stops the start.
 """
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -333,6 +334,16 @@ STEWARD_REPUBLISH_MAX_SECONDS = env_float("STEWARD_REPUBLISH_MAX_SECONDS", 300.0
 STEWARD_INLINE_STEPS = env_int("STEWARD_INLINE_STEPS", 1000)
 # The approval rule (its slug) that says who approves new workflow versions (docs/workflows.md).
 STEWARD_VERSION_APPROVAL_RULE = env_str("STEWARD_VERSION_APPROVAL_RULE", "workflow-versions")
+
+# /metrics (docs/metrics.md) answers a bearer token or an address in the allowed networks (CIDR,
+# the direct peer's address: no forwarded header is trusted); neither set refuses every scrape.
+STEWARD_METRICS_TOKEN = env_optional_secret("STEWARD_METRICS_TOKEN") or ""
+STEWARD_METRICS_ALLOWED_NETWORKS = env_list("STEWARD_METRICS_ALLOWED_NETWORKS", [])
+for _network in STEWARD_METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"STEWARD_METRICS_ALLOWED_NETWORKS: {_exc}") from _exc
 
 LOGGING = {
     "version": 1,

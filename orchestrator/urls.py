@@ -7,11 +7,13 @@ from django.views import defaults
 
 from orchestrator.api.problems import django_error
 from orchestrator.views import health, shell
+from orchestrator.views.metrics import metrics_view
 
 urlpatterns = [
     path("", shell.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("login/", shell.LoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("inbox/", include("governance.urls")),
