@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 
-from audit import clock, limits
+from audit import clock, limits, logs
 from audit.actors import requires_actor
 from audit.db import execute_pipeline, execute_prepared
 from governance import expressions
@@ -926,6 +926,15 @@ def run_step(step_run_id: int) -> int:
 
 def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
     """Execute a step this worker claimed, record the outcome; return a step claimed inline."""
+    fields = {"run_id": step.run_id, "step_id": step.step_id, "attempt": step.attempt}
+    if step.item_index != NO_ITEM:
+        fields["item_index"] = step.item_index
+    with logs.bound(**fields):  # every log line of the attempt names its run and step
+        return _execute_claimed(step, inline)
+
+
+def _execute_claimed(step: StepRun, inline: bool) -> StepRun | None:
+    """Execute a claimed step and record its outcome (execute_claimed's body)."""
     from orchestrator import leases
 
     run = step.run

@@ -345,11 +345,17 @@ for _network in STEWARD_METRICS_ALLOWED_NETWORKS:
     except ValueError as _exc:
         raise ImproperlyConfigured(f"STEWARD_METRICS_ALLOWED_NETWORKS: {_exc}") from _exc
 
+# STEWARD_LOG_FORMAT=json: one JSON object per line, with request id, run id and step id
+# (audit/logs.py); anything else: plain text.
+STEWARD_LOG_FORMAT = "json" if env_str("STEWARD_LOG_FORMAT", "plain") == "json" else "plain"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "audit.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": STEWARD_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
