@@ -6,7 +6,7 @@ from django.urls import include, path
 from django.views import defaults
 
 from orchestrator.api.problems import django_error
-from orchestrator.views import health, shell
+from orchestrator.views import health, kpis, shell
 from orchestrator.views.metrics import metrics_view
 
 urlpatterns = [
@@ -18,7 +18,7 @@ urlpatterns = [
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("inbox/", include("governance.urls")),
     path("runs/", shell.coming, {"what": "runs"}, name="runs-coming"),
-    path("kpis/", shell.coming, {"what": "kpis"}, name="kpis-coming"),
+    path("kpis/", kpis.kpis, name="kpis"),
     path("admin/login/", shell.admin_login),
     path("api/v1/", include("orchestrator.api.urls")),
     path("admin/audit/report/", include("audit.urls")),
