@@ -15,7 +15,8 @@ class Command(BaseCommand):
         add_actor_options(parser)
 
     def handle(self, *args, **options):
-        counts = kpis.rebuild(actor=actor_of(options))
+        actor = actor_of("rebuild_kpis", options.get("username"), options.get("system", False))
+        counts = kpis.rebuild(actor=actor)
         self.stdout.write(
             f"KPI rollups rebuilt: {counts['ended_runs']} ended runs over {counts['days']} "
             f"workflow-days, {counts['escalation_days']} escalation rows."
