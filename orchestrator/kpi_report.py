@@ -97,6 +97,7 @@ class Report:
     current: dict = field(default_factory=dict)  # workflow id or ALL -> Figures
     previous: dict = field(default_factory=dict)
     daily: list = field(default_factory=list)  # (day, succeeded, failed, cancelled, started)
+    daily_durations: list = field(default_factory=list)  # (day, ended, p50, p95)
     steps: list = field(default_factory=list)  # dicts: workflow, step, finished, failed, errors
     escalations: list = field(default_factory=list)  # (reason, current, previous)
     approvals: dict = field(default_factory=dict)  # role or ALL -> dict of figures
@@ -202,10 +203,63 @@ def build(period: Period, workflows: dict[int, tuple[str, str]]) -> Report:
         target = (report.current, report.previous)[index]
         figures = target.setdefault(key, Figures())
         figures.p50, figures.p95 = p50, p95
+    report.daily_durations = _daily_durations(period, ids)
     report.steps = _steps(period, ids, workflows)
     report.escalations = _escalations(period, previous, ids)
     report.approvals = _approvals(period, previous, ids)
     return report
+
+
+def _daily_durations(period: Period, ids) -> list[tuple]:
+    """Return (day, runs ended, p50, p95) of run durations for each day of the period."""
+    found: dict = {}
+    if ids and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT (finished_at AT TIME ZONE 'UTC')::date AS day, count(*),
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds),
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds)
+                FROM {KpiRunEnd._meta.db_table}
+                WHERE workflow_id = ANY(%s) AND finished_at >= %s AND finished_at < %s
+                GROUP BY day
+                """,
+                [list(ids), period.start, period.end],
+            )
+            found = {day: (count, p50, p95) for day, count, p50, p95 in cursor.fetchall()}
+    elif ids:
+        values: dict = defaultdict(list)
+        rows = (
+            KpiRunEnd.objects.filter(
+                workflow_id__in=ids, finished_at__gte=period.start, finished_at__lt=period.end
+            )
+            .order_by("duration_seconds")
+            .values_list("finished_at", "duration_seconds")
+        )
+        for moment, seconds in rows:
+            values[moment.astimezone(dt.UTC).date()].append(seconds)
+        found = {
+            day: (len(numbers), percentile(numbers, 0.5), percentile(numbers, 0.95))
+            for day, numbers in values.items()
+        }
+    return [(day, *found.get(day, (0, None, None))) for day in period.each_day()]
+
+
+def lines(points: list[tuple[str, list[float | None]]], *, width=640, height=180) -> dict:
+    """Return the geometry of a line chart: one polyline per series (numbers only)."""
+    values = [value for _, series in points for value in series if value is not None]
+    top = max(values + [1e-9])
+    step = width / max(len(points) - 1, 1)
+    series_count = max((len(series) for _, series in points), default=0)
+    polylines = []
+    for series in range(series_count):
+        coordinates = [
+            f"{round(index * step, 2)},{round(height - height * row[series] / top, 2)}"
+            for index, (_, row) in enumerate(points)
+            if row[series] is not None
+        ]
+        polylines.append({"series": series, "points": " ".join(coordinates)})
+    return {"width": width, "height": height, "top": top, "polylines": polylines}
 
 
 def _steps(period: Period, ids, workflows) -> list[dict]:
@@ -257,19 +311,19 @@ def _escalations(period: Period, previous: Period, ids) -> list[tuple[str, int, 
 def _approvals(period: Period, previous: Period, ids) -> dict:
     """Return approval figures by role (and ALL): count, breaches, latency p50/p95, both periods."""
     found: dict = {}
-    for index, p in enumerate((period, previous)):
-        rows = (
-            KpiApproval.objects.filter(
-                workflow_id__in=ids, decided_at__gte=p.start, decided_at__lt=p.end
-            )
-            .values_list("role_name", "breached")
-            .order_by()
+    rows = (
+        KpiApproval.objects.filter(
+            workflow_id__in=ids, decided_at__gte=previous.start, decided_at__lt=period.end
         )
-        for role, breached in rows:
-            for key in (role or "-", ALL):
-                entry = found.setdefault(key, [{"count": 0, "breached": 0} for _ in range(2)])
-                entry[index]["count"] += 1
-                entry[index]["breached"] += int(breached)
+        .values_list("role_name", "breached", "decided_at")
+        .order_by()
+    )
+    for role, breached, decided_at in rows:
+        index = 0 if decided_at >= period.start else 1
+        for key in (role or "-", ALL):
+            entry = found.setdefault(key, [{"count": 0, "breached": 0} for _ in range(2)])
+            entry[index]["count"] += 1
+            entry[index]["breached"] += int(breached)
     spreads = _percentiles(
         KpiApproval._meta.db_table,
         "latency_seconds",

@@ -15,7 +15,7 @@ from audit import clock
 from orchestrator import kpi_report
 from orchestrator.kpi_report import ALL, Period
 
-EXPORTS = ("workflows", "daily", "steps", "escalations", "approvals")
+EXPORTS = ("workflows", "daily", "durations", "steps", "escalations", "approvals")
 
 
 def _period(request) -> Period:
@@ -129,6 +129,10 @@ def _context(request, report, period, chosen, visible) -> dict:
             for day, succeeded, failed, cancelled, _ in daily
         ]
     )
+    durations = report.daily_durations
+    duration_chart = kpi_report.lines(
+        [(day.isoformat(), [p50, p95]) for day, _, p50, p95 in durations]
+    )
     failing = [step for step in report.steps if step["failed"]][:12]
     step_chart = kpi_report.hbars(
         [
@@ -157,6 +161,8 @@ def _context(request, report, period, chosen, visible) -> dict:
         "per_workflow": per_workflow,
         "daily": daily,
         "chart": chart,
+        "durations": durations,
+        "duration_chart": duration_chart,
         "steps": report.steps,
         "step_chart": step_chart,
         "escalations": report.escalations,
@@ -214,6 +220,10 @@ def _csv(report, export: str, period: Period) -> HttpResponse:
         writer.writerow(["day", "succeeded", "failed", "cancelled", "started"])
         for day, succeeded, failed, cancelled, started in report.daily:
             writer.writerow([day.isoformat(), succeeded, failed, cancelled, started])
+    elif export == "durations":
+        writer.writerow(["day", "ended", "p50_seconds", "p95_seconds"])
+        for day, ended, p50, p95 in report.daily_durations:
+            writer.writerow([day.isoformat(), ended, _number(p50), _number(p95)])
     elif export == "steps":
         writer.writerow(["workflow", "step", "finished", "failed", "failure_rate", "top_errors"])
         for step in report.steps:

@@ -168,6 +168,13 @@ def test_escalations_and_approvals_are_counted(company):
     assert approval.breached is (company.rule.sla_seconds < 300)
     escalation = KpiEscalationDay.objects.get(workflow=wf)
     assert (escalation.reason, escalation.count) == ("step_failed", 1)
+    from orchestrator import kpi_report
+
+    report = kpi_report.build(kpi_report.Period(T0.date(), T0.date()), {wf.pk: (wf.slug, wf.name)})
+    assert report.escalations == [("step_failed", 1, 0)]
+    overall = report.approvals[kpi_report.ALL][0]
+    assert (overall["count"], overall["p50"], overall["p95"]) == (1, 300, 300)
+    assert overall["breached"] == int(approval.breached)
     live = snapshot()
     kpis.rebuild(actor=SYSTEM)
     assert snapshot() == live

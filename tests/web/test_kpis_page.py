@@ -67,6 +67,9 @@ def test_the_report_has_exact_figures_and_the_previous_period(company):
     call = next(step for step in report.steps if step["step_id"] == "call")
     assert (call["finished"], call["failed"], call["errors"]) == (2, 1, [("FatalToolError", 1)])
     assert report.daily[-1][1:] == (1, 1, 1, 3)
+    day, ended, p50, p95 = report.daily_durations[-1]
+    assert (day, ended, p50) == (T0.date(), 3, 30) and p95 == pytest.approx(84)
+    assert report.daily_durations[0][1:] == (0, None, None)
 
 
 @pytest.mark.postgres
@@ -90,7 +93,7 @@ def test_a_manager_sees_the_page_with_charts_tables_and_links(company):
     page = client_for(fresh(company.maya)).get(PAGE)
     assert page.status_code == 200
     html = page.content.decode()
-    assert html.count("<svg") == 2 and "<table" in html
+    assert html.count("<svg") == 3 and "<polyline" in html and "<table" in html
     assert 'href="/runs/?workflow=payments&amp;status=failed"' in html
     assert 'href="/runs/?workflow=payments&amp;status=failed&amp;step=call"' in html
     assert "FatalToolError (1)" in html
@@ -111,6 +114,11 @@ def test_the_csv_exports_hold_the_tables(company):
     assert {"workflow": "payments", "step": "call", "finished": "2", "failed": "1"}.items() <= next(
         row for row in steps if row["step"] == "call"
     ).items()
+    durations = client.get(PAGE + "&export=durations").content.decode().splitlines()
+    assert (
+        durations[0] == "day,ended,p50_seconds,p95_seconds"
+        and durations[-1] == "2026-03-02,3,30,84"
+    )
     assert client.get(PAGE + "&export=nope").status_code == 404
 
 
@@ -151,4 +159,4 @@ def test_the_page_costs_the_same_queries_for_one_workflow_or_many(company):
     with CaptureQueriesContext(connection) as many:
         assert client.get(PAGE).status_code == 200
     assert len(many) == len(one), [q["sql"] for q in many.captured_queries]
-    assert len(many) <= 20
+    assert len(many) <= 20, "\n".join(q["sql"][:120] for q in many.captured_queries)
