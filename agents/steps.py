@@ -32,12 +32,12 @@ from django.db.models import Count, Sum
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from agents import conversation
+from agents import conversation, metrics
 from agents.actions import enforcement, memory
 from agents.actions.enforcement import AgentStopped, CallSite, ToolVerdict
 from agents.actions.registry import mark_active
 from agents.models import Agent, AgentStatus, ModelCall, Verdict
-from agents.providers import ModelResponse, ToolDefinition, client_for
+from agents.providers import ModelResponse, ProviderError, ToolDefinition, client_for
 from agents.providers.base import screen_reply
 from agents.tools import registered_tools
 from audit import clock
@@ -388,9 +388,14 @@ class AgentLoop:
         self.check_calls()  # only before a new call: a replay never refuses what was made
         agent = self.agent
         client = client_for(agent.provider.config(agent.model, agent.script))
-        response: ModelResponse = client.complete(
-            messages, tools, idempotency_key=context.idempotency_key
-        )
+        try:
+            response: ModelResponse = client.complete(
+                messages, tools, idempotency_key=context.idempotency_key
+            )
+        except ProviderError as exc:
+            metrics.observe_failure(agent.provider.kind, exc.attempts)
+            raise
+        metrics.observe_reply(agent.provider.kind, response.latency_ms, response.attempts)
         response = screen_reply(response)  # every client's reply, before anything keeps it
         row = ModelCall.objects.create(
             agent=agent,

@@ -39,7 +39,7 @@ from audit.evidence import checkpoint_message, key_id_for
 from audit.evidence import sign_checkpoint as sign_message
 from audit.leaves import ENTRY_COLUMNS, format_time, pg_leaf_time, sequencing_leaf_hash
 from audit.merkle import Frontier
-from audit.models import AuditCheckpoint, AuditLeaf, AuditTreeState
+from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeState
 
 # pg_try_advisory_xact_lock key: "audit" sequencer (any constant unique to this use).
 LOCK_KEY = 0x5374_6577_4175_64
@@ -112,6 +112,27 @@ def sequence_batch(batch_size: int = 5000) -> int | None:
         state.updated_at = now
         state.save()
         return len(rows)
+
+
+def next_unsequenced_at():
+    """Return when the next entry the sequencer will number was written (None: caught up).
+
+    The first entry after the cursor in the sequencer's own order ((txid, id) on PostgreSQL,
+    by its index; id on SQLite): its age is how far the sequencer lags.
+    """
+    state = AuditTreeState.objects.filter(pk=1).first()
+    cursor_txid, cursor_id = (state.cursor_txid, state.cursor_id) if state else (0, 0)
+    if connection.vendor != "postgresql":
+        entries = AuditEntry.objects.filter(id__gt=cursor_id).order_by("id")
+        return entries.values_list("created_at", flat=True).first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT created_at FROM audit_auditentry WHERE (txid, id) > (%s, %s)"
+            " ORDER BY txid, id LIMIT 1",
+            [cursor_txid, cursor_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _insert_leaves(leaves: list[tuple]) -> None:

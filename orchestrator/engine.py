@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 
-from audit import clock, limits
+from audit import clock, limits, logs
 from audit.actors import requires_actor
 from audit.db import execute_pipeline, execute_prepared
 from governance import expressions
+from orchestrator import metrics
 from orchestrator.definitions import StepDef, WorkflowDef, compiled_version
 from orchestrator.models import (
     NO_ITEM,
@@ -924,6 +926,15 @@ def run_step(step_run_id: int) -> int:
 
 def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
     """Execute a step this worker claimed, record the outcome; return a step claimed inline."""
+    fields = {"run_id": step.run_id, "step_id": step.step_id, "attempt": step.attempt}
+    if step.item_index != NO_ITEM:
+        fields["item_index"] = step.item_index
+    with logs.bound(**fields):  # every log line of the attempt names its run and step
+        return _execute_claimed(step, inline)
+
+
+def _execute_claimed(step: StepRun, inline: bool) -> StepRun | None:
+    """Execute a claimed step and record its outcome (execute_claimed's body)."""
     from orchestrator import leases
 
     run = step.run
@@ -932,6 +943,7 @@ def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
     step_type = step_types()[definition.type]
     ctx = StepContext(run, step, definition, clock.now())
     leases.keeper.hold(step.pk, step.lease_token, ctx)
+    began, outcome = time.perf_counter(), None
     try:
         if step_type.transactional:
             with transaction.atomic():
@@ -960,9 +972,15 @@ def execute_claimed(step: StepRun, inline: bool = True) -> StepRun | None:
             return None
     except LeaseLost:
         log.info("step %s was taken back or cancelled while it ran; its work is discarded", step)
+        outcome = None
         return None
     finally:
         leases.keeper.release(step.pk)
+        metrics.observe_step(
+            definition.type,
+            type(outcome).__name__.lower() if outcome is not None else "lost",
+            time.perf_counter() - began,
+        )
 
 
 def _perform(step_type, ctx: StepContext):
@@ -1898,6 +1916,7 @@ def sweep(now: dt.datetime | None = None, limit: int = 500) -> dict[str, int]:
     counts["republished"] = _republish(now, limit)
     for run_id in runs_breaking_invariant(limit):
         counts["repaired"] += repair_run(run_id, now)
+    metrics.add_sweeper_repairs(counts)
     return counts
 
 

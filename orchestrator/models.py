@@ -487,3 +487,147 @@ class InboundHook(models.Model):
 
     def __str__(self):
         return f"{self.endpoint_id}:{self.webhook_id}"
+
+
+class EngineCounter(models.Model):
+    """A running total the engine keeps in the database (the sweeper's repairs), for /metrics."""
+
+    name = models.CharField(max_length=64, unique=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.name} = {self.value}"
+
+
+# --- KPI rollups (docs/kpis.md) -------------------------------------------------------------------
+# Kept up to date in the engine's own transactions (orchestrator/kpis.py) and rebuilt in full by
+# `manage.py rebuild_kpis`. Days are UTC dates; a run counts as started on its start's day and as
+# ended (with its duration and its steps' outcomes) on its end's day.
+
+
+class KpiDay(models.Model):
+    """Runs of one workflow on one day: started, and ended by outcome with their total duration."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    started = models.IntegerField(default=0)
+    succeeded = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
+    duration_seconds = models.FloatField(default=0.0, help_text="Sum over the runs that ended.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "day"], name="kpi_day_unique"),
+        ]
+        indexes = [models.Index(fields=["day"], name="kpi_day_day_idx")]
+
+    def __str__(self):
+        return f"{self.workflow_id} on {self.day}"
+
+
+class KpiRunEnd(models.Model):
+    """How one ended run counts: its end, outcome, duration and steps (exact percentiles, undo)."""
+
+    run = models.OneToOneField(
+        WorkflowRun, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+    finished_at = models.DateTimeField()
+    duration_seconds = models.FloatField()
+    steps = models.JSONField(
+        default=dict, help_text="{step_id: [finished, failed, {error type: count}]} it added."
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["workflow", "finished_at"], name="kpi_run_end_wf_idx"),
+            models.Index(fields=["finished_at"], name="kpi_run_end_idx"),
+        ]
+
+    def __str__(self):
+        return f"run {self.run_id} {self.status} at {self.finished_at}"
+
+
+class KpiStepDay(models.Model):
+    """One step of one workflow's runs that ended on one day: how often it finished, and failed."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    step_id = models.CharField(max_length=100)
+    finished = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "day", "step_id"], name="kpi_step_day_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["day"], name="kpi_step_day_idx")]
+
+    def __str__(self):
+        return f"{self.step_id} of {self.workflow_id} on {self.day}"
+
+
+class KpiStepErrorDay(models.Model):
+    """Failures of one step by error type, for the runs of a workflow that ended on one day."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    step_id = models.CharField(max_length=100)
+    error_type = models.CharField(max_length=100)
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "day", "step_id", "error_type"], name="kpi_step_error_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["day"], name="kpi_step_error_day_idx")]
+
+    def __str__(self):
+        return f"{self.error_type} in {self.step_id} of {self.workflow_id} on {self.day}"
+
+
+class KpiEscalationDay(models.Model):
+    """Escalations to people opened for one workflow's runs on one day, by reason."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    reason = models.CharField(max_length=32)
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "day", "reason"], name="kpi_escalation_day_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["day"], name="kpi_escalation_day_idx")]
+
+    def __str__(self):
+        return f"{self.count} {self.reason} of {self.workflow_id} on {self.day}"
+
+
+class KpiApproval(models.Model):
+    """One approval request of a run that reached its final state: how long it took, and the SLA."""
+
+    request_id = models.BigIntegerField(primary_key=True)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=20)
+    role_name = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(help_text="When it reached its final state.")
+    latency_seconds = models.FloatField(help_text="From the request to its final state.")
+    breached = models.BooleanField(help_text="It ended after its first level's SLA.")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["workflow", "decided_at"], name="kpi_approval_wf_idx"),
+            models.Index(fields=["decided_at"], name="kpi_approval_idx"),
+        ]
+
+    def __str__(self):
+        return f"approval {self.request_id} {self.status}"

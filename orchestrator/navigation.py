@@ -4,7 +4,7 @@ Each entry is shown only to whom it serves; pages not built yet are shown as "co
 * Inbox (with the count of decisions owed): people who take part in approvals.
 * Runs (coming, the run inspector): whoever may see a run.
 * Audit (the audit report): whoever the admin lets read the audit trail.
-* KPIs (coming): managers, i.e. whoever may see every run (`orchestrator.view_workflowrun`).
+* KPIs: managers, i.e. whoever may see every run (`orchestrator.view_workflowrun`).
 * Admin: staff who hold a permission (governance admins).
 """
 
@@ -68,7 +68,7 @@ def entries(request) -> list[NavEntry]:
     if _reads_audit(request):
         found.append(NavEntry("audit", "Audit", reverse("audit:report")))
     if _is_manager(user):
-        found.append(NavEntry("kpis", "KPIs", reverse("kpis-coming"), coming=True))
+        found.append(NavEntry("kpis", "KPIs", reverse("kpis")))
     if _is_admin(user):
         found.append(NavEntry("admin", "Admin", reverse("admin:index")))
     return found
@@ -79,7 +79,7 @@ def landing(request, nav: list[NavEntry]) -> str | None:
 
     Decisions waiting come first; then the inbox for whoever approves first-hand (an approval
     rule's own role: approvers, governance admins who approve versions); then, for managers,
-    the KPIs (the runs until the KPI pages exist); the audit report for auditors; the admin.
+    the KPIs; the audit report for auditors; the admin.
     Someone the navigation offers nothing stays on the home page, which says so.
     """
     by_key = {entry.key: entry for entry in nav}

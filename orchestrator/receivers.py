@@ -3,14 +3,16 @@
 import logging
 
 from django.db import transaction
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from agents.signals import model_call_values_expired
 from audit import services as audit
 from audit.actors import SYSTEM
 from governance import services as governance
+from governance.models import Escalation
 from governance.signals import approval_decided, escalation_resolved
-from orchestrator import engine, services
+from orchestrator import engine, kpis, metrics, services
 from orchestrator.models import EventKind
 from orchestrator.signals import run_events_recorded
 
@@ -93,6 +95,31 @@ def _describe(event, run) -> str:
         item = "" if event.item_index is None else f"[{event.item_index}]"
         return f"step {event.step_id}{item} of {label}"
     return label
+
+
+@receiver(run_events_recorded, dispatch_uid="orchestrator.count_run_events")
+def count_run_events(sender, events, run, **kwargs):
+    """Count run starts and ends for /metrics once their transaction commits."""
+    metrics.count_run_events(events)
+
+
+@receiver(run_events_recorded, dispatch_uid="orchestrator.keep_kpis")
+def keep_kpis(sender, events, run, **kwargs):
+    """Keep the KPI rollups in the transaction that moved the run."""
+    kpis.on_run_events(events, run)
+
+
+@receiver(post_save, sender=Escalation, dispatch_uid="orchestrator.count_escalation")
+def count_escalation(sender, instance, created, **kwargs):
+    """Count an escalation opened for a run in the KPI rollups, in its transaction."""
+    if created:
+        kpis.on_escalation_opened(instance)
+
+
+@receiver(approval_decided, dispatch_uid="orchestrator.keep_approval_kpis")
+def keep_approval_kpis(sender, request, **kwargs):
+    """Keep an approval request's latency in the KPI rollups once it is final."""
+    kpis.on_approval_final(request)
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.resume_on_approval")

@@ -4,6 +4,7 @@ Defaults serve a laptop demo (SQLite and a broker that needs no server). Set DAT
 REDIS_URL to use PostgreSQL and Redis. With DEBUG off, a missing secret stops the start.
 """
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -358,11 +359,27 @@ STEWARD_INLINE_STEPS = env_int("STEWARD_INLINE_STEPS", 1000)
 # The approval rule (its slug) that says who approves new workflow versions (docs/workflows.md).
 STEWARD_VERSION_APPROVAL_RULE = env_str("STEWARD_VERSION_APPROVAL_RULE", "workflow-versions")
 
+# /metrics (docs/metrics.md) answers a bearer token or an address in the allowed networks (CIDR,
+# the direct peer's address: no forwarded header is trusted); neither set refuses every scrape.
+STEWARD_METRICS_TOKEN = env_optional_secret("STEWARD_METRICS_TOKEN") or ""
+STEWARD_METRICS_ALLOWED_NETWORKS = env_list("STEWARD_METRICS_ALLOWED_NETWORKS", [])
+for _network in STEWARD_METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"STEWARD_METRICS_ALLOWED_NETWORKS: {_exc}") from _exc
+
+# STEWARD_LOG_FORMAT=json: one JSON object per line, with request id, run id and step id
+# (audit/logs.py); anything else: plain text.
+STEWARD_LOG_FORMAT = "json" if env_str("STEWARD_LOG_FORMAT", "plain") == "json" else "plain"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "audit.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": STEWARD_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -6,15 +6,19 @@ from django.urls import include, path
 from django.views import defaults
 
 from orchestrator.api.problems import django_error
-from orchestrator.views import shell
+from orchestrator.views import health, kpis, shell
+from orchestrator.views.metrics import metrics_view
 
 urlpatterns = [
     path("", shell.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("login/", shell.LoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("inbox/", include("governance.urls")),
     path("runs/", shell.coming, {"what": "runs"}, name="runs-coming"),
-    path("kpis/", shell.coming, {"what": "kpis"}, name="kpis-coming"),
+    path("kpis/", kpis.kpis, name="kpis"),
     path("admin/login/", shell.admin_login),
     path("api/v1/", include("orchestrator.api.urls")),
     path("admin/audit/report/", include("audit.urls")),

@@ -16,11 +16,6 @@ COMING = {
         "The run inspector comes with the next issue: each run's steps, their inputs and "
         "outputs, and what waits.",
     ),
-    "kpis": (
-        "KPIs",
-        "The KPI pages come later: workflow duration, failure rate by step, share escalated "
-        "to people, approval latency, time to acknowledge.",
-    ),
 }
 
 

@@ -22,7 +22,7 @@ LANDING = {
     "alice": ("/inbox/", ["Inbox"]),
     "bob": ("/inbox/", ["Inbox"]),
     "gina": ("/inbox/", ["Inbox", "Runs", "KPIs", "Admin"]),
-    "maya": ("/runs/", ["Inbox", "Runs", "KPIs", "Admin"]),  # a later hop of the chain
+    "maya": ("/kpis/", ["Inbox", "Runs", "KPIs", "Admin"]),  # a later hop of the chain
     "oscar": (None, []),
 }
 
