@@ -233,6 +233,9 @@ REST_FRAMEWORK = {
         "governance.api.authentication.TokenScope",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.PerTokenThrottle"],
+    # JSON only: any other body is 415, never half-parsed form data.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "EXCEPTION_HANDLER": "orchestrator.api.problems.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

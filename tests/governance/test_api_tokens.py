@@ -15,6 +15,7 @@ from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
 from governance.models import ApiToken
+from orchestrator.models import WorkflowRun
 from tests.governance.conftest import fresh
 
 pytestmark = pytest.mark.django_db
@@ -178,6 +179,15 @@ def test_no_token_is_a_401_naming_the_scheme():
 
 def test_an_unknown_api_address_is_a_problem_not_a_page(issued):
     _problem(bearer(issued[1]).get("/api/v1/no-such-thing"), 404)
+
+
+def test_a_body_that_is_not_json_is_415_and_starts_nothing(issued):
+    runs = WorkflowRun.objects.count()
+    response = bearer(issued[1]).post(
+        "/api/v1/runs", "workflow=payments", content_type="application/x-www-form-urlencoded"
+    )
+    assert "application/x-www-form-urlencoded" in _problem(response, 415)["detail"]
+    assert WorkflowRun.objects.count() == runs
 
 
 def test_requests_beyond_the_tokens_rate_are_429_with_retry_after(issued, settings):
