@@ -12,6 +12,7 @@ from audit import keys
 from audit.evidence import key_id_for
 from audit.filters import MAX_SEQ
 from audit.models import ActorKind, AuditCheckpoint, AuditEntry
+from audit.queries import EXPORT_FIELDS
 
 HEX_HASH = r"^[0-9a-f]{64}$"
 
@@ -49,23 +50,7 @@ class EntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEntry
-        fields = [
-            "id",
-            "seq",
-            "created_at",
-            "actor_kind",
-            "actor_id",
-            "actor_name",
-            "action",
-            "target_type",
-            "target_id",
-            "target_repr",
-            "run_id",
-            "step_id",
-            "request_id",
-            "decision",
-            "body_digest",
-        ]
+        fields = list(EXPORT_FIELDS)  # the list shows what the report's exports carry
         read_only_fields = fields
 
 
