@@ -61,6 +61,7 @@ from orchestrator.engine import EngineError, InvalidInput
 from orchestrator.models import (
     STEP_FINISHED,
     EffectJournal,
+    IdempotencyKey,
     RunSignal,
     RunStatus,
     StepRun,
@@ -99,6 +100,7 @@ __all__ = [
     "get_workflow",
     "pause_run",
     "publish_version",
+    "purge_idempotency_keys",
     "resume_run",
     "retry_step",
     "send_signal",
@@ -671,6 +673,30 @@ def _run(run: WorkflowRun | int, actor, action: str = "change") -> WorkflowRun:
             _refuse(OperationNotVisible(actor, action, WorkflowRun, run))
         raise EngineError(f"no run has the id {run}")
     return found
+
+
+# Expired keys go in batches, so one purge never holds a long lock on a large table.
+_PURGE_BATCH = 5000
+
+
+@requires_actor
+def purge_idempotency_keys(*, actor, now=None) -> int:
+    """Delete the API's Idempotency-Key rows past their expiry; return how many went."""
+    cutoff = now or clock.now()
+    purged = 0
+    while True:
+        batch = list(
+            IdempotencyKey.objects.filter(expires_at__lte=cutoff).values_list("pk", flat=True)[
+                :_PURGE_BATCH
+            ]
+        )
+        if not batch:
+            return purged
+        # Conditional on the expiry, so a key claimed afresh meanwhile (a new row) is kept.
+        deleted, _ = IdempotencyKey.objects.filter(pk__in=batch, expires_at__lte=cutoff).delete()
+        purged += deleted
+        if len(batch) < _PURGE_BATCH:
+            return purged
 
 
 def redact_model_call_journals(model_calls: dict[int, int | None]) -> dict[str, Any]:
