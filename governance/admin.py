@@ -27,6 +27,8 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from governance import services
 from governance.actions.approvals import NEEDS_REASON
+from governance.actions.principals import kind_of
+from governance.actions.tokens import AGENT_REFUSAL
 from governance.admin_mixins import (
     REASON_FIELD,
     ChangeReasonForm,
@@ -930,6 +932,13 @@ class ApiTokenForm(forms.ModelForm):
     class Meta:
         model = ApiToken
         fields = ["user", "name", "read_only", "expires_at"]
+
+    def clean_user(self):
+        """Refuse an agent here, with the service's words, rather than after the form."""
+        user = self.cleaned_data["user"]
+        if kind_of(user) == PrincipalKind.AGENT:
+            raise forms.ValidationError(AGENT_REFUSAL)
+        return user
 
 
 @admin.register(ApiToken)
