@@ -497,3 +497,29 @@ def test_a_runs_detail_reads_in_a_fixed_number_of_queries(world):
     with CaptureQueriesContext(connection) as queries:
         client.get(url)
     assert len(queries) <= 12, [q["sql"] for q in queries.captured_queries]
+
+
+@pytest.mark.django_db(transaction=True)  # the sequencer takes committed entries only
+def test_a_runs_evidence_bundle_is_the_audit_apis_through_the_run(world, settings):
+    from tests.audit.conftest import TEST_KEY, seal
+
+    settings.AUDIT_SIGNING_KEY, settings.AUDIT_CHECKPOINT_SECONDS = TEST_KEY, 0.0
+    for permission in ("audit.view_auditentry", "audit.view_auditcheckpoint"):
+        governance.grant(world.company.admins, permission, actor=SYSTEM)
+    seal()
+    run = world.running
+    path = f"/api/v1/runs/{run.pk}/evidence"
+    gina = world.client("gina")
+    response = gina.get(path)
+    assert response.status_code == 200, response.content
+    assert response["Content-Disposition"] == f'attachment; filename="evidence-run-{run.pk}.json"'
+    bundle = response.json()
+    assert bundle["entries"] and bundle["not_covered"] == []
+    assert bundle == gina.get("/api/v1/audit/evidence", {"run": str(run.pk)}).json()
+    # A run the caller may not see is 404, audited once under the request's id.
+    hidden = _problem(world.client("oscar").get(path), 404)
+    refusals = denials(world.user("oscar"))
+    assert [r["request_id"] for r in refusals] == [hidden["request_id"]]
+    # One the caller sees, without the right to read the audit trail, is 404 too.
+    _problem(world.client("maya").get(path), 404)
+    _problem(gina.get("/api/v1/runs/999999/evidence"), 404)
