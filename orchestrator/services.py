@@ -10,12 +10,17 @@ checks them through governance's one authorisation path (can() on the workflow o
 | publish_version                                  | `publish` on that workflow                 |
 | set_version_approval (and that field anywhere)   | `exempt` on that workflow                  |
 | start_run                                        | `change` on that workflow                  |
-| send_signal, cancel_run, pause_run, resume_run   | `change` on that run                       |
-| retry_step                                       | `change` on the step's run                 |
+| cancel_run, pause_run, resume_run                | `change` on that run (*)                   |
+| retry_step                                       | `change` on the step's run (*)             |
+| send_signal                                      | `signal` on that run: `change` on it, or   |
+|                                                  | on its workflow (who may start, may signal)|
 | get_workflow, get_version, get_run (reads)       | `view` on that workflow or run             |
 | start_or_signal                                  | `change` on that workflow (and, to use an  |
-|                                                  | open run: `view` on it, `change` to signal)|
-| signal_by_business_key                           | `change` on the run the key names          |
+|                                                  | open run: `view` on it, `signal` to signal)|
+| signal_by_business_key                           | `signal` on the run the key names          |
+
+(*) or having started the run, while still holding `change` on its workflow
+(orchestrator.models.WorkflowRunQuerySet: the rule lives in restrict() and can()).
 
 An object the actor may not see is refused as not found (404), a visible one they may not act on
 as forbidden (403); both are audited as `governance.access_denied`. A refusal is also an
@@ -468,7 +473,7 @@ def start_run(
 def send_signal(run: WorkflowRun | int, name: str, payload: Any = None, *, sent_by) -> RunSignal:
     """Send a named signal to a run; a finished run, or a reserved name, is refused."""
     run = _run(run, sent_by)
-    authorise(sent_by, "change", run)
+    authorise(sent_by, "signal", run)
     return engine.send_signal(run.pk, name, payload, sent_by=sent_by)
 
 
@@ -588,7 +593,7 @@ def start_or_signal(
                     raise BusinessKeyConflict(existing)
                 authorise(started_by, "view", existing)
                 if signal is not None:
-                    authorise(started_by, "change", existing)
+                    authorise(started_by, "signal", existing)
                     engine.send_signal(existing.pk, signal[0], signal[1], sent_by=started_by)
                 return existing, False
             run = engine.start_run(

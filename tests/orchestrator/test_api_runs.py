@@ -5,7 +5,9 @@ Every endpoint, for each caller with a token (tests/orchestrator/api_world.py): 
 `governance.access_denied` under the response's request id. Who holds what is the governance
 company's (tests/governance/conftest.py): gina everything; alice views `payments`; maya views
 every workflow and run and changes `payments` (starts its runs); the integration views and
-changes `payments` and views every run; oscar holds nothing.
+changes `payments` and views every run; oscar holds nothing. Who may start runs of a workflow
+may signal its runs; only who may change a run, or started it, operates it (cancel, pause,
+resume, retry): the world's runs were started by the system.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
+from governance.permissions import can
 from orchestrator import engine, services
 from orchestrator.api import views
 from orchestrator.models import RunSignal, RunStatus, StepRun, WorkflowRun, WorkflowVersion
@@ -103,8 +106,8 @@ ENDPOINTS = [
 EXPECTED = {
     "gina": "++++++++++++++",
     "alice": "+++33444444444",
-    "maya": "+++3+++333333+",
-    "integration": "+++3+++3333334",
+    "maya": "+++3+++3333+++",
+    "integration": "+++3+++3333++4",
     "oscar": "44444444444444",
 }
 
@@ -523,3 +526,42 @@ def test_a_runs_evidence_bundle_is_the_audit_apis_through_the_run(world, setting
     # One the caller sees, without the right to read the audit trail, is 404 too.
     _problem(world.client("maya").get(path), 404)
     _problem(gina.get("/api/v1/runs/999999/evidence"), 404)
+
+
+def test_the_principal_that_started_a_run_operates_it_while_it_may_start_runs(world):
+    services.publish_version(world.company.payments, WAITING, actor=SYSTEM)
+    integration = world.client("integration")
+    started = integration.post("/api/v1/runs", {"workflow": "payments"}, format="json")
+    assert started.status_code == 201, started.content
+    path = f"/api/v1/runs/{started.json()['id']}"
+    assert integration.post(f"{path}/pause").status_code == 200
+    assert integration.post(f"{path}/resume").status_code == 200
+    signalled = integration.post(f"{path}/signals", {"name": "note"}, format="json")
+    assert signalled.status_code == 202
+    # Another principal who may start payments runs signals it, but does not operate it.
+    maya = world.client("maya")
+    assert maya.post(f"{path}/signals", {"name": "note"}, format="json").status_code == 202
+    _problem(maya.post(f"{path}/pause"), 403)
+    assert len(denials(world.user("maya"))) == 1
+    # Without `change` on the workflow any more, the starter no longer operates its run.
+    governance.revoke(
+        world.company.integrations,
+        "orchestrator.change_workflow",
+        world.company.payments,
+        actor=SYSTEM,
+    )
+    _problem(integration.post(f"{path}/cancel", {"reason": "x"}, format="json"), 403)
+    _problem(integration.post(f"{path}/signals", {"name": "note"}, format="json"), 403)
+    assert WorkflowRun.objects.get(pk=started.json()["id"]).status == RunStatus.RUNNING
+    assert len(denials(world.user("integration"))) == 2
+    cancelled = world.client("gina").post(f"{path}/cancel", {"reason": "x"}, format="json")
+    assert cancelled.status_code == 200
+
+
+def test_who_may_signal_is_one_rule_for_lists_and_single_runs(world):
+    integration, alice = world.user("integration"), world.user("alice")
+    signalable = set(WorkflowRun.objects.restrict(integration, "signal"))
+    assert signalable == set(WorkflowRun.objects.filter(workflow=world.company.payments))
+    assert all(can(integration, "signal", run) for run in signalable)
+    assert list(WorkflowRun.objects.restrict(alice, "signal")) == []
+    assert not can(alice, "signal", world.running)
