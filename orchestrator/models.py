@@ -460,6 +460,13 @@ class InboundEndpoint(models.Model):
         default=dict, blank=True, help_text='Run input field → JSON pointer, e.g. {"id": "/a/id"}.'
     )
     business_key_pointer = models.CharField(max_length=300, blank=True)
+    business_key_policy = models.CharField(
+        max_length=16,
+        choices=[("fail", "Fail"), ("use_existing", "Use the open run")],
+        default="use_existing",
+        help_text="A start whose business key an open run holds: refused (409, the sender "
+        "retries) or given that run (a repeated alert joins its open incident).",
+    )
     signal_name = models.CharField(max_length=100, blank=True)
     signal_payload_pointer = models.CharField(
         max_length=300, blank=True, help_text="What the signal carries (empty: the whole payload)."

@@ -451,19 +451,37 @@ def start_run(
     started_by,
     trigger: str = "",
     business_key: str = "",
+    business_key_policy: str | None = None,
     idempotency_key: str | None = None,
     request_id: str = "",
 ) -> WorkflowRun:
-    """Start a run (by workflow or slug) as `started_by`; one idempotency key, one run."""
+    """Start a run (by workflow or slug) as `started_by`; one idempotency key, one run.
+
+    A start with a business key always takes the key's lock, so it serialises with every other
+    start of that key; `business_key_policy` (`fail`, `use_existing`) applies the conflict rule
+    of start_or_signal, and None starts alongside an open run holding the key (a deliberate
+    duplicate). A replayed idempotency key gives back its run whatever the policy.
+    """
     if isinstance(workflow, str):
         workflow = _workflow_by_slug(workflow, started_by)
     authorise(started_by, "change", workflow)
+    if business_key:
+        run, _ = _start(
+            workflow,
+            input,
+            started_by=started_by,
+            business_key=business_key,
+            business_key_policy=business_key_policy,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
+        return run
     return engine.start_run(
         workflow,
         input,
         started_by=started_by,
         trigger=trigger,
-        business_key=business_key,
         idempotency_key=idempotency_key,
         request_id=request_id,
     )
@@ -566,7 +584,7 @@ def start_or_signal(
     At most one open (running or paused) run of a workflow holds a business key: a second start
     is refused (`fail`, BusinessKeyConflict) or given that run (`use_existing`, which needs
     `view` on it). `signal` (name, payload) is delivered to the run either way, in the same
-    transaction (signal-with-start); signalling an existing run needs `change` on it. Starts with
+    transaction (signal-with-start); signalling an existing run needs `signal` on it. Starts with
     one business key are serialised by a transaction-scoped lock on (workflow, key), so two
     concurrent starts give one run.
     """
@@ -575,19 +593,50 @@ def start_or_signal(
     if isinstance(workflow, str):
         workflow = _workflow_by_slug(workflow, started_by)
     authorise(started_by, "change", workflow)
+    return _start(
+        workflow,
+        input,
+        started_by=started_by,
+        business_key=business_key,
+        business_key_policy=business_key_policy,
+        signal=signal,
+        trigger=trigger,
+        request_id=request_id,
+    )
+
+
+def _start(
+    workflow: Workflow,
+    input: dict[str, Any] | None,
+    *,
+    started_by,
+    business_key: str,
+    business_key_policy: str | None,
+    signal: tuple[str, Any] | None = None,
+    trigger: str = "",
+    idempotency_key: str | None = None,
+    request_id: str = "",
+) -> tuple[WorkflowRun, bool]:
+    """Start under the business key's lock, applying its policy (None: no conflict rule)."""
+    if business_key_policy is not None and business_key_policy not in BUSINESS_KEY_POLICIES:
+        raise ValueError(f"business_key_policy is one of {BUSINESS_KEY_POLICIES}")
     try:
         with transaction.atomic():
             existing = None
             if business_key:
                 _lock_business_key(workflow, business_key)
-                existing = (
-                    WorkflowRun.objects.filter(
-                        workflow=workflow, business_key=business_key, status__in=_OPEN
-                    )
-                    .select_related("workflow", "version")
-                    .order_by("-created_at", "-id")
-                    .first()
+                replay = bool(idempotency_key) and (
+                    WorkflowRun.objects.filter(idempotency_key=idempotency_key).exists()
                 )
+                if business_key_policy is not None and not replay:
+                    existing = (
+                        WorkflowRun.objects.filter(
+                            workflow=workflow, business_key=business_key, status__in=_OPEN
+                        )
+                        .select_related("workflow", "version")
+                        .order_by("-created_at", "-id")
+                        .first()
+                    )
             if existing is not None:
                 if business_key_policy == "fail":
                     raise BusinessKeyConflict(existing)
@@ -602,6 +651,7 @@ def start_or_signal(
                 started_by=started_by,
                 trigger=trigger,
                 business_key=business_key,
+                idempotency_key=idempotency_key,
                 request_id=request_id,
             )
             if signal is not None:

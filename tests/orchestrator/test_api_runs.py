@@ -565,3 +565,31 @@ def test_who_may_signal_is_one_rule_for_lists_and_single_runs(world):
     assert all(can(integration, "signal", run) for run in signalable)
     assert list(WorkflowRun.objects.restrict(alice, "signal")) == []
     assert not can(alice, "signal", world.running)
+
+
+def test_start_run_takes_the_business_keys_lock_and_applies_a_policy_only_when_asked(world):
+    payments, maya = world.company.payments, world.user("maya")
+    with CaptureQueriesContext(connection) as queries:
+        again = services.start_run(payments, {}, started_by=maya, business_key="INV-1")
+    assert any("pg_advisory_xact_lock" in q["sql"] for q in queries.captured_queries)
+    assert again.pk != world.keyed.pk  # no policy: a deliberate second open run
+    with pytest.raises(services.BusinessKeyConflict):
+        services.start_run(
+            payments, {}, started_by=maya, business_key="INV-1", business_key_policy="fail"
+        )
+    same = services.start_run(
+        payments, {}, started_by=maya, business_key="INV-1", business_key_policy="use_existing"
+    )
+    assert same.pk == again.pk  # the newest open run holding the key
+    keyed = services.start_run(
+        payments, {}, started_by=maya, business_key="INV-2", idempotency_key="k-2"
+    )
+    replayed = services.start_run(
+        payments,
+        {},
+        started_by=maya,
+        business_key="INV-2",
+        business_key_policy="fail",
+        idempotency_key="k-2",
+    )
+    assert replayed.pk == keyed.pk  # a replayed idempotency key wins over the conflict rule
