@@ -398,6 +398,14 @@ class IdempotencyState(models.TextChoices):
     DONE = "done", "Done"
 
 
+class IdempotencyKeyQuerySet(RestrictedQuerySet):
+    """Idempotency keys: each principal's own (they hold replayed responses)."""
+
+    def owner_q(self, user, action: str) -> Q | None:
+        """A principal's own keys, to view them."""
+        return Q(principal=user) if action == "view" else None
+
+
 class IdempotencyKey(models.Model):
     """An API request's Idempotency-Key, its body's fingerprint and the response to replay."""
 
@@ -416,6 +424,8 @@ class IdempotencyKey(models.Model):
     response_location = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
+
+    objects = IdempotencyKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
