@@ -29,7 +29,7 @@ EXPECTED = {
         "delegation": NONE,
         "payments": "+++",
         "hr": "++3",
-        "run": "++3",
+        "run": "+++",  # she started it, and may still start payments runs: she operates it
     },
     "oscar": dict.fromkeys(COLUMNS, NONE),
     # Service accounts never get past the login page ("L"): the agent's session is refused by the
