@@ -43,6 +43,7 @@ from governance.admin_mixins import (
     GovernedAdminMixin,
     ReadOnlyInline,
     audited_view,
+    with_reason,
 )
 from governance.permissions import AccessDenied, NotVisible, can
 
@@ -85,41 +86,6 @@ class ReadOnlyAdmin(GovernedAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-
-# --- actions that need a reason --------------------------------------------------------------
-
-
-class ReasonForm(forms.Form):
-    """Why an operation is done: kept in the history and the audit log."""
-
-    reason = forms.CharField(max_length=400, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
-
-
-def _with_reason(modeladmin, request, queryset, *, title: str, apply) -> TemplateResponse | None:
-    """Ask for a reason on an intermediate page, then apply `apply(obj, reason)` to each row."""
-    form = ReasonForm(request.POST if "apply" in request.POST else None)
-    if "apply" in request.POST and form.is_valid():
-        done = 0
-        for obj in queryset:
-            try:
-                apply(obj, form.cleaned_data["reason"])
-                done += 1
-            except REFUSALS as exc:
-                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
-        if done:
-            modeladmin.message_user(request, f"{title}: {done} done.", messages.SUCCESS)
-        return None
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": title,
-        "opts": modeladmin.model._meta,
-        "form": form,
-        "objects": list(queryset),
-        "action": request.POST.get("action", ""),
-        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-    }
-    return TemplateResponse(request, "admin/agents/action_reason.html", context)
 
 
 # --- providers -------------------------------------------------------------------------------
@@ -356,7 +322,7 @@ def _status_action(status: str, label: str):
     """Make an admin action that sets the kill switch of each selected agent, with a reason."""
 
     def action(modeladmin, request, queryset):
-        return _with_reason(
+        return with_reason(
             modeladmin,
             request,
             queryset,
@@ -763,7 +729,7 @@ class MemoryNamespaceAdmin(GovernedModelAdmin):
 
     def _hold(self, request, queryset, hold: bool):
         label = "Place a legal hold on" if hold else "Lift the legal hold of"
-        return _with_reason(
+        return with_reason(
             self,
             request,
             queryset,

@@ -26,6 +26,9 @@ from guardian.models import GroupObjectPermission
 from simple_history.admin import SimpleHistoryAdmin
 
 from governance import services
+from governance.actions.approvals import NEEDS_REASON
+from governance.actions.principals import kind_of
+from governance.actions.tokens import AGENT_REFUSAL
 from governance.admin_mixins import (
     REASON_FIELD,
     ChangeReasonForm,
@@ -35,6 +38,7 @@ from governance.admin_mixins import (
     RestrictedAdminMixin,
     RestrictedChoicesMixin,
     audited_view,
+    with_reason,
 )
 from governance.models import (
     ApiToken,
@@ -616,25 +620,44 @@ class DecisionInline(ReadOnlyInline):
 
 
 class DecisionForm(forms.Form):
-    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    comment = forms.CharField(
+        required=False,
+        label="Reason",
+        help_text="Required to reject or request changes; kept with the decision.",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
     expected_digest = forms.CharField(widget=forms.HiddenInput)
 
 
 def _decide_action(kind: str, label: str):
-    """Make an admin action that decides each selected request under every rule."""
+    """Make an admin action that decides each selected request under every rule.
+
+    Approving needs no words; rejecting asks for the reason on an intermediate page (the
+    decision service refuses a rejection without one).
+    """
+
+    def decide(request, approval, comment: str) -> None:
+        services.decide_approval(approval, user=request.user, decision=kind, comment=comment)
 
     def action(modeladmin, request, queryset):
+        if kind in NEEDS_REASON:
+            return with_reason(
+                modeladmin,
+                request,
+                queryset,
+                title=f"{label} requests",
+                apply=lambda approval, reason: decide(request, approval, reason),
+            )
         done = 0
         for approval in queryset:
             try:
-                services.decide_approval(
-                    approval, user=request.user, decision=kind, comment=f"{label} in the admin list"
-                )
+                decide(request, approval, f"{label} in the admin list")
                 done += 1
             except services.ApprovalRefused as exc:
                 modeladmin.message_user(request, f"#{approval.pk}: {exc}", messages.ERROR)
         if done:
             modeladmin.message_user(request, f"{label}: {done} request(s).", messages.SUCCESS)
+        return None
 
     action.short_description = f"{label} selected requests"
     action.__name__ = f"{kind}_selected"
@@ -909,6 +932,13 @@ class ApiTokenForm(forms.ModelForm):
     class Meta:
         model = ApiToken
         fields = ["user", "name", "read_only", "expires_at"]
+
+    def clean_user(self):
+        """Refuse an agent here, with the service's words, rather than after the form."""
+        user = self.cleaned_data["user"]
+        if kind_of(user) == PrincipalKind.AGENT:
+            raise forms.ValidationError(AGENT_REFUSAL)
+        return user
 
 
 @admin.register(ApiToken)

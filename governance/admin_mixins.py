@@ -23,6 +23,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.template.response import TemplateResponse
 from guardian.admin import AdminGroupObjectPermissionsForm, ReinforcedGuardedModelAdminMixin
 from guardian.shortcuts import get_group_perms
 
@@ -39,6 +40,7 @@ from governance.permissions import (
 )
 
 REASON_FIELD = "change_reason"
+REFUSALS = (GovernanceError, AccessDenied, NotVisible)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -496,3 +498,35 @@ class ObjectPermissionsThroughRolesMixin(ReinforcedGuardedModelAdminMixin):
 def permission_label(model, action: str) -> str:
     """Return 'app.action_model' for messages."""
     return permission_name(model, action)
+
+
+class ReasonForm(forms.Form):
+    """Why an operation is done: kept in the history and the audit log."""
+
+    reason = forms.CharField(max_length=400, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+
+
+def with_reason(modeladmin, request, queryset, *, title: str, apply) -> TemplateResponse | None:
+    """Ask for a reason on an intermediate page, then apply `apply(obj, reason)` to each row."""
+    form = ReasonForm(request.POST if "apply" in request.POST else None)
+    if "apply" in request.POST and form.is_valid():
+        done = 0
+        for obj in queryset:
+            try:
+                apply(obj, form.cleaned_data["reason"])
+                done += 1
+            except REFUSALS as exc:
+                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+        if done:
+            modeladmin.message_user(request, f"{title}: {done} done.", messages.SUCCESS)
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "opts": modeladmin.model._meta,
+        "form": form,
+        "objects": list(queryset),
+        "action": request.POST.get("action", ""),
+        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+    }
+    return TemplateResponse(request, "admin/action_reason.html", context)

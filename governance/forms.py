@@ -6,11 +6,13 @@ from django import forms
 
 from governance.models import DecisionKind
 
-NEEDS_REASON = {DecisionKind.REJECT, DecisionKind.REQUEST_CHANGES}
-
 
 class DecisionForm(forms.Form):
-    """One decision on one request, bound to the digest of the arguments the person was shown."""
+    """One decision on one request, bound to the digest of the arguments the person was shown.
+
+    Whether a reason is needed is the decision service's rule (ReasonRequired); the inbox shows
+    its refusal on the reason field.
+    """
 
     decision = forms.ChoiceField(choices=DecisionKind.choices)
     comment = forms.CharField(
@@ -21,11 +23,3 @@ class DecisionForm(forms.Form):
     )
     expected_digest = forms.CharField(widget=forms.HiddenInput, max_length=64)
     back = forms.CharField(widget=forms.HiddenInput, required=False, max_length=2000)
-
-    def clean(self):
-        """Refuse a rejection or a request for changes without its reason."""
-        cleaned = super().clean()
-        if cleaned.get("decision") in NEEDS_REASON and not cleaned.get("comment", "").strip():
-            verb = "reject" if cleaned["decision"] == DecisionKind.REJECT else "ask for changes"
-            self.add_error("comment", f"Say why you {verb}: the requester and the audit read it.")
-        return cleaned

@@ -262,6 +262,7 @@ class WorkflowAdmin(GovernedAdminMixin, ObjectPermissionsThroughRolesMixin, Simp
                     started_by=request.user,
                     trigger="admin",
                     business_key=form.cleaned_data["business_key"],
+                    business_key_policy="fail",  # a second open run for a key is a mistake here
                     idempotency_key=form.cleaned_data["idempotency_key"] or None,
                 )
             except (PermissionDenied, Http404):
@@ -670,6 +671,7 @@ class InboundEndpointAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
         "workflow",
         "input_mapping",
         "business_key_pointer",
+        "business_key_policy",
         "signal_name",
         "signal_payload_pointer",
         "active",
@@ -688,6 +690,7 @@ class InboundEndpointAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
             workflow=data["workflow"],
             input_mapping=data.get("input_mapping") or {},
             business_key_pointer=data.get("business_key_pointer", ""),
+            business_key_policy=data.get("business_key_policy") or "use_existing",
             signal_name=data.get("signal_name", ""),
             signal_payload_pointer=data.get("signal_payload_pointer", ""),
             actor=request.user,

@@ -5,7 +5,8 @@ A request to /api/v1/hooks/<slug>/ is verified per Standard Webhooks (`webhook-i
 constant time by the `standardwebhooks` library, a 5-minute tolerance read from the injectable
 clock). It then acts as the endpoint's integration principal, in ONE transaction: it records the
 webhook-id (accepted once per endpoint: a replay answers 200 and does nothing again) and calls
-the engine's services, start_run or send_signal. Both only write rows and queue their steps on
+the engine's services, start_run (under the business key's lock, with the endpoint's
+`business_key_policy`) or send_signal. Both only write rows and queue their steps on
 commit, so the sender gets its answer within milliseconds and nothing is lost: the run's steps
 run on the workers, and a failure rolls back the record too, so the sender's retry is processed.
 """
@@ -159,6 +160,7 @@ def receive(slug: str, body: bytes, headers: dict[str, str]) -> tuple[InboundHoo
                 started_by=actor,
                 trigger=f"webhook:{endpoint.slug}",
                 business_key=hook.business_key,
+                business_key_policy=endpoint.business_key_policy,
                 idempotency_key=f"hook:{endpoint.pk}:{webhook_id}",
             )
             hook.run_id = run.pk
@@ -212,6 +214,7 @@ def create_endpoint(
     workflow,
     input_mapping: dict[str, str] | None = None,
     business_key_pointer: str = "",
+    business_key_policy: str = "use_existing",
     signal_name: str = "",
     signal_payload_pointer: str = "",
     actor,
@@ -236,6 +239,7 @@ def create_endpoint(
         workflow=workflow,
         input_mapping=input_mapping or {},
         business_key_pointer=business_key_pointer,
+        business_key_policy=business_key_policy,
         signal_name=signal_name,
         signal_payload_pointer=signal_payload_pointer,
     )

@@ -143,6 +143,33 @@ class RunStatus(models.TextChoices):
 RUN_FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 
+class WorkflowRunQuerySet(RestrictedQuerySet):
+    """Runs: seen and operated by their permissions, and by whoever started them.
+
+    The principal that started a run may view and operate it (cancel, pause, resume, retry,
+    signal) for as long as it may still start runs of its workflow (`change` on the workflow):
+    an integration controls the runs it started, as a Temporal client does, and loses them with
+    the workflow grant. Signalling (`signal`, a rule action) is open to anyone who may change the
+    run or start runs of its workflow: a signal is input to the workflow, as a start is, and the
+    definition decides what it does (reserved names stay refused by the engine).
+    """
+
+    rule_actions = frozenset({"signal"})
+
+    def owner_q(self, user, action: str) -> Q | None:
+        """The runs `user` started, of workflows they may still change."""
+        if action not in ("view", "change"):
+            return None
+        startable = Workflow.objects.restrict(user, "change").values("pk")
+        return Q(started_by=user, workflow__in=startable)
+
+    def rule_rows(self, user, action: str) -> WorkflowRunQuerySet:
+        """The runs `user` may signal: those they may change, and those of workflows they may."""
+        changeable = self.model._default_manager.all().restrict(user, "change").values("pk")
+        startable = Workflow.objects.restrict(user, "change").values("pk")
+        return self.filter(Q(pk__in=changeable) | Q(workflow__in=startable))
+
+
 class WorkflowRun(models.Model):
     """One execution of a workflow version, with its input, outcome and who started it."""
 
@@ -166,7 +193,7 @@ class WorkflowRun(models.Model):
     updated_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = RestrictedQuerySet.as_manager()
+    objects = WorkflowRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -443,6 +470,13 @@ class InboundEndpoint(models.Model):
         default=dict, blank=True, help_text='Run input field → JSON pointer, e.g. {"id": "/a/id"}.'
     )
     business_key_pointer = models.CharField(max_length=300, blank=True)
+    business_key_policy = models.CharField(
+        max_length=16,
+        choices=[("fail", "Fail"), ("use_existing", "Use the open run")],
+        default="use_existing",
+        help_text="A start whose business key an open run holds: refused (409, the sender "
+        "retries) or given that run (a repeated alert joins its open incident).",
+    )
     signal_name = models.CharField(max_length=100, blank=True)
     signal_payload_pointer = models.CharField(
         max_length=300, blank=True, help_text="What the signal carries (empty: the whole payload)."

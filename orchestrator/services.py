@@ -10,12 +10,17 @@ checks them through governance's one authorisation path (can() on the workflow o
 | publish_version                                  | `publish` on that workflow                 |
 | set_version_approval (and that field anywhere)   | `exempt` on that workflow                  |
 | start_run                                        | `change` on that workflow                  |
-| send_signal, cancel_run, pause_run, resume_run   | `change` on that run                       |
-| retry_step                                       | `change` on the step's run                 |
+| cancel_run, pause_run, resume_run                | `change` on that run (*)                   |
+| retry_step                                       | `change` on the step's run (*)             |
+| send_signal                                      | `signal` on that run: `change` on it, or   |
+|                                                  | on its workflow (who may start, may signal)|
 | get_workflow, get_version, get_run (reads)       | `view` on that workflow or run             |
 | start_or_signal                                  | `change` on that workflow (and, to use an  |
-|                                                  | open run: `view` on it, `change` to signal)|
-| signal_by_business_key                           | `change` on the run the key names          |
+|                                                  | open run: `view` on it, `signal` to signal)|
+| signal_by_business_key                           | `signal` on the run the key names          |
+
+(*) or having started the run, while still holding `change` on its workflow
+(orchestrator.models.WorkflowRunQuerySet: the rule lives in restrict() and can()).
 
 An object the actor may not see is refused as not found (404), a visible one they may not act on
 as forbidden (403); both are audited as `governance.access_denied`. A refusal is also an
@@ -61,6 +66,7 @@ from orchestrator.engine import EngineError, InvalidInput
 from orchestrator.models import (
     STEP_FINISHED,
     EffectJournal,
+    IdempotencyKey,
     RunSignal,
     RunStatus,
     StepRun,
@@ -99,6 +105,7 @@ __all__ = [
     "get_workflow",
     "pause_run",
     "publish_version",
+    "purge_idempotency_keys",
     "resume_run",
     "retry_step",
     "send_signal",
@@ -444,19 +451,37 @@ def start_run(
     started_by,
     trigger: str = "",
     business_key: str = "",
+    business_key_policy: str | None = None,
     idempotency_key: str | None = None,
     request_id: str = "",
 ) -> WorkflowRun:
-    """Start a run (by workflow or slug) as `started_by`; one idempotency key, one run."""
+    """Start a run (by workflow or slug) as `started_by`; one idempotency key, one run.
+
+    A start with a business key always takes the key's lock, so it serialises with every other
+    start of that key; `business_key_policy` (`fail`, `use_existing`) applies the conflict rule
+    of start_or_signal, and None starts alongside an open run holding the key (a deliberate
+    duplicate). A replayed idempotency key gives back its run whatever the policy.
+    """
     if isinstance(workflow, str):
         workflow = _workflow_by_slug(workflow, started_by)
     authorise(started_by, "change", workflow)
+    if business_key:
+        run, _ = _start(
+            workflow,
+            input,
+            started_by=started_by,
+            business_key=business_key,
+            business_key_policy=business_key_policy,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
+        return run
     return engine.start_run(
         workflow,
         input,
         started_by=started_by,
         trigger=trigger,
-        business_key=business_key,
         idempotency_key=idempotency_key,
         request_id=request_id,
     )
@@ -466,7 +491,7 @@ def start_run(
 def send_signal(run: WorkflowRun | int, name: str, payload: Any = None, *, sent_by) -> RunSignal:
     """Send a named signal to a run; a finished run, or a reserved name, is refused."""
     run = _run(run, sent_by)
-    authorise(sent_by, "change", run)
+    authorise(sent_by, "signal", run)
     return engine.send_signal(run.pk, name, payload, sent_by=sent_by)
 
 
@@ -559,7 +584,7 @@ def start_or_signal(
     At most one open (running or paused) run of a workflow holds a business key: a second start
     is refused (`fail`, BusinessKeyConflict) or given that run (`use_existing`, which needs
     `view` on it). `signal` (name, payload) is delivered to the run either way, in the same
-    transaction (signal-with-start); signalling an existing run needs `change` on it. Starts with
+    transaction (signal-with-start); signalling an existing run needs `signal` on it. Starts with
     one business key are serialised by a transaction-scoped lock on (workflow, key), so two
     concurrent starts give one run.
     """
@@ -568,25 +593,56 @@ def start_or_signal(
     if isinstance(workflow, str):
         workflow = _workflow_by_slug(workflow, started_by)
     authorise(started_by, "change", workflow)
+    return _start(
+        workflow,
+        input,
+        started_by=started_by,
+        business_key=business_key,
+        business_key_policy=business_key_policy,
+        signal=signal,
+        trigger=trigger,
+        request_id=request_id,
+    )
+
+
+def _start(
+    workflow: Workflow,
+    input: dict[str, Any] | None,
+    *,
+    started_by,
+    business_key: str,
+    business_key_policy: str | None,
+    signal: tuple[str, Any] | None = None,
+    trigger: str = "",
+    idempotency_key: str | None = None,
+    request_id: str = "",
+) -> tuple[WorkflowRun, bool]:
+    """Start under the business key's lock, applying its policy (None: no conflict rule)."""
+    if business_key_policy is not None and business_key_policy not in BUSINESS_KEY_POLICIES:
+        raise ValueError(f"business_key_policy is one of {BUSINESS_KEY_POLICIES}")
     try:
         with transaction.atomic():
             existing = None
             if business_key:
                 _lock_business_key(workflow, business_key)
-                existing = (
-                    WorkflowRun.objects.filter(
-                        workflow=workflow, business_key=business_key, status__in=_OPEN
-                    )
-                    .select_related("workflow", "version")
-                    .order_by("-created_at", "-id")
-                    .first()
+                replay = bool(idempotency_key) and (
+                    WorkflowRun.objects.filter(idempotency_key=idempotency_key).exists()
                 )
+                if business_key_policy is not None and not replay:
+                    existing = (
+                        WorkflowRun.objects.filter(
+                            workflow=workflow, business_key=business_key, status__in=_OPEN
+                        )
+                        .select_related("workflow", "version")
+                        .order_by("-created_at", "-id")
+                        .first()
+                    )
             if existing is not None:
                 if business_key_policy == "fail":
                     raise BusinessKeyConflict(existing)
                 authorise(started_by, "view", existing)
                 if signal is not None:
-                    authorise(started_by, "change", existing)
+                    authorise(started_by, "signal", existing)
                     engine.send_signal(existing.pk, signal[0], signal[1], sent_by=started_by)
                 return existing, False
             run = engine.start_run(
@@ -595,6 +651,7 @@ def start_or_signal(
                 started_by=started_by,
                 trigger=trigger,
                 business_key=business_key,
+                idempotency_key=idempotency_key,
                 request_id=request_id,
             )
             if signal is not None:
@@ -671,6 +728,30 @@ def _run(run: WorkflowRun | int, actor, action: str = "change") -> WorkflowRun:
             _refuse(OperationNotVisible(actor, action, WorkflowRun, run))
         raise EngineError(f"no run has the id {run}")
     return found
+
+
+# Expired keys go in batches, so one purge never holds a long lock on a large table.
+_PURGE_BATCH = 5000
+
+
+@requires_actor
+def purge_idempotency_keys(*, actor, now=None) -> int:
+    """Delete the API's Idempotency-Key rows past their expiry; return how many went."""
+    cutoff = now or clock.now()
+    purged = 0
+    while True:
+        batch = list(
+            IdempotencyKey.objects.filter(expires_at__lte=cutoff).values_list("pk", flat=True)[
+                :_PURGE_BATCH
+            ]
+        )
+        if not batch:
+            return purged
+        # Conditional on the expiry, so a key claimed afresh meanwhile (a new row) is kept.
+        deleted, _ = IdempotencyKey.objects.filter(pk__in=batch, expires_at__lte=cutoff).delete()
+        purged += deleted
+        if len(batch) < _PURGE_BATCH:
+            return purged
 
 
 def redact_model_call_journals(model_calls: dict[int, int | None]) -> dict[str, Any]:

@@ -319,6 +319,8 @@ CELERY_TASK_ROUTES = {
         "governance.sweep_overdue_approvals",
         "governance.prune_live_events",
         "agents.purge_memory",
+        "orchestrator.purge_idempotency_keys",
+        "orchestrator.prune_inbound_hooks",
     )
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -447,6 +449,13 @@ STEWARD_INBOUND_HOOK_KEEP_DAYS = env_int("STEWARD_INBOUND_HOOK_KEEP_DAYS", 7)
 CELERY_BEAT_SCHEDULE["orchestrator-inbound-hook-pruning"] = {
     "task": "orchestrator.prune_inbound_hooks",
     "schedule": env_float("STEWARD_INBOUND_HOOK_PRUNE_SECONDS", 3600.0),
+    "options": {"expires": 600},
+}
+# API Idempotency-Key rows past STEWARD_IDEMPOTENCY_TTL are purged by a beat task on the
+# control queue.
+CELERY_BEAT_SCHEDULE["orchestrator-idempotency-key-purge"] = {
+    "task": "orchestrator.purge_idempotency_keys",
+    "schedule": env_float("STEWARD_IDEMPOTENCY_PURGE_SECONDS", 3600.0),
     "options": {"expires": 600},
 }
 

@@ -24,3 +24,11 @@ def prune_inbound_hooks() -> int:
     from orchestrator import inbound
 
     return inbound.prune_hooks(actor=SYSTEM)
+
+
+@shared_task(name="orchestrator.purge_idempotency_keys", acks_late=True, ignore_result=True)
+def purge_idempotency_keys() -> int:
+    """Delete expired API Idempotency-Key rows (a replay past its expiry runs afresh anyway)."""
+    from orchestrator import services
+
+    return services.purge_idempotency_keys(actor=SYSTEM)

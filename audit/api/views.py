@@ -297,25 +297,29 @@ class EvidenceView(APIView):
         """Return the bundle as a JSON attachment."""
         query = s.EvidenceQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        run = query.validated_data["run"]
-        rows = list(
-            AuditEntry.objects.restrict(request.user, "view")
-            .filter(run_id=run)
-            .values_list("id", "leaf__seq")
-        )
-        if not rows:
-            raise _refuse(request, AuditEntry, f"of run {run}")
-        checkpoint = _visible_checkpoints(request).first()
-        if checkpoint is None:
-            raise LogUnavailable("No signed checkpoint covers this run's entries yet.")
-        seqs = [seq for _, seq in rows if seq is not None and seq < checkpoint.tree_size]
-        not_covered = sorted(pk for pk, seq in rows if seq is None or seq >= checkpoint.tree_size)
-        try:
-            bundle = build_bundle(seqs, checkpoint=checkpoint)
-        except ExportError as exc:
-            raise LogUnavailable(str(exc)) from None
-        bundle["not_covered"] = not_covered
-        safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)
-        response = Response(bundle)
-        response["Content-Disposition"] = f'attachment; filename="evidence-run-{safe_run}.json"'
-        return response
+        return evidence_response(request, query.validated_data["run"])
+
+
+def evidence_response(request, run: str) -> Response:
+    """Answer the evidence bundle of a run's entries the caller may see (404 when none)."""
+    rows = list(
+        AuditEntry.objects.restrict(request.user, "view")
+        .filter(run_id=run)
+        .values_list("id", "leaf__seq")
+    )
+    if not rows:
+        raise _refuse(request, AuditEntry, f"of run {run}")
+    checkpoint = _visible_checkpoints(request).first()
+    if checkpoint is None:
+        raise LogUnavailable("No signed checkpoint covers this run's entries yet.")
+    seqs = [seq for _, seq in rows if seq is not None and seq < checkpoint.tree_size]
+    not_covered = sorted(pk for pk, seq in rows if seq is None or seq >= checkpoint.tree_size)
+    try:
+        bundle = build_bundle(seqs, checkpoint=checkpoint)
+    except ExportError as exc:
+        raise LogUnavailable(str(exc)) from None
+    bundle["not_covered"] = not_covered
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)
+    response = Response(bundle)
+    response["Content-Disposition"] = f'attachment; filename="evidence-run-{safe_run}.json"'
+    return response

@@ -69,6 +69,15 @@ class AlreadyDecided(ApprovalRefused):
     code = "already_decided"
 
 
+class ReasonRequired(ApprovalRefused):
+    """A rejection or a request for changes that does not say why."""
+
+    code = "reason"
+
+
+NEEDS_REASON = {DecisionKind.REJECT: "reject", DecisionKind.REQUEST_CHANGES: "ask for changes"}
+
+
 class ApprovalMismatch(GovernanceError):
     """An approval that does not cover these arguments (their digest differs)."""
 
@@ -340,6 +349,11 @@ def decide_approval(
     """Record one person's decision under every rule; finish the request when it is final."""
     if decision not in DecisionKind.values:
         raise ValueError(f"decision must be one of {DecisionKind.values}, not {decision!r}")
+    if decision in NEEDS_REASON and not (comment or "").strip():
+        # The requester reads why, and so does the audit: a bare "no" is not a decision.
+        raise ReasonRequired(
+            f"Say why you {NEEDS_REASON[decision]}: the requester and the audit read it."
+        )
     request_id = request.pk if isinstance(request, ApprovalRequest) else request
     locked = (
         ApprovalRequest.objects.select_for_update(of=("self",))

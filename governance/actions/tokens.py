@@ -7,7 +7,10 @@ prefix and an HMAC-SHA256 of the whole token under `STEWARD_TOKEN_HASH_KEY` (der
 
 Issuing a token needs the model permission `governance.add_apitoken` and `change` on the
 principal it acts as; a person may revoke the tokens that act as them or that they issued.
-Agents never get tokens: an agent acts only through the engine, under its policies.
+Agents never get tokens, by design: an agent acts only through the engine, where every tool
+call meets its policies and its approvals; a token would let it call the API as itself, around
+them. Issuing one is refused (`agent_token`), and a token whose principal has since become an
+agent does not authenticate.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 TOKEN_PREFIX = "stw_"
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+AGENT_REFUSAL = "Agents act only through the engine; an agent cannot have an API token."
 
 
 class TokenRefused(Exception):
@@ -72,10 +76,7 @@ def issue_token(
     elif not (actor.is_superuser or actor.pk == user.pk):
         raise AccessDenied(actor, "change", user, detail="You may not issue tokens for that user.")
     if kind_of(user) == PrincipalKind.AGENT:
-        raise GovernanceError(
-            "Agents act only through the engine; an agent cannot have an API token.",
-            code="agent_token",
-        )
+        raise GovernanceError(AGENT_REFUSAL, code="agent_token")
     if not user.is_active:
         raise GovernanceError("A token needs an active principal.", code="inactive")
     now = clock.now()
@@ -145,7 +146,7 @@ def authenticate_token(presented: str, *, now: dt.datetime | None = None) -> Api
     prefix = f"{parts[0]}_{parts[1]}" if len(parts) == 3 else ""
     if not prefix.startswith(TOKEN_PREFIX) or len(prefix) > 32:
         raise TokenRefused("That is not a Steward API token.")
-    row = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    row = ApiToken.objects.select_related("user__principal").filter(prefix=prefix).first()
     if row is None:
         log.info("API request with an unknown token prefix %s", prefix[:32])
         raise TokenRefused("Unknown or revoked token.")
@@ -161,6 +162,9 @@ def authenticate_token(presented: str, *, now: dt.datetime | None = None) -> Api
     if not row.user.is_active:
         _refused(row, "principal inactive")
         raise TokenRefused("The token's principal is disabled.")
+    if kind_of(row.user) == PrincipalKind.AGENT:
+        _refused(row, "agent principal")
+        raise TokenRefused("Agents cannot use API tokens.")
     _touch(row, now)
     return row
 

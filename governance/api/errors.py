@@ -4,7 +4,8 @@ A decision the eligibility rule refuses is 403, with the rule's code in the prob
 (`.../refused/<code>`) and its reason in `detail`.
 A request that is no longer open (decided, expired, resolved, its target gone) is 409. A digest
 that no longer matches is 409 when the body carried it and 412 when `If-Match` did. Invalid
-content, including a rejection without a reason, is 422 with per-field `errors`.
+content, including a rejection without a reason (the decision service's `reason` refusal), is
+422 with per-field `errors`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ STATE_CONFLICTS = frozenset(
 )
 DIGEST_CHANGED = "arguments_changed"
 INVALID_CONTENT = frozenset({"no_result", "reason"})
+# The body field a content refusal is about, so the problem names it in `errors`.
+FIELD_OF = {"no_result": "result", "reason": "reason"}
 
 
 class Unprocessable(exceptions.ValidationError):
@@ -48,7 +51,7 @@ def valid(serializer_class, data, **kwargs) -> dict:
     return serializer.validated_data
 
 
-def refused(refusal, *, precondition: bool = False) -> Refused:
+def refused(refusal, *, precondition: bool = False) -> exceptions.APIException:
     """Map a decision's or resolution's refusal to its API error (see the module docstring)."""
     code = getattr(refusal, "code", "")
     if code == DIGEST_CHANGED:
@@ -59,7 +62,9 @@ def refused(refusal, *, precondition: bool = False) -> Refused:
     if code in STATE_CONFLICTS:
         return Refused(refusal, status.HTTP_409_CONFLICT)
     if code in INVALID_CONTENT:
-        return Refused(refusal, status.HTTP_422_UNPROCESSABLE_ENTITY)
+        invalid = Unprocessable({FIELD_OF[code]: [str(refusal)]})
+        invalid.problem_type = f"refused/{code}"
+        return invalid
     return Refused(refusal, status.HTTP_403_FORBIDDEN)
 
 

@@ -185,6 +185,14 @@ def _next_request(user, back: QueryDict) -> int | None:
     return None
 
 
+def _invalid(request, approval, form) -> HttpResponse:
+    """Show the request again with the form's errors (422), in the tab the person came from."""
+    request.GET = QueryDict(request.POST.get("back", ""))
+    context = _detail_context(request, approval, form=form)
+    listing = _listing(request.user, request.GET)
+    return render(request, "governance/inbox.html", {**listing, **context}, status=422)
+
+
 @login_required
 @require_POST
 def decide(request, pk: int):
@@ -192,10 +200,7 @@ def decide(request, pk: int):
     approval = _visible(request.user, pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        request.GET = QueryDict(request.POST.get("back", ""))
-        context = _detail_context(request, approval, form=form)
-        listing = _listing(request.user, request.GET)
-        return render(request, "governance/inbox.html", {**listing, **context}, status=422)
+        return _invalid(request, approval, form)
     back = QueryDict(form.cleaned_data["back"])
     again = reverse("inbox:request", args=[pk]) + (f"?{back.urlencode()}" if back else "")
     try:
@@ -206,6 +211,9 @@ def decide(request, pk: int):
             comment=form.cleaned_data["comment"].strip(),
             expected_digest=form.cleaned_data["expected_digest"],
         )
+    except services.ReasonRequired as refusal:
+        form.add_error("comment", str(refusal))
+        return _invalid(request, approval, form)
     except services.ApprovalRefused as refusal:
         if refusal.code == "arguments_changed":
             messages.error(

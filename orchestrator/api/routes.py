@@ -28,6 +28,7 @@ urlpatterns = [
     path("runs", views.RunListView.as_view(), name="api-runs"),
     path("runs/<int:pk>", views.RunDetailView.as_view(), name="api-run"),
     path("runs/<int:pk>/events", views.RunEventsView.as_view(), name="api-run-events"),
+    path("runs/<int:pk>/evidence", views.RunEvidenceView.as_view(), name="api-run-evidence"),
     path("runs/<int:pk>/cancel", views.RunCancelView.as_view(), name="api-run-cancel"),
     path("runs/<int:pk>/pause", views.RunPauseView.as_view(), name="api-run-pause"),
     path("runs/<int:pk>/resume", views.RunResumeView.as_view(), name="api-run-resume"),

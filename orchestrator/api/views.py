@@ -12,8 +12,10 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.api import serializers as audit_serializers
 from audit.api.pagination import CursorPagination
 from audit.api.schema import problems
+from audit.api.views import evidence_response
 from orchestrator import services
 from orchestrator.api import serializers as s
 from orchestrator.api.idempotency import PARAMETER as IDEMPOTENCY_KEY
@@ -260,6 +262,22 @@ class RunEventsView(generics.ListAPIView):
     def get(self, request, *args, **kwargs):
         """Return a page of the run's history, oldest first."""
         return super().get(request, *args, **kwargs)
+
+
+class RunEvidenceView(APIView):
+    """A run's evidence bundle, as the audit API builds it, for a run the caller may see."""
+
+    @extend_schema(
+        summary="Download a run's evidence bundle",
+        description="The audit API's `steward-evidence/1` bundle (`GET /api/v1/audit/evidence"
+        "?run=<id>`) of this run: 404 for a run the caller may not see, or whose entries the "
+        "caller may not read; 409 while no signed checkpoint covers them.",
+        responses={200: audit_serializers.EvidenceBundleSerializer, **problems(404, 409)},
+    )
+    def get(self, request, pk):
+        """Return the bundle of the run's audit entries as a JSON attachment."""
+        run = services.get_run(pk, actor=request.user)
+        return evidence_response(request, str(run.pk))
 
 
 _RUN_WRITE = {200: s.RunSerializer, **problems(403, 404, 409)}

@@ -94,7 +94,9 @@ def test_approval_pauses_the_step_durably_and_runs_the_call_once_approved(
 def test_a_rejected_approval_is_a_refusal_for_the_model(world, closer, ticket, run_agent):
     enable("ticket.update", approval_rule=world.approval)
     run = run_agent("closer", {"ticket": ticket.pk})
-    governance.decide_approval(ApprovalRequest.objects.get(), user=world.bob, decision="reject")
+    governance.decide_approval(
+        ApprovalRequest.objects.get(), user=world.bob, decision="reject", comment="not now"
+    )
     engine.drain()
     run.refresh_from_db()
     assert run.status == "succeeded"
@@ -135,7 +137,7 @@ def test_an_approval_does_not_cover_changed_arguments(world, make_agent, ticket,
     assert second.arguments == {"ticket": ticket.pk, "status": "closed"}
     assert second.arguments_digest != first.arguments_digest
     assert step_of(run).status == "waiting"
-    governance.decide_approval(second, user=world.alice, decision="reject")
+    governance.decide_approval(second, user=world.alice, decision="reject", comment="not now")
     engine.drain()
     ticket.refresh_from_db()
     assert ticket.status == "open"

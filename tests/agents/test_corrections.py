@@ -110,7 +110,9 @@ def test_either_rejection_refuses_the_call(world, two_rules, run_agent):
     ticket, _ = two_rules
     run = run_agent("closer", {"ticket": ticket.pk})
     policy_request, tool_request = ApprovalRequest.objects.order_by("id")
-    governance.decide_approval(tool_request, user=world.bob, decision="reject")
+    governance.decide_approval(
+        tool_request, user=world.bob, decision="reject", comment="wrong amount"
+    )
     engine.drain()
     run.refresh_from_db()
     ticket.refresh_from_db()

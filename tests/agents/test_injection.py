@@ -330,7 +330,7 @@ def run_batch(scene, run_agent, batch: list[Attack], decider):
     )
     run = run_agent("intruder", {"note": INJECTION})
     while (pending := ApprovalRequest.objects.filter(status="pending").first()) is not None:
-        governance.decide_approval(pending, user=decider, decision="reject")
+        governance.decide_approval(pending, user=decider, decision="reject", comment="injected")
         engine.drain()
     run.refresh_from_db()
     return run
@@ -475,7 +475,7 @@ def test_an_approval_is_not_reused_for_changed_arguments(scene, run_agent, world
         request = pending.get()
         assert request.arguments_digest != first.arguments_digest
         assert [approved] == TRANSFERS
-        governance.decide_approval(request, user=world.bob, decision="reject")
+        governance.decide_approval(request, user=world.bob, decision="reject", comment="injected")
         engine.drain()
     run.refresh_from_db()
     assert run.status == "succeeded", run.error

@@ -9,7 +9,7 @@ from django.urls import reverse
 from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
-from governance.models import ApprovalStatus, PolicyRule, Role
+from governance.models import ApprovalDecision, ApprovalStatus, PolicyRule, Role
 from tests.governance.admin_forms import change_form_data
 from tests.governance.conftest import fresh
 
@@ -29,7 +29,7 @@ EXPECTED = {
         "delegation": NONE,
         "payments": "+++",
         "hr": "++3",
-        "run": "++3",
+        "run": "+++",  # she started it, and may still start payments runs: she operates it
     },
     "oscar": dict.fromkeys(COLUMNS, NONE),
     # Service accounts never get past the login page ("L"): the agent's session is refused by the
@@ -334,7 +334,7 @@ def test_refusals_in_the_admin_are_shown_and_audited(company):
 
 def test_bulk_approve_applies_every_rule(company):
     first, second = _pending(company), _pending(company)
-    services.decide_approval(second, user=fresh(company.bob), decision="reject")
+    services.decide_approval(second, user=fresh(company.bob), decision="reject", comment="no")
     alice = client_for(fresh(company.alice))
     response = alice.post(
         reverse("admin:governance_approvalrequest_changelist") + "?state=all",
@@ -345,6 +345,37 @@ def test_bulk_approve_applies_every_rule(company):
     second.refresh_from_db()
     assert (first.status, second.status) == (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED)
     assert b"already rejected" in response.content
+
+
+def test_bulk_reject_asks_for_the_reason_and_decides_with_it(company):
+    first, second = _pending(company), _pending(company)
+    alice = client_for(fresh(company.alice))
+    changelist = reverse("admin:governance_approvalrequest_changelist")
+    chosen = {"action": "reject_selected", "_selected_action": [first.pk, second.pk]}
+    asked = alice.post(changelist, chosen)
+    assert asked.status_code == 200 and b'name="reason"' in asked.content
+    blank = alice.post(changelist, {**chosen, "apply": "1", "reason": " "})
+    assert blank.status_code == 200 and b"This field is required" in blank.content
+    assert not ApprovalDecision.objects.filter(request__in=[first, second]).exists()
+    done = alice.post(changelist, {**chosen, "apply": "1", "reason": "duplicate refunds"})
+    assert done.status_code == 302
+    for request in (first, second):
+        request.refresh_from_db()
+        assert request.status == ApprovalStatus.REJECTED
+        assert request.decisions.get().comment == "duplicate refunds"
+
+
+def test_a_rejection_in_the_admin_form_needs_its_reason(company):
+    request = _pending(company)
+    alice = client_for(fresh(company.alice))
+    response = alice.post(
+        _url(request, "decide"),
+        {"decision": "reject", "comment": "", "expected_digest": request.arguments_digest},
+        follow=True,
+    )
+    assert b"Say why you reject" in response.content
+    request.refresh_from_db()
+    assert request.status == ApprovalStatus.PENDING and not request.decisions.exists()
 
 
 def test_guardian_object_permission_page_is_for_governance_admins(company):

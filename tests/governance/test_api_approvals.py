@@ -249,7 +249,12 @@ def test_a_rejection_needs_a_reason(company, doors):  # noqa: F811
             ),
             422,
         )
-        assert body["errors"]["reason"]
+        assert body["type"].endswith("refused/reason")
+        assert body["errors"]["reason"] == [
+            "Say why you reject: the requester and the audit read it."
+            if decision == "reject"
+            else "Say why you ask for changes: the requester and the audit read it."
+        ]
     assert not request.decisions.exists()
     rejected = api(bob).post(
         path,

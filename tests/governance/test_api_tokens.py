@@ -14,7 +14,7 @@ from audit import clock
 from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services
-from governance.models import ApiToken
+from governance.models import ApiToken, Principal, PrincipalKind
 from orchestrator.models import WorkflowRun
 from tests.governance.conftest import fresh
 
@@ -213,6 +213,34 @@ def test_who_may_issue_tokens(company, issuer):
             expires_at=clock.now() - dt.timedelta(seconds=1),
         )
     assert not ApiToken.objects.exists()
+
+
+def test_an_agent_never_holds_a_token_by_any_door(company, issuer):
+    with pytest.raises(services.GovernanceError) as caught:
+        services.issue_token(company.agent, actor=issuer, name="agent")
+    assert caught.value.code == "agent_token"
+    with pytest.raises(CommandError, match="an agent cannot have an API token"):
+        call_command(
+            "api_tokens", "issue", "--as", "gina", "--for", "payments-agent", "--name", "x"
+        )
+    client = Client()
+    client.force_login(issuer)
+    page = client.post(
+        "/admin/governance/apitoken/add/",
+        {"user": company.agent.pk, "name": "agent", "expires_at_0": "", "expires_at_1": ""},
+    )
+    assert page.status_code == 200
+    assert "an agent cannot have an API token" in page.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+def test_a_token_whose_principal_became_an_agent_no_longer_authenticates(company, issued):
+    row, token = issued
+    assert bearer(token).get(ME).status_code == 200
+    Principal.objects.filter(user=company.integration).update(kind=PrincipalKind.AGENT)
+    body = _problem(bearer(token).get(ME), 401)
+    assert "Agents cannot use API tokens" in body["detail"]
+    assert any("agent principal" in content for content in _refused_uses(row))
 
 
 def test_a_person_sees_and_revokes_only_their_own_tokens(company, issuer, issued):

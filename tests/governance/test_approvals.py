@@ -129,6 +129,28 @@ def test_a_rejection_is_final(company):
     assert refused(request, company.bob) == "already_decided"
 
 
+@pytest.mark.parametrize("decision", ["reject", "request_changes"])
+@pytest.mark.parametrize("comment", ["", "   \n"])
+def test_a_rejection_or_a_request_for_changes_needs_its_reason(company, decision, comment):
+    request = ask(company)
+    with pytest.raises(services.ReasonRequired) as caught:
+        services.decide_approval(
+            request, user=fresh(company.alice), decision=decision, comment=comment
+        )
+    assert caught.value.code == "reason" and "Say why you" in str(caught.value)
+    request.refresh_from_db()
+    assert request.status == ApprovalStatus.PENDING and not request.decisions.exists()
+    services.decide_approval(request, user=fresh(company.alice), decision=decision, comment="no")
+    assert request.decisions.get().comment == "no"
+
+
+def test_an_approval_needs_no_reason(company):
+    request = ask(company)
+    services.decide_approval(request, user=fresh(company.alice), decision="approve")
+    request.refresh_from_db()
+    assert request.status == ApprovalStatus.APPROVED
+
+
 def test_an_approval_for_changed_arguments_does_not_apply(company):
     request = ask(company)
     assert refused(request, company.alice, expected_digest=services.digest({"amount": 1})) == (

@@ -177,6 +177,12 @@ def operator(company):
     return fresh(company.maya), run
 
 
+def _not_hers(company):
+    """Make the company's run one maya did not start (the starter operates their own runs)."""
+    WorkflowRun.objects.filter(pk=company.run.pk).update(started_by=None, started_by_name="")
+    return company.run
+
+
 def _act(user, model, action, *rows):
     return client_for(user).post(
         _changelist(model),
@@ -192,7 +198,7 @@ def _status(run):
 @pytest.mark.parametrize("action", ["pause_runs", "resume_runs", "cancel_runs"])
 def test_run_actions_apply_where_allowed_and_refuse_and_audit_elsewhere(company, operator, action):
     maya, mine = operator
-    theirs = company.run
+    theirs = _not_hers(company)
     if action == "resume_runs":
         services.pause_run(mine, actor=SYSTEM)
         services.pause_run(theirs, actor=SYSTEM)
@@ -209,6 +215,7 @@ def test_run_actions_apply_where_allowed_and_refuse_and_audit_elsewhere(company,
 
 
 def test_run_actions_are_refused_outright_to_a_viewer(company):
+    _not_hers(company)
     viewer = fresh(company.maya)  # views every run, changes none
     before = _denials(viewer)
     response = client_for(viewer).post(
@@ -259,6 +266,12 @@ def test_signal_page_allowed_and_refused(company, operator):
     response = client_for(maya).post(url, {"name": "approval:1", "payload": "{}"})
     assert response.status_code == 200 and "reserved" in response.text
     assert not mine.signals.filter(name="approval:1").exists()
+    # Who may start runs of the workflow may signal its runs; without that, she may not.
+    governance.revoke(
+        company.managers, "orchestrator.change_workflow", company.payments, actor=SYSTEM
+    )
+    _not_hers(company)
+    maya = fresh(maya)
     before = _denials(maya)
     theirs = reverse("admin:orchestrator_workflowrun_signal", args=[company.run.pk])
     assert client_for(maya).post(theirs, {"name": "nudge"}).status_code == 403
@@ -273,6 +286,7 @@ def test_the_runs_command_reports_refusals_and_reserved_names(company, operator)
     from django.core.management import CommandError, call_command
 
     maya, mine = operator
+    _not_hers(company)
     with pytest.raises(CommandError, match="You may not change"):
         call_command("runs", "--as", "maya", "cancel", str(company.run.pk))
     with pytest.raises(CommandError, match="reserved"):

@@ -7,9 +7,10 @@ the actor, the action and the outcome.
 
 Who holds what (tests/governance/conftest.py, plus one grant here): the governance admins hold
 everything model-wide, publishing workflow versions included; the managers and the integration
-may change the `payments` workflow (start its runs) and view every run, but not publish its
-versions; the approvers may view `payments`; the payments agent may view and change the one run
-it works on (granted below); the outsider holds nothing.
+may change the `payments` workflow (start its runs, and so signal them) and view every run, but
+not publish its versions nor operate runs they did not start; the approvers may view
+`payments`; the payments agent may view and change the one run it works on (granted below);
+the outsider holds nothing.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ OPERATIONS = ["create", "publish", "start", "signal", "cancel", "pause", "resume
 EXPECTED = {
     "gina": "++++++++",
     "alice": "33344444",
-    "maya": "33+33333",
-    "integration": "33+33333",
+    "maya": "33++3333",
+    "integration": "33++3333",
     "agent": "344+++++",
     "oscar": "34444444",
 }
@@ -141,7 +142,9 @@ def test_run_operations_permission_matrix(company, principal, operation):
     body = json.loads(denials[0].body_row.content)
     assert denials[0].actor_name == user.username
     assert body["outcome"] == {"3": "forbidden", "4": "not_found"}[got]
-    assert body["action"] == {"create": "add", "publish": "publish"}.get(operation, "change")
+    assert body["action"] == {"create": "add", "publish": "publish", "signal": "signal"}.get(
+        operation, "change"
+    )
 
 
 def test_system_calls_are_not_checked(company):

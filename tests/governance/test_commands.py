@@ -112,6 +112,17 @@ def test_reject_and_request_changes_are_final(company, decision, status):
     assert message.startswith("Refused (already_decided)") and "a decision is final" in message
 
 
+@pytest.mark.parametrize("decision", ["reject", "request-changes"])
+def test_reject_and_request_changes_need_a_reason(company, decision):
+    request = ask(company)
+    message = refused("approvals", decision, str(request.pk), "--as", "bob")
+    assert message.startswith("Refused (reason)") and "Say why you" in message
+    request.refresh_from_db()
+    assert request.status == ApprovalStatus.PENDING
+    run("approvals", decision, str(request.pk), "--as", "bob", "--reason", "wrong vendor")
+    assert request.decisions.get().comment == "wrong vendor"
+
+
 def test_separation_of_duties_is_refused_with_a_clear_error_and_audited(company):
     services.add_member(company.approvers, company.maya, actor=SYSTEM)  # maya owns the agent
     by_agent = ask(company)
@@ -122,7 +133,7 @@ def test_separation_of_duties_is_refused_with_a_clear_error_and_audited(company)
         "approvals", "approve", str(by_alice.pk), "--as", "alice"
     )
     assert "Refused (run_initiator)" in refused(
-        "approvals", "reject", str(by_alice.pk), "--as", "bob"
+        "approvals", "reject", str(by_alice.pk), "--as", "bob", "--reason", "no"
     )
     assert "Refused (not_a_person)" in refused(
         "approvals", "approve", str(by_agent.pk), "--as", "payments-agent"

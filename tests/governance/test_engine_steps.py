@@ -123,7 +123,9 @@ def test_rejected_run_fails_by_default(company):
 def test_rejected_run_follows_on_failure_continue(company):
     run = start(company, approval_flow(on_failure="continue"))
     request = ApprovalRequest.objects.get(run_id=run.pk)
-    services.decide_approval(request, user=fresh(company.alice), decision="request_changes")
+    services.decide_approval(
+        request, user=fresh(company.alice), decision="request_changes", comment="lower it"
+    )
     engine.drain()
     run.refresh_from_db()
     assert run.status == "succeeded"

@@ -31,7 +31,7 @@ EXPECTED = {
         "delegation": NONE,
         "payments": "+++3",
         "hr": "++33",
-        "run": "++33",
+        "run": "+++3",  # she started it and may still start payments runs: she operates it
     },
     "integration": {**dict.fromkeys(OBJECTS, NONE), "payments": "+++3", "run": "++33"},
     "agent": {**dict.fromkeys(OBJECTS, NONE), "run": "++33"},
@@ -205,4 +205,5 @@ def test_a_part_follows_its_whole_and_an_orphan_those_who_see_every_whole(compan
     assert not can(oscar, "view", mine) and not can(oscar, "view", orphan)
     assert set(EffectJournal.objects.restrict(agent)) == {mine}
     assert set(EffectJournal.objects.restrict(maya)) == {mine, orphan}
-    assert not can(maya, "change", mine)  # changing a part is changing its run
+    assert not can(oscar, "change", mine)  # changing a part is changing its run
+    assert can(maya, "change", mine)  # ...and maya started the run, so she may change it

@@ -115,7 +115,9 @@ def test_a_publishers_version_runs_only_once_a_second_person_approves_it(company
 
 def test_rejection_leaves_the_live_version(company, maya_publishes):
     version = services.publish_version(company.payments, V2, actor=maya_publishes)
-    governance.decide_approval(_request(version), user=fresh(company.gina), decision="reject")
+    governance.decide_approval(
+        _request(version), user=fresh(company.gina), decision="reject", comment="not ready"
+    )
     version.refresh_from_db()
     assert version.status == VersionStatus.REJECTED and _live(company.payments) == 1
     assert _run_version(company.payments, maya_publishes) == 1

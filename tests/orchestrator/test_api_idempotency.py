@@ -15,7 +15,7 @@ import pytest
 from django.db import connection, connections
 
 from audit import clock
-from orchestrator import engine
+from orchestrator import engine, tasks
 from orchestrator.api.idempotency import fingerprint
 from orchestrator.models import IdempotencyKey, RunSignal, WorkflowRun
 from tests.governance.test_api_tokens import _problem
@@ -103,6 +103,26 @@ class TestOneRequestAtATime:
             again = _start(client, {**START, "input": {"order": 2}})
         assert again.status_code == 201 and "Idempotent-Replayed" not in again
         assert _api_runs().count() == 2
+
+    def test_expired_keys_are_purged_by_the_beat_task_on_the_control_queue(self, world, settings):
+        client = world.client("maya")
+        entry = settings.CELERY_BEAT_SCHEDULE["orchestrator-idempotency-key-purge"]
+        assert entry["task"] == tasks.purge_idempotency_keys.name and entry["schedule"] > 0
+        assert settings.CELERY_TASK_ROUTES[entry["task"]]["queue"] == (
+            settings.STEWARD_CONTROL_QUEUE
+        )
+        with clock.frozen() as frozen:
+            assert _start(client, key="old").status_code == 201
+            frozen.advance(settings.STEWARD_IDEMPOTENCY_TTL - 10)
+            assert _start(client, key="young").status_code == 201
+            frozen.advance(9)
+            assert tasks.purge_idempotency_keys() == 0  # "old" expires in a second
+            frozen.advance(1)
+            assert tasks.purge_idempotency_keys() == 1
+            assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["young"]
+            assert tasks.purge_idempotency_keys() == 0  # running it twice changes nothing
+            replayed = _start(client, key="young")
+        assert replayed["Idempotent-Replayed"] == "true"
 
     def test_an_abandoned_claim_is_taken_over(self, world, settings):
         now = clock.now()

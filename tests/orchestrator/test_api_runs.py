@@ -5,7 +5,9 @@ Every endpoint, for each caller with a token (tests/orchestrator/api_world.py): 
 `governance.access_denied` under the response's request id. Who holds what is the governance
 company's (tests/governance/conftest.py): gina everything; alice views `payments`; maya views
 every workflow and run and changes `payments` (starts its runs); the integration views and
-changes `payments` and views every run; oscar holds nothing.
+changes `payments` and views every run; oscar holds nothing. Who may start runs of a workflow
+may signal its runs; only who may change a run, or started it, operates it (cancel, pause,
+resume, retry): the world's runs were started by the system.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
+from governance.permissions import can
 from orchestrator import engine, services
 from orchestrator.api import views
 from orchestrator.models import RunSignal, RunStatus, StepRun, WorkflowRun, WorkflowVersion
@@ -105,8 +108,8 @@ ENDPOINTS = [
 EXPECTED = {
     "gina": "++++++++++++++",
     "alice": "+++33444444444",
-    "maya": "+++3+++333333+",
-    "integration": "+++3+++3333334",
+    "maya": "+++3+++3333+++",
+    "integration": "+++3+++3333++4",
     "oscar": "44444444444444",
 }
 
@@ -528,3 +531,96 @@ def test_a_time_in_any_utc_offset_filters_runs_and_one_out_of_range_is_400(world
 def test_a_cursor_the_api_did_not_write_is_a_400_on_runs(world):
     body = _problem(world.client("gina").get("/api/v1/runs", {"cursor": "escalation"}), 400)
     assert "cursor" in body["errors"]
+
+
+@pytest.mark.django_db(transaction=True)  # the sequencer takes committed entries only
+def test_a_runs_evidence_bundle_is_the_audit_apis_through_the_run(world, settings):
+    from tests.audit.conftest import TEST_KEY, seal
+
+    settings.AUDIT_SIGNING_KEY, settings.AUDIT_CHECKPOINT_SECONDS = TEST_KEY, 0.0
+    for permission in ("audit.view_auditentry", "audit.view_auditcheckpoint"):
+        governance.grant(world.company.admins, permission, actor=SYSTEM)
+    seal()
+    run = world.running
+    path = f"/api/v1/runs/{run.pk}/evidence"
+    gina = world.client("gina")
+    response = gina.get(path)
+    assert response.status_code == 200, response.content
+    assert response["Content-Disposition"] == f'attachment; filename="evidence-run-{run.pk}.json"'
+    bundle = response.json()
+    assert bundle["entries"] and bundle["not_covered"] == []
+    assert bundle == gina.get("/api/v1/audit/evidence", {"run": str(run.pk)}).json()
+    # A run the caller may not see is 404, audited once under the request's id.
+    hidden = _problem(world.client("oscar").get(path), 404)
+    refusals = denials(world.user("oscar"))
+    assert [r["request_id"] for r in refusals] == [hidden["request_id"]]
+    # One the caller sees, without the right to read the audit trail, is 404 too.
+    _problem(world.client("maya").get(path), 404)
+    _problem(gina.get("/api/v1/runs/999999/evidence"), 404)
+
+
+def test_the_principal_that_started_a_run_operates_it_while_it_may_start_runs(world):
+    services.publish_version(world.company.payments, WAITING, actor=SYSTEM)
+    integration = world.client("integration")
+    started = integration.post("/api/v1/runs", {"workflow": "payments"}, format="json")
+    assert started.status_code == 201, started.content
+    path = f"/api/v1/runs/{started.json()['id']}"
+    assert integration.post(f"{path}/pause").status_code == 200
+    assert integration.post(f"{path}/resume").status_code == 200
+    signalled = integration.post(f"{path}/signals", {"name": "note"}, format="json")
+    assert signalled.status_code == 202
+    # Another principal who may start payments runs signals it, but does not operate it.
+    maya = world.client("maya")
+    assert maya.post(f"{path}/signals", {"name": "note"}, format="json").status_code == 202
+    _problem(maya.post(f"{path}/pause"), 403)
+    assert len(denials(world.user("maya"))) == 1
+    # Without `change` on the workflow any more, the starter no longer operates its run.
+    governance.revoke(
+        world.company.integrations,
+        "orchestrator.change_workflow",
+        world.company.payments,
+        actor=SYSTEM,
+    )
+    _problem(integration.post(f"{path}/cancel", {"reason": "x"}, format="json"), 403)
+    _problem(integration.post(f"{path}/signals", {"name": "note"}, format="json"), 403)
+    assert WorkflowRun.objects.get(pk=started.json()["id"]).status == RunStatus.RUNNING
+    assert len(denials(world.user("integration"))) == 2
+    cancelled = world.client("gina").post(f"{path}/cancel", {"reason": "x"}, format="json")
+    assert cancelled.status_code == 200
+
+
+def test_who_may_signal_is_one_rule_for_lists_and_single_runs(world):
+    integration, alice = world.user("integration"), world.user("alice")
+    signalable = set(WorkflowRun.objects.restrict(integration, "signal"))
+    assert signalable == set(WorkflowRun.objects.filter(workflow=world.company.payments))
+    assert all(can(integration, "signal", run) for run in signalable)
+    assert list(WorkflowRun.objects.restrict(alice, "signal")) == []
+    assert not can(alice, "signal", world.running)
+
+
+def test_start_run_takes_the_business_keys_lock_and_applies_a_policy_only_when_asked(world):
+    payments, maya = world.company.payments, world.user("maya")
+    with CaptureQueriesContext(connection) as queries:
+        again = services.start_run(payments, {}, started_by=maya, business_key="INV-1")
+    assert any("pg_advisory_xact_lock" in q["sql"] for q in queries.captured_queries)
+    assert again.pk != world.keyed.pk  # no policy: a deliberate second open run
+    with pytest.raises(services.BusinessKeyConflict):
+        services.start_run(
+            payments, {}, started_by=maya, business_key="INV-1", business_key_policy="fail"
+        )
+    same = services.start_run(
+        payments, {}, started_by=maya, business_key="INV-1", business_key_policy="use_existing"
+    )
+    assert same.pk == again.pk  # the newest open run holding the key
+    keyed = services.start_run(
+        payments, {}, started_by=maya, business_key="INV-2", idempotency_key="k-2"
+    )
+    replayed = services.start_run(
+        payments,
+        {},
+        started_by=maya,
+        business_key="INV-2",
+        business_key_policy="fail",
+        idempotency_key="k-2",
+    )
+    assert replayed.pk == keyed.pk  # a replayed idempotency key wins over the conflict rule

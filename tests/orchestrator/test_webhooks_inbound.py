@@ -207,3 +207,23 @@ def test_old_webhook_ids_are_pruned(hooks, settings):
     _post("alerts", secret, ALERT)
     assert inbound.prune_hooks(actor=SYSTEM, now=clock.now() + dt.timedelta(days=6)) == 0
     assert inbound.prune_hooks(actor=SYSTEM, now=clock.now() + dt.timedelta(days=8)) == 1
+
+
+def test_a_repeated_alert_joins_the_open_run_of_its_business_key(hooks):
+    _, secret = hooks["alert"]
+    first = _post("alerts", secret, ALERT, webhook_id="msg_first")
+    second = _post("alerts", secret, ALERT, webhook_id="msg_second")
+    assert first.status_code == 202 and second.status_code == 202, second.content
+    assert second.json()["run"] == first.json()["run"]
+    assert WorkflowRun.objects.count() == 1 and InboundHook.objects.count() == 2
+
+
+def test_an_endpoint_whose_policy_is_fail_refuses_a_second_open_run(hooks):
+    endpoint, secret = hooks["alert"]
+    type(endpoint).objects.filter(pk=endpoint.pk).update(business_key_policy="fail")
+    first = _post("alerts", secret, ALERT, webhook_id="msg_first")
+    body = _problem(_post("alerts", secret, ALERT, webhook_id="msg_second"), 409)
+    assert body["type"].endswith("refused/business_key_conflict")
+    assert body["run_id"] == first.json()["run"]
+    assert WorkflowRun.objects.count() == 1
+    assert not InboundHook.objects.filter(webhook_id="msg_second").exists()  # its retry runs

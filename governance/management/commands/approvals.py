@@ -41,7 +41,13 @@ class Command(BaseCommand):
             decide = sub.add_parser(name, help=f"{name.replace('-', ' ').capitalize()} a request.")
             decide.add_argument("request", type=int)
             decide.add_argument("--as", dest="username", required=True, help="Who decides.")
-            decide.add_argument("--comment", default="", help="Kept with the decision.")
+            decide.add_argument(
+                "--reason",
+                "--comment",
+                dest="comment",
+                default="",
+                help="Why; kept with the decision (required to reject or request changes).",
+            )
             decide.add_argument(
                 "--digest",
                 help="The arguments' SHA-256 you reviewed (from `show`); refused if they changed.",

@@ -72,6 +72,7 @@ class Command(BaseCommand):
             started_by=actor,
             trigger="command",
             business_key=business_key,
+            business_key_policy="fail",
             idempotency_key=idempotency_key,
         )
         self.stdout.write(f"run {run.pk} ({run.status})")
