@@ -742,6 +742,8 @@ class LiveEvent(models.Model):
     target_id = models.CharField(max_length=64)
     created_at = models.DateTimeField()
 
+    objects = RestrictedQuerySet.as_manager()
+
     class Meta:
         ordering = ["txid", "id"]
         indexes = [

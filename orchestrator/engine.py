@@ -442,6 +442,17 @@ def _template_context(run: WorkflowRun, definition: StepDef, step: StepRun) -> d
 # --- starting runs -------------------------------------------------------------------------------
 
 
+def check_run_keys(business_key: str, idempotency_key: str | None, request_id: str) -> None:
+    """Refuse a run's keys that could not be stored or looked up (NUL, too long), naming them."""
+    for what, value, name in (
+        ("business key", business_key, "max_business_key_chars"),
+        ("idempotency key", idempotency_key or "", "max_idempotency_key_chars"),
+        ("request id", request_id, "max_request_id_chars"),
+    ):
+        if why := limits.text_problem(value, limits.limit(name)):
+            raise EngineError(f"the run's {what} {why}")
+
+
 @requires_actor
 def start_run(
     workflow: Workflow,
@@ -455,13 +466,7 @@ def start_run(
     request_id: str = "",
 ) -> WorkflowRun:
     """Start a run of the live (or a given approved) version; a reused key returns that run."""
-    for what, value, name in (
-        ("business key", business_key, "max_business_key_chars"),
-        ("idempotency key", idempotency_key or "", "max_idempotency_key_chars"),
-        ("request id", request_id, "max_request_id_chars"),
-    ):
-        if why := limits.text_problem(value, limits.limit(name)):
-            raise EngineError(f"the run's {what} {why}")
+    check_run_keys(business_key, idempotency_key, request_id)
     if idempotency_key:
         existing = WorkflowRun.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:

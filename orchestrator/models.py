@@ -523,11 +523,19 @@ class InboundHook(models.Model):
         return f"{self.endpoint_id}:{self.webhook_id}"
 
 
+class KpiQuerySet(RestrictedQuerySet):
+    """KPI rollups: seen with the workflow they measure."""
+
+    permission_parent = "workflow"
+
+
 class EngineCounter(models.Model):
     """A running total the engine keeps in the database (the sweeper's repairs), for /metrics."""
 
     name = models.CharField(max_length=64, unique=True)
     value = models.BigIntegerField(default=0)
+
+    objects = RestrictedQuerySet.as_manager()
 
     def __str__(self):
         return f"{self.name} = {self.value}"
@@ -549,6 +557,8 @@ class KpiDay(models.Model):
     failed = models.IntegerField(default=0)
     cancelled = models.IntegerField(default=0)
     duration_seconds = models.FloatField(default=0.0, help_text="Sum over the runs that ended.")
+
+    objects = KpiQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -574,6 +584,8 @@ class KpiRunEnd(models.Model):
         default=dict, help_text="{step_id: [finished, failed, {error type: count}]} it added."
     )
 
+    objects = KpiQuerySet.as_manager()
+
     class Meta:
         indexes = [
             models.Index(fields=["workflow", "finished_at"], name="kpi_run_end_wf_idx"),
@@ -592,6 +604,8 @@ class KpiStepDay(models.Model):
     step_id = models.CharField(max_length=100)
     finished = models.IntegerField(default=0)
     failed = models.IntegerField(default=0)
+
+    objects = KpiQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -614,6 +628,8 @@ class KpiStepErrorDay(models.Model):
     error_type = models.CharField(max_length=100)
     count = models.IntegerField(default=0)
 
+    objects = KpiQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
@@ -633,6 +649,8 @@ class KpiEscalationDay(models.Model):
     day = models.DateField()
     reason = models.CharField(max_length=32)
     count = models.IntegerField(default=0)
+
+    objects = KpiQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -656,6 +674,8 @@ class KpiApproval(models.Model):
     decided_at = models.DateTimeField(help_text="When it reached its final state.")
     latency_seconds = models.FloatField(help_text="From the request to its final state.")
     breached = models.BooleanField(help_text="It ended after its first level's SLA.")
+
+    objects = KpiQuerySet.as_manager()
 
     class Meta:
         indexes = [

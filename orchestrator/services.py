@@ -620,6 +620,7 @@ def _start(
     """Start under the business key's lock, applying its policy (None: no conflict rule)."""
     if business_key_policy is not None and business_key_policy not in BUSINESS_KEY_POLICIES:
         raise ValueError(f"business_key_policy is one of {BUSINESS_KEY_POLICIES}")
+    engine.check_run_keys(business_key, idempotency_key, request_id)  # before they are queried
     try:
         with transaction.atomic():
             existing = None

@@ -62,6 +62,8 @@ class StewardProcesses:
         }
         self.env.pop("STEWARD_FIND_SERVICES", None)
         self.env.pop("STEWARD_TEST_DB_NAME", None)
+        # Set in this process once anything imports orchestrator.asgi; workers keep connections.
+        self.env.pop("STEWARD_DB_CONN_MAX_AGE", None)
         if not self.env["AUDIT_SIGNING_KEY_FILE"]:
             self.env.pop("AUDIT_SIGNING_KEY_FILE")
         self.env.update({key: str(value) for key, value in engine_settings.items()})

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -33,7 +34,6 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from audit import clock
-from audit.evidence import canonical_json
 from orchestrator.models import IdempotencyKey, IdempotencyState
 
 HEADER = "Idempotency-Key"
@@ -69,10 +69,15 @@ class KeyReused(exceptions.APIException):
 
 
 def fingerprint(data) -> str:
-    """Return the SHA-256 of a request body's canonical JSON."""
+    """Return the SHA-256 of a request body, keys sorted, so equal bodies compare equal.
+
+    Not RFC 8785: that refuses what JSON may still carry (integers beyond 2**53, lone
+    surrogates), and a body the services will refuse must get their answer, not a 500 here.
+    """
     if hasattr(data, "dict"):
         data = data.dict()  # a form body: its last value per field, as DRF reads it
-    return hashlib.sha256(canonical_json(data if data is not None else {})).hexdigest()
+    text = json.dumps({} if data is None else data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _valid_key(key: str) -> str:

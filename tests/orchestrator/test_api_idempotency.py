@@ -51,6 +51,13 @@ class TestOneRequestAtATime:
         assert body["type"].endswith("idempotency/key-reused")
         assert _api_runs().count() == 1
 
+    def test_a_body_beyond_canonical_json_gets_the_services_answer_not_a_500(self, world):
+        # An integer past 2**53 has no RFC 8785 form; the fingerprint must not choke on it.
+        body = {**START, "input": {"order": 140285428848035872}}
+        response = _start(world.client("maya"), body, key="big-number")
+        assert response.status_code < 500, response.content
+        assert fingerprint(body) == fingerprint(dict(reversed(body.items())))
+
     def test_the_same_key_on_another_operation_is_422(self, world):
         client = world.client("gina")
         _start(client)
