@@ -299,3 +299,113 @@ def request_page(user, request: ApprovalRequest) -> dict[str, Any]:
             "approval_rule_version": request.approval_rule_version,
         },
     }
+
+
+# --- what a run waits on (the run inspector asks) -----------------------------------------------
+
+
+def next_hop(request: ApprovalRequest) -> dict[str, Any] | None:
+    """Return where a pending request goes when its SLA passes (None: it expires instead)."""
+    return _next_hop(request)
+
+
+def _named(user, people: list) -> tuple[set[int], list]:
+    """Return the ids among `people` that `user` may see by name."""
+    ids = [person.pk for person in people]
+    return set(visible_people(user).filter(pk__in=ids).values_list("pk", flat=True)), ids
+
+
+def approval_deciders(user, request: ApprovalRequest) -> dict[str, Any]:
+    """Return who may decide a pending request now and who of its roles is excluded, and why.
+
+    The candidates are the members of the request's eligible roles and their in-force delegates;
+    each is asked the eligibility rule itself. Names are those `user` may see; others counted.
+    """
+    from django.contrib.auth import get_user_model
+
+    from governance.actions.eligibility import prior_deciders
+
+    members = get_user_model().objects.filter(
+        groups__role__in=request.eligible_roles.all(), is_active=True
+    )
+    delegates = Delegation.objects.active_at(context_now()).filter(delegator__in=members)
+    people = list(
+        get_user_model()
+        .objects.filter(Q(pk__in=members.values("pk")) | Q(pk__in=delegates.values("delegate")))
+        .distinct()
+        .order_by("username")
+    )
+    prior = prior_deciders(request)
+    visible, _ = _named(user, people)
+    may, excluded, hidden_may, hidden_excluded = [], [], 0, 0
+    for person in people:
+        answer = approval_eligibility(person, request, prior=prior)
+        if answer:
+            if person.pk in visible:
+                may.append(person.get_username())
+            else:
+                hidden_may += 1
+        elif person.pk in visible:
+            excluded.append(
+                {
+                    "name": person.get_username(),
+                    "code": answer.code,
+                    "title": REFUSAL_TITLES.get(answer.code, answer.code),
+                    "message": answer.message,
+                }
+            )
+        else:
+            hidden_excluded += 1
+    return {
+        "may": may,
+        "hidden_may": hidden_may,
+        "excluded": excluded,
+        "hidden_excluded": hidden_excluded,
+        "roles": [role.name for role in request.eligible_roles.all()],
+    }
+
+
+def escalation_resolvers(user, escalation: Escalation) -> dict[str, Any]:
+    """Return who may resolve an open escalation now and who of its role is excluded, and why."""
+    from django.contrib.auth import get_user_model
+
+    from governance.actions.eligibility import escalation_eligibility
+
+    people = []
+    if escalation.role_id is not None:
+        people = list(
+            get_user_model()
+            .objects.filter(groups__role=escalation.role_id, is_active=True)
+            .distinct()
+            .order_by("username")
+        )
+    visible, _ = _named(user, people)
+    may, excluded, hidden = [], [], 0
+    for person in people:
+        answer = escalation_eligibility(person, escalation)
+        if person.pk not in visible:
+            hidden += 1
+        elif answer:
+            may.append(person.get_username())
+        else:
+            excluded.append(
+                {
+                    "name": person.get_username(),
+                    "code": answer.code,
+                    "title": REFUSAL_TITLES.get(answer.code, answer.code),
+                    "message": answer.message,
+                }
+            )
+    return {
+        "may": may,
+        "excluded": excluded,
+        "hidden": hidden,
+        "role": escalation.role.name if escalation.role_id else "",
+    }
+
+
+def context_now():
+    """Return the injectable clock's now (delegations in force are judged at it)."""
+    from audit import clock
+
+    return clock.now()

@@ -2,8 +2,8 @@
 
 Each entry is shown only to whom it serves; pages not built yet are shown as "coming".
 * Inbox (with the count of decisions owed): people who take part in approvals.
-* Runs (coming, the run inspector): whoever may see a run.
-* Audit (the audit report): whoever the admin lets read the audit trail.
+* Runs (the run inspector): whoever may see a run.
+* Audit (the audit report, outside the admin): whoever the admin lets read the audit trail.
 * KPIs (coming): managers, i.e. whoever may see every run (`orchestrator.view_workflowrun`).
 * Admin: staff who hold a permission (governance admins).
 """
@@ -64,7 +64,7 @@ def entries(request) -> list[NavEntry]:
     if inbox.is_approver(user) or inbox.decidable_ids(user):
         found.append(NavEntry("inbox", "Inbox", reverse("inbox:index"), inbox.inbox_count(user)))
     if _sees_runs(user):
-        found.append(NavEntry("runs", "Runs", reverse("runs-coming"), coming=True))
+        found.append(NavEntry("runs", "Runs", reverse("runs:list")))
     if _reads_audit(request):
         found.append(NavEntry("audit", "Audit", reverse("audit:report")))
     if _is_manager(user):

@@ -11,11 +11,6 @@ from django.shortcuts import redirect, render
 from orchestrator.navigation import entries, landing
 
 COMING = {
-    "runs": (
-        "Runs",
-        "The run inspector comes with the next issue: each run's steps, their inputs and "
-        "outputs, and what waits.",
-    ),
     "kpis": (
         "KPIs",
         "The KPI pages come later: workflow duration, failure rate by step, share escalated "

@@ -6,7 +6,10 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit import services as audit
+from audit.actors import SYSTEM
 from audit.export import ExportError, read_checkpoint_file
+from audit.reading import VERIFIED_ACTION
 from audit.verification import verify_log
 
 
@@ -52,6 +55,21 @@ class Command(BaseCommand):
             f"{result.size:,} entries, {result.checkpoints} checkpoints, {len(external)} "
             f"external, {result.erased} erased bodies, {result.pending} pending; "
             f"root {result.root_hash}; {elapsed:.1f} s"
+        )
+        # The trail's health page shows the last full verification and its result.
+        audit.record(
+            action=VERIFIED_ACTION,
+            actor=SYSTEM,
+            body={
+                "ok": result.ok,
+                "size": result.size,
+                "checkpoints": result.checkpoints,
+                "erased": result.erased,
+                "pending": result.pending,
+                "root_hash": result.root_hash,
+                "failures": [str(failure) for failure in result.failures[:50]],
+                "seconds": round(elapsed, 3),
+            },
         )
         if result.ok:
             self.stdout.write(f"OK: {summary}")
