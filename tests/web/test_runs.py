@@ -124,7 +124,9 @@ def test_cancelling_through_the_matrix_is_confirmed_and_audited(company, name):
     else:
         assert response.status_code == STATUS[expected]
         assert run.status != RunStatus.CANCELLED
-        assert _refusals(person) == before + (2 if expected in "34" else 0)  # the confirmation page and the post, once each
+        assert _refusals(person) == before + (
+            2 if expected in "34" else 0
+        )  # the confirmation page and the post, once each
     detail = client.get(reverse("runs:detail", args=[run.pk]))
     if detail.status_code == 200:
         offered = detail.context["actions"]
