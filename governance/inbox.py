@@ -335,6 +335,14 @@ def approval_deciders(user, request: ApprovalRequest) -> dict[str, Any]:
         .distinct()
         .order_by("username")
     )
+    # Whom separation of duties names (the asker, the run's initiator, the agent's owner) are
+    # shown excluded even when they hold none of the roles.
+    named = {person.pk for person in people}
+    people += [
+        person
+        for person in (request.requested_by, request.run_initiator, request.accountable_owner)
+        if person is not None and person.pk not in named and not named.add(person.pk)
+    ]
     prior = prior_deciders(request)
     visible, _ = _named(user, people)
     may, excluded, hidden_may, hidden_excluded = [], [], 0, 0

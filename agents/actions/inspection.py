@@ -21,25 +21,31 @@ from governance.permissions import get_for
 
 CALLED = "agents.model.called"
 OPENED = "agents.model.body_opened"
+MAX_CALLS_A_STEP = 1000
 
 
 def _call_entry(call: ModelCall) -> AuditEntry | None:
-    """Return the audit entry a model call wrote: the one at the same place in its step.
+    """Return the audit entry a model call wrote: the one of its step whose body names its key.
 
-    Each call writes its row and its entry together, in order, so the n-th call of a step (by
-    id) wrote the n-th `agents.model.called` entry of that step.
+    Each call writes its row and its entry in one transaction, so the n-th call of a step (by
+    id) wrote the n-th `agents.model.called` entry of that step unless parallel children
+    interleaved; the body's key settles it, and decides for an erased body by position alone.
     """
     if call.run_id is None:
         return None
+    entries = list(
+        AuditEntry.objects.filter(action=CALLED, run_id=str(call.run_id), step_id=call.step_id[:64])
+        .select_related("body_row")
+        .order_by("id")[:MAX_CALLS_A_STEP]
+    )
+    for entry in entries:
+        body, _ = body_content(entry)
+        if isinstance(body, dict) and body.get("key") == call.key:
+            return entry
     position = ModelCall.objects.filter(
         run_id=call.run_id, step_id=call.step_id, pk__lt=call.pk
     ).count()
-    return (
-        AuditEntry.objects.filter(action=CALLED, run_id=str(call.run_id), step_id=call.step_id[:64])
-        .select_related("body_row")
-        .order_by("id")[position : position + 1]
-        .first()
-    )
+    return entries[position] if position < len(entries) else None
 
 
 @requires_actor
