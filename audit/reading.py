@@ -15,10 +15,15 @@ from typing import Any
 from audit import clock, keys, proofs
 from audit.leaves import entry_leaf_hash, entry_row, leaf_dict
 from audit.merkle import verify_inclusion
-from audit.models import AuditBody, AuditCheckpoint, AuditEntry, AuditTreeState
+from audit.models import (
+    AuditBody,
+    AuditCheckpoint,
+    AuditEntry,
+    AuditTreeState,
+    AuditVerification,
+)
 from audit.verification import check_checkpoint_signature
 
-VERIFIED_ACTION = "audit.log.verified"
 LAG_COUNT_LIMIT = 10_000
 
 
@@ -149,11 +154,11 @@ def entry_page(entry: AuditEntry, checkpoint: AuditCheckpoint | None) -> dict[st
     }
 
 
-def health() -> dict[str, Any]:
-    """Return the trail's health: last checkpoint and its signature, sequencer lag, last
-    verification and its result."""
+def health(user) -> dict[str, Any]:
+    """Return the trail's health as `user` may read it: last checkpoint and its signature,
+    sequencer lag, last full verification and its result."""
     now = clock.now()
-    checkpoint = AuditCheckpoint.objects.order_by("-id").first()
+    checkpoint = AuditCheckpoint.objects.restrict(user, "view").order_by("-id").first()
     signature = None
     if checkpoint is not None:
         signature = check_checkpoint_signature(checkpoint.as_dict(), keys.public_key())
@@ -161,11 +166,7 @@ def health() -> dict[str, Any]:
     cursor = state.cursor_id if state is not None else 0
     behind = AuditEntry.objects.filter(id__gt=cursor, leaf__isnull=True)
     waiting = behind.order_by("id").values_list("created_at", flat=True).first()
-    verified = AuditEntry.objects.filter(action=VERIFIED_ACTION).order_by("-id").first()
-    verification = None
-    if verified is not None:
-        content, _ = body_content(verified)
-        verification = {"entry": verified, "result": content or {}}
+    verification = AuditVerification.objects.restrict(user, "view").order_by("-id").first()
     return {
         "checkpoint": checkpoint,
         "signature_ok": checkpoint is not None and signature is None,

@@ -91,7 +91,7 @@ def report(request):
             "next_cursor": next_cursor,
             "is_first_page": not cursor,
             "query": query.urlencode(),
-            "health": reading.health(),
+            "health": reading.health(request.user),
             "title": "Audit report",
             "active": "audit",
         },
@@ -175,5 +175,5 @@ def health(request):
     return render(
         request,
         "audit/health.html",
-        {"health": reading.health(), "title": "Audit trail health", "active": "audit"},
+        {"health": reading.health(request.user), "title": "Audit trail health", "active": "audit"},
     )
