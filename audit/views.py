@@ -140,32 +140,46 @@ def entry(request, pk: int):
     )
 
 
+EVIDENCE_LIMIT = 10_000
+
+
 @audit_reader_required
 def evidence(request):
-    """Download the evidence bundle of a run's entries (checkable offline)."""
-    run = request.GET.get("run", "").strip()[:64]
-    if not run:
-        return HttpResponseBadRequest("Name the run: ?run=<id>.")
-    rows = list(
-        AuditEntry.objects.restrict(request.user, "view")
-        .filter(run_id=run)
-        .values_list("id", "leaf__seq")
-    )
+    """Download the evidence bundle (checkable offline) of a run's entries (`run`), or of what
+    the report's filter matches (a time range, an actor, ...), up to EVIDENCE_LIMIT entries."""
+    query = request.GET.copy()
+    run = query.pop("run", [""])[-1].strip()[:64]
+    query.pop("cursor", None)
+    if run:
+        query["run_id"] = run
+    filtered = AuditEntryFilter(query, queryset=AuditEntry.objects.restrict(request.user, "view"))
+    if not any(value for value in query.values()):
+        return HttpResponseBadRequest("Choose the entries: a run, a time range or another filter.")
+    if not filtered.is_valid():
+        return HttpResponseBadRequest("Invalid filter.")
+    rows = list(filtered.qs.order_by("id").values_list("id", "leaf__seq")[: EVIDENCE_LIMIT + 1])
     if not rows:
-        raise Http404(f"No audit entries of run {run}.")
+        raise Http404("No audit entries match.")
+    if len(rows) > EVIDENCE_LIMIT:
+        return HttpResponseBadRequest(
+            f"More than {EVIDENCE_LIMIT} entries match: narrow the filter, or use audit_export."
+        )
     checkpoint = _newest_checkpoint(request)
     if checkpoint is None:
-        return HttpResponse("No signed checkpoint covers this run yet.", status=409)
+        return HttpResponse("No signed checkpoint covers these entries yet.", status=409)
     seqs = [seq for _, seq in rows if seq is not None and seq < checkpoint.tree_size]
     not_covered = sorted(pk for pk, seq in rows if seq is None or seq >= checkpoint.tree_size)
+    if not seqs:
+        return HttpResponse("No signed checkpoint covers these entries yet.", status=409)
     try:
         bundle = build_bundle(seqs, checkpoint=checkpoint)
     except ExportError as exc:
         return HttpResponse(str(exc), status=409)
     bundle["not_covered"] = not_covered
-    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)
+    label = f"run-{run}" if run else timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
     response = HttpResponse(dump_bundle(bundle), content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="evidence-run-{safe_run}.json"'
+    response["Content-Disposition"] = f'attachment; filename="evidence-{safe}.json"'
     return response
 
 

@@ -4,6 +4,7 @@ pending, erased, tampered), a run's evidence bundle, the trail's health; through
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 
 import pytest
@@ -113,6 +114,11 @@ def test_an_entry_is_verified_against_its_signed_checkpoint_erased_and_bundled(c
     bundle = client.get(reverse("audit:evidence"), {"run": "r7"})
     assert bundle.status_code == 200
     assert verify_bundle(load_bundle(bundle.content)) == []
+    since = (entry.created_at - dt.timedelta(seconds=1)).isoformat()
+    ranged = client.get(reverse("audit:evidence"), {"since": since})  # a time range
+    assert ranged.status_code == 200
+    assert entry.pk in {e["leaf"]["entry_id"] for e in load_bundle(ranged.content)["entries"]}
+    assert client.get(reverse("audit:evidence")).status_code == 400  # nothing chosen
 
     audit.erase_body(entry, actor=company.gina, reason="subject asked")
     erased = client.get(reverse("audit:entry", args=[entry.pk]))

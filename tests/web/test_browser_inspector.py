@@ -15,12 +15,13 @@ import pytest
 from agents.models import ToolInvocation
 from audit import services as audit
 from audit.actors import SYSTEM
+from governance import services as governance
 from orchestrator import demo, engine
 from orchestrator import services as workflows
 from orchestrator.models import StepRun, StepStatus, WorkflowRun
 from tests.audit.conftest import _audit_key  # noqa: F401
 from tests.web.test_browser import chromium  # noqa: F401
-from tests.web.test_runs import FAILING
+from tests.web.test_runs import FAILING, _agent_turns
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -120,3 +121,13 @@ def test_an_operator_retries_a_failed_step_from_the_run_page(
     assert "retried" in page.locator(".messages").inner_text()
     failed.refresh_from_db()
     assert failed.status == StepStatus.READY
+
+    # A model's prompt and response with markup are shown as text, never run.
+    governance.grant(company.admins, "agents.view_agent", actor=SYSTEM)
+    call = _agent_turns(run, StepRun.objects.get(run=run, step_id="first"))
+    page.goto(f"{live_server.url}/runs/{run.pk}/model-calls/{call.pk}/")
+    page.click("text=Open the prompt and response")
+    page.wait_for_selector("pre.response")
+    assert "<script>window.pwned = 1</script>" in page.locator(".messages-list").inner_text()
+    assert "<img src=x" in page.locator("pre.response").inner_text()
+    assert page.evaluate("window.pwned") is None
