@@ -209,6 +209,7 @@ def _step_context(request, run: WorkflowRun, step: StepRun) -> dict:
         "panel": inspector.step_page(request.user, step),
         "items": items,
         "items_next": items_next,
+        "items_timeline": inspector.timeline(run, items) if items else None,
         "may_retry": inspector.actions(request.user, run)["retry"]
         and step.status == StepStatus.FAILED,
     }
