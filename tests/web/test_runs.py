@@ -355,3 +355,26 @@ def test_the_run_page_costs_the_same_queries_for_a_small_and_a_wide_run(company)
     assert len(page.context["steps"]) == 50 and page.context["steps_next"]
     assert len(page.context["events"]) == 50 and page.context["events_next"]
     assert _queries(client, reverse("runs:detail", args=[large.pk])) == few
+
+
+@pytest.mark.parametrize(("name", "status"), [("gina", 200), ("maya", 200), ("oscar", 404)])
+def test_every_part_of_a_run_page_follows_the_run(company, name, status):
+    engine.drain()
+    step = StepRun.objects.get(run=company.run, step_id="only")
+    event = company.run.events.first()
+    pk = company.run.pk
+    client = client_for(fresh(getattr(company, name)))
+    parts = [
+        reverse("runs:header", args=[pk]),
+        reverse("runs:steps", args=[pk]),
+        reverse("runs:events", args=[pk]),
+        reverse("runs:event", args=[pk, event.pk]),
+        reverse("runs:retry", args=[pk, step.pk]) if name != "gina" else None,
+    ]
+    for url in filter(None, parts):
+        expected = 403 if url.endswith("/retry/") and status == 200 else status
+        assert client.get(url).status_code == expected, url
+    panel = client.get(reverse("runs:step", args=[pk, step.pk]), HTTP_HX_REQUEST="true")
+    assert panel.status_code == status
+    row = client.get(reverse("runs:row", args=[pk]))
+    assert (f'id="run-{pk}"' in row.content.decode()) == (status == 200)  # gone when hidden
