@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from agents import services as agents
 from audit.paging import keyset_page
 from audit.views import may_read_audit
-from governance.permissions import get_for
+from governance.permissions import NotVisible, get_for
 from orchestrator import inspector, services
 from orchestrator.engine import EngineError
 from orchestrator.filters import RunFilter
@@ -317,7 +317,11 @@ def step_detail(request, pk: int, step_pk: int):
 def model_call(request, pk: int, call_pk: int):
     """A model call's prompt and response: opened on a confirmed POST, which is recorded."""
     run = _run(request, pk)
-    call = get_for(request.user, _model_calls_of(run), call_pk)
+    try:
+        call = get_for(request.user, _model_calls_of(run), call_pk)
+    except NotVisible as refusal:  # the call's agent is hidden from the person: audited
+        refusal.audit()
+        raise
     context = {"run": run, "call": call, "title": f"Model call {call.pk}", "active": "runs"}
     if request.method == "POST":
         opened = agents.open_model_call(call.pk, actor=request.user)

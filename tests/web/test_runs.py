@@ -276,7 +276,10 @@ def test_an_agent_steps_conversation_is_escaped_and_opening_a_body_is_recorded(c
     assert record.actor_id == company.gina.pk and record.target_id == str(call.pk)
     # maya may see the run, not the agent: the conversation is not hers to read
     maya = client_for(fresh(company.maya))
+    before = _refusals(company.maya)
+    assert maya.get(url).status_code == 404
     assert maya.post(url).status_code == 404
+    assert _refusals(company.maya) == before + 2
     assert not AuditEntry.objects.filter(
         action="agents.model.body_opened", actor_id=company.maya.pk
     ).exists()
