@@ -44,6 +44,16 @@ WAITS_SHOWN = 20
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 170, 54, 56, 18, 12
 
 
+def _steps(user):
+    """Return the step rows `user` may see (those of the runs they may see)."""
+    return StepRun.objects.restrict(user, "view")
+
+
+def _events(user):
+    """Return the run events `user` may see."""
+    return RunEvent.objects.restrict(user, "view")
+
+
 def pretty(value: Any) -> str:
     """Render JSON for reading: sorted keys, indented (the template escapes it)."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
@@ -109,7 +119,7 @@ def _layers(steps: list[dict]) -> dict[str, int]:
     return layer
 
 
-def graph(run: WorkflowRun) -> dict[str, Any]:
+def graph(user, run: WorkflowRun) -> dict[str, Any]:
     """Return the run's definition laid out in layers, each step with its state (two queries)."""
     steps = (run.version.definition or {}).get("steps", [])
     layers = _layers(steps)
@@ -122,7 +132,8 @@ def graph(run: WorkflowRun) -> dict[str, Any]:
         per_layer[node.layer] += 1
         nodes[node.id] = node
     main = (
-        StepRun.objects.filter(run=run, item_index=NO_ITEM)
+        _steps(user)
+        .filter(run=run, item_index=NO_ITEM)
         .exclude(step_id__contains=CHILD_SEPARATOR)
         .values_list("step_id", "status", "pk", "attempt")
     )
@@ -134,7 +145,8 @@ def graph(run: WorkflowRun) -> dict[str, Any]:
                 attempt,
             )
     folded = (
-        StepRun.objects.filter(run=run)
+        _steps(user)
+        .filter(run=run)
         .filter(~Q(item_index=NO_ITEM) | Q(step_id__contains=CHILD_SEPARATOR))
         .values_list("step_id", "status")
         .annotate(n=Count("id"))
@@ -175,22 +187,24 @@ def graph(run: WorkflowRun) -> dict[str, Any]:
 # --- steps, items and events, a page at a time --------------------------------------------------
 
 
-def main_steps(run: WorkflowRun):
+def main_steps(user, run: WorkflowRun):
     """Return the run's own step rows (no foreach items, no delegated children), in order."""
     return (
-        StepRun.objects.filter(run=run, item_index=NO_ITEM)
+        _steps(user)
+        .filter(run=run, item_index=NO_ITEM)
         .exclude(step_id__contains=CHILD_SEPARATOR)
         .defer("input", "output", "item")
         .order_by("id")
     )
 
 
-def folded_rows(step: StepRun):
+def folded_rows(user, step: StepRun):
     """Return a step's foreach items and delegated children, in order."""
     if step.item_index != NO_ITEM or CHILD_SEPARATOR in step.step_id:
         return StepRun.objects.none()
     return (
-        StepRun.objects.filter(run_id=step.run_id)
+        _steps(user)
+        .filter(run_id=step.run_id)
         .filter(
             Q(step_id=step.step_id, item_index__gt=NO_ITEM)
             | Q(step_id__startswith=f"{step.step_id}{CHILD_SEPARATOR}")
@@ -213,9 +227,9 @@ def page_after(queryset, after: str | None, size: int):
 EVENT_KINDS = EventKind.choices
 
 
-def events(run: WorkflowRun, *, kind: str = "", step: str = ""):
+def events(user, run: WorkflowRun, *, kind: str = "", step: str = ""):
     """Return the run's events filtered by kind and step (a step id matches its items too)."""
-    queryset = RunEvent.objects.filter(run=run).order_by("id")
+    queryset = _events(user).filter(run=run).order_by("id")
     if kind:
         queryset = queryset.filter(kind=kind)
     if step:
@@ -246,11 +260,12 @@ _ENDS = {
 }
 
 
-def timeline(run: WorkflowRun, steps: list[StepRun]) -> dict[str, Any]:
+def timeline(user, run: WorkflowRun, steps: list[StepRun]) -> dict[str, Any]:
     """Return the Gantt of a page of steps: attempts, backoffs and waits on one time axis."""
     ids = [step.pk for step in steps]
     rows = (
-        RunEvent.objects.filter(run=run, step_run_id__in=ids, kind__in=[*_OPENS, *_ENDS])
+        _events(user)
+        .filter(run=run, step_run_id__in=ids, kind__in=[*_OPENS, *_ENDS])
         .order_by("id")
         .values_list("step_run_id", "kind", "attempt", "created_at")[:TIMELINE_EVENTS]
     )
@@ -355,7 +370,7 @@ def why_waiting(user, step: StepRun, now: dt.datetime | None = None) -> dict[str
             wait = _escalation_wait(user, int(awaiting["escalation"]))
             return {**wait, "step": step, "parked": True, "error": error}
         if signal.startswith("children:"):
-            counts = Counter(folded_rows(step).values_list("status", flat=True))
+            counts = Counter(folded_rows(user, step).values_list("status", flat=True))
             open_count = sum(n for s, n in counts.items() if s not in _FINISHED)
             return {"kind": "children", "step": step, "open": open_count, "counts": dict(counts)}
         if signal:
@@ -383,7 +398,8 @@ def waits(user, run: WorkflowRun) -> list[dict[str, Any]]:
         return []
     now = clock.now()
     rows = (
-        StepRun.objects.filter(run=run)
+        _steps(user)
+        .filter(run=run)
         .filter(
             Q(status=StepStatus.WAITING)
             | Q(status=StepStatus.READY, attempt__gt=0, ready_at__gt=now)
@@ -395,11 +411,11 @@ def waits(user, run: WorkflowRun) -> list[dict[str, Any]]:
     return [wait for wait in found if wait is not None]
 
 
-def paused_by(run: WorkflowRun) -> RunEvent | None:
+def paused_by(user, run: WorkflowRun) -> RunEvent | None:
     """Return the event that paused a paused run."""
     if run.status != RunStatus.PAUSED:
         return None
-    return RunEvent.objects.filter(run=run, kind=EventKind.RUN_PAUSED).order_by("-id").first()
+    return _events(user).filter(run=run, kind=EventKind.RUN_PAUSED).order_by("-id").first()
 
 
 # --- actions ------------------------------------------------------------------------------------

@@ -154,25 +154,31 @@ def _header(request, run: WorkflowRun) -> dict:
     return {
         "run": run,
         "waits": inspector.waits(request.user, run),
-        "paused_by": inspector.paused_by(run),
+        "paused_by": inspector.paused_by(request.user, run),
         "actions": inspector.actions(request.user, run),
         "reads_audit": may_read_audit(request),
     }
 
 
-def _steps_page(run: WorkflowRun, after: str | None) -> dict:
+def _steps_page(user, run: WorkflowRun, after: str | None) -> dict:
     """Return a page of the run's own steps and their timeline."""
-    rows, next_after = inspector.page_after(inspector.main_steps(run), after, inspector.STEPS_PAGE)
-    return {"steps": rows, "steps_next": next_after, "timeline": inspector.timeline(run, rows)}
+    rows, next_after = inspector.page_after(
+        inspector.main_steps(user, run), after, inspector.STEPS_PAGE
+    )
+    return {
+        "steps": rows,
+        "steps_next": next_after,
+        "timeline": inspector.timeline(user, run, rows),
+    }
 
 
-def _events_page(run: WorkflowRun, query: QueryDict) -> dict:
+def _events_page(user, run: WorkflowRun, query: QueryDict) -> dict:
     """Return a page of the run's events, filtered by kind and step."""
     kind = query.get("kind", "")
     kind = kind if kind in dict(inspector.EVENT_KINDS) else ""
     step = query.get("event_step", "")[:100]
     rows, next_after = inspector.page_after(
-        inspector.events(run, kind=kind, step=step).select_related("step_run"),
+        inspector.events(user, run, kind=kind, step=step).select_related("step_run"),
         query.get("events_after"),
         inspector.EVENTS_PAGE,
     )
@@ -202,14 +208,16 @@ def _step(request, run: WorkflowRun, step_pk) -> StepRun:
 def _step_context(request, run: WorkflowRun, step: StepRun) -> dict:
     """Return what a step's panel shows, with its first page of items and children."""
     items, items_next = inspector.page_after(
-        inspector.folded_rows(step), request.GET.get("items_after"), inspector.ITEMS_PAGE
+        inspector.folded_rows(request.user, step),
+        request.GET.get("items_after"),
+        inspector.ITEMS_PAGE,
     )
     return {
         "run": run,
         "panel": inspector.step_page(request.user, step),
         "items": items,
         "items_next": items_next,
-        "items_timeline": inspector.timeline(run, items) if items else None,
+        "items_timeline": inspector.timeline(request.user, run, items) if items else None,
         "may_retry": inspector.actions(request.user, run)["retry"]
         and step.status == StepStatus.FAILED,
     }
@@ -222,9 +230,9 @@ def run_detail(request, pk: int):
     run = _run(request, pk)
     context = {
         **_header(request, run),
-        **_steps_page(run, request.GET.get("steps_after")),
-        **_events_page(run, request.GET),
-        "graph": inspector.graph(run),
+        **_steps_page(request.user, run, request.GET.get("steps_after")),
+        **_events_page(request.user, run, request.GET),
+        "graph": inspector.graph(request.user, run),
         "input": inspector.pretty(run.input),
         "output": inspector.pretty(run.output) if run.output is not None else "",
         "error": inspector.pretty(run.error) if run.error else "",
@@ -252,7 +260,7 @@ def run_steps(request, pk: int):
     return render(
         request,
         "orchestrator/partials/run_steps.html",
-        {"run": run, **_steps_page(run, request.GET.get("steps_after"))},
+        {"run": run, **_steps_page(request.user, run, request.GET.get("steps_after"))},
     )
 
 
@@ -261,7 +269,7 @@ def run_steps(request, pk: int):
 def run_events(request, pk: int):
     """A page of the run's events, filtered by kind and step."""
     run = _run(request, pk)
-    context = {"run": run, **_events_page(run, request.GET)}
+    context = {"run": run, **_events_page(request.user, run, request.GET)}
     if request.htmx:
         return render(request, "orchestrator/partials/run_events.html", context)
     return render(
