@@ -425,6 +425,7 @@ def actions(user, run: WorkflowRun) -> dict[str, bool]:
     """Return which actions the page offers: those the services would let `user` take."""
     allowed = can(user, "change", run)
     return {
+        "change": allowed,
         "cancel": allowed and not run.is_finished,
         "pause": allowed and run.status == RunStatus.RUNNING,
         "resume": allowed and run.status == RunStatus.PAUSED,

@@ -352,10 +352,10 @@ def _model_calls_of(run: WorkflowRun):
 # --- actions ------------------------------------------------------------------------------------
 
 RUN_ACTIONS = {
-    "cancel": ("Cancel the run", CancelRunForm),
-    "pause": ("Pause the run", RunActionForm),
-    "resume": ("Resume the run", RunActionForm),
-    "signal": ("Send a signal to the run", SignalRunForm),
+    "cancel": ("Cancel the run", CancelRunForm, "cancelled"),
+    "pause": ("Pause the run", RunActionForm, "paused"),
+    "resume": ("Resume the run", RunActionForm, "resumed"),
+    "signal": ("Send a signal to the run", SignalRunForm, "sent a signal"),
 }
 
 
@@ -382,13 +382,13 @@ def run_action(request, pk: int, action: str):
     if action not in RUN_ACTIONS:
         raise Http404(f"No action {action!r}.")
     offered = inspector.actions(request.user, run)
-    if not offered["retry"]:
+    if not offered["change"]:
         # The service's own check refuses (403 forbidden, audited) who may not change the run.
         services.authorise(request.user, "change", run)
+    title, form_class, done = RUN_ACTIONS[action]
     if not offered[action]:
-        messages.error(request, f"Run {run.pk} is {run.status}: it cannot be {action}ed now.")
+        messages.error(request, f"Run {run.pk} is {run.status}: it cannot be {done} now.")
         return redirect("runs:detail", pk=run.pk)
-    title, form_class = RUN_ACTIONS[action]
     form = form_class(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -409,7 +409,7 @@ def retry_step(request, pk: int, step_pk: int):
     """Confirm, then retry, a failed step of a run."""
     run = _run(request, pk)
     step = _step(request, run, step_pk)
-    if not inspector.actions(request.user, run)["retry"]:
+    if not inspector.actions(request.user, run)["change"]:
         # The service's own check refuses (403 forbidden, audited) who may not change the run.
         services.authorise(request.user, "change", run)
     form = RunActionForm(request.POST or None)

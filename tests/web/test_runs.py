@@ -381,3 +381,26 @@ def test_every_part_of_a_run_page_follows_the_run(company, name, status):
     assert panel.status_code == status
     row = client.get(reverse("runs:row", args=[pk]))
     assert (f'id="run-{pk}"' in row.content.decode()) == (status == 200)  # gone when hidden
+
+
+def test_an_action_the_runs_state_does_not_allow_is_said_plainly_and_not_taken(company):
+    waiting = workflows.create_workflow(
+        slug="held",
+        name="Held",
+        definition={"steps": [{"id": "hold", "type": "wait", "signal": "go"}]},
+        actor=SYSTEM,
+    )
+    run = workflows.start_run(waiting, {}, started_by=company.gina)
+    engine.drain()
+    client = client_for(fresh(company.gina))
+    response = client.get(reverse("runs:action", args=[run.pk, "resume"]), follow=True)
+    assert "cannot be resumed now" in response.content.decode()
+    pause = reverse("runs:action", args=[run.pk, "pause"])
+    assert client.post(pause, {"confirm": "True"}).status_code == 302
+    run.refresh_from_db()
+    assert run.status == RunStatus.PAUSED
+    page = client.get(reverse("runs:detail", args=[run.pk]))
+    assert page.context["actions"]["resume"] and not page.context["actions"]["pause"]
+    signal = reverse("runs:action", args=[run.pk, "signal"])
+    bad = client.post(signal, {"confirm": "True", "name": "go", "payload": "[1"})
+    assert bad.status_code == 200 and "Not valid JSON" in bad.content.decode()
