@@ -16,6 +16,7 @@ from agents.models import ToolInvocation
 from audit import services as audit
 from audit.actors import SYSTEM
 from governance import services as governance
+from governance.models import ApprovalRequest
 from orchestrator import demo, engine
 from orchestrator import services as workflows
 from orchestrator.models import StepRun, StepStatus, WorkflowRun
@@ -69,6 +70,10 @@ def test_an_auditor_follows_two_incidents_to_an_approval_a_denial_and_a_verified
     assert "waits for approval" in waits and "bob" in waits  # who may decide
     assert "alice" in waits and "Excluded" in waits  # who may not, and why
     assert page.locator("svg.graph .node").count() >= 1
+    held = ApprovalRequest.objects.get(run_id=down.pk, status="pending")
+    page.click(f".waits a[href*='/inbox/{held.pk}/']")  # to the approval that holds it
+    page.wait_for_selector(f"#request-{held.pk}")
+    assert held.arguments_digest in page.locator("[data-digest]").inner_text()
 
     slow = WorkflowRun.objects.get(business_key="INC-2003")
     denied = ToolInvocation.objects.get(run_id=slow.pk, verdict="deny")
