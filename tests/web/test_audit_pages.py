@@ -18,7 +18,7 @@ from audit.actors import SYSTEM
 from audit.evidence import load_bundle, verify_bundle
 from audit.models import AuditEntry
 from governance import services as governance
-from tests.audit.conftest import _audit_key, attacker  # noqa: F401
+from tests.audit.conftest import _audit_key, attacker, seal, sequence_all  # noqa: F401
 from tests.governance.conftest import fresh
 from tests.governance.test_admin import client_for
 
@@ -102,7 +102,7 @@ def test_an_entry_escapes_its_body_and_says_it_is_pending_before_it_is_sequenced
 @pytest.mark.django_db(transaction=True)
 def test_an_entry_is_verified_against_its_signed_checkpoint_erased_and_bundled(company, auditor):
     entry = audit.record(action="test.thing", actor=SYSTEM, run_id="r7", body={"secret": "x"})
-    audit.sequence_pending()
+    sequence_all()
     client = client_for(auditor)
     check = client.get(reverse("audit:entry", args=[entry.pk])).context["check"]
     assert check.state in ("not_covered", "verified")  # a checkpoint may not cover it yet
@@ -137,8 +137,7 @@ def test_an_entry_is_verified_against_its_signed_checkpoint_erased_and_bundled(c
 @pytest.mark.django_db(transaction=True)
 def test_the_health_page_shows_checkpoint_signature_lag_and_last_verification(company, auditor):
     client = client_for(auditor)
-    audit.sequence_pending()
-    audit.sign_checkpoint(force=True)
+    seal()
     audit.record(action="test.unsequenced", actor=SYSTEM)
     health = client.get(reverse("audit:health")).context["health"]
     assert health["signature_ok"] and health["unsequenced"] >= 1

@@ -13,14 +13,13 @@ import re
 import pytest
 
 from agents.models import ToolInvocation
-from audit import services as audit
 from audit.actors import SYSTEM
 from governance import services as governance
 from governance.models import ApprovalRequest
 from orchestrator import demo, engine
 from orchestrator import services as workflows
 from orchestrator.models import StepRun, StepStatus, WorkflowRun
-from tests.audit.conftest import _audit_key  # noqa: F401
+from tests.audit.conftest import _audit_key, seal  # noqa: F401
 from tests.web.test_browser import chromium  # noqa: F401
 from tests.web.test_runs import FAILING, _agent_turns
 
@@ -46,8 +45,7 @@ def seeded(settings, monkeypatch):
     demo.seed()
     engine.drain()
     settings.DEBUG = False
-    audit.sequence_pending()
-    audit.sign_checkpoint(force=True)
+    seal()
 
 
 def test_an_auditor_follows_two_incidents_to_an_approval_a_denial_and_a_verified_entry(
