@@ -44,26 +44,36 @@ class RunFilter(django_filters.FilterSet):
     that worked on them, the step that failed, and what they wait on."""
 
     workflow = django_filters.CharFilter(field_name="workflow__slug", help_text="Workflow slug.")
-    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
-    business_key = django_filters.CharFilter()
+    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, label="Status")
+    business_key = django_filters.CharFilter(label="Business key")
     started_by = django_filters.CharFilter(
-        field_name="started_by_name", help_text="Username of who started the run."
+        field_name="started_by_name",
+        label="Started by",
+        help_text="Username of who started the run.",
     )
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", label="Created after"
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", label="Created before"
+    )
     version = django_filters.NumberFilter(
-        field_name="version__number", help_text="Version number of the workflow."
+        field_name="version__number", label="Version", help_text="Version number of the workflow."
     )
     agent = django_filters.CharFilter(
-        method="filter_agent", help_text="Slug of an agent that made a model or tool call in it."
+        method="filter_agent",
+        label="Agent",
+        help_text="Slug of an agent that made a model or tool call in it.",
     )
     failed_step = django_filters.CharFilter(
         method="filter_failed_step",
+        label="Failed at step",
         help_text="Runs in which this step (one of its items or delegated children) failed.",
     )
     waiting_on = django_filters.ChoiceFilter(
         choices=[(key, key) for key in WAITING_ON],
         method="filter_waiting_on",
+        label="Waiting on",
         help_text="Runs with a step waiting on a timer, a signal, an approval or an escalation.",
     )
 
