@@ -404,3 +404,46 @@ def test_an_action_the_runs_state_does_not_allow_is_said_plainly_and_not_taken(c
     signal = reverse("runs:action", args=[run.pk, "signal"])
     bad = client.post(signal, {"confirm": "True", "name": "go", "payload": "[1"})
     assert bad.status_code == 200 and "Not valid JSON" in bad.content.decode()
+
+
+def test_why_a_run_waits_on_an_approval_names_who_may_decide_and_who_may_not(company):
+    waiting = workflows.create_workflow(
+        slug="asks",
+        name="Asks",
+        definition={"steps": [{"id": "ask", "type": "wait", "signal": "placeholder"}]},
+        actor=SYSTEM,
+    )
+    run = workflows.start_run(waiting, {}, started_by=company.gina)
+    engine.drain()
+    step = StepRun.objects.get(run=run, step_id="ask")
+    request = governance.request_approval(
+        action="tool.refund",
+        approval_rule=company.rule,
+        arguments={"amount": 5},
+        target=company.payments,
+        requested_by=company.agent,
+        run_initiator=company.alice,
+        accountable_owner=company.maya,
+        run_id=run.pk,
+        step_run_id=step.pk,
+        step_id="ask",
+    )
+    StepRun.objects.filter(pk=step.pk).update(wait_signal=request.signal_name)
+    hidden = client_for(fresh(company.gina)).get(reverse("runs:detail", args=[run.pk]))
+    assert hidden.context["waits"][0]["visible"] is False  # the request is not gina's to see
+    assert "which you may not see" in hidden.content.decode()
+    governance.grant(company.admins, "governance.view_approvalrequest", actor=SYSTEM)
+    page = client_for(fresh(company.gina)).get(reverse("runs:detail", args=[run.pk]))
+    (wait,) = page.context["waits"]
+    assert wait["kind"] == "approval" and wait["request"] == request
+    deciders = wait["deciders"]
+    assert deciders["roles"] == ["Approvers"] and deciders["may"] == ["bob"]
+    excluded = {person["name"]: person["code"] for person in deciders["excluded"]}
+    assert excluded == {
+        "alice": "run_initiator",
+        "payments-agent": "not_a_person",
+        "maya": "accountable_owner",
+    }
+    assert wait["next_hop"]["role"] == "Managers"
+    text = page.content.decode()
+    assert "started the run that asks" in text and "escalates to Managers" in text
