@@ -162,16 +162,16 @@ def health(user) -> dict[str, Any]:
     signature = None
     if checkpoint is not None:
         signature = check_checkpoint_signature(checkpoint.as_dict(), keys.public_key())
-    state = AuditTreeState.objects.filter(pk=1).first()
+    state = AuditTreeState.objects.restrict(user, "view").filter(pk=1).first()
     cursor = state.cursor_id if state is not None else 0
-    behind = AuditEntry.objects.filter(id__gt=cursor, leaf__isnull=True)
+    behind = AuditEntry.objects.restrict(user, "view").filter(id__gt=cursor, leaf__isnull=True)
     waiting = behind.order_by("id").values_list("created_at", flat=True).first()
     verification = AuditVerification.objects.restrict(user, "view").order_by("-id").first()
     return {
         "checkpoint": checkpoint,
         "signature_ok": checkpoint is not None and signature is None,
         "signature_problem": signature or "",
-        "tree_size": state.size if state is not None else 0,
+        "tree_size": state.size if state is not None else None,
         "sequenced_at": state.updated_at if state is not None else None,
         "unsequenced": behind[:LAG_COUNT_LIMIT].count() if waiting is not None else 0,
         "lag_seconds": round((now - waiting).total_seconds(), 1) if waiting else 0.0,
