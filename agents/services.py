@@ -13,6 +13,7 @@ from agents.actions.enforcement import (
     decide_tool_call,
     execute_tool_call,
 )
+from agents.actions.inspection import open_model_call
 from agents.actions.memory import (
     MemoryConflict,
     create_namespace,
@@ -67,6 +68,7 @@ __all__ = [
     "grant_access",
     "mark_read",
     "notify",
+    "open_model_call",
     "post_incident_update",
     "purge_expired",
     "read_entry",

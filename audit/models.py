@@ -182,3 +182,29 @@ class AuditCheckpoint(models.Model):
             "key_id": self.key_id,
             "signature": self.signature,
         }
+
+
+class AuditVerification(models.Model):
+    """One full verification of the trail (`audit_verify`): when, what it checked, its result.
+
+    Kept beside the log, not in it: writing an entry would change the log being verified.
+    """
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    ok = models.BooleanField()
+    size = models.BigIntegerField(default=0, help_text="Entries checked.")
+    checkpoints = models.PositiveIntegerField(default=0)
+    external = models.PositiveIntegerField(default=0, help_text="Checkpoints kept outside.")
+    erased = models.BigIntegerField(default=0)
+    pending = models.BigIntegerField(default=0)
+    root_hash = models.CharField(max_length=64, blank=True)
+    failures = models.JSONField(default=list, blank=True, help_text="The first failures found.")
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"verification #{self.pk}: {'OK' if self.ok else 'FAILED'}"

@@ -1,4 +1,4 @@
-"""URLs of the audit report."""
+"""URLs of the audit pages (under /audit/)."""
 
 from django.urls import path
 
@@ -10,4 +10,7 @@ urlpatterns = [
     path("", views.report, name="report"),
     path("export.csv", views.export, {"fmt": "csv"}, name="export-csv"),
     path("export.json", views.export, {"fmt": "json"}, name="export-json"),
+    path("entries/<int:pk>/", views.entry, name="entry"),
+    path("evidence/", views.evidence, name="evidence"),
+    path("health/", views.health, name="health"),
 ]

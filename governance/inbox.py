@@ -21,7 +21,7 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
-from audit import context
+from audit import clock, context
 from governance.actions.eligibility import (
     RESOLVE_ALL,
     approval_eligibility,
@@ -298,4 +298,127 @@ def request_page(user, request: ApprovalRequest) -> dict[str, Any]:
             "approval_rule": request.approval_rule.name if request.approval_rule else "",
             "approval_rule_version": request.approval_rule_version,
         },
+    }
+
+
+# --- what a run waits on (the run inspector asks) -----------------------------------------------
+
+
+def next_hop(request: ApprovalRequest) -> dict[str, Any] | None:
+    """Return where a pending request goes when its SLA passes (None: it expires instead)."""
+    return _next_hop(request)
+
+
+# Why someone else may not decide, said of them (the eligibility rule's message says the detail).
+EXCLUSION_TITLES = {
+    "requester": "asked for this approval",
+    "run_initiator": "started the run that asks",
+    "accountable_owner": "answers for the agent that asks",
+    "already_decided_by_you": "has already decided this request",
+    "already_decided": "the request is already final",
+    "deadline_passed": "the deadline has passed",
+    "not_eligible": "holds no role that decides this",
+    "self_granted": "would decide under a power they gave themselves",
+    "delegation_not_in_force": "their delegation is not in force now",
+    "delegation_out_of_scope": "their delegation does not cover this request",
+    "target_gone": "what the request is about no longer exists",
+    "not_a_person": "is not a person: only people decide",
+    "not_visible": "may not see it",
+    "already_resolved": "it is already resolved",
+}
+
+
+def _visible_ids(user, people: list) -> set[int]:
+    """Return the ids among `people` that `user` may see by name."""
+    ids = [person.pk for person in people]
+    return set(visible_people(user).filter(pk__in=ids).values_list("pk", flat=True))
+
+
+def _exclusion(person, answer) -> dict[str, str]:
+    """Return why one person may not decide, for the run inspector's "why it is waiting"."""
+    return {
+        "name": person.get_username(),
+        "code": answer.code,
+        "title": EXCLUSION_TITLES.get(answer.code, answer.code),
+        "message": answer.message,
+    }
+
+
+def approval_deciders(user, request: ApprovalRequest) -> dict[str, Any]:
+    """Return who may decide a pending request now and who of its roles is excluded, and why.
+
+    The candidates are the members of the request's eligible roles and their in-force delegates;
+    each is asked the eligibility rule itself. Names are those `user` may see; others counted.
+    """
+    from django.contrib.auth import get_user_model
+
+    from governance.actions.eligibility import prior_deciders
+
+    members = get_user_model().objects.filter(
+        groups__role__in=request.eligible_roles.all(), is_active=True
+    )
+    delegates = Delegation.objects.active_at(clock.now()).filter(delegator__in=members)
+    people = list(
+        get_user_model()
+        .objects.filter(Q(pk__in=members.values("pk")) | Q(pk__in=delegates.values("delegate")))
+        .distinct()
+        .order_by("username")
+    )
+    # Whom separation of duties names (the asker, the run's initiator, the agent's owner) are
+    # shown excluded even when they hold none of the roles.
+    for person in (request.requested_by, request.run_initiator, request.accountable_owner):
+        if person is not None and all(person.pk != other.pk for other in people):
+            people.append(person)
+    prior = prior_deciders(request)
+    visible = _visible_ids(user, people)
+    may, excluded, hidden_may, hidden_excluded = [], [], 0, 0
+    for person in people:
+        answer = approval_eligibility(person, request, prior=prior)
+        if answer:
+            if person.pk in visible:
+                may.append(person.get_username())
+            else:
+                hidden_may += 1
+        elif person.pk in visible:
+            excluded.append(_exclusion(person, answer))
+        else:
+            hidden_excluded += 1
+    return {
+        "may": may,
+        "hidden_may": hidden_may,
+        "excluded": excluded,
+        "hidden_excluded": hidden_excluded,
+        "roles": [role.name for role in request.eligible_roles.all()],
+    }
+
+
+def escalation_resolvers(user, escalation: Escalation) -> dict[str, Any]:
+    """Return who may resolve an open escalation now and who of its role is excluded, and why."""
+    from django.contrib.auth import get_user_model
+
+    from governance.actions.eligibility import escalation_eligibility
+
+    people = []
+    if escalation.role_id is not None:
+        people = list(
+            get_user_model()
+            .objects.filter(groups__role=escalation.role_id, is_active=True)
+            .distinct()
+            .order_by("username")
+        )
+    visible = _visible_ids(user, people)
+    may, excluded, hidden = [], [], 0
+    for person in people:
+        answer = escalation_eligibility(person, escalation)
+        if person.pk not in visible:
+            hidden += 1
+        elif answer:
+            may.append(person.get_username())
+        else:
+            excluded.append(_exclusion(person, answer))
+    return {
+        "may": may,
+        "excluded": excluded,
+        "hidden": hidden,
+        "role": escalation.role.name if escalation.role_id else "",
     }

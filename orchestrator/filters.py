@@ -41,28 +41,70 @@ class WorkflowFilter(django_filters.FilterSet):
 
 
 class RunFilter(django_filters.FilterSet):
-    """Runs by workflow, status, business key, who started them, when, and what they wait on."""
+    """Runs by workflow and version, status, business key, who started them, when, the agents
+    that worked on them, the step that failed, and what they wait on."""
 
     workflow = django_filters.CharFilter(field_name="workflow__slug", help_text="Workflow slug.")
     # No DISTINCT (django-filter's default for multiple choices): status is the run's own column,
     # so no row repeats, and DISTINCT over every column sorted each match before the page's
     # LIMIT (p95 428 ms for status=failed over 1M runs, bench/api.py; docs/benchmarks.md).
-    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, distinct=False)
-    business_key = django_filters.CharFilter()
-    started_by = django_filters.CharFilter(
-        field_name="started_by_name", help_text="Username of who started the run."
+    status = django_filters.MultipleChoiceFilter(
+        choices=RunStatus.choices, distinct=False, label="Status"
     )
-    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    business_key = django_filters.CharFilter(label="Business key")
+    started_by = django_filters.CharFilter(
+        field_name="started_by_name",
+        label="Started by",
+        help_text="Username of who started the run.",
+    )
+    created_after = IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", label="Created after"
+    )
+    created_before = IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", label="Created before"
+    )
+    version = django_filters.NumberFilter(
+        field_name="version__number", label="Version", help_text="Version number of the workflow."
+    )
+    agent = django_filters.CharFilter(
+        method="filter_agent",
+        label="Agent",
+        help_text="Slug of an agent that made a model or tool call in it.",
+    )
+    failed_step = django_filters.CharFilter(
+        method="filter_failed_step",
+        label="Failed at step",
+        help_text="Runs in which this step (one of its items or delegated children) failed.",
+    )
     waiting_on = django_filters.ChoiceFilter(
         choices=[(key, key) for key in WAITING_ON],
         method="filter_waiting_on",
+        label="Waiting on",
         help_text="Runs with a step waiting on a timer, a signal, an approval or an escalation.",
     )
 
     class Meta:
         model = WorkflowRun
         fields = ["workflow", "status", "business_key", "started_by"]
+
+    def filter_agent(self, queryset, name, value):
+        """Keep the runs an agent of that slug worked on (a model call or a tool call)."""
+        if not value:
+            return queryset
+        from agents.models import ModelCall, ToolInvocation
+
+        calls = ModelCall.objects.filter(run_id=OuterRef("pk"), agent_slug=value)
+        tools = ToolInvocation.objects.filter(run_id=OuterRef("pk"), agent_slug=value)
+        return queryset.filter(Q(Exists(calls)) | Q(Exists(tools)))
+
+    def filter_failed_step(self, queryset, name, value):
+        """Keep the runs in which the step, or one of its items or children, failed."""
+        if not value:
+            return queryset
+        failed = StepRun.objects.filter(run=OuterRef("pk"), status=StepStatus.FAILED).filter(
+            Q(step_id=value) | Q(step_id__startswith=f"{value}/")
+        )
+        return queryset.filter(Exists(failed))
 
     def filter_waiting_on(self, queryset, name, value):
         """Keep the runs with a step waiting on `value`."""

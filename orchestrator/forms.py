@@ -79,3 +79,32 @@ class WorkflowForm(forms.ModelForm):
     class Meta:
         model = Workflow
         fields = ["slug", "name", "description", "is_active"]
+
+
+# --- the run inspector's confirmations ---------------------------------------------------------
+
+
+class RunActionForm(forms.Form):
+    """Confirm pausing, resuming or retrying (nothing to fill in but the confirmation)."""
+
+    confirm = forms.BooleanField(required=True, initial=True, widget=forms.HiddenInput)
+
+
+class CancelRunForm(RunActionForm):
+    """Confirm cancelling a run, with the reason that goes into its history."""
+
+    reason = forms.CharField(max_length=500, required=True, label="Reason")
+
+
+class SignalRunForm(RunActionForm):
+    """Confirm sending a named signal with its JSON payload to a run."""
+
+    name = forms.SlugField(max_length=200, label="Signal name")
+    payload = JSONObjectField(required=False, label="Payload (JSON object)")
+
+
+class SavedViewForm(forms.Form):
+    """Name the runs list's current filter to open it again."""
+
+    name = forms.CharField(max_length=100, label="Name this view")
+    query = forms.CharField(max_length=2000, required=False, widget=forms.HiddenInput)

@@ -685,3 +685,36 @@ class KpiApproval(models.Model):
 
     def __str__(self):
         return f"approval {self.request_id} {self.status}"
+
+
+# --- the run inspector ---------------------------------------------------------------------------
+
+
+class SavedRunViewQuerySet(RestrictedQuerySet):
+    """Saved views of the runs list: each person sees and changes their own only."""
+
+    def owner_q(self, user, action):
+        """The views `user` saved."""
+        return Q(owner=user)
+
+
+class SavedRunView(models.Model):
+    """A person's named filter of the runs list (the list's query string), to open again."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_run_views"
+    )
+    name = models.CharField(max_length=100)
+    query = models.CharField(max_length=2000, blank=True, help_text="The list's query string.")
+    created_at = models.DateTimeField()
+
+    objects = SavedRunViewQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["owner", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="saved_run_view_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.owner_id})"

@@ -1,9 +1,9 @@
 """The web app's navigation: what each person's roles let them use, and where `/` lands them.
 
-Each entry is shown only to whom it serves; pages not built yet are shown as "coming".
+Each entry is shown only to whom it serves.
 * Inbox (with the count of decisions owed): people who take part in approvals.
-* Runs (coming, the run inspector): whoever may see a run.
-* Audit (the audit report): whoever the admin lets read the audit trail.
+* Runs (the run inspector): whoever may see a run.
+* Audit (the audit report, outside the admin): whoever the admin lets read the audit trail.
 * KPIs: managers, i.e. whoever may see every run (`orchestrator.view_workflowrun`).
 * Admin: staff who hold a permission (governance admins).
 """
@@ -26,7 +26,6 @@ class NavEntry:
     label: str
     url: str
     count: int | None = None
-    coming: bool = False
 
 
 def _sees_runs(user) -> bool:
@@ -64,7 +63,7 @@ def entries(request) -> list[NavEntry]:
     if inbox.is_approver(user) or inbox.decidable_ids(user):
         found.append(NavEntry("inbox", "Inbox", reverse("inbox:index"), inbox.inbox_count(user)))
     if _sees_runs(user):
-        found.append(NavEntry("runs", "Runs", reverse("runs-coming"), coming=True))
+        found.append(NavEntry("runs", "Runs", reverse("runs:list")))
     if _reads_audit(request):
         found.append(NavEntry("audit", "Audit", reverse("audit:report")))
     if _is_manager(user):
@@ -85,9 +84,7 @@ def landing(request, nav: list[NavEntry]) -> str | None:
     by_key = {entry.key: entry for entry in nav}
     if "inbox" in by_key and (by_key["inbox"].count or inbox.approves_first_hand(request.user)):
         return by_key["inbox"].url
-    if "kpis" in by_key and not by_key["kpis"].coming:
-        return by_key["kpis"].url
-    for key in ("runs", "audit", "admin", "inbox"):
+    for key in ("kpis", "runs", "audit", "admin", "inbox"):
         if key in by_key:
             return by_key[key].url
     return None

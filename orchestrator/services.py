@@ -69,6 +69,7 @@ from orchestrator.models import (
     IdempotencyKey,
     RunSignal,
     RunStatus,
+    SavedRunView,
     StepRun,
     VersionStatus,
     Workflow,
@@ -108,6 +109,8 @@ __all__ = [
     "purge_idempotency_keys",
     "resume_run",
     "retry_step",
+    "save_run_view",
+    "delete_run_view",
     "send_signal",
     "set_version_approval",
     "settle_version",
@@ -788,3 +791,53 @@ def redact_model_call_journals(model_calls: dict[int, int | None]) -> dict[str, 
 def _redacted(content) -> dict:
     """Return the marker that replaces a journal field whose retention passed."""
     return {"redacted": "memory retention", "sha256": digest(content)}
+
+
+# --- saved views of the runs list ----------------------------------------------------------------
+
+SAVED_VIEWS_PER_PERSON = 50
+
+
+@requires_actor
+def save_run_view(name: str, query: str, *, actor) -> SavedRunView:
+    """Save (or replace) one of the actor's named filters of the runs list."""
+    from audit import services as audit
+
+    if actor is SYSTEM or not getattr(actor, "is_authenticated", False):
+        raise EngineError("only a person saves views of the runs list")
+    name = name.strip()[:100]
+    if not name:
+        raise EngineError("a saved view needs a name")
+    with transaction.atomic():
+        view = SavedRunView.objects.filter(owner=actor, name=name).first()
+        if view is None:
+            if SavedRunView.objects.filter(owner=actor).count() >= SAVED_VIEWS_PER_PERSON:
+                raise EngineError(f"at most {SAVED_VIEWS_PER_PERSON} saved views a person")
+            view = SavedRunView(owner=actor, name=name, created_at=clock.now())
+        view.query = query[:2000]
+        view.save()
+        audit.record(
+            action="orchestrator.run_view.saved",
+            actor=actor,
+            target=view,
+            body={"name": name, "query": view.query},
+        )
+    return view
+
+
+@requires_actor
+def delete_run_view(view_id: int, *, actor) -> None:
+    """Delete one of the actor's saved views (someone else's is not visible: 404, audited)."""
+    from audit import services as audit
+
+    with transaction.atomic():
+        view = SavedRunView.objects.restrict(actor, "delete").filter(pk=view_id).first()
+        if view is None:
+            _refuse(OperationNotVisible(actor, "delete", SavedRunView, view_id))
+        audit.record(
+            action="orchestrator.run_view.deleted",
+            actor=actor,
+            target=view,
+            body={"name": view.name},
+        )
+        view.delete()

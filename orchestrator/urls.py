@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 from django.views import defaults
+from django.views.generic import RedirectView
 
 from orchestrator.api.problems import django_error
 from orchestrator.views import health, kpis, shell
@@ -17,11 +18,14 @@ urlpatterns = [
     path("login/", shell.LoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(next_page="login"), name="logout"),
     path("inbox/", include("governance.urls")),
-    path("runs/", shell.coming, {"what": "runs"}, name="runs-coming"),
+    path("runs/", include("orchestrator.runs_urls")),
     path("kpis/", kpis.kpis, name="kpis"),
     path("admin/login/", shell.admin_login),
     path("api/v1/", include("orchestrator.api.urls")),
-    path("admin/audit/report/", include("audit.urls")),
+    path("audit/", include("audit.urls")),
+    path(
+        "admin/audit/report/", RedirectView.as_view(pattern_name="audit:report", query_string=True)
+    ),
     path("admin/", admin.site.urls),
 ]
 

@@ -26,7 +26,8 @@ from audit.api.schema import problems
 from audit.export import ExportError, build_bundle
 from audit.filters import MAX_SEQ, AuditEntryFilter
 from audit.leaves import entry_row, leaf_dict
-from audit.models import AuditBody, AuditCheckpoint, AuditEntry
+from audit.models import AuditCheckpoint, AuditEntry
+from audit.reading import body_of, erasure, leaf_of
 
 TAG = ["audit"]
 
@@ -152,45 +153,16 @@ class EntryDetailView(APIView):
         return Response(s.EntryProofSerializer(_with_proof(entry, checkpoint)).data)
 
 
-def _leaf_of(entry: AuditEntry):
-    """Return the entry's leaf, or None while it is not sequenced."""
-    try:
-        return entry.leaf
-    except AuditEntry.leaf.RelatedObjectDoesNotExist:
-        return None
-
-
-def _body_of(entry: AuditEntry) -> AuditBody | None:
-    """Return the entry's body row, or None for an entry without a body."""
-    try:
-        return entry.body_row
-    except AuditEntry.body_row.RelatedObjectDoesNotExist:
-        return None
-
-
-def _erasure(body: AuditBody) -> dict:
-    """Return when, why and by which entry a body was erased."""
-    erasure = AuditBody.objects.filter(entry_id=body.erasure_entry_id).first()
-    reason = ""
-    if erasure is not None and erasure.content:
-        reason = json.loads(erasure.content).get("reason", "")
-    return {
-        "erased_at": body.erased_at,
-        "erasure_entry_id": body.erasure_entry_id,
-        "reason": reason,
-    }
-
-
 def _with_proof(entry: AuditEntry, checkpoint: AuditCheckpoint | None) -> dict:
     """Return an entry with its body and its proof against `checkpoint` (when that covers it)."""
-    leaf = _leaf_of(entry)
-    body = _body_of(entry)
+    leaf = leaf_of(entry)
+    body = body_of(entry)
     covered = leaf is not None and checkpoint is not None and leaf.seq < checkpoint.tree_size
     data = {name: getattr(entry, name) for name in s.EntrySerializer.Meta.fields if name != "seq"}
     data.update(
         seq=leaf.seq if leaf is not None else None,
         body=json.loads(body.content) if body is not None and body.content else None,
-        erased=_erasure(body) if body is not None and body.content is None else None,
+        erased=erasure(body) if body is not None and body.content is None else None,
         leaf=leaf_dict(leaf.seq, entry_row(entry)) if leaf is not None else None,
         leaf_hash=bytes(leaf.leaf_hash).hex() if leaf is not None else None,
         covered=covered,

@@ -1,4 +1,4 @@
-"""Landing, login, logout and the placeholders of the pages still to come."""
+"""Landing, login and logout."""
 
 from __future__ import annotations
 
@@ -10,14 +10,6 @@ from django.shortcuts import redirect, render
 
 from orchestrator.navigation import entries, landing
 
-COMING = {
-    "runs": (
-        "Runs",
-        "The run inspector comes with the next issue: each run's steps, their inputs and "
-        "outputs, and what waits.",
-    ),
-}
-
 
 @login_required
 def home(request):
@@ -28,13 +20,6 @@ def home(request):
     if target is not None:
         return redirect(target)
     return render(request, "steward/home.html", {"title": "Steward"})
-
-
-@login_required
-def coming(request, what: str):
-    """A page that is not built yet, said plainly (with the admin's equivalent for staff)."""
-    title, text = COMING[what]
-    return render(request, "steward/coming.html", {"title": title, "text": text, "what": what})
 
 
 class LoginView(auth_views.LoginView):

@@ -82,5 +82,28 @@
   showCount();
   document.addEventListener("htmx:afterSettle", showCount);
 
-  window.Steward = { reread: reread, rereadCount: rereadCount, refreshList: refreshList, tick: tick };
+
+  // Re-read a run's parts: its header (status, waits, actions), its row in the runs list, and,
+  // when a step is named, that step's row, node and open panel. A live layer carrying ids only
+  // calls Steward.rereadRun(runId, stepId); the server answers through restrict().
+  function rereadRun(runId, stepId) {
+    if (!window.htmx) return;
+    var header = document.getElementById("run-header");
+    if (header && document.querySelector(".run[data-run='" + runId + "']")) {
+      htmx.ajax("GET", header.getAttribute("data-url"), { target: header, swap: "innerHTML" });
+    }
+    var row = document.getElementById("run-" + runId);
+    if (row) htmx.ajax("GET", "/runs/" + runId + "/row/", { target: row, swap: "outerHTML" });
+    if (stepId) {
+      var panel = document.querySelector("#step-panel [data-step='" + stepId + "']");
+      if (panel) htmx.ajax("GET", panel.getAttribute("data-url"), { target: "#step-panel", swap: "innerHTML" });
+      var steps = document.getElementById("run-steps");
+      if (steps && document.getElementById("step-row-" + stepId)) {
+        htmx.ajax("GET", "/runs/" + runId + "/steps/", { target: steps, swap: "innerHTML" });
+      }
+    }
+  }
+  window.Steward = {
+    reread: reread, rereadCount: rereadCount, refreshList: refreshList, rereadRun: rereadRun, tick: tick,
+  };
 })();

@@ -88,7 +88,7 @@ def test_report_page_filters(client, staff, entries):
     client.force_login(staff)
     response = client.get(reverse("audit:report"), {"run_id": "r1"})
     assert response.status_code == 200
-    assert response.context["page"].paginator.count == 2
+    assert len(response.context["rows"]) == 2 and response.context["next_cursor"] is None
     assert b"agent.prompt" in response.content
 
 

@@ -439,6 +439,38 @@ def test_runs_filter_by_workflow_status_key_starter_and_time(world):
     _problem(client.get("/api/v1/runs", {"waiting_on": "nothing"}), 400)
 
 
+def test_runs_filter_by_version_agent_and_failed_step(world):
+    from agents.models import ModelCall, ToolInvocation
+    from audit import clock
+
+    client = world.client("gina")
+    assert world.failed.pk in _ids(client, version=world.failed.version.number)
+    assert _ids(client, version=99) == []
+    failed_step = world.failed.steps.filter(status="failed").first()
+    assert _ids(client, failed_step=failed_step.step_id) == [world.failed.pk]
+    assert _ids(client, failed_step="no-such-step") == []
+    ModelCall.objects.create(
+        agent_slug="triage",
+        provider="p",
+        model="m",
+        key="k1",
+        run_id=world.keyed.pk,
+        created_at=clock.now(),
+    )
+    ToolInvocation.objects.create(
+        agent_slug="fixer",
+        tool="t",
+        verdict="deny",
+        stage="policy",
+        key="k2",
+        run_id=world.running.pk,
+        created_at=clock.now(),
+    )
+    assert _ids(client, agent="triage") == [world.keyed.pk]
+    assert _ids(client, agent="fixer") == [world.running.pk]
+    assert _ids(client, agent="nobody") == []
+
+
 def test_runs_filter_by_what_they_wait_on(world):
     client = world.client("gina")
     waiting = {world.running.pk, world.paused.pk, world.keyed.pk}

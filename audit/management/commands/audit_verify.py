@@ -6,7 +6,9 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit import clock
 from audit.export import ExportError, read_checkpoint_file
+from audit.models import AuditVerification
 from audit.verification import verify_log
 
 
@@ -36,6 +38,7 @@ class Command(BaseCommand):
     def handle(self, *args, checkpoint, quiet, workers, **options):
         external = [self._load(path) for path in checkpoint]
         started = time.monotonic()
+        began = clock.now()
         last = [0.0]
 
         def progress(done, total):
@@ -52,6 +55,19 @@ class Command(BaseCommand):
             f"{result.size:,} entries, {result.checkpoints} checkpoints, {len(external)} "
             f"external, {result.erased} erased bodies, {result.pending} pending; "
             f"root {result.root_hash}; {elapsed:.1f} s"
+        )
+        # The trail's health page shows the last full verification and its result.
+        AuditVerification.objects.create(
+            started_at=began,
+            finished_at=clock.now(),
+            ok=result.ok,
+            size=result.size,
+            checkpoints=result.checkpoints,
+            external=len(external),
+            erased=result.erased,
+            pending=result.pending,
+            root_hash=result.root_hash,
+            failures=[str(failure) for failure in result.failures[:50]],
         )
         if result.ok:
             self.stdout.write(f"OK: {summary}")

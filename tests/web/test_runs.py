@@ -1,0 +1,449 @@
+"""The run inspector: the runs list and a run's page through the authorisation matrix, their
+filters and cursor pages, what a waiting run says it waits for, the actions (confirmed,
+audited, not offered when not permitted), escaped model output, and bounded query counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from agents.models import ModelCall, ToolInvocation
+from audit import clock
+from audit import services as audit
+from audit.actors import SYSTEM
+from audit.models import AuditEntry
+from governance import services as governance
+from orchestrator import engine
+from orchestrator import services as workflows
+from orchestrator.models import RunStatus, SavedRunView, StepRun, StepStatus, WorkflowRun
+from orchestrator.steptypes import StepType, register_step_type
+from tests.governance.conftest import fresh
+from tests.governance.test_admin import client_for
+
+PEOPLE = ["gina", "alice", "bob", "maya", "integration", "agent", "oscar"]
+# Who sees the company's run (maya's payments run): a status, or "+" for 200.
+RUN_PAGE = {
+    "gina": "+",  # governance admin: every run
+    "alice": "4",  # approver: the workflow, not its runs
+    "bob": "4",
+    "maya": "+",  # manager: every run, read-only
+    "integration": "L",  # view on runs, but no session: the web app is for people
+    "agent": "L",  # view on this one run, the same
+    "oscar": "4",  # nobody
+}
+# Who may cancel it: "+" cancelled, "3" forbidden (403), "4" hidden (404).
+CANCEL = {
+    "gina": "+",
+    "alice": "4",
+    "bob": "4",
+    "maya": "3",
+    "integration": "L",
+    "agent": "L",
+    "oscar": "4",
+}
+STATUS = {"+": 200, "3": 403, "4": 404, "L": 302}
+
+
+class Breaks(StepType):
+    """A step that fails for good, the first time and every time."""
+
+    name = "inspector_breaks"
+    writes_database = False
+
+    def execute(self, ctx):
+        return ctx.fail("Broken", "it <b>broke</b>", retryable=False)
+
+
+register_step_type(Breaks())
+
+FAILING = {
+    "steps": [
+        {"id": "first", "type": "noop"},
+        {
+            "id": "boom",
+            "type": "inspector_breaks",
+            "depends_on": ["first"],
+            "retry": {"max_attempts": 1},
+        },
+    ]
+}
+
+
+def _refusals(user) -> int:
+    return AuditEntry.objects.filter(action="governance.access_denied", actor_id=user.pk).count()
+
+
+@pytest.mark.parametrize("name", PEOPLE)
+def test_the_run_page_and_list_through_the_matrix(company, name):
+    person = fresh(getattr(company, name))
+    client = client_for(person)
+    before = _refusals(person)
+    page = client.get(reverse("runs:detail", args=[company.run.pk]))
+    assert page.status_code == STATUS[RUN_PAGE[name]], name
+    assert _refusals(person) == before + (RUN_PAGE[name] in "34")
+    listing = client.get(reverse("runs:list"))
+    if RUN_PAGE[name] == "L":
+        assert listing.status_code == 302 and listing["Location"].startswith("/login/")
+        return
+    assert listing.status_code == 200
+    shown = [run.pk for run in listing.context["rows"]]
+    assert shown == ([company.run.pk] if RUN_PAGE[name] == "+" else [])
+
+
+@pytest.mark.parametrize("name", PEOPLE)
+def test_cancelling_through_the_matrix_is_confirmed_and_audited(company, name):
+    person = fresh(getattr(company, name))
+    client = client_for(person)
+    url = reverse("runs:action", args=[company.run.pk, "cancel"])
+    company.run.refresh_from_db()
+    engine.drain()
+    run = WorkflowRun.objects.get(pk=company.run.pk)
+    if run.is_finished:  # the noop run finished while draining: start one that waits
+        run = workflows.start_run(
+            company.payments, {}, started_by=company.maya
+        )  # still running until drained
+        governance.grant(company.agents, "orchestrator.view_workflowrun", run, actor=SYSTEM)
+        url = reverse("runs:action", args=[run.pk, "cancel"])
+    before = _refusals(person)
+    confirm = client.get(url)
+    expected = CANCEL[name]
+    assert confirm.status_code == STATUS[expected], name
+    if expected == "L":
+        assert confirm["Location"].startswith("/login/")
+    response = client.post(url, {"confirm": "True", "reason": "wrong <b>payee</b>"})
+    run.refresh_from_db()
+    if expected == "+":
+        assert response.status_code == 302
+        assert run.status == RunStatus.CANCELLED
+        assert AuditEntry.objects.filter(run_id=str(run.pk), actor_id=person.pk).exists()
+    else:
+        assert response.status_code == STATUS[expected]
+        assert run.status != RunStatus.CANCELLED
+        assert _refusals(person) == before + (
+            2 if expected in "34" else 0
+        )  # the confirmation page and the post, once each
+    detail = client.get(reverse("runs:detail", args=[run.pk]))
+    if detail.status_code == 200:
+        offered = detail.context["actions"]
+        assert offered["cancel"] == (expected == "+" and not run.is_finished)
+        assert (url in detail.content.decode()) == offered["cancel"]
+
+
+def test_filters_sort_and_cursor_pages_are_in_the_link(company, monkeypatch):
+    from orchestrator.views import runs
+
+    monkeypatch.setattr(runs, "PAGE_SIZE", 2)
+    for key in ("A-1", "A-2", "B-1"):
+        workflows.start_run(company.payments, {}, started_by=company.maya, business_key=key)
+    client = client_for(fresh(company.gina))
+    first = client.get(reverse("runs:list"), {"workflow": "payments", "sort": "created"})
+    rows = first.context["rows"]
+    assert [run.pk for run in rows] == sorted(run.pk for run in rows)
+    assert len(rows) == 2 and first.context["next_cursor"]
+    second = client.get(
+        reverse("runs:list"),
+        {"workflow": "payments", "sort": "created", "cursor": first.context["next_cursor"]},
+    )
+    assert [run.pk for run in second.context["rows"]][0] > rows[-1].pk
+    keyed = client.get(reverse("runs:list"), {"business_key": "B-1"})
+    assert [run.business_key for run in keyed.context["rows"]] == ["B-1"]
+    assert "business_key=B-1" in keyed.context["query"]
+    bad = client.get(reverse("runs:list"), {"cursor": "not-a-cursor", "version": "x"})
+    assert bad.status_code == 200  # an unknown cursor is the first page; a bad field says so
+
+
+def test_failed_at_step_and_version_filters_and_a_retry_from_the_page(company):
+    flaky = workflows.create_workflow(slug="flaky", name="Flaky", definition=FAILING, actor=SYSTEM)
+    run = workflows.start_run(flaky, {}, started_by=company.gina)
+    engine.drain()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    client = client_for(fresh(company.gina))
+    failed = client.get(reverse("runs:list"), {"failed_step": "boom", "version": "1"})
+    assert [r.pk for r in failed.context["rows"]] == [run.pk]
+    assert client.get(reverse("runs:list"), {"failed_step": "first"}).context["rows"] == []
+    step = StepRun.objects.get(run=run, step_id="boom")
+    page = client.get(reverse("runs:detail", args=[run.pk]), {"step": step.pk})
+    retry_url = reverse("runs:retry", args=[run.pk, step.pk])
+    assert retry_url in page.content.decode()
+    assert client.get(retry_url).status_code == 200  # the confirmation
+    assert client.post(retry_url, {"confirm": "True"}).status_code == 302
+    step.refresh_from_db()
+    assert step.status != StepStatus.FAILED or step.attempt > 1
+    assert AuditEntry.objects.filter(run_id=str(run.pk), actor_id=company.gina.pk).exists()
+    # maya sees the failed step but is not offered the retry, and is refused it (403, audited)
+    maya = client_for(fresh(company.maya))
+    assert (
+        retry_url
+        not in maya.get(reverse("runs:detail", args=[run.pk]), {"step": step.pk}).content.decode()
+    )
+    assert maya.post(retry_url, {"confirm": "True"}).status_code == 403
+
+
+def test_why_a_run_waits_on_a_signal_and_a_timer(company):
+    waiting = workflows.create_workflow(
+        slug="waiting",
+        name="Waiting",
+        definition={
+            "steps": [
+                {"id": "nap", "type": "sleep", "duration": "1h"},
+                {"id": "review", "type": "wait", "signal": "reviewed", "timeout": "1d"},
+            ]
+        },
+        actor=SYSTEM,
+    )
+    run = workflows.start_run(waiting, {}, started_by=company.gina)
+    engine.drain()
+    client = client_for(fresh(company.gina))
+    page = client.get(reverse("runs:detail", args=[run.pk]))
+    kinds = sorted(wait["kind"] for wait in page.context["waits"])
+    assert kinds == ["signal", "timer"]
+    text = page.content.decode()
+    assert "waits for the signal <code>reviewed</code>" in text
+    assert "waits for a timer that fires" in text
+
+
+def _agent_turns(run, step):
+    """Record a model call and a denied tool call for a step, as the agent loop does."""
+    key = f"{step.idempotency_key}:call-1"
+    call = ModelCall.objects.create(
+        agent_slug="payments-bot",
+        provider="scripted",
+        model="m1",
+        key=key,
+        run_id=run.pk,
+        step_id=step.step_id,
+        input_tokens=12,
+        output_tokens=7,
+        cost=Decimal("0.00012"),
+        latency_ms=42,
+        created_at=clock.now(),
+    )
+    audit.record(
+        action="agents.model.called",
+        actor=SYSTEM,
+        run_id=run.pk,
+        step_id=step.step_id,
+        body={
+            "prompt": [{"role": "user", "content": "<script>window.pwned = 1</script> pay?"}],
+            "response": {"content": "<img src=x onerror=alert(1)>"},
+            "key": key,
+        },
+    )
+    ToolInvocation.objects.create(
+        agent_slug="payments-bot",
+        caller_name="payments-bot",
+        tool="payments.refund",
+        arguments={"amount": 20, "note": "<script>alert(2)</script>"},
+        arguments_digest="ab" * 32,
+        verdict="deny",
+        stage="policy",
+        reason="refunds over 10 are denied",
+        policy="payments",
+        policy_version=3,
+        policy_rule=77,
+        key=f"{key}:tool-1",
+        run_id=run.pk,
+        step_id=step.step_id,
+        created_at=clock.now() + dt.timedelta(seconds=1),
+    )
+    return call
+
+
+def test_an_agent_steps_conversation_is_escaped_and_opening_a_body_is_recorded(company):
+    governance.grant(company.admins, "agents.view_agent", actor=SYSTEM)
+    engine.drain()
+    step = StepRun.objects.get(run=company.run, step_id="only")
+    StepRun.objects.filter(pk=step.pk).update(step_type="agent")
+    call = _agent_turns(company.run, step)
+    client = client_for(fresh(company.gina))
+    panel = client.get(reverse("runs:step", args=[company.run.pk, step.pk]), HTTP_HX_REQUEST="true")
+    text = panel.content.decode()
+    assert "Denied" in text and "payments v3" in text and "#77" in text and "ab" * 32 in text
+    assert "refunds over 10 are denied" in text
+    assert "<script>alert(2)</script>" not in text and "&lt;script&gt;alert(2)" in text
+    url = reverse("runs:model-call", args=[company.run.pk, call.pk])
+    assert "window.pwned" not in client.get(url).content.decode()  # not opened by a GET
+    opened = client.post(url).content.decode()
+    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in opened
+    assert "<script>window.pwned" not in opened and "<img src=x" not in opened
+    record = AuditEntry.objects.get(action="agents.model.body_opened")
+    assert record.actor_id == company.gina.pk and record.target_id == str(call.pk)
+    # maya may see the run, not the agent: the conversation is not hers to read
+    maya = client_for(fresh(company.maya))
+    before = _refusals(company.maya)
+    assert maya.get(url).status_code == 404
+    assert maya.post(url).status_code == 404
+    assert _refusals(company.maya) == before + 2
+    assert not AuditEntry.objects.filter(
+        action="agents.model.body_opened", actor_id=company.maya.pk
+    ).exists()
+
+
+def test_saved_views_are_each_persons_own(company):
+    gina, maya = client_for(fresh(company.gina)), client_for(fresh(company.maya))
+    gina.post(reverse("runs:save-view"), {"name": "failed", "query": "status=failed"})
+    view = SavedRunView.objects.get(owner=company.gina)
+    assert view.query == "status=failed"
+    page = gina.get(reverse("runs:list"))
+    assert [v.name for v in page.context["saved_views"]] == ["failed"]
+    assert list(maya.get(reverse("runs:list")).context["saved_views"]) == []
+    assert maya.post(reverse("runs:delete-view", args=[view.pk])).status_code == 404
+    assert gina.post(reverse("runs:delete-view", args=[view.pk])).status_code == 302
+    assert not SavedRunView.objects.exists()
+
+
+def _queries(client, url, **params) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url, params).status_code == 200
+    return len(captured)
+
+
+def test_the_runs_list_costs_the_same_queries_for_3_or_30_runs(company):
+    client = client_for(fresh(company.gina))
+    for _ in range(2):
+        workflows.start_run(company.payments, {}, started_by=company.maya)
+    few = _queries(client, reverse("runs:list"))
+    for _ in range(27):
+        workflows.start_run(company.payments, {}, started_by=company.maya)
+    assert _queries(client, reverse("runs:list")) == few
+
+
+def test_the_run_page_costs_the_same_queries_for_a_small_and_a_wide_run(company):
+    wide = workflows.create_workflow(
+        slug="wide",
+        name="Wide",
+        definition={
+            "steps": [
+                {"id": "list", "type": "set", "value": {"items": list(range(3))}},
+                {
+                    "id": "each",
+                    "type": "noop",
+                    "foreach": "steps.list.output.items",
+                    "depends_on": ["list"],
+                },
+            ]
+        },
+        actor=SYSTEM,
+    )
+    client = client_for(fresh(company.gina))
+    small = workflows.start_run(wide, {}, started_by=company.gina)
+    engine.drain()
+    few = _queries(client, reverse("runs:detail", args=[small.pk]))
+    bigger = workflows.create_workflow(
+        slug="wider",
+        name="Wider",
+        definition={
+            "steps": [
+                {"id": "list", "type": "set", "value": {"items": list(range(120))}},
+                *[{"id": f"s{n}", "type": "noop", "depends_on": ["list"]} for n in range(60)],
+                {
+                    "id": "each",
+                    "type": "noop",
+                    "foreach": "steps.list.output.items",
+                    "depends_on": ["list"],
+                },
+            ]
+        },
+        actor=SYSTEM,
+    )
+    large = workflows.start_run(bigger, {}, started_by=company.gina)
+    engine.drain()
+    page = client.get(reverse("runs:detail", args=[large.pk]))
+    assert len(page.context["steps"]) == 50 and page.context["steps_next"]
+    assert len(page.context["events"]) == 50 and page.context["events_next"]
+    assert _queries(client, reverse("runs:detail", args=[large.pk])) == few
+
+
+@pytest.mark.parametrize(("name", "status"), [("gina", 200), ("maya", 200), ("oscar", 404)])
+def test_every_part_of_a_run_page_follows_the_run(company, name, status):
+    engine.drain()
+    step = StepRun.objects.get(run=company.run, step_id="only")
+    event = company.run.events.first()
+    pk = company.run.pk
+    client = client_for(fresh(getattr(company, name)))
+    parts = [
+        reverse("runs:header", args=[pk]),
+        reverse("runs:steps", args=[pk]),
+        reverse("runs:events", args=[pk]),
+        reverse("runs:event", args=[pk, event.pk]),
+        reverse("runs:retry", args=[pk, step.pk]) if name != "gina" else None,
+    ]
+    for url in filter(None, parts):
+        expected = 403 if url.endswith("/retry/") and status == 200 else status
+        assert client.get(url).status_code == expected, url
+    panel = client.get(reverse("runs:step", args=[pk, step.pk]), HTTP_HX_REQUEST="true")
+    assert panel.status_code == status
+    row = client.get(reverse("runs:row", args=[pk]))
+    assert (f'id="run-{pk}"' in row.content.decode()) == (status == 200)  # gone when hidden
+
+
+def test_an_action_the_runs_state_does_not_allow_is_said_plainly_and_not_taken(company):
+    waiting = workflows.create_workflow(
+        slug="held",
+        name="Held",
+        definition={"steps": [{"id": "hold", "type": "wait", "signal": "go"}]},
+        actor=SYSTEM,
+    )
+    run = workflows.start_run(waiting, {}, started_by=company.gina)
+    engine.drain()
+    client = client_for(fresh(company.gina))
+    response = client.get(reverse("runs:action", args=[run.pk, "resume"]), follow=True)
+    assert "cannot be resumed now" in response.content.decode()
+    pause = reverse("runs:action", args=[run.pk, "pause"])
+    assert client.post(pause, {"confirm": "True"}).status_code == 302
+    run.refresh_from_db()
+    assert run.status == RunStatus.PAUSED
+    page = client.get(reverse("runs:detail", args=[run.pk]))
+    assert page.context["actions"]["resume"] and not page.context["actions"]["pause"]
+    signal = reverse("runs:action", args=[run.pk, "signal"])
+    bad = client.post(signal, {"confirm": "True", "name": "go", "payload": "[1"})
+    assert bad.status_code == 200 and "Not valid JSON" in bad.content.decode()
+
+
+def test_why_a_run_waits_on_an_approval_names_who_may_decide_and_who_may_not(company):
+    waiting = workflows.create_workflow(
+        slug="asks",
+        name="Asks",
+        definition={"steps": [{"id": "ask", "type": "wait", "signal": "placeholder"}]},
+        actor=SYSTEM,
+    )
+    run = workflows.start_run(waiting, {}, started_by=company.gina)
+    engine.drain()
+    step = StepRun.objects.get(run=run, step_id="ask")
+    request = governance.request_approval(
+        action="tool.refund",
+        approval_rule=company.rule,
+        arguments={"amount": 5},
+        target=company.payments,
+        requested_by=company.agent,
+        run_initiator=company.alice,
+        accountable_owner=company.maya,
+        run_id=run.pk,
+        step_run_id=step.pk,
+        step_id="ask",
+    )
+    StepRun.objects.filter(pk=step.pk).update(wait_signal=request.signal_name)
+    hidden = client_for(fresh(company.gina)).get(reverse("runs:detail", args=[run.pk]))
+    assert hidden.context["waits"][0]["visible"] is False  # the request is not gina's to see
+    assert "which you may not see" in hidden.content.decode()
+    governance.grant(company.admins, "governance.view_approvalrequest", actor=SYSTEM)
+    page = client_for(fresh(company.gina)).get(reverse("runs:detail", args=[run.pk]))
+    (wait,) = page.context["waits"]
+    assert wait["kind"] == "approval" and wait["request"] == request
+    deciders = wait["deciders"]
+    assert deciders["roles"] == ["Approvers"] and deciders["may"] == ["bob"]
+    excluded = {person["name"]: person["code"] for person in deciders["excluded"]}
+    assert excluded == {
+        "alice": "run_initiator",
+        "payments-agent": "not_a_person",
+        "maya": "accountable_owner",
+    }
+    assert wait["next_hop"]["role"] == "Managers"
+    text = page.content.decode()
+    assert "started the run that asks" in text and "escalates to Managers" in text
