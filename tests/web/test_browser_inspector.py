@@ -20,7 +20,6 @@ from orchestrator import demo, engine
 from orchestrator import services as workflows
 from orchestrator.models import StepRun, StepStatus, WorkflowRun
 from tests.audit.conftest import _audit_key, seal  # noqa: F401
-from tests.web.test_browser import chromium  # noqa: F401
 from tests.web.test_runs import FAILING, _agent_turns
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -52,7 +51,7 @@ def test_an_auditor_follows_two_incidents_to_an_approval_a_denial_and_a_verified
     transactional_db,
     live_server,
     seeded,
-    chromium,  # noqa: F811
+    chromium,
 ):
     page = chromium.new_context(viewport={"width": 1300, "height": 900}).new_page()
     _sign_in(page, live_server.url, "carol", "carol-demo")
@@ -99,7 +98,7 @@ def test_an_operator_retries_a_failed_step_from_the_run_page(
     transactional_db,
     live_server,
     company,
-    chromium,  # noqa: F811
+    chromium,
 ):
     flaky = workflows.create_workflow(
         slug="flaky", name="Flaky <script>window.pwned=1</script>", definition=FAILING, actor=SYSTEM
