@@ -111,11 +111,16 @@ def can(user, action: str, obj: models.Model) -> bool:
     if not _usable(user):
         return False
     model = type(obj)
-    if action in getattr(model._default_manager.all(), "rule_actions", ()):
-        return (
-            obj.pk is not None
-            and model._default_manager.filter(pk=obj.pk).restrict(user, action).exists()
-        )
+    queryset = model._default_manager.all()
+    if action in getattr(queryset, "rule_actions", ()):
+        if obj.pk is None:
+            return False
+        # A rule asked of one row need not build the rule's whole set (every run a caller may
+        # change, say) to find that row in it: a queryset may answer for one object directly.
+        allows = getattr(queryset, "rule_allows", None)
+        if allows is not None:
+            return allows(user, action, obj)
+        return model._default_manager.filter(pk=obj.pk).restrict(user, action).exists()
     parent = getattr(model._default_manager.all(), "permission_parent", None)
     if parent:
         whole = getattr(obj, parent)

@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from governance.permissions import RestrictedQuerySet
+from governance.permissions import RestrictedQuerySet, can
 
 
 class WorkflowVersionQuerySet(RestrictedQuerySet):
@@ -168,6 +168,10 @@ class WorkflowRunQuerySet(RestrictedQuerySet):
         changeable = self.model._default_manager.all().restrict(user, "change").values("pk")
         startable = Workflow.objects.restrict(user, "change").values("pk")
         return self.filter(Q(pk__in=changeable) | Q(workflow__in=startable))
+
+    def rule_allows(self, user, action: str, run) -> bool:
+        """One run: may `user` signal it (rule_rows' rule, asked of this run alone)."""
+        return can(user, "change", run) or can(user, "change", run.workflow)
 
 
 class WorkflowRun(models.Model):
