@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from governance import services
 from governance.models import ApprovalRequest, ApprovalStatus
@@ -56,7 +57,7 @@ def test_bob_approves_one_rejects_one_and_the_next_item_opens(
     page.click("button.reject")
     page.wait_for_selector(f"#request-{third.pk}")
     assert f"#{second.pk} rejected by you" in page.locator(".messages").inner_text()
-    assert page.locator("#inbox-count").inner_text() == "1"
+    expect(page.locator("#inbox-count")).to_have_text("1", timeout=5_000)
     shown = page.locator("time[datetime]:not([data-countdown])").first.inner_text()
     assert "CET" in shown  # the viewer's zone
 
