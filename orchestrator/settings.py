@@ -195,7 +195,7 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "governance.backends.PrincipalBackend",  # ModelBackend, refusing every non-person principal
-    "guardian.backends.ObjectPermissionBackend",
+    "governance.backends.ObjectPermissionBackend",  # guardian's, in one query
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object
 
@@ -298,6 +298,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "steward",
+            # One pool per process, not per thread: orchestrator/cache.py says why.
+            "OPTIONS": {"pool_class": "orchestrator.cache.SharedConnectionPool"},
         }
     }
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost/"
