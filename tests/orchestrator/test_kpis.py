@@ -171,7 +171,8 @@ def test_escalations_and_approvals_are_counted(company):
     from orchestrator import kpi_report
 
     report = kpi_report.build(kpi_report.Period(T0.date(), T0.date()), {wf.pk: (wf.slug, wf.name)})
-    assert report.escalations == [("step_failed", 1, 0)]
+    [escalated] = report.escalations  # opened, and the run has not ended: no run counted yet
+    assert (escalated["reason"], escalated["count"], escalated["runs"]) == ("step_failed", 1, 0)
     overall = report.approvals[kpi_report.ALL][0]
     assert (overall["count"], overall["p50"], overall["p95"]) == (1, 300, 300)
     assert overall["breached"] == int(approval.breached)
