@@ -6,6 +6,7 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from agents.models import ModelCall, ToolInvocation
 from agents.signals import model_call_values_expired
 from audit import services as audit
 from audit.actors import SYSTEM
@@ -114,6 +115,20 @@ def count_escalation(sender, instance, created, **kwargs):
     """Count an escalation opened for a run in the KPI rollups, in its transaction."""
     if created:
         kpis.on_escalation_opened(instance)
+
+
+@receiver(post_save, sender=ModelCall, dispatch_uid="orchestrator.count_model_call")
+def count_model_call(sender, instance, created, **kwargs):
+    """Count an agent's model call (tokens, cost) in the KPI rollups, in its transaction."""
+    if created:
+        kpis.on_model_call(instance)
+
+
+@receiver(post_save, sender=ToolInvocation, dispatch_uid="orchestrator.count_tool_call")
+def count_tool_call(sender, instance, created, **kwargs):
+    """Count a proposed tool call by its verdict in the KPI rollups, in its transaction."""
+    if created:
+        kpis.on_tool_call(instance)
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.keep_approval_kpis")
