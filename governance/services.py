@@ -45,7 +45,7 @@ from governance.actions.escalations import (
     resolution_payload,
     resolve_escalation,
 )
-from governance.actions.events import announce, prune_live_events
+from governance.actions.events import announce, announce_live, prune_live_events
 from governance.actions.policies import (
     PolicyDecision,
     create_policy,
@@ -100,6 +100,7 @@ get_for = audited_refusals(_get_for)
 
 __all__ = [
     "announce",
+    "announce_live",
     "prune_live_events",
     "DestinationRefused",
     "create_subscription",
