@@ -40,6 +40,10 @@
   }
   setInterval(tick, 15000);
 
+  // Every re-read names its element as the source: htmx keeps one request in flight (and the
+  // last one queued) per source, and the default source, the body, would drop all but one of
+  // the re-reads issued together.
+
   // Re-read one request: its row (or the list, when the request is new to this page), the open
   // request if it is this one, and the count. The live layer (live.js: a websocket carrying ids
   // only) calls this; the server answers through restrict() and the page's tab and filters.
@@ -49,7 +53,7 @@
     if (!list || !window.htmx) return;
     clearTimeout(listTimer);  // a burst of new requests re-reads the list once
     listTimer = setTimeout(function () {
-      htmx.ajax("GET", "/inbox/" + window.location.search, { target: "#inbox-list", swap: "innerHTML" });
+      htmx.ajax("GET", "/inbox/" + window.location.search, { source: "#inbox-list", target: "#inbox-list", swap: "innerHTML" });
     }, 100);
   }
   function rereadCount() {
@@ -60,13 +64,13 @@
     var row = document.getElementById("row-" + id);
     var query = window.location.search;
     if (row) {
-      htmx.ajax("GET", "/inbox/" + id + "/row/" + query, { target: row, swap: "outerHTML" });
+      htmx.ajax("GET", "/inbox/" + id + "/row/" + query, { source: row, target: row, swap: "outerHTML" });
     } else {
       refreshList();
     }
     var open = document.querySelector("#detail [data-request='" + id + "']");
     if (open) {
-      htmx.ajax("GET", open.getAttribute("data-detail-url"), { target: "#detail", swap: "innerHTML" });
+      htmx.ajax("GET", open.getAttribute("data-detail-url"), { source: "#detail", target: "#detail", swap: "innerHTML" });
     }
     rereadCount();
   }
@@ -92,12 +96,12 @@
   function ajaxFrom(container, selector) {
     var el = container && (selector ? container.querySelector(selector) : container);
     var url = el && el.getAttribute("data-url");
-    if (url) htmx.ajax("GET", url, { target: container, swap: "innerHTML" });
+    if (url) htmx.ajax("GET", url, { source: container, target: container, swap: "innerHTML" });
   }
   function rereadRunNow(runId, stepId, event) {
     var row = document.getElementById("run-" + runId);
     if (row) {
-      htmx.ajax("GET", "/runs/" + runId + "/row/", { target: row, swap: "outerHTML" });
+      htmx.ajax("GET", "/runs/" + runId + "/row/", { source: row, target: row, swap: "outerHTML" });
     } else if (event === "run.started") {
       var fresh = document.getElementById("runs-new");
       if (fresh) fresh.hidden = false;  // a new run: the list offers to show it
@@ -110,7 +114,7 @@
     if (events && events.querySelector("table[data-tail]")) ajaxFrom(events, "table[data-url]");
     var panel = document.querySelector("#step-panel [data-step]");
     if (panel && (!stepId || panel.getAttribute("data-step") === String(stepId))) {
-      htmx.ajax("GET", panel.getAttribute("data-url"), { target: "#step-panel", swap: "innerHTML" });
+      htmx.ajax("GET", panel.getAttribute("data-url"), { source: "#step-panel", target: "#step-panel", swap: "innerHTML" });
     }
   }
   function rereadRun(runId, stepId, event) {
