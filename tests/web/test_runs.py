@@ -376,6 +376,7 @@ def test_every_part_of_a_run_page_follows_the_run(company, name, status):
     client = client_for(fresh(getattr(company, name)))
     parts = [
         reverse("runs:header", args=[pk]),
+        reverse("runs:graph", args=[pk]),
         reverse("runs:steps", args=[pk]),
         reverse("runs:events", args=[pk]),
         reverse("runs:event", args=[pk, event.pk]),
