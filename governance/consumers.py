@@ -133,7 +133,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         user = self.current_user()
         if user is None:
             return None, False
-        rows = live.read_after(self.scan, self.event_types, only=self.only)
+        batch = live.read_after(self.scan, self.event_types, only=self.only)
+        rows = batch.rows
         fresh = [row for row in rows if row.pk not in self.early]
         fresh_ids = {row.pk for row in fresh}
         visible = live.visible_targets(user, fresh)
@@ -161,7 +162,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             self.early.clear()  # at worst some early events come a second time
         if rows:
             self.scan = rows[-1].cursor
-        return messages, len(rows) == int(live.setting("BATCH"))
+        more = len(rows) == int(live.setting("BATCH"))
+        if not more and batch.head is not None and batch.head > self.scan:
+            # Every final event up to the head was looked at: move past those not followed
+            # (the scan, and the cursor unless an early event holds it), so the next read does
+            # not scan them again. Non-final events all sort after the head (txid order).
+            self.scan = batch.head
+            if not self.held:
+                self.cursor = batch.head
+        return messages, more
 
     def message(self, row: live.Row, extras: dict[tuple[str, str], dict]) -> dict:
         """Describe one event by ids: what happened to which object, and the cursor to keep."""

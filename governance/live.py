@@ -58,12 +58,23 @@ _PG_HORIZON = """
          WHERE mod(open::text::bigint, 4294967296) NOT IN (SELECT xid FROM elsewhere))
     )
 """
+# The events after a cursor, and, read in the same statement (the same snapshot), the last
+# final event of any type: when fewer than a batch match, every final event up to it has been
+# looked at, so a consumer may move past those it does not follow (they may be many: the
+# engine's run events, for an inbox) instead of scanning them again on every read.
 _PG_AFTER = f"""
-    SELECT id, txid, event_type, target_type, target_id, txid < ({_PG_HORIZON}) AS final
-    FROM governance_liveevent
-    WHERE (txid, id) > (%s, %s) AND event_type = ANY(%s) {{targets}}
-    ORDER BY txid, id
-    LIMIT %s
+    WITH horizon AS MATERIALIZED (SELECT ({_PG_HORIZON}) AS h)
+    (SELECT id, txid, event_type, target_type, target_id, txid < (SELECT h FROM horizon)
+     FROM governance_liveevent
+     WHERE (txid, id) > (%s, %s) AND event_type = ANY(%s) {{targets}}
+     ORDER BY txid, id
+     LIMIT %s)
+    UNION ALL
+    (SELECT id, txid, '', '', '', true
+     FROM governance_liveevent
+     WHERE txid < (SELECT h FROM horizon)
+     ORDER BY txid DESC, id DESC
+     LIMIT 1)
 """
 _PG_HEAD = f"""
     SELECT txid, id FROM governance_liveevent
@@ -178,12 +189,20 @@ class Row:
         return (self.txid, self.pk)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What one read found: the events, and the last final event of any type it looked past."""
+
+    rows: list[Row]
+    head: tuple[int, int] | None  # None: the read cannot say (SQLite)
+
+
 def read_after(
     cursor: tuple[int, int],
     event_types: list[str],
     limit: int | None = None,
     only: dict[str, list[str]] | None = None,
-):
+) -> Batch:
     """Return the committed events after a cursor, of the given types, final ones first.
 
     `only` narrows topics to some objects: {"run": ["42"]} keeps of the run events those about
@@ -201,7 +220,7 @@ def read_after(
         rows = rows.order_by("id").values_list(
             "id", "txid", "event_type", "target_type", "target_id"
         )[:limit]
-        return [Row(*values, final=True) for values in rows]
+        return Batch([Row(*values, final=True) for values in rows], None)
     params: list = [cursor[0], cursor[1], list(event_types)]
     clauses = ""
     for types, ids in narrowed:
@@ -209,7 +228,10 @@ def read_after(
         params += [types, ids]
     with connection.cursor() as db:
         db.execute(_PG_AFTER.format(targets=clauses), [*params, limit])
-        return [Row(*values) for values in db.fetchall()]
+        found = db.fetchall()
+    rows = [Row(*values) for values in found if values[2]]
+    heads = [(values[1], values[0]) for values in found if not values[2]]
+    return Batch(rows, heads[0] if heads else None)
 
 
 def visible_targets(user, rows: list[Row]) -> set[tuple[str, str]]:

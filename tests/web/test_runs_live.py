@@ -177,3 +177,27 @@ def test_the_inbox_topics_hear_nothing_of_run_events(transactional_db, company, 
         return replayed
 
     assert async_to_sync(scenario)() == []
+
+
+def test_a_consumer_moves_past_the_events_it_does_not_follow(
+    transactional_db, company, in_memory_layer
+):
+    """An inbox's socket reads past the run events in one statement and keeps the cursor there,
+    rather than scanning them again on every read (they are the many)."""
+    flow = workflows.create_workflow(slug="two", name="Two", definition=TWO_STEPS, actor=SYSTEM)
+    engine.drain()
+    start = _cursor()
+    workflows.start_run(flow, {}, started_by=company.gina)
+    engine.drain()
+    head = _cursor()
+    assert head != start
+    session = _signed_in(company.bob)
+
+    async def scenario():
+        socket = _socket(session)
+        replayed, ready = await _hello(socket, start)  # approvals and escalations only
+        await socket.disconnect()
+        return replayed, ready
+
+    replayed, ready = async_to_sync(scenario)()
+    assert replayed == [] and ready == head
