@@ -46,7 +46,7 @@ from governance.actions.escalations import (
     resolution_payload,
     resolve_escalation,
 )
-from governance.actions.events import announce, prune_live_events
+from governance.actions.events import announce, announce_live, prune_live_events
 from governance.actions.policies import (
     PolicyDecision,
     create_policy,
@@ -101,6 +101,7 @@ get_for = audited_refusals(_get_for)
 
 __all__ = [
     "announce",
+    "announce_live",
     "prune_live_events",
     "DestinationRefused",
     "create_subscription",
