@@ -197,6 +197,8 @@ AUTHENTICATION_BACKENDS = [
     "governance.backends.PrincipalBackend",  # ModelBackend, refusing every non-person principal
     "governance.backends.ObjectPermissionBackend",  # guardian's, in one query
 ]
+# guardian looks for its own backend by name; ours extends it (governance/backends.py).
+SILENCED_SYSTEM_CHECKS = ["guardian.W001"]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object
 
 ROOT_URLCONF = "orchestrator.urls"
