@@ -6,8 +6,10 @@ numbers an entry only once its inserting transaction is over for everyone:
 
 PostgreSQL. Each entry stores the top-level id of the transaction that inserted it
 (`txid`, default pg_current_xact_id(), added by migration 0002). In one statement the sequencer
-takes `horizon = pg_snapshot_xmin(pg_current_snapshot())`: every transaction with an id below
-the horizon has committed or aborted, and one that has not yet got an id will get one above it.
+takes as its horizon the oldest transaction still running in this database (the snapshot's
+xmin, less the transactions pg_stat_activity places in other databases; `_PG_HORIZON`): every
+transaction of this database with an id below the horizon has committed or aborted, and one that
+has not yet got an id will get one above it.
 So the set of entries with txid < horizon is final and fully visible to this statement; the
 sequencer numbers them in (txid, id) order and remembers the last (txid, id) as its cursor. The
 next run takes (txid, id) > cursor and txid < the new horizon: nothing can ever appear at or
@@ -49,10 +51,29 @@ _COLUMNS = ", ".join(ENTRY_COLUMNS)
 _PG_COLUMNS = ", ".join(
     pg_leaf_time(name) if name == "created_at" else name for name in ENTRY_COLUMNS
 )
+# The horizon: the oldest transaction still running that could belong to this database, or, with
+# none, the next transaction id to be given. Transaction ids are cluster-wide, so the snapshot's
+# xmin also counts the transactions of every other database on the server, and one long
+# transaction there (a report, a migration, another application) held Steward's trail unsealed.
+# A running transaction is left out only when pg_stat_activity shows it on a backend of another
+# database; one it does not show (ended meanwhile, prepared, a subtransaction, a session the role
+# may not see) still counts, so the horizon is never later than the snapshot allows.
+# pg_stat_activity.backend_xid is the 32-bit xid: the xid8's low 32 bits.
+_PG_HORIZON = """
+    COALESCE(
+        (SELECT min(running::text::bigint)
+         FROM pg_snapshot_xip(pg_current_snapshot()) AS running
+         WHERE running::text::bigint %% 4294967296 NOT IN (
+             SELECT backend_xid::text::bigint FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()
+         )),
+        pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+    )
+"""
 _PG_PENDING = f"""
     SELECT txid, {_PG_COLUMNS} FROM audit_auditentry
     WHERE (txid, id) > (%s, %s)
-      AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+      AND txid < {_PG_HORIZON}
     ORDER BY txid, id
     LIMIT %s
 """

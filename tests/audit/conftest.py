@@ -44,8 +44,8 @@ def attacker():
 def sequence_all(timeout: float = 60.0) -> None:
     """Sequence every committed entry, waiting while older transactions hold the horizon back.
 
-    On PostgreSQL the sequencer takes only entries below the cluster-wide xmin, so a long
-    transaction elsewhere on the server (another test suite) delays, never loses, an entry.
+    On PostgreSQL the sequencer takes only entries below the oldest transaction still running in
+    this database, so a long transaction of another test here delays, never loses, an entry.
     """
     deadline = time.monotonic() + timeout
     while True:
