@@ -28,7 +28,7 @@ from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions import eligibility as eligibility_rule
-from governance.actions import events
+from governance.actions import events, notifications
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -265,6 +265,7 @@ def request_approval(
         },
     )
     approval_requested.send(sender=ApprovalRequest, request=request)
+    notifications.notify_on_commit(request)
     events.announce(
         "approval.requested",
         lambda: {
@@ -522,6 +523,7 @@ def escalate_overdue(
             approval_escalated.send(
                 sender=ApprovalRequest, request=request, from_role=from_role, to_role=request.role
             )
+            notifications.notify_on_commit(request)  # the next role's people
         if request.due_at <= now:
             _finish(
                 request, ApprovalStatus.EXPIRED, now, actor=actor, announce_to_run=announce_to_run
