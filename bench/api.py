@@ -302,8 +302,30 @@ class ConnectionSampler:
                 self.peak = max(self.peak, count)
 
 
-async def closed_loop(base: str, tokens: list[str], request, seconds: float) -> tuple[dict, list]:
-    """Run one client per token, each sending `request(client, k)` until `seconds` have passed."""
+def process_cpu_seconds(group: int) -> float:
+    """CPU time (user + system, every thread) used so far by the processes of a process group
+    (the server and, with --server-workers, its worker processes), from /proc."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group:  # fields[2] is the process group
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def closed_loop(
+    base: str, tokens: list[str], request, seconds: float, server_pid: int | None = None
+) -> tuple[dict, list]:
+    """Run one client per token, each sending `request(client, k)` until `seconds` have passed.
+
+    With `server_pid`, the figures also hold the server process's CPU time per request: what one
+    request costs the server's one process (and its GIL), however busy the rest of the machine is.
+    """
     import httpx
 
     latencies: list[float] = []
@@ -332,9 +354,13 @@ async def closed_loop(base: str, tokens: list[str], request, seconds: float) -> 
 
     stop_at = time.perf_counter() + seconds
     began = time.perf_counter()
+    cpu_before = process_cpu_seconds(server_pid) if server_pid else 0.0
     with ConnectionSampler(os.environ["DATABASE_URL"]) as connections:
         await asyncio.gather(*(one(i, token) for i, token in enumerate(tokens)))
     figures = summary(latencies, time.perf_counter() - began, errors)
+    if server_pid and latencies:
+        used = process_cpu_seconds(server_pid) - cpu_before
+        figures["server_cpu_ms_per_request"] = round(used * 1000 / len(latencies), 2)
     # This process holds one connection of its own (issuing tokens); the rest are the server's.
     figures["db_connections_peak"] = connections.peak - 1
     return figures, bodies
@@ -591,6 +617,7 @@ def main() -> None:
     try:
         port = _free_port()
         start_server(processes, port, args.server_workers)
+        server_pid = processes.started["web"].pid  # its own session: the group of its workers
         base = f"http://127.0.0.1:{port}"
         # Warm up: every code path once or more (imports, prepared plans, connections).
         asyncio.run(closed_loop(base, _tokens(admin, client, 2), start_request, 1.0))
@@ -598,7 +625,9 @@ def main() -> None:
         started_ids: list[int] = []
         for clients in concurrency if "start" in phases or "signal" in phases else []:
             figures, bodies = asyncio.run(
-                closed_loop(base, _tokens(admin, client, clients), start_request, args.seconds)
+                closed_loop(
+                    base, _tokens(admin, client, clients), start_request, args.seconds, server_pid
+                )
             )
             started_ids += [body["id"] for body in bodies]
             result[f"start_c{clients}"] = figures
@@ -606,7 +635,9 @@ def main() -> None:
         for clients in concurrency if "signal" in phases else []:
             request = signal_request_for(started_ids, clients)
             figures, _ = asyncio.run(
-                closed_loop(base, _tokens(admin, client, clients), request, args.seconds)
+                closed_loop(
+                    base, _tokens(admin, client, clients), request, args.seconds, server_pid
+                )
             )
             result[f"signal_c{clients}"] = figures
             log(f"signal, {clients:>2} clients: {_line(figures)}")
@@ -711,6 +742,8 @@ def _line(figures: dict) -> str:
         text += f", {figures['per_s']}/s over {figures['n']} requests"
     if "db_connections_peak" in figures:
         text += f", {figures['db_connections_peak']} server connections at the peak"
+    if "server_cpu_ms_per_request" in figures:
+        text += f", server CPU {figures['server_cpu_ms_per_request']} ms a request"
     if figures.get("errors"):
         text += f", errors {sum(figures['errors'].values())}: {figures['errors']}"
     return text

@@ -2,13 +2,18 @@
 
 Protocol (docs/web.md). The page connects to /ws/live/ with its session cookie; anonymous
 visitors are refused at the handshake. The client's first message is
-`{"type": "hello", "cursor": "<txid>.<id>" | null, "topics": ["approval", ...]}`. The consumer
-replays from the database every event after the cursor whose object the person may view, then
-streams new ones: `{"type": "event", "event": "approval.requested", "kind": "approval",
-"id": 42, "cursor": "...", "decidable": true}`. A message carries the event type, the object's
-id and whether the person may decide it now, never the object's data: the page re-reads it
-through restrict(). `{"type": "ready", "cursor": ...}` ends the replay; `{"type": "resync"}`
-says the cursor is older than what is kept (the page reloads what it shows).
+`{"type": "hello", "cursor": "<txid>.<id>" | null, "topics": ["approval", "run.started", ...],
+"ids": {"run": [42]}}`: a topic names every event type before its dot, or one event type;
+`ids`, when given, narrows a topic to some objects (a run's page follows its run alone). The
+consumer replays from the database every event after the cursor whose object the person may
+view, then streams new ones: `{"type": "event", "event": "approval.requested", "kind":
+"approval", "id": 42, "cursor": "...", "decidable": true}`. A message carries the event type,
+the object's id and the small facts its app registered (live.register_extra: whether the
+person may decide an approval now), never the object's data: the page re-reads it through
+restrict(). Event types are the webhooks' and those a higher app registered
+(live.register_event_type: the engine's run.changed and run.progressed), checked alike through
+restrict(). `{"type": "ready", "cursor": ...}` ends the replay; `{"type": "resync"}` says the
+cursor is older than what is kept (the page reloads what it shows).
 
 Each batch is read for the person as they are now: the user is re-read (inactive: closed), the
 session must still be theirs (signed out, or the password changed elsewhere: closed), and
@@ -32,11 +37,10 @@ from django.utils.crypto import constant_time_compare
 
 from governance import live
 from governance.actions.events import GROUP
-from governance.actions.webhooks import EVENT_TYPES
 
-TOPICS = sorted({name.partition(".")[0] for name in EVENT_TYPES})
 CLOSE_SIGNED_OUT = 4401  # the session ended or the person was deactivated
 MAX_EARLY = 10_000  # early events remembered before the cursor passes them
+MAX_IDS = 100  # objects one socket may narrow its events to
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -74,10 +78,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(content, dict) or content.get("type") != "hello" or self.greeted:
             return
         self.greeted = True
-        topics = content.get("topics") or TOPICS
-        if not isinstance(topics, list):
-            topics = TOPICS
-        self.event_types = [name for name in EVENT_TYPES if name.partition(".")[0] in topics]
+        topics = content.get("topics")
+        if not isinstance(topics, list) or not topics:
+            topics = live.topics()
+        self.event_types = [
+            name
+            for name in live.event_types()
+            if name in topics or name.partition(".")[0] in topics
+        ]
+        self.only = _narrowing(content.get("ids"))
         cursor = live.parse_cursor(content.get("cursor"))
         resync = False
         if cursor is None:
@@ -124,11 +133,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         user = self.current_user()
         if user is None:
             return None, False
-        rows = live.read_after(self.scan, self.event_types)
+        batch = live.read_after(self.scan, self.event_types, only=self.only)
+        rows = batch.rows
         fresh = [row for row in rows if row.pk not in self.early]
         fresh_ids = {row.pk for row in fresh}
         visible = live.visible_targets(user, fresh)
-        decidable = live.decidable_targets(
+        extras = live.extras(
             user, [row for row in fresh if (row.target_type, row.target_id) in visible]
         )
         messages = []
@@ -143,7 +153,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 continue
             if self.held:
                 self.early.add(row.pk)
-            messages.append(self.message(row, decidable))
+            messages.append(self.message(row, extras))
         if messages and messages[-1]["cursor"] != live.format_cursor(self.cursor):
             # The batch's last event let the cursor pass more: say so, or a reconnect would
             # replay those again.
@@ -152,20 +162,26 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             self.early.clear()  # at worst some early events come a second time
         if rows:
             self.scan = rows[-1].cursor
-        return messages, len(rows) == int(live.setting("BATCH"))
+        more = len(rows) == int(live.setting("BATCH"))
+        if not more and batch.head is not None and batch.head > self.scan:
+            # Every final event up to the head was looked at: move past those not followed
+            # (the scan, and the cursor unless an early event holds it), so the next read does
+            # not scan them again. Non-final events all sort after the head (txid order).
+            self.scan = batch.head
+            if not self.held:
+                self.cursor = batch.head
+        return messages, more
 
-    def message(self, row: live.Row, decidable: set[str]) -> dict:
+    def message(self, row: live.Row, extras: dict[tuple[str, str], dict]) -> dict:
         """Describe one event by ids: what happened to which object, and the cursor to keep."""
-        message = {
+        return {
             "type": "event",
             "event": row.event_type,
             "kind": row.event_type.partition(".")[0],
             "id": int(row.target_id) if row.target_id.isdigit() else row.target_id,
             "cursor": live.format_cursor(self.cursor),
+            **extras.get((row.target_type, row.target_id), {}),
         }
-        if row.target_type == live.APPROVAL:
-            message["decidable"] = row.target_id in decidable
-        return message
 
     def current_user(self):
         """Return the person as they are now, or None when signed out or deactivated."""
@@ -179,3 +195,16 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         ):
             return None
         return user
+
+
+def _narrowing(ids) -> dict[str, list[str]] | None:
+    """Read a hello's `ids` ({topic: [id, ...]}); anything malformed narrows nothing."""
+    if not isinstance(ids, dict):
+        return None
+    only = {}
+    for topic, values in list(ids.items())[:10]:
+        if not isinstance(topic, str) or not isinstance(values, list):
+            continue
+        kept = [str(pk) for pk in values[:MAX_IDS] if isinstance(pk, int | str)]
+        only[topic] = [pk for pk in kept if pk.isdigit() and len(pk) < 20]
+    return only or None

@@ -21,12 +21,15 @@ it sees is final and the cursor is (0, id).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.apps import apps
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 
+from governance.actions.webhooks import EVENT_TYPES
 from governance.models import ApprovalRequest, LiveEvent
 from governance.permissions import restricted
 
@@ -55,12 +58,23 @@ _PG_HORIZON = """
          WHERE mod(open::text::bigint, 4294967296) NOT IN (SELECT xid FROM elsewhere))
     )
 """
+# The events after a cursor, and, read in the same statement (the same snapshot), the last
+# final event of any type: when fewer than a batch match, every final event up to it has been
+# looked at, so a consumer may move past those it does not follow (they may be many: the
+# engine's run events, for an inbox) instead of scanning them again on every read.
 _PG_AFTER = f"""
-    SELECT id, txid, event_type, target_type, target_id, txid < ({_PG_HORIZON}) AS final
-    FROM governance_liveevent
-    WHERE (txid, id) > (%s, %s) AND event_type = ANY(%s)
-    ORDER BY txid, id
-    LIMIT %s
+    WITH horizon AS MATERIALIZED (SELECT ({_PG_HORIZON}) AS h)
+    (SELECT id, txid, event_type, target_type, target_id, txid < (SELECT h FROM horizon)
+     FROM governance_liveevent
+     WHERE (txid, id) > (%s, %s) AND event_type = ANY(%s) {{targets}}
+     ORDER BY txid, id
+     LIMIT %s)
+    UNION ALL
+    (SELECT id, txid, '', '', '', true
+     FROM governance_liveevent
+     WHERE txid < (SELECT h FROM horizon)
+     ORDER BY txid DESC, id DESC
+     LIMIT 1)
 """
 _PG_HEAD = f"""
     SELECT txid, id FROM governance_liveevent
@@ -73,6 +87,56 @@ _PG_HEAD = f"""
 def setting(name: str) -> float:
     """Return a live setting (STEWARD_LIVE_<name>) or its default."""
     return getattr(settings, f"STEWARD_LIVE_{name}", DEFAULTS[name])
+
+
+# --- what higher apps add: event types of their own, and facts a message carries ----------------
+
+# Live-only event types (no webhook carries them), registered by the app that announces them:
+# governance never imports it (orchestrator.receivers registers the run's).
+_LIVE_ONLY: dict[str, str] = {}
+# Per target type (app_label.model), a function (user, ids) -> {id: {field: value}} adding
+# small facts about the person and the object to its messages, as "decidable" for approvals.
+_EXTRAS: dict[str, Callable[[object, set[str]], dict[str, dict]]] = {}
+
+
+def register_event_type(name: str, label: str) -> None:
+    """Let live pages follow an event type no webhook carries ("topic.what")."""
+    if name.count(".") != 1 or name in EVENT_TYPES:
+        raise ValueError(f"a live-only event type is 'topic.what' and no webhook's: {name!r}")
+    _LIVE_ONLY[name] = label
+
+
+def is_live_only(name: str) -> bool:
+    """Tell whether an event type is followed by live pages only (not sent to webhooks)."""
+    return name in _LIVE_ONLY
+
+
+def event_types() -> list[str]:
+    """Return every event type a live page may follow: the webhooks' and the live-only ones."""
+    return [*EVENT_TYPES, *_LIVE_ONLY]
+
+
+def topics() -> list[str]:
+    """Return the topics a page may ask for (the part of an event type before its dot)."""
+    return sorted({name.partition(".")[0] for name in event_types()})
+
+
+def register_extra(target_type: str, facts: Callable[[object, set[str]], dict[str, dict]]):
+    """Have messages about objects of `target_type` carry what `facts(user, ids)` says."""
+    _EXTRAS[target_type] = facts
+
+
+def extras(user, rows: list[Row]) -> dict[tuple[str, str], dict]:
+    """Return the registered facts about the objects of `rows`, for `user`, by target."""
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        if row.target_type in _EXTRAS:
+            wanted.setdefault(row.target_type, set()).add(row.target_id)
+    found = {}
+    for label, ids in wanted.items():
+        for target_id, facts in _EXTRAS[label](user, ids).items():
+            found[(label, target_id)] = facts
+    return found
 
 
 def format_cursor(cursor: tuple[int, int]) -> str:
@@ -125,19 +189,49 @@ class Row:
         return (self.txid, self.pk)
 
 
-def read_after(cursor: tuple[int, int], event_types: list[str], limit: int | None = None):
-    """Return the committed events after a cursor, of the given types, final ones first."""
+@dataclass(frozen=True)
+class Batch:
+    """What one read found: the events, and the last final event of any type it looked past."""
+
+    rows: list[Row]
+    head: tuple[int, int] | None  # None: the read cannot say (SQLite)
+
+
+def read_after(
+    cursor: tuple[int, int],
+    event_types: list[str],
+    limit: int | None = None,
+    only: dict[str, list[str]] | None = None,
+) -> Batch:
+    """Return the committed events after a cursor, of the given types, final ones first.
+
+    `only` narrows topics to some objects: {"run": ["42"]} keeps of the run events those about
+    run 42 (a run's page), and the other topics whole.
+    """
     limit = int(limit or setting("BATCH"))
+    narrowed = [
+        ([name for name in event_types if name.partition(".")[0] == topic], list(ids))
+        for topic, ids in (only or {}).items()
+    ]
     if connection.vendor != "postgresql":
-        rows = (
-            LiveEvent.objects.filter(pk__gt=cursor[1], event_type__in=event_types)
-            .order_by("id")
-            .values_list("id", "txid", "event_type", "target_type", "target_id")[:limit]
-        )
-        return [Row(*values, final=True) for values in rows]
+        rows = LiveEvent.objects.filter(pk__gt=cursor[1], event_type__in=event_types)
+        for types, ids in narrowed:
+            rows = rows.filter(~Q(event_type__in=types) | Q(target_id__in=ids))
+        rows = rows.order_by("id").values_list(
+            "id", "txid", "event_type", "target_type", "target_id"
+        )[:limit]
+        return Batch([Row(*values, final=True) for values in rows], None)
+    params: list = [cursor[0], cursor[1], list(event_types)]
+    clauses = ""
+    for types, ids in narrowed:
+        clauses += " AND (event_type <> ALL(%s) OR target_id = ANY(%s))"
+        params += [types, ids]
     with connection.cursor() as db:
-        db.execute(_PG_AFTER, [cursor[0], cursor[1], list(event_types), limit])
-        return [Row(*values) for values in db.fetchall()]
+        db.execute(_PG_AFTER.format(targets=clauses), [*params, limit])
+        found = db.fetchall()
+    rows = [Row(*values) for values in found if values[2]]
+    heads = [(values[1], values[0]) for values in found if not values[2]]
+    return Batch(rows, heads[0] if heads else None)
 
 
 def visible_targets(user, rows: list[Row]) -> set[tuple[str, str]]:
@@ -159,10 +253,11 @@ def visible_targets(user, rows: list[Row]) -> set[tuple[str, str]]:
 APPROVAL = ApprovalRequest._meta.label_lower
 
 
-def decidable_targets(user, rows: list[Row]) -> set[str]:
-    """Return the ids of the approval requests among `rows` that `user` may decide now."""
-    ids = {row.target_id for row in rows if row.target_type == APPROVAL}
-    if not ids:
-        return set()
+def _decidable(user, ids: set[str]) -> dict[str, dict]:
+    """Say, for each approval request of `ids`, whether `user` may decide it now."""
     queryset = ApprovalRequest.objects.filter(pk__in=ids).restrict(user, "decide")
-    return {str(pk) for pk in queryset.values_list("pk", flat=True)}
+    decidable = {str(pk) for pk in queryset.values_list("pk", flat=True)}
+    return {target_id: {"decidable": target_id in decidable} for target_id in ids}
+
+
+register_extra(APPROVAL, _decidable)

@@ -481,6 +481,22 @@ class ApprovalDecision(models.Model):
         return f"{self.decided_by_name}: {self.decision} #{self.request_id}"
 
 
+class ApprovalSeen(models.Model):
+    """When an eligible approver first opened a request: it stops waiting to be seen."""
+
+    request = models.OneToOneField(
+        ApprovalRequest, primary_key=True, on_delete=models.CASCADE, related_name="seen"
+    )
+    seen_by = models.ForeignKey(USER, null=True, on_delete=models.SET_NULL, related_name="+")
+    seen_by_name = models.CharField(max_length=150)
+    seen_at = models.DateTimeField()
+
+    objects = ApprovalDecisionQuerySet.as_manager()
+
+    def __str__(self):
+        return f"#{self.request_id} seen by {self.seen_by_name} at {self.seen_at}"
+
+
 class EscalationStatus(models.TextChoices):
     OPEN = "open", "Open"
     RESOLVED = "resolved", "Resolved"

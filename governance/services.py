@@ -25,6 +25,7 @@ from governance.actions.approvals import (
     escalate_overdue,
     outcome_payload,
     pending_for,
+    record_approval_seen,
     request_approval,
     require_approval_for,
     sweep_overdue,
@@ -49,7 +50,7 @@ from governance.actions.escalations import (
     resolution_payload,
     resolve_escalation,
 )
-from governance.actions.events import announce, prune_live_events
+from governance.actions.events import announce, announce_live, prune_live_events
 from governance.actions.policies import (
     PolicyDecision,
     create_policy,
@@ -104,6 +105,7 @@ get_for = audited_refusals(_get_for)
 
 __all__ = [
     "announce",
+    "announce_live",
     "prune_live_events",
     "DestinationRefused",
     "create_subscription",
@@ -164,6 +166,7 @@ __all__ = [
     "open_escalation",
     "outcome_payload",
     "pending_for",
+    "record_approval_seen",
     "principal_of",
     "remove_member",
     "request_approval",

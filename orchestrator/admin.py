@@ -36,6 +36,7 @@ from orchestrator.models import (
     EffectJournal,
     InboundEndpoint,
     InboundHook,
+    ManualBaseline,
     RunEvent,
     RunSignal,
     StepRun,
@@ -715,3 +716,16 @@ class InboundHookAdmin(RestrictedThroughParentAdmin):
     list_display = ["endpoint", "webhook_id", "received_at", "business_key", "run_id"]
     list_filter = ["endpoint"]
     search_fields = ["webhook_id", "business_key"]
+
+
+@admin.register(ManualBaseline)
+class ManualBaselineAdmin(GovernedAdminMixin, SimpleHistoryAdmin):
+    """Manual baselines: what a workflow's figures were before orchestration, and the source.
+
+    Declared by governance admins (model permissions); every change is kept in its history and
+    the audit log, with the reason the form asks for. The KPI page compares against them.
+    """
+
+    list_display = ["workflow", "ack_seconds", "target_ack_seconds", "manual_runs_per_week"]
+    search_fields = ["workflow__slug", "workflow__name", "source"]
+    fields = ["workflow", "ack_seconds", "target_ack_seconds", "manual_runs_per_week", "source"]

@@ -3,8 +3,11 @@
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
-# One connection per request, closed at its end: see DB_CONN_MAX_AGE in orchestrator/settings.py.
+# Each request runs in a thread of its own (Django's ThreadSensitiveContext), so a connection is
+# never kept by Django but taken from a pool and given back at the request's end: see
+# DB_CONN_MAX_AGE and DB_POOL_SIZE in orchestrator/settings.py.
 os.environ.setdefault("STEWARD_DB_CONN_MAX_AGE", "0")
+os.environ.setdefault("STEWARD_DB_POOL", "20")
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.conf import settings

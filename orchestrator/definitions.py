@@ -80,6 +80,18 @@ DEFINITION_SCHEMA = {
             },
         },
         "output": {},
+        # What counts as the run's acknowledgement on the KPI page (time to acknowledge): the
+        # first success of a step, or the first arrival of a signal.
+        "acknowledgement": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "step": {"type": "string"},
+                "signal": {"type": "string", "minLength": 1},
+            },
+        },
     },
 }
 _definition_validator = Draft202012Validator(DEFINITION_SCHEMA)
@@ -174,6 +186,7 @@ class WorkflowDef:
     output: Any
     input_schema: dict[str, Any] | None
     input_validator: Draft202012Validator | None = field(default=None, compare=False)
+    acknowledgement: tuple[str, str] | None = None  # ("step" or "signal", its id or name)
 
     def input_errors(self, value: Any) -> list[str]:
         """Return every way a run input breaks the workflow's input schema."""
@@ -256,6 +269,11 @@ def validate_definition(definition: Any) -> list[Problem]:
         ]
         for name in expressions.referenced_attributes(definition["output"], "steps") - set(ids):
             problems.append(Problem(f"refers to unknown step {name!r}", None, "output"))
+    acknowledged_by = definition.get("acknowledgement", {}).get("step")
+    if acknowledged_by is not None and acknowledged_by not in ids:
+        problems.append(
+            Problem(f"refers to unknown step {acknowledged_by!r}", None, "acknowledgement")
+        )
     if "input_schema" in definition:
         try:
             Draft202012Validator.check_schema(definition["input_schema"])
@@ -472,6 +490,7 @@ def compile_definition(definition: dict[str, Any]) -> WorkflowDef:
         output=definition.get("output"),
         input_schema=input_schema,
         input_validator=Draft202012Validator(input_schema) if input_schema else None,
+        acknowledgement=next(iter(definition.get("acknowledgement", {}).items()), None),
     )
 
 

@@ -25,6 +25,8 @@ write goes through the services of governance, agents and the orchestrator.
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +35,35 @@ from django.contrib.auth.models import Permission
 
 from agents import services as agents
 from agents.models import Agent, ModelProvider, ProviderKind, Tool
+from audit import clock
 from audit.actors import SYSTEM
 from governance import services as governance
-from governance.models import ApprovalRule, Policy, PolicyRule, Role
-from orchestrator import services
+from governance.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalRule,
+    ApprovalSeen,
+    ApprovalStatus,
+    Escalation,
+    EscalationStatus,
+    Policy,
+    PolicyRule,
+    Role,
+)
+from orchestrator import kpis, services
 from orchestrator.definitions import definition_digest, load_definition
-from orchestrator.models import RunSignal, VersionStatus, Workflow, WorkflowRun
+from orchestrator.models import (
+    EventKind,
+    ManualBaseline,
+    RunEvent,
+    RunSignal,
+    RunStatus,
+    StepRun,
+    StepStatus,
+    VersionStatus,
+    Workflow,
+    WorkflowRun,
+)
 
 SEED_REASON = "demo seed"
 
@@ -155,6 +180,8 @@ DEMO_ROLES = [
             "orchestrator.add_workflow",
             "orchestrator.publish_workflow",
             "orchestrator.exempt_workflow",
+            # ... and declare the manual baselines the KPI page compares against.
+            *(f"orchestrator.{action}_manualbaseline" for action in ("add", "change", "delete")),
         ),
     ),
     DemoRole(
@@ -658,6 +685,8 @@ input_schema:
 defaults:
   retry: {max_attempts: 3, initial_interval: 1s, backoff_multiplier: 2, max_interval: 30s}
   timeout: 1m
+# The KPI page's time to acknowledge: from the run's start until its owners are told.
+acknowledgement: {step: acknowledge}
 steps:
   - id: lookup
     type: tool
@@ -1258,8 +1287,226 @@ def ensure_runs(users: dict[str, Any]) -> list[WorkflowRun]:
     return [ensure_run(spec, users) for spec in DEMO_RUNS]
 
 
-def seed() -> dict[str, Any]:
-    """Seed the whole demo and return what it holds."""
+# --- weeks of incident history, for the KPI page ------------------------------------------------
+
+HISTORY_TRIGGER = "demo-history"
+TRIAGE_BASELINE = {
+    "ack_seconds": 15 * 60,
+    "target_ack_seconds": 5 * 60,
+    "manual_runs_per_week": 45,
+    "source": "Demo figures: on-call review before Steward, median time from page to the first "
+    "message to the service's owners over 212 incidents acknowledged by hand (ITSM export); "
+    "target from the incident policy.",
+}
+
+
+def ensure_baseline(workflows: dict[str, Workflow], admin) -> None:
+    """Declare incident triage's manual baseline once (as grace's fellow governance admin)."""
+    triage = workflows["incident-triage"]
+    if not ManualBaseline.objects.filter(workflow=triage).exists():
+        services.declare_manual_baseline(triage, **TRIAGE_BASELINE, actor=admin, reason=SEED_REASON)
+
+
+def ensure_history(workflows: dict[str, Workflow], users: dict[str, Any], days: int) -> int:
+    """Record `days` of past incident-triage runs once, then rebuild the KPI rollups from them.
+
+    They are history imported as rows (bulk, trigger `demo-history`), not replayed through the
+    engine: finished runs with their steps, the acknowledgement events, the failures, the
+    escalations of failed restarts, and the incident commander's approvals of restarts (seen,
+    then decided). The rollups are then recomputed from them (`kpis.rebuild`, audited).
+    """
+    if days <= 0 or WorkflowRun.objects.filter(trigger=HISTORY_TRIGGER).exists():
+        return 0
+    triage = workflows["incident-triage"]
+    runs, plans = _history_runs(triage, users["alice"], days)
+    WorkflowRun.objects.bulk_create(runs, 1000)
+    steps, events, escalations, approvals = [], [], [], []
+    for run, plan in zip(runs, plans, strict=True):
+        _history_rows(run, plan, steps, events, escalations, approvals)
+    StepRun.objects.bulk_create(steps, 2000)
+    RunEvent.objects.bulk_create(events, 2000)
+    Escalation.objects.bulk_create(escalations, 1000)
+    _history_approvals(approvals, users["bob"])
+    kpis.rebuild(actor=SYSTEM)
+    return len(runs)
+
+
+def _history_runs(triage: Workflow, alice, days: int) -> tuple[list, list]:
+    """Return the past runs (unsaved) and, for each, the plan of what happened in it."""
+    rng = random.Random(15)
+    today = clock.now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    runs, plans = [], []
+    for back in range(days, 0, -1):
+        day = today - dt.timedelta(days=back)
+        # Orchestration got better as the weeks went: the acknowledgement comes sooner.
+        pace = 0.8 + 0.5 * back / days
+        for _ in range(rng.randint(4, 9)):
+            start = day + dt.timedelta(seconds=rng.randint(0, 86_000))
+            lookup = rng.uniform(4, 25)
+            plan = {
+                "start": start,
+                "lookup": lookup,
+                "ack": lookup + rng.lognormvariate(4.3, 0.45) * pace,
+                "health": lookup + rng.uniform(8, 40),
+                "restart": rng.random() < 0.3,
+                "fails_at": None,
+                "decide_wait": rng.uniform(60, 1500),
+                "deciding": rng.uniform(30, 400),
+            }
+            chance = rng.random()
+            if chance < 0.03:
+                plan["fails_at"] = "health"
+            elif plan["restart"] and chance < 0.12:
+                plan["fails_at"] = "restart"
+            plan["escalated"] = plan["fails_at"] == "restart" and rng.random() < 0.7
+            end = plan["ack"] + rng.uniform(5, 30)
+            if plan["restart"]:
+                end += plan["decide_wait"] + plan["deciding"] + rng.uniform(20, 90)
+            plan["end"] = start + dt.timedelta(seconds=max(end, plan["health"] + 5))
+            plans.append(plan)
+    version = triage.live_version
+    for index, plan in enumerate(plans, start=1):
+        failed = plan["fails_at"] is not None
+        runs.append(
+            WorkflowRun(
+                workflow=triage,
+                version=version,
+                status=RunStatus.FAILED if failed else RunStatus.SUCCEEDED,
+                input={"incident": f"INC-H{index:04d}", "service": "checkout"},
+                error={"type": "ToolError", "message": f"{plan['fails_at']} failed"}
+                if failed
+                else None,
+                started_by=alice,
+                started_by_name=alice.username,
+                trigger=HISTORY_TRIGGER,
+                business_key=f"INC-H{index:04d}",
+                created_at=plan["start"],
+                updated_at=plan["end"],
+                finished_at=plan["end"],
+            )
+        )
+    return runs, plans
+
+
+def _history_rows(run, plan, steps, events, escalations, approvals) -> None:
+    """Add the steps, events, escalation and approval of one past run to the lists."""
+    start = plan["start"]
+
+    def at(seconds: float) -> dt.datetime:
+        return start + dt.timedelta(seconds=seconds)
+
+    def step(step_id: str, began: float, ended: float, failed: bool = False) -> None:
+        error = {"type": "ToolError", "message": f"{step_id} failed"} if failed else None
+        steps.append(
+            StepRun(
+                run=run,
+                step_id=step_id,
+                step_type="tool" if step_id != "summary" else "set",
+                status=StepStatus.FAILED if failed else StepStatus.SUCCEEDED,
+                attempt=3 if failed else 1,
+                error=error,
+                created_at=at(began),
+                started_at=at(began),
+                finished_at=at(ended),
+            )
+        )
+        events.append(
+            RunEvent(
+                run=run,
+                step_id=step_id,
+                attempt=3 if failed else 1,
+                kind=EventKind.STEP_FAILED if failed else EventKind.STEP_SUCCEEDED,
+                created_at=at(ended),
+            )
+        )
+
+    events.append(RunEvent(run=run, kind=EventKind.RUN_STARTED, created_at=start))
+    step("lookup", 0, plan["lookup"])
+    step("acknowledge", plan["lookup"], plan["ack"])
+    step("health", plan["lookup"], plan["health"], failed=plan["fails_at"] == "health")
+    if plan["fails_at"] != "health":
+        if plan["restart"]:
+            asked = plan["health"]
+            seen = asked + plan["decide_wait"]
+            decided = seen + plan["deciding"]
+            approvals.append((run, at(asked), at(seen), at(decided)))
+            ended = (run.finished_at - start).total_seconds()
+            step("restart", plan["health"], ended - 2, failed=plan["fails_at"] == "restart")
+            if plan["escalated"]:
+                escalations.append(
+                    Escalation(
+                        reason="step_failed",
+                        summary=f"restart failed after its retries in {run.business_key}",
+                        run_id=run.pk,
+                        step_id="restart",
+                        status=EscalationStatus.RESOLVED,
+                        resolution="stop",
+                        created_at=at(ended - 1),
+                        resolved_at=at(ended),
+                    )
+                )
+        if plan["fails_at"] is None:
+            ended = (run.finished_at - start).total_seconds()
+            step("notify_owners", plan["health"], ended - 1)
+            step("summary", ended - 1, ended)
+    kind = EventKind.RUN_FAILED if plan["fails_at"] else EventKind.RUN_SUCCEEDED
+    events.append(RunEvent(run=run, kind=kind, created_at=run.finished_at))
+
+
+def _history_approvals(approvals: list, bob) -> None:
+    """Record the past restart approvals: asked, first opened by bob, then approved by him."""
+    rule = ApprovalRule.objects.get(slug=APPROVAL_RULE)
+    role = rule.role
+    requests = [
+        ApprovalRequest(
+            status=ApprovalStatus.APPROVED,
+            action="tool.incident.restart_service",
+            summary=f"restart checkout for {run.business_key}",
+            arguments={"service": "checkout"},
+            arguments_digest=governance.digest({"service": "checkout"}),
+            risk="high",
+            run_id=run.pk,
+            step_id="restart",
+            approval_rule=rule,
+            role=role,
+            chain=[role.pk],
+            sla_seconds=rule.sla_seconds,
+            created_at=asked,
+            due_at=asked + dt.timedelta(seconds=rule.sla_seconds),
+            expires_at=asked + dt.timedelta(seconds=2 * rule.sla_seconds),
+            decided_at=decided,
+        )
+        for run, asked, _, decided in approvals
+    ]
+    ApprovalRequest.objects.bulk_create(requests, 1000)
+    ApprovalSeen.objects.bulk_create(
+        [
+            ApprovalSeen(request=request, seen_by=bob, seen_by_name=bob.username, seen_at=seen)
+            for request, (_, _, seen, _) in zip(requests, approvals, strict=True)
+        ],
+        1000,
+    )
+    ApprovalDecision.objects.bulk_create(
+        [
+            ApprovalDecision(
+                request=request,
+                decision="approve",
+                comment="restart approved",
+                decided_by=bob,
+                decided_by_name=bob.username,
+                role=role,
+                role_name=role.name,
+                arguments_digest=request.arguments_digest,
+                decided_at=decided,
+            )
+            for request, (_, _, _, decided) in zip(requests, approvals, strict=True)
+        ],
+        1000,
+    )
+
+
+def seed(*, history_days: int = 0) -> dict[str, Any]:
+    """Seed the whole demo (with `history_days` of past incidents) and return what it holds."""
     users = ensure_users()
     admin = users["admin"]
     roles = ensure_roles(users)
@@ -1270,6 +1517,8 @@ def seed() -> dict[str, Any]:
     demo_agents = ensure_agents(users)
     workflows = ensure_workflows(users)
     ensure_workflow_permissions(roles, workflows, admin)
+    ensure_baseline(workflows, admin)
+    history = ensure_history(workflows, users, history_days)
     runs = ensure_runs(users)
     proposal = ensure_proposal(workflows, users)
     return {
@@ -1283,4 +1532,5 @@ def seed() -> dict[str, Any]:
         "agents": demo_agents,
         "workflows": workflows,
         "runs": runs,
+        "history": history,
     }

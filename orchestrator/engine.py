@@ -554,6 +554,9 @@ def start_run(
         _settle_run(run, wf, rows, events, now)
         events.flush()
         publish_on_commit(ready)
+    live = workflow.live_version if Workflow.live_version.is_cached(workflow) else None
+    if version is None and live is not None and live.pk == version_id:
+        run.version = live  # the caller's response names it: no read of a row already here
     return run
 
 

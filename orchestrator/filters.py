@@ -30,6 +30,23 @@ def waiting_on_q(what: str) -> Q:
     return Q(Exists(steps))
 
 
+HANDLED_BY = [
+    ("person", "a person (escalation or approval)"),
+    ("escalation", "a person, on an escalation"),
+    ("approval", "a person, on an approval"),
+    ("nobody", "no person"),
+]
+
+
+def _people_q(what: str) -> Q:
+    """Return the runs with an escalation, an approval request, or either (`person`)."""
+    from governance.models import ApprovalRequest, Escalation
+
+    escalations = Q(Exists(Escalation.objects.filter(run_id=OuterRef("pk"))))
+    approvals = Q(Exists(ApprovalRequest.objects.filter(run_id=OuterRef("pk"))))
+    return {"escalation": escalations, "approval": approvals}.get(what, escalations | approvals)
+
+
 class WorkflowFilter(django_filters.FilterSet):
     """Workflows by activity."""
 
@@ -76,6 +93,28 @@ class RunFilter(django_filters.FilterSet):
         label="Failed at step",
         help_text="Runs in which this step (one of its items or delegated children) failed.",
     )
+    finished_after = IsoDateTimeFilter(
+        field_name="finished_at", lookup_expr="gte", label="Ended after"
+    )
+    finished_before = IsoDateTimeFilter(
+        field_name="finished_at", lookup_expr="lt", label="Ended before"
+    )
+    escalated = django_filters.CharFilter(
+        method="filter_escalated",
+        label="Escalated for",
+        help_text="Runs escalated to a person for this reason (policy, low_confidence, "
+        "step_failed, ...), or `any`.",
+    )
+    handled_by = django_filters.ChoiceFilter(
+        choices=HANDLED_BY,
+        method="filter_handled_by",
+        label="Handled by",
+        help_text="Runs a person acted on (an escalation or an approval), or that none did.",
+    )
+    acknowledged_after = IsoDateTimeFilter(method="filter_acknowledged", label="Acknowledged after")
+    acknowledged_before = IsoDateTimeFilter(
+        method="filter_acknowledged", label="Acknowledged before"
+    )
     waiting_on = django_filters.ChoiceFilter(
         choices=[(key, key) for key in WAITING_ON],
         method="filter_waiting_on",
@@ -105,6 +144,35 @@ class RunFilter(django_filters.FilterSet):
             Q(step_id=value) | Q(step_id__startswith=f"{value}/")
         )
         return queryset.filter(Exists(failed))
+
+    def filter_escalated(self, queryset, name, value):
+        """Keep the runs escalated to a person for this reason (any reason for `any`)."""
+        if not value:
+            return queryset
+        from governance.models import Escalation
+
+        escalations = Escalation.objects.filter(run_id=OuterRef("pk"))
+        if value != "any":
+            escalations = escalations.filter(reason=value)
+        return queryset.filter(Exists(escalations))
+
+    def filter_handled_by(self, queryset, name, value):
+        """Keep the runs a person acted on (or, for `nobody`, that none did)."""
+        if not value:
+            return queryset
+        if value == "nobody":
+            return queryset.exclude(_people_q("person"))
+        return queryset.filter(_people_q(value))
+
+    def filter_acknowledged(self, queryset, name, value):
+        """Keep the runs acknowledged (as their workflow declares) at or after / before a time."""
+        if not value:
+            return queryset
+        from orchestrator.models import KpiAck
+
+        lookup = "gte" if name == "acknowledged_after" else "lt"
+        acks = KpiAck.objects.filter(run_id=OuterRef("pk"), **{f"acknowledged_at__{lookup}": value})
+        return queryset.filter(Exists(acks))
 
     def filter_waiting_on(self, queryset, name, value):
         """Keep the runs with a step waiting on `value`."""

@@ -4,9 +4,9 @@ Reads only; every write goes through orchestrator.services. Every queryset start
 restrict() (a run's parts follow the run; an agent's calls follow the agent; approvals and
 escalations their own rules), so a page shows only what its viewer may see.
 
-A large run stays cheap: the graph reads one row per definition step plus one aggregate of the
-foreach items and delegated children; steps and events are read a page at a time; the
-timeline reads the events of the steps on the page only.
+A large run stays cheap: the graph reads one small row per definition step plus one aggregate
+of the foreach items and delegated children, and draws at most GRAPH_NODES of them; steps and
+events are read a page at a time; the timeline reads the events of the steps on the page only.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Count, Q
+from django.urls import reverse
 
 from agents.models import ModelCall, ToolInvocation
 from audit import clock
@@ -69,7 +70,8 @@ def root_step_id(step_id: str) -> str:
 
 @dataclass
 class Node:
-    """One step of the definition, placed, with its row's state and its items' counts."""
+    """One step of the definition, placed, with its row's state and its items' counts; or, when
+    `hidden`, the steps of a layer (or of the layers after the last drawn) folded into one."""
 
     id: str
     type: str
@@ -80,6 +82,8 @@ class Node:
     step_pk: int | None = None
     attempt: int = 0
     folded: Counter = field(default_factory=Counter)
+    hidden: int = 0
+    url: str = ""
 
     @property
     def x(self) -> int:
@@ -101,6 +105,11 @@ class Node:
     def folded_failed(self) -> int:
         return self.folded.get(StepStatus.FAILED, 0)
 
+    @property
+    def folded_summary(self) -> str:
+        """Say how many folded steps are in each state ("3 failed, 40 succeeded")."""
+        return ", ".join(f"{n} {status}" for status, n in sorted(self.folded.items()))
+
 
 def _layers(steps: list[dict]) -> dict[str, int]:
     """Return each step's layer: the length of its longest path from a root."""
@@ -119,17 +128,77 @@ def _layers(steps: list[dict]) -> dict[str, int]:
     return layer
 
 
+# What a large definition's graph draws: so many steps a layer, so many in all; the rest of a
+# layer, and the layers past the last drawn, are folded into one node each (the steps list
+# pages through them all). The steps that need a look are drawn first.
+GRAPH_PER_LAYER = 12
+GRAPH_NODES = 120
+_DRAWN_FIRST = {
+    StepStatus.FAILED: 0,
+    StepStatus.RUNNING: 1,
+    StepStatus.WAITING: 2,
+    StepStatus.READY: 3,
+}
+_FOLDED_STATE = [StepStatus.FAILED, StepStatus.RUNNING, StepStatus.WAITING, StepStatus.READY]
+
+
+def _fold(layer: int, members: list[Node]) -> Node:
+    """Return the node that stands for `members` (steps not drawn), coloured by the worst."""
+    counts = Counter(node.status for node in members)
+    status = next((state for state in _FOLDED_STATE if counts.get(state)), None)
+    if status is None:
+        status = StepStatus.SUCCEEDED if counts.get(StepStatus.SUCCEEDED) else "pending"
+    return Node(
+        f"+{layer}", "more", [], layer=layer, status=status, folded=counts, hidden=len(members)
+    )
+
+
+def _drawn(nodes: dict[str, Node]) -> tuple[list[Node], dict[str, Node]]:
+    """Choose and place what the graph draws; return the drawn nodes and, for every step, the
+    node that shows it (its own or its fold)."""
+    by_layer: dict[int, list[Node]] = defaultdict(list)
+    for node in nodes.values():
+        by_layer[node.layer].append(node)
+    drawn: list[Node] = []
+    shown_as: dict[str, Node] = {}
+    budget = GRAPH_NODES
+    layers = sorted(by_layer)
+    for position, layer in enumerate(layers):
+        members = by_layer[layer]
+        if budget <= 0:  # past the last drawn layer: the rest is one node
+            rest = [node for later in layers[position:] for node in by_layer[later]]
+            fold = _fold(layer, rest)
+            drawn.append(fold)
+            shown_as.update(dict.fromkeys((node.id for node in rest), fold))
+            break
+        keep = min(GRAPH_PER_LAYER, budget)
+        ranked = sorted(members, key=lambda node: _DRAWN_FIRST.get(node.status, 9))
+        chosen = {node.id for node in ranked[:keep]}
+        row = 0
+        for node in members:  # in the definition's order
+            if node.id in chosen:
+                node.row, row = row, row + 1
+                drawn.append(node)
+                shown_as[node.id] = node
+        budget -= len(chosen)
+        hidden = [node for node in members if node.id not in chosen]
+        if hidden:
+            fold = _fold(layer, hidden)
+            fold.row = row
+            drawn.append(fold)
+            shown_as.update(dict.fromkeys((node.id for node in hidden), fold))
+    return drawn, shown_as
+
+
 def graph(user, run: WorkflowRun) -> dict[str, Any]:
-    """Return the run's definition laid out in layers, each step with its state (two queries)."""
+    """Return the run's definition laid out in layers, each step with its state (two queries);
+    a large one drawn in part, the rest folded."""
     steps = (run.version.definition or {}).get("steps", [])
     layers = _layers(steps)
     nodes: dict[str, Node] = {}
-    per_layer: Counter = Counter()
     for step in steps:
         node = Node(step["id"], step.get("type", ""), list(step.get("depends_on", [])))
         node.layer = layers.get(node.id, 0)
-        node.row = per_layer[node.layer]
-        per_layer[node.layer] += 1
         nodes[node.id] = node
     main = (
         _steps(user)
@@ -137,13 +206,12 @@ def graph(user, run: WorkflowRun) -> dict[str, Any]:
         .exclude(step_id__contains=CHILD_SEPARATOR)
         .values_list("step_id", "status", "pk", "attempt")
     )
+    step_urls = reverse("runs:steps", args=[run.pk])
     for step_id, status, pk, attempt in main:
-        if step_id in nodes:
-            nodes[step_id].status, nodes[step_id].step_pk, nodes[step_id].attempt = (
-                status,
-                pk,
-                attempt,
-            )
+        node = nodes.get(step_id)
+        if node is not None:
+            node.status, node.step_pk, node.attempt = status, pk, attempt
+            node.url = f"{step_urls}{pk}/"
     folded = (
         _steps(user)
         .filter(run=run)
@@ -156,31 +224,39 @@ def graph(user, run: WorkflowRun) -> dict[str, Any]:
         node = nodes.get(root_step_id(step_id))
         if node is not None:
             node.folded[status] += n
-    edges = []
+    drawn, shown_as = _drawn(nodes)
+    edges, seen = [], set()
     for node in nodes.values():
+        child = shown_as.get(node.id)
         for parent_id in node.depends_on:
-            parent = nodes.get(parent_id)
-            if parent is None:
+            parent = shown_as.get(parent_id)
+            if parent is None or child is None or parent is child:
                 continue
+            if (parent.id, child.id) in seen:
+                continue
+            seen.add((parent.id, child.id))
             edges.append(
                 {
                     "x1": parent.x + NODE_W,
                     "y1": parent.y + NODE_H // 2,
-                    "x2": node.x,
-                    "y2": node.y + NODE_H // 2,
-                    "mid": (parent.x + NODE_W + node.x) // 2,
+                    "x2": child.x,
+                    "y2": child.y + NODE_H // 2,
+                    "mid": (parent.x + NODE_W + child.x) // 2,
                     "done": parent.status == StepStatus.SUCCEEDED,
                 }
             )
-    width = PAD * 2 + (max(layers.values(), default=0) + 1) * (NODE_W + GAP_X) - GAP_X
+    per_layer = Counter(node.layer for node in drawn)
+    width = PAD * 2 + (max(per_layer, default=0) + 1) * (NODE_W + GAP_X) - GAP_X
     height = PAD * 2 + max(per_layer.values(), default=1) * (NODE_H + GAP_Y) - GAP_Y
     return {
-        "nodes": list(nodes.values()),
+        "nodes": drawn,
         "edges": edges,
         "width": width,
         "height": height,
         "node_w": NODE_W,
         "node_h": NODE_H,
+        "steps": len(nodes),
+        "hidden": sum(node.hidden for node in drawn),
     }
 
 

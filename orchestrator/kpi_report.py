@@ -12,17 +12,21 @@ import datetime as dt
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from orchestrator.models import (
+    KpiAck,
+    KpiAgentDay,
     KpiApproval,
     KpiDay,
     KpiEscalationDay,
     KpiRunEnd,
     KpiStepDay,
     KpiStepErrorDay,
+    ManualBaseline,
 )
 
 PERIODS = (7, 30, 90)
@@ -69,8 +73,25 @@ class Figures:
     failed: int = 0
     cancelled: int = 0
     duration_seconds: float = 0.0
+    escalated: int = 0
+    by_human: int = 0
     p50: float | None = None
     p95: float | None = None
+
+    @property
+    def without_human(self) -> int:
+        """Return how many runs ended with no person acting (no escalation, no approval)."""
+        return self.ended - self.by_human
+
+    @property
+    def escalated_share(self) -> float | None:
+        """Return the share of ended runs that were escalated to a person."""
+        return self.escalated / self.ended if self.ended else None
+
+    @property
+    def human_share(self) -> float | None:
+        """Return the share of ended runs a person handled."""
+        return self.by_human / self.ended if self.ended else None
 
     @property
     def ended(self) -> int:
@@ -99,8 +120,61 @@ class Report:
     daily: list = field(default_factory=list)  # (day, succeeded, failed, cancelled, started)
     daily_durations: list = field(default_factory=list)  # (day, ended, p50, p95)
     steps: list = field(default_factory=list)  # dicts: workflow, step, finished, failed, errors
-    escalations: list = field(default_factory=list)  # (reason, current, previous)
-    approvals: dict = field(default_factory=dict)  # role or ALL -> dict of figures
+    escalations: list = field(default_factory=list)  # dicts: reason, count, runs, before...
+    approvals: dict = field(default_factory=dict)  # role or ALL -> [current, previous] dicts
+    approvers: dict = field(default_factory=dict)  # approver -> [current, previous] dicts
+    latency_buckets: list = field(default_factory=list)  # (label, upper seconds, count)
+    acks: dict = field(default_factory=dict)  # workflow id or ALL -> [current, previous] dicts
+    daily_acks: list = field(default_factory=list)  # (day, acknowledged, p50, p95)
+    baselines: dict = field(default_factory=dict)  # workflow id -> ManualBaseline
+    agents: list = field(default_factory=list)  # dicts: agent, now, before (AgentFigures)
+    tool_calls: list = field(default_factory=list)  # [current, previous] AgentFigures, all agents
+
+
+@dataclass
+class AgentFigures:
+    """What one agent (or every agent) did in a period."""
+
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    tool_calls: int = 0
+    denied: int = 0
+    approvals: int = 0
+    escalated: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Return input and output tokens together."""
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def to_people(self) -> int:
+        """Return the tool calls that went to a person: an approval or an escalation."""
+        return self.approvals + self.escalated
+
+    @property
+    def to_people_share(self) -> float | None:
+        """Return the share of tool calls that went to a person."""
+        return self.to_people / self.tool_calls if self.tool_calls else None
+
+    @property
+    def denied_share(self) -> float | None:
+        """Return the share of tool calls denied by policy."""
+        return self.denied / self.tool_calls if self.tool_calls else None
+
+
+AGENT_COUNTERS = (
+    "model_calls",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "tool_calls",
+    "denied",
+    "approvals",
+    "escalated",
+)
 
 
 def percentile(ordered: list[float], fraction: float) -> float | None:
@@ -113,8 +187,11 @@ def percentile(ordered: list[float], fraction: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _percentiles(table: str, value: str, time: str, group: str, ids, periods) -> dict:
-    """Return {(period index, group or ALL): (p50, p95)} over a narrow table's rows."""
+def _spreads(table: str, values: list[str], time: str, group: str, ids, periods) -> dict:
+    """Return {(period index, group or ALL): {value: (p50, p95)}} over a narrow table's rows.
+
+    NULL values are left out of a column's percentiles (percentile_cont ignores them).
+    """
     found: dict = {}
     if not ids:
         return found
@@ -123,11 +200,14 @@ def _percentiles(table: str, value: str, time: str, group: str, ids, periods) ->
         cases = " ".join(
             f"WHEN {time} >= %s AND {time} < %s THEN {index}" for index in range(len(periods))
         )
+        spreads = ", ".join(
+            f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {value}),"
+            f" percentile_cont(0.95) WITHIN GROUP (ORDER BY {value})"
+            for value in values
+        )
         sql = f"""
-            SELECT period, {group}, GROUPING({group}),
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY {value}),
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY {value})
-            FROM (SELECT CASE {cases} END AS period, {group}, {value} FROM {table}
+            SELECT period, {group}, GROUPING({group}), {spreads}
+            FROM (SELECT CASE {cases} END AS period, {group}, {", ".join(values)} FROM {table}
                   WHERE workflow_id = ANY(%s) AND {time} >= %s AND {time} < %s) AS rows
             WHERE period IS NOT NULL
             GROUP BY GROUPING SETS ((period, {group}), (period))
@@ -135,29 +215,43 @@ def _percentiles(table: str, value: str, time: str, group: str, ids, periods) ->
         params = [moment for p in periods for moment in (p.start, p.end)]
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, list(ids), start, end])
-            for period, key, rolled, p50, p95 in cursor.fetchall():
-                found[(period, ALL if rolled else key)] = (p50, p95)
+            for period, key, rolled, *numbers in cursor.fetchall():
+                found[(period, ALL if rolled else key)] = {
+                    value: (numbers[2 * n], numbers[2 * n + 1]) for n, value in enumerate(values)
+                }
         return found
-    values: dict = defaultdict(list)
+    collected: dict = defaultdict(lambda: defaultdict(list))
     with connection.cursor() as cursor:
         marks = ", ".join("%s" for _ in ids)
         cursor.execute(
-            f"SELECT {group}, {time}, {value} FROM {table} WHERE workflow_id IN ({marks})"
-            f" AND {time} >= %s AND {time} < %s ORDER BY {value}",
+            f"SELECT {group}, {time}, {', '.join(values)} FROM {table}"
+            f" WHERE workflow_id IN ({marks}) AND {time} >= %s AND {time} < %s",
             [*ids, start, end],
         )
-        for key, moment, number in cursor.fetchall():
+        for key, moment, *numbers in cursor.fetchall():
             if isinstance(moment, str):
                 moment = dt.datetime.fromisoformat(moment)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=dt.UTC)
             for index, p in enumerate(periods):
                 if p.start <= moment < p.end:
-                    values[(index, key)].append(number)
-                    values[(index, ALL)].append(number)
-    for key, numbers in values.items():
-        found[key] = (percentile(numbers, 0.5), percentile(numbers, 0.95))
+                    for target in (collected[(index, key)], collected[(index, ALL)]):
+                        for value, number in zip(values, numbers, strict=True):
+                            target[value].append(number)
+    for key, columns in collected.items():
+        found[key] = {}
+        for value in values:
+            numbers = sorted(n for n in columns[value] if n is not None)
+            found[key][value] = (percentile(numbers, 0.5), percentile(numbers, 0.95))
     return found
+
+
+def _percentiles(table: str, value: str, time: str, group: str, ids, periods) -> dict:
+    """Return {(period index, group or ALL): (p50, p95)} of one column of a narrow table."""
+    return {
+        key: columns[value]
+        for key, columns in _spreads(table, [value], time, group, ids, periods).items()
+    }
 
 
 def build(period: Period, workflows: dict[int, tuple[str, str]]) -> Report:
@@ -170,12 +264,20 @@ def build(period: Period, workflows: dict[int, tuple[str, str]]) -> Report:
     rows = (
         KpiDay.objects.filter(workflow_id__in=ids, day__gte=previous.first, day__lte=period.last)
         .values_list(
-            "workflow_id", "day", "started", "succeeded", "failed", "cancelled", "duration_seconds"
+            "workflow_id",
+            "day",
+            "started",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "duration_seconds",
+            "escalated",
+            "by_human",
         )
         .order_by()
     )
     by_day: dict = defaultdict(lambda: [0, 0, 0, 0])
-    for workflow_id, day, started, succeeded, failed, cancelled, seconds in rows:
+    for workflow_id, day, started, succeeded, failed, cancelled, seconds, up, human in rows:
         target = report.current if day >= period.first else report.previous
         for key in (workflow_id, ALL):
             figures = target.setdefault(key, Figures())
@@ -184,6 +286,8 @@ def build(period: Period, workflows: dict[int, tuple[str, str]]) -> Report:
             figures.failed += failed
             figures.cancelled += cancelled
             figures.duration_seconds += seconds
+            figures.escalated += up
+            figures.by_human += human
         if day >= period.first:
             totals = by_day[day]
             totals[0] += succeeded
@@ -206,22 +310,35 @@ def build(period: Period, workflows: dict[int, tuple[str, str]]) -> Report:
     report.daily_durations = _daily_durations(period, ids)
     report.steps = _steps(period, ids, workflows)
     report.escalations = _escalations(period, previous, ids)
-    report.approvals = _approvals(period, previous, ids)
+    report.approvals, report.approvers, report.latency_buckets = _approvals(period, previous, ids)
+    report.acks = _acks(period, previous, ids)
+    report.daily_acks = _daily_spread(KpiAck, "seconds", "acknowledged_at", period, ids)
+    report.baselines = {
+        baseline.workflow_id: baseline
+        for baseline in ManualBaseline.objects.filter(workflow_id__in=ids)
+    }
+    report.agents, report.tool_calls = _agents(period, previous, ids)
     return report
 
 
 def _daily_durations(period: Period, ids) -> list[tuple]:
     """Return (day, runs ended, p50, p95) of run durations for each day of the period."""
+    return _daily_spread(KpiRunEnd, "duration_seconds", "finished_at", period, ids)
+
+
+def _daily_spread(model, value: str, time: str, period: Period, ids) -> list[tuple]:
+    """Return (day, rows, p50, p95) of a narrow table's column for each day of the period."""
     found: dict = {}
+    table = model._meta.db_table
     if ids and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
-                SELECT (finished_at AT TIME ZONE 'UTC')::date AS day, count(*),
-                       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds),
-                       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds)
-                FROM {KpiRunEnd._meta.db_table}
-                WHERE workflow_id = ANY(%s) AND finished_at >= %s AND finished_at < %s
+                SELECT ({time} AT TIME ZONE 'UTC')::date AS day, count(*),
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY {value}),
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY {value})
+                FROM {table}
+                WHERE workflow_id = ANY(%s) AND {time} >= %s AND {time} < %s
                 GROUP BY day
                 """,
                 [list(ids), period.start, period.end],
@@ -230,11 +347,11 @@ def _daily_durations(period: Period, ids) -> list[tuple]:
     elif ids:
         values: dict = defaultdict(list)
         rows = (
-            KpiRunEnd.objects.filter(
-                workflow_id__in=ids, finished_at__gte=period.start, finished_at__lt=period.end
+            model.objects.filter(
+                workflow_id__in=ids, **{f"{time}__gte": period.start, f"{time}__lt": period.end}
             )
-            .order_by("duration_seconds")
-            .values_list("finished_at", "duration_seconds")
+            .order_by(value)
+            .values_list(time, value)
         )
         for moment, seconds in rows:
             values[moment.astimezone(dt.UTC).date()].append(seconds)
@@ -245,10 +362,11 @@ def _daily_durations(period: Period, ids) -> list[tuple]:
     return [(day, *found.get(day, (0, None, None))) for day in period.each_day()]
 
 
-def lines(points: list[tuple[str, list[float | None]]], *, width=640, height=180) -> dict:
-    """Return the geometry of a line chart: one polyline per series (numbers only)."""
+def lines(points: list[tuple[str, list[float | None]]], *, width=640, height=180, marks=()) -> dict:
+    """Return the geometry of a line chart: one polyline per series, and a horizontal line at
+    each mark (a baseline), all on one scale (numbers only)."""
     values = [value for _, series in points for value in series if value is not None]
-    top = max(values + [1e-9])
+    top = max(values + list(marks) + [1e-9])
     step = width / max(len(points) - 1, 1)
     series_count = max((len(series) for _, series in points), default=0)
     polylines = []
@@ -259,7 +377,16 @@ def lines(points: list[tuple[str, list[float | None]]], *, width=640, height=180
             if row[series] is not None
         ]
         polylines.append({"series": series, "points": " ".join(coordinates)})
-    return {"width": width, "height": height, "top": top, "polylines": polylines}
+    levels = [
+        {"value": mark, "y": round(height - height * mark / top, 2)} for mark in sorted(set(marks))
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "top": top,
+        "polylines": polylines,
+        "marks": levels,
+    }
 
 
 def _steps(period: Period, ids, workflows) -> list[dict]:
@@ -298,45 +425,166 @@ def _steps(period: Period, ids, workflows) -> list[dict]:
     return steps
 
 
-def _escalations(period: Period, previous: Period, ids) -> list[tuple[str, int, int]]:
-    """Return (reason, this period, the one before) for every escalation reason seen."""
-    found: dict = defaultdict(lambda: [0, 0])
-    for day, reason, count in KpiEscalationDay.objects.filter(
+ESCALATION_REASONS = {
+    "policy": "policy",
+    "low_confidence": "low confidence",
+    "invalid_result": "invalid result",
+    "step_failed": "failure after retries",
+}
+
+
+def _escalations(period: Period, previous: Period, ids) -> list[dict]:
+    """Return, per escalation reason, escalations opened and runs ended escalated, both periods."""
+    found: dict = defaultdict(lambda: [0, 0, 0, 0])
+    for day, reason, count, runs in KpiEscalationDay.objects.filter(
         workflow_id__in=ids, day__gte=previous.first, day__lte=period.last
-    ).values_list("day", "reason", "count"):
-        found[reason][0 if day >= period.first else 1] += count
-    return sorted(((r, c, p) for r, (c, p) in found.items()), key=lambda row: (-row[1], row[0]))
+    ).values_list("day", "reason", "count", "runs"):
+        now = day >= period.first
+        found[reason][0 if now else 1] += count
+        found[reason][2 if now else 3] += runs
+    rows = [
+        {
+            "reason": reason,
+            "label": ESCALATION_REASONS.get(reason, reason.replace("_", " ")),
+            "count": count,
+            "before": before,
+            "runs": runs,
+            "runs_before": runs_before,
+        }
+        for reason, (count, before, runs, runs_before) in found.items()
+        if count or before or runs or runs_before
+    ]
+    return sorted(rows, key=lambda row: (-row["runs"], -row["count"], row["reason"]))
 
 
-def _approvals(period: Period, previous: Period, ids) -> dict:
-    """Return approval figures by role (and ALL): count, breaches, latency p50/p95, both periods."""
-    found: dict = {}
+# Where the approval latency distribution cuts (upper bounds in seconds; the last is open).
+LATENCY_BUCKETS = (
+    ("< 5 min", 300),
+    ("5–15 min", 900),
+    ("15–60 min", 3600),
+    ("1–4 h", 4 * 3600),
+    ("4–24 h", 24 * 3600),
+    ("≥ 1 d", None),
+)
+_SPREAD_COLUMNS = ["latency_seconds", "wait_seconds", "decide_seconds"]
+
+
+def _approval_entry() -> list[dict]:
+    """Return an empty [current, previous] pair of approval figures."""
+    return [{"count": 0, "breached": 0, "seen": 0} for _ in range(2)]
+
+
+def _approvals(period: Period, previous: Period, ids) -> tuple[dict, dict, list]:
+    """Return approval figures by role and by approver (count, breaches, latency, waiting to be
+    seen and deciding, p50/p95) for both periods, and this period's latency distribution."""
+    by_role: dict = {}
+    by_approver: dict = {}
+    buckets = [0] * len(LATENCY_BUCKETS)
     rows = (
         KpiApproval.objects.filter(
             workflow_id__in=ids, decided_at__gte=previous.start, decided_at__lt=period.end
         )
-        .values_list("role_name", "breached", "decided_at")
+        .values_list(
+            "role_name", "approver_name", "breached", "decided_at", "latency_seconds", "seen_at"
+        )
         .order_by()
     )
-    for role, breached, decided_at in rows:
+    for role, approver, breached, decided_at, latency, seen_at in rows:
         index = 0 if decided_at >= period.start else 1
-        for key in (role or "-", ALL):
-            entry = found.setdefault(key, [{"count": 0, "breached": 0} for _ in range(2)])
+        keys = [(by_role, role or "-"), (by_role, ALL)]
+        if approver:
+            keys.append((by_approver, approver))
+        for target, key in keys:
+            entry = target.setdefault(key, _approval_entry())
             entry[index]["count"] += 1
             entry[index]["breached"] += int(breached)
-    spreads = _percentiles(
-        KpiApproval._meta.db_table,
-        "latency_seconds",
-        "decided_at",
-        "role_name",
+            entry[index]["seen"] += int(seen_at is not None)
+        if index == 0:
+            for position, (_, upper) in enumerate(LATENCY_BUCKETS):
+                if upper is None or latency < upper:
+                    buckets[position] += 1
+                    break
+    table = KpiApproval._meta.db_table
+    for target, group in ((by_role, "role_name"), (by_approver, "approver_name")):
+        spreads = _spreads(table, _SPREAD_COLUMNS, "decided_at", group, ids, [period, previous])
+        for (index, key), columns in spreads.items():
+            if target is by_role:
+                key = ALL if key == ALL else (key or "-")
+            elif key == ALL or not key:
+                continue
+            if key in target:
+                for column, (p50, p95) in columns.items():
+                    name = column.removesuffix("_seconds").replace("latency", "")
+                    prefix = f"{name}_" if name else ""
+                    target[key][index].update({f"{prefix}p50": p50, f"{prefix}p95": p95})
+    distribution = [
+        (label, upper, count)
+        for (label, upper), count in zip(LATENCY_BUCKETS, buckets, strict=True)
+    ]
+    return by_role, by_approver, distribution
+
+
+def _acks(period: Period, previous: Period, ids) -> dict:
+    """Return time to acknowledge (count, p50, p95) per workflow and across them, both periods."""
+    found: dict = {}
+    spreads = _spreads(
+        KpiAck._meta.db_table,
+        ["seconds"],
+        "acknowledged_at",
+        "workflow_id",
         ids,
         [period, previous],
     )
-    for (index, key), (p50, p95) in spreads.items():
-        key = ALL if key == ALL else (key or "-")
+    counts = (
+        KpiAck.objects.filter(
+            workflow_id__in=ids, acknowledged_at__gte=previous.start, acknowledged_at__lt=period.end
+        )
+        .values_list("workflow_id", "acknowledged_at")
+        .order_by()
+    )
+    for workflow_id, moment in counts:
+        index = 0 if moment >= period.start else 1
+        for key in (workflow_id, ALL):
+            found.setdefault(key, [{"count": 0}, {"count": 0}])[index]["count"] += 1
+    for (index, key), columns in spreads.items():
         if key in found:
+            p50, p95 = columns["seconds"]
             found[key][index].update(p50=p50, p95=p95)
     return found
+
+
+def _agents(period: Period, previous: Period, ids) -> tuple[list[dict], list[AgentFigures]]:
+    """Return per agent, and for all, model calls, tokens, cost and tool calls by verdict."""
+    found: dict = {}
+    totals = [AgentFigures(), AgentFigures()]
+    rows = (
+        KpiAgentDay.objects.filter(
+            workflow_id__in=ids, day__gte=previous.first, day__lte=period.last
+        )
+        .values("agent_slug")
+        .annotate(
+            **{
+                f"now_{name}": Sum(name, filter=Q(day__gte=period.first)) for name in AGENT_COUNTERS
+            },
+            **{
+                f"then_{name}": Sum(name, filter=Q(day__lt=period.first)) for name in AGENT_COUNTERS
+            },
+        )
+        .order_by()
+    )
+    for row in rows:
+        pair = [AgentFigures(), AgentFigures()]
+        for index, prefix in enumerate(("now_", "then_")):
+            for name in AGENT_COUNTERS:
+                amount = row[prefix + name] or 0
+                setattr(pair[index], name, amount)
+                setattr(totals[index], name, getattr(totals[index], name) + amount)
+        found[row["agent_slug"]] = pair
+    agents = [
+        {"agent": slug, "now": now, "before": before}
+        for slug, (now, before) in sorted(found.items(), key=lambda item: (not item[0], item[0]))
+    ]
+    return agents, totals
 
 
 def visible_workflows(user) -> dict[int, tuple[str, str]]:

@@ -6,8 +6,15 @@ docs/kpis.md says what each figure means. In short:
   added): percentiles of durations are computed from it exactly for any period, and a failed
   run that is retried and ends again first takes back what its earlier end added;
 * `KpiStepDay` / `KpiStepErrorDay` count the steps of ended runs (finished, failed, by error);
-* `KpiEscalationDay` counts escalations opened for runs, by reason;
-* `KpiApproval` is one narrow row per approval request of a run once it reached a final state.
+* `KpiEscalationDay` counts escalations opened for runs, by reason (and, on their end's day, the
+  runs that ended with an escalation for it; `KpiDay` counts runs escalated and runs a person
+  handled, an escalation or an approval);
+* `KpiApproval` is one narrow row per approval request of a run once it reached a final state:
+  waiting to be seen (until an eligible approver first opened it, or else its first decision)
+  and deciding (from then to its final state), by role and by the approver who ended it;
+* `KpiAck` is one row per acknowledged run: the first success of the step, or arrival of the
+  signal, its version declares as the acknowledgement (`acknowledgement:` in the definition);
+* `KpiAgentDay` counts model calls, tokens, cost and tool calls by verdict, per agent and day.
 
 Rollups change inside the transaction that changed the run (the receivers), so they commit or
 roll back with it; `rebuild()` recomputes them from the runs, steps, escalations and approvals
@@ -18,22 +25,27 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import F
 
 from audit import services as audit
 from audit.actors import requires_actor
+from orchestrator.definitions import compiled_version
 from orchestrator.models import (
     NO_ITEM,
     RUN_FINISHED,
     EventKind,
+    KpiAck,
+    KpiAgentDay,
     KpiApproval,
     KpiDay,
     KpiEscalationDay,
     KpiRunEnd,
     KpiStepDay,
     KpiStepErrorDay,
+    RunEvent,
     RunStatus,
     StepRun,
     StepStatus,
@@ -80,6 +92,43 @@ def on_run_events(events, run: WorkflowRun) -> None:
             _record_end(run, event)
         elif event.kind == EventKind.RUN_RESUMED:
             _take_back_end(run.pk)
+        elif event.kind in _ACK_KINDS and acknowledges(event, _acknowledgement(run)):
+            _record_ack(run, event.created_at)
+
+
+_ACK_KINDS = {EventKind.STEP_SUCCEEDED, EventKind.SIGNAL_RECEIVED}
+
+
+def _acknowledgement(run: WorkflowRun) -> tuple[str, str] | None:
+    """Return what acknowledges a run of this version (versions are immutable: cached)."""
+    return compiled_version(run.version_id).acknowledgement
+
+
+def acknowledges(event, declared: tuple[str, str] | None) -> bool:
+    """Tell whether a run event is the acknowledgement its workflow declares."""
+    if declared is None:
+        return False
+    kind, name = declared
+    if kind == "step":
+        return (
+            event.kind == EventKind.STEP_SUCCEEDED
+            and event.step_id == name
+            and event.item_index is None
+        )
+    data = event.data if isinstance(event.data, dict) else {}
+    return event.kind == EventKind.SIGNAL_RECEIVED and data.get("signal") == name
+
+
+def _record_ack(run: WorkflowRun, moment: dt.datetime) -> None:
+    """Keep the first acknowledgement of a run (a later one changes nothing)."""
+    KpiAck.objects.get_or_create(
+        run_id=run.pk,
+        defaults={
+            "workflow_id": run.workflow_id,
+            "acknowledged_at": moment,
+            "seconds": max((moment - run.created_at).total_seconds(), 0.0),
+        },
+    )
 
 
 def _step_summary(run_id: int) -> dict:
@@ -107,11 +156,20 @@ def error_type(error) -> str:
     return "Error"
 
 
-def _apply_end(workflow_id, status, finished_at, duration, steps, sign: int) -> None:
+def _apply_end(workflow_id, status, finished_at, duration, steps, people, sign: int) -> None:
     """Add (sign 1) or take back (sign -1) what one run's end counts."""
     day = day_of(finished_at)
     keys = {"workflow_id": workflow_id, "day": day}
-    _bump(KpiDay, keys, **{_OUTCOME_FIELD[status]: sign, "duration_seconds": sign * duration})
+    reasons, approvals = people
+    _bump(
+        KpiDay,
+        keys,
+        **{_OUTCOME_FIELD[status]: sign, "duration_seconds": sign * duration},
+        escalated=sign * bool(reasons),
+        by_human=sign * bool(reasons or approvals),
+    )
+    for reason in reasons:
+        _bump(KpiEscalationDay, {**keys, "reason": reason}, runs=sign)
     for step_id, (finished, failed, errors) in sorted(steps.items()):
         _bump(
             KpiStepDay, {**keys, "step_id": step_id}, finished=sign * finished, failed=sign * failed
@@ -135,9 +193,19 @@ def _take_back_end(run_id: int) -> None:
         earlier.finished_at,
         earlier.duration_seconds,
         earlier.steps,
+        (earlier.escalation_reasons, earlier.approvals),
         -1,
     )
     earlier.delete()
+
+
+def _people(run_id: int) -> tuple[list[str], int]:
+    """Return the reasons a run was escalated for (each once, sorted) and its approval count."""
+    from governance.models import ApprovalRequest, Escalation
+
+    reasons = Escalation.objects.filter(run_id=run_id).values_list("reason", flat=True)
+    approvals = ApprovalRequest.objects.filter(run_id=run_id).count()
+    return sorted({reason[:32] for reason in reasons}), approvals
 
 
 def _record_end(run: WorkflowRun, event) -> None:
@@ -146,7 +214,8 @@ def _record_end(run: WorkflowRun, event) -> None:
     finished_at = run.finished_at or event.created_at
     duration = max((finished_at - run.created_at).total_seconds(), 0.0)
     steps = _step_summary(run.pk)
-    _apply_end(run.workflow_id, run.status, finished_at, duration, steps, 1)
+    reasons, approvals = _people(run.pk)
+    _apply_end(run.workflow_id, run.status, finished_at, duration, steps, (reasons, approvals), 1)
     KpiRunEnd.objects.create(
         run_id=run.pk,
         workflow_id=run.workflow_id,
@@ -154,6 +223,8 @@ def _record_end(run: WorkflowRun, event) -> None:
         finished_at=finished_at,
         duration_seconds=duration,
         steps=steps,
+        escalation_reasons=reasons,
+        approvals=approvals,
     )
 
 
@@ -176,9 +247,19 @@ def on_escalation_opened(escalation) -> None:
     _bump(KpiEscalationDay, keys, count=1)
 
 
-def approval_row(request, workflow_id: int) -> KpiApproval:
-    """Return the rollup row of an approval request in its final state (not saved)."""
+def approval_row(request, workflow_id: int, seen_at, decisions: list) -> KpiApproval:
+    """Return the rollup row of an approval request in its final state (not saved).
+
+    `seen_at` is when an eligible approver first opened it (or None); `decisions` are its
+    (decided_at, decided_by_name) in order. A request decided unseen (through the API) was seen
+    at its first decision; one that expired or was cancelled unseen never was.
+    """
     ended_at = request.decided_at or request.created_at  # every final state sets decided_at
+    if decisions and (seen_at is None or decisions[0][0] < seen_at):
+        seen_at = decisions[0][0]
+    if seen_at is not None:
+        seen_at = min(max(seen_at, request.created_at), ended_at)
+    approver = decisions[-1][1] if decisions and request.status not in _UNDECIDED else ""
     return KpiApproval(
         request_id=request.pk,
         workflow_id=workflow_id,
@@ -187,11 +268,20 @@ def approval_row(request, workflow_id: int) -> KpiApproval:
         decided_at=ended_at,
         latency_seconds=max((ended_at - request.created_at).total_seconds(), 0.0),
         breached=ended_at > request.created_at + dt.timedelta(seconds=request.sla_seconds),
+        approver_name=approver[:150],
+        seen_at=seen_at,
+        wait_seconds=None if seen_at is None else (seen_at - request.created_at).total_seconds(),
+        decide_seconds=None if seen_at is None else (ended_at - seen_at).total_seconds(),
     )
+
+
+_UNDECIDED = {"expired", "cancelled"}
 
 
 def on_approval_final(request) -> None:
     """Keep the latency of an approval request of a run once it reached its final state."""
+    from governance.models import ApprovalDecision, ApprovalSeen
+
     if request.run_id is None or request.status not in _FINAL_APPROVALS:
         return
     workflow_id = (
@@ -199,12 +289,82 @@ def on_approval_final(request) -> None:
     )
     if workflow_id is None:
         return
-    row = approval_row(request, workflow_id)
+    seen_at = (
+        ApprovalSeen.objects.filter(request_id=request.pk).values_list("seen_at", flat=True).first()
+    )
+    decisions = list(
+        ApprovalDecision.objects.filter(request_id=request.pk)
+        .order_by("decided_at", "id")
+        .values_list("decided_at", "decided_by_name")
+    )
+    row = approval_row(request, workflow_id, seen_at, decisions)
     KpiApproval.objects.filter(pk=row.pk).delete()
     row.save(force_insert=True)
 
 
+def _workflow_of_run(run_id) -> int | None:
+    """Return the workflow of a run (None when there is no such run)."""
+    if run_id is None:
+        return None
+    return WorkflowRun.objects.filter(pk=run_id).values_list("workflow_id", flat=True).first()
+
+
+def tool_call_counts(verdict: str) -> dict[str, int]:
+    """Return what one tool call adds to an agent's day, by its verdict."""
+    return {
+        "tool_calls": 1,
+        "denied": int(verdict == "deny"),
+        "approvals": int(verdict == "approval"),
+        "escalated": int(verdict == "escalate"),
+    }
+
+
+def on_model_call(call) -> None:
+    """Count a model call of an agent in a run: calls, tokens and cost, on its day."""
+    workflow_id = _workflow_of_run(call.run_id)
+    if workflow_id is None:
+        return
+    keys = {
+        "workflow_id": workflow_id,
+        "day": day_of(call.created_at),
+        "agent_slug": call.agent_slug,
+    }
+    _bump(
+        KpiAgentDay,
+        keys,
+        model_calls=1,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cost=Decimal(call.cost),
+    )
+
+
+def on_tool_call(invocation) -> None:
+    """Count a proposed tool call in a run by its verdict (denied, approval, escalated)."""
+    workflow_id = _workflow_of_run(invocation.run_id)
+    if workflow_id is None:
+        return
+    keys = {
+        "workflow_id": workflow_id,
+        "day": day_of(invocation.created_at),
+        "agent_slug": invocation.agent_slug,
+    }
+    _bump(KpiAgentDay, keys, **tool_call_counts(invocation.verdict))
+
+
 # --- full recomputation ---------------------------------------------------------------------------
+
+
+_ROLLUPS = (
+    KpiDay,
+    KpiRunEnd,
+    KpiStepDay,
+    KpiStepErrorDay,
+    KpiEscalationDay,
+    KpiApproval,
+    KpiAck,
+    KpiAgentDay,
+)
 
 
 @requires_actor
@@ -213,19 +373,21 @@ def rebuild(*, actor) -> dict[str, int]:
     from governance.models import ApprovalRequest, Escalation
 
     with transaction.atomic():
-        for model in (
-            KpiDay,
-            KpiRunEnd,
-            KpiStepDay,
-            KpiStepErrorDay,
-            KpiEscalationDay,
-            KpiApproval,
-        ):
+        for model in _ROLLUPS:
             model.objects.all().delete()
         days: dict = defaultdict(Counter)
         step_days: dict = defaultdict(Counter)
         error_days: Counter = Counter()
+        escalations: dict = defaultdict(Counter)
         ends = []
+        reasons_of: dict = defaultdict(set)
+        for run_id, reason in Escalation.objects.filter(run_id__isnull=False).values_list(
+            "run_id", "reason"
+        ):
+            reasons_of[run_id].add(reason[:32])
+        approvals_of = Counter(
+            ApprovalRequest.objects.filter(run_id__isnull=False).values_list("run_id", flat=True)
+        )
         runs = WorkflowRun.objects.order_by("pk").values_list(
             "pk", "workflow_id", "status", "created_at", "finished_at"
         )
@@ -238,6 +400,12 @@ def rebuild(*, actor) -> dict[str, int]:
             key = (workflow_id, day_of(finished_at))
             days[key][_OUTCOME_FIELD[status]] += 1
             days[key]["duration_seconds"] += duration
+            reasons = sorted(reasons_of.get(run_id, ()))
+            approvals = approvals_of.get(run_id, 0)
+            days[key]["escalated"] += bool(reasons)
+            days[key]["by_human"] += bool(reasons or approvals)
+            for reason in reasons:
+                escalations[(*key, reason)]["runs"] += 1
             steps = summaries.get(run_id, {})
             for step_id, (finished, failed, errors) in steps.items():
                 step_days[(*key, step_id)]["finished"] += finished
@@ -252,6 +420,8 @@ def rebuild(*, actor) -> dict[str, int]:
                     finished_at=finished_at,
                     duration_seconds=duration,
                     steps=steps,
+                    escalation_reasons=reasons,
+                    approvals=approvals,
                 )
             )
         KpiDay.objects.bulk_create(
@@ -273,33 +443,137 @@ def rebuild(*, actor) -> dict[str, int]:
             2000,
         )
         workflow_of = dict(WorkflowRun.objects.values_list("pk", "workflow_id"))
-        escalations: Counter = Counter()
         for run_id, created_at, reason in Escalation.objects.filter(
             run_id__isnull=False
         ).values_list("run_id", "created_at", "reason"):
             if run_id in workflow_of:
-                escalations[(workflow_of[run_id], day_of(created_at), reason[:32])] += 1
+                escalations[(workflow_of[run_id], day_of(created_at), reason[:32])]["count"] += 1
         KpiEscalationDay.objects.bulk_create(
             [
-                KpiEscalationDay(workflow_id=w, day=d, reason=r, count=n)
-                for (w, d, r), n in escalations.items()
+                KpiEscalationDay(workflow_id=w, day=d, reason=r, **values)
+                for (w, d, r), values in escalations.items()
             ],
             2000,
         )
-        approvals = ApprovalRequest.objects.filter(
-            run_id__isnull=False, status__in=_FINAL_APPROVALS
-        ).select_related("role")
-        KpiApproval.objects.bulk_create(
-            [
-                approval_row(request, workflow_of[request.run_id])
-                for request in approvals.iterator(2000)
-                if request.run_id in workflow_of
-            ],
-            2000,
-        )
-        counts = {"days": len(days), "ended_runs": len(ends), "escalation_days": len(escalations)}
+        KpiApproval.objects.bulk_create(_approval_rows(workflow_of), 2000)
+        acks = _acks()
+        KpiAck.objects.bulk_create(acks, 2000)
+        agent_days = _agent_days(workflow_of)
+        KpiAgentDay.objects.bulk_create(agent_days, 2000)
+        counts = {
+            "days": len(days),
+            "ended_runs": len(ends),
+            "escalation_days": len(escalations),
+            "acknowledged_runs": len(acks),
+            "agent_days": len(agent_days),
+        }
         audit.record(action="orchestrator.kpis.rebuilt", actor=actor, body=counts)
     return counts
+
+
+def _approval_rows(workflow_of: dict) -> list[KpiApproval]:
+    """Return the rollup rows of every final approval request of a run."""
+    from governance.models import ApprovalDecision, ApprovalRequest, ApprovalSeen
+
+    seen = dict(ApprovalSeen.objects.values_list("request_id", "seen_at"))
+    decisions: dict = defaultdict(list)
+    for request_id, decided_at, name in (
+        ApprovalDecision.objects.filter(request__run_id__isnull=False)
+        .order_by("decided_at", "id")
+        .values_list("request_id", "decided_at", "decided_by_name")
+    ):
+        decisions[request_id].append((decided_at, name))
+    approvals = ApprovalRequest.objects.filter(
+        run_id__isnull=False, status__in=_FINAL_APPROVALS
+    ).select_related("role")
+    return [
+        approval_row(
+            request,
+            workflow_of[request.run_id],
+            seen.get(request.pk),
+            decisions.get(request.pk, []),
+        )
+        for request in approvals.iterator(2000)
+        if request.run_id in workflow_of
+    ]
+
+
+def _acks() -> list[KpiAck]:
+    """Return the first acknowledgement of every run whose version declares one."""
+    declared = {}
+    versions = WorkflowRun.objects.order_by().values_list("version_id", flat=True).distinct()
+    for version_id in versions:
+        acknowledgement = compiled_version(version_id).acknowledgement
+        if acknowledgement is not None:
+            declared[version_id] = acknowledgement
+    if not declared:
+        return []
+    found: dict[int, KpiAck] = {}
+    events = (
+        RunEvent.objects.filter(
+            kind__in=list(_ACK_KINDS), item_index__isnull=True, run__version_id__in=list(declared)
+        )
+        .order_by("created_at", "id")
+        .values_list(
+            "run_id",
+            "run__workflow_id",
+            "run__version_id",
+            "run__created_at",
+            "kind",
+            "step_id",
+            "item_index",
+            "data",
+            "created_at",
+        )
+    )
+    for (
+        run_id,
+        workflow_id,
+        version_id,
+        started,
+        kind,
+        step_id,
+        index,
+        data,
+        moment,
+    ) in events.iterator(5000):
+        if run_id in found:
+            continue
+        event = RunEvent(kind=kind, step_id=step_id, item_index=index, data=data)
+        if acknowledges(event, declared[version_id]):
+            found[run_id] = KpiAck(
+                run_id=run_id,
+                workflow_id=workflow_id,
+                acknowledged_at=moment,
+                seconds=max((moment - started).total_seconds(), 0.0),
+            )
+    return list(found.values())
+
+
+def _agent_days(workflow_of: dict) -> list[KpiAgentDay]:
+    """Return what each agent did in each workflow's runs on each day: calls, tokens, verdicts."""
+    from agents.models import ModelCall, ToolInvocation
+
+    totals: dict = defaultdict(Counter)
+    for run_id, slug, moment, tokens_in, tokens_out, cost in ModelCall.objects.filter(
+        run_id__isnull=False
+    ).values_list("run_id", "agent_slug", "created_at", "input_tokens", "output_tokens", "cost"):
+        if run_id not in workflow_of:
+            continue
+        entry = totals[(workflow_of[run_id], day_of(moment), slug)]
+        entry["model_calls"] += 1
+        entry["input_tokens"] += tokens_in
+        entry["output_tokens"] += tokens_out
+        entry["cost"] += cost
+    for run_id, slug, moment, verdict in ToolInvocation.objects.filter(
+        run_id__isnull=False
+    ).values_list("run_id", "agent_slug", "created_at", "verdict"):
+        if run_id in workflow_of:
+            totals[(workflow_of[run_id], day_of(moment), slug)].update(tool_call_counts(verdict))
+    return [
+        KpiAgentDay(workflow_id=w, day=d, agent_slug=a, **values)
+        for (w, d, a), values in totals.items()
+    ]
 
 
 def _step_summaries() -> dict[int, dict]:

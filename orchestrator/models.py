@@ -561,6 +561,10 @@ class KpiDay(models.Model):
     failed = models.IntegerField(default=0)
     cancelled = models.IntegerField(default=0)
     duration_seconds = models.FloatField(default=0.0, help_text="Sum over the runs that ended.")
+    escalated = models.IntegerField(default=0, help_text="Runs that ended with an escalation.")
+    by_human = models.IntegerField(
+        default=0, help_text="Runs that ended after a person acted: an escalation or an approval."
+    )
 
     objects = KpiQuerySet.as_manager()
 
@@ -587,6 +591,10 @@ class KpiRunEnd(models.Model):
     steps = models.JSONField(
         default=dict, help_text="{step_id: [finished, failed, {error type: count}]} it added."
     )
+    escalation_reasons = models.JSONField(
+        default=list, help_text="The reasons of its escalations, each once, sorted."
+    )
+    approvals = models.IntegerField(default=0, help_text="Approval requests it made.")
 
     objects = KpiQuerySet.as_manager()
 
@@ -652,7 +660,10 @@ class KpiEscalationDay(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     reason = models.CharField(max_length=32)
-    count = models.IntegerField(default=0)
+    count = models.IntegerField(default=0, help_text="Escalations opened that day.")
+    runs = models.IntegerField(
+        default=0, help_text="Runs that ended that day with at least one escalation for it."
+    )
 
     objects = KpiQuerySet.as_manager()
 
@@ -678,6 +689,14 @@ class KpiApproval(models.Model):
     decided_at = models.DateTimeField(help_text="When it reached its final state.")
     latency_seconds = models.FloatField(help_text="From the request to its final state.")
     breached = models.BooleanField(help_text="It ended after its first level's SLA.")
+    approver_name = models.CharField(
+        max_length=150, blank=True, help_text="Who made the decision that ended it."
+    )
+    seen_at = models.DateTimeField(
+        null=True, help_text="When an eligible approver first opened it (else its first decision)."
+    )
+    wait_seconds = models.FloatField(null=True, help_text="From the request to being seen.")
+    decide_seconds = models.FloatField(null=True, help_text="From being seen to its final state.")
 
     objects = KpiQuerySet.as_manager()
 
@@ -689,6 +708,81 @@ class KpiApproval(models.Model):
 
     def __str__(self):
         return f"approval {self.request_id} {self.status}"
+
+
+class KpiAck(models.Model):
+    """When a run was acknowledged: the first time the step or signal its workflow declares."""
+
+    run = models.OneToOneField(
+        WorkflowRun, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    acknowledged_at = models.DateTimeField()
+    seconds = models.FloatField(help_text="From the run's start to its acknowledgement.")
+
+    objects = KpiQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["workflow", "acknowledged_at"], name="kpi_ack_wf_idx"),
+        ]
+
+    def __str__(self):
+        return f"run {self.run_id} acknowledged after {self.seconds:.0f} s"
+
+
+class KpiAgentDay(models.Model):
+    """What one agent (or the tool steps, agent '') did in one workflow's runs on one day."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    agent_slug = models.CharField(max_length=100, blank=True)
+    model_calls = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    tool_calls = models.IntegerField(default=0)
+    denied = models.IntegerField(default=0, help_text="Tool calls denied by policy.")
+    approvals = models.IntegerField(default=0, help_text="Tool calls that asked for an approval.")
+    escalated = models.IntegerField(default=0, help_text="Tool calls escalated to a person.")
+
+    objects = KpiQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "day", "agent_slug"], name="kpi_agent_day_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["day"], name="kpi_agent_day_idx")]
+
+    def __str__(self):
+        return f"{self.agent_slug or 'tool steps'} in {self.workflow_id} on {self.day}"
+
+
+class ManualBaseline(models.Model):
+    """A workflow's figures before orchestration, as a governance admin declares them."""
+
+    workflow = models.OneToOneField(
+        Workflow, on_delete=models.CASCADE, related_name="manual_baseline"
+    )
+    ack_seconds = models.PositiveIntegerField(
+        help_text="Time to acknowledge when people did it by hand (seconds)."
+    )
+    target_ack_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The time to acknowledge orchestration should beat."
+    )
+    manual_runs_per_week = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Cases people handled by hand each week."
+    )
+    source = models.TextField(help_text="Where the figures come from (a study, an ITSM export).")
+    history = HistoricalRecords()
+
+    # Declared by governance admins (model permissions), read by whoever may read baselines.
+    objects = RestrictedQuerySet.as_manager()
+
+    def __str__(self):
+        return f"manual baseline of {self.workflow}"
 
 
 # --- the run inspector ---------------------------------------------------------------------------

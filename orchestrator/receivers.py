@@ -6,9 +6,11 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from agents.models import ModelCall, ToolInvocation
 from agents.signals import model_call_values_expired
 from audit import services as audit
 from audit.actors import SYSTEM
+from governance import live
 from governance import services as governance
 from governance.models import Escalation
 from governance.signals import approval_decided, escalation_resolved
@@ -55,9 +57,22 @@ _ANNOUNCED_RUN_EVENTS = {
 }
 
 
+# What live pages follow besides the webhooks' run events (ids only, governance/live.py): the
+# run's own status changed (cancelled, paused, resumed), or only its steps moved.
+RUN_CHANGED, RUN_PROGRESSED = "run.changed", "run.progressed"
+live.register_event_type(RUN_CHANGED, "Run changed (cancelled, paused or resumed)")
+live.register_event_type(RUN_PROGRESSED, "Run progressed (a step changed state)")
+_RUN_STATUS_EVENTS = {EventKind.RUN_CANCELLED, EventKind.RUN_PAUSED, EventKind.RUN_RESUMED}
+
+
 @receiver(run_events_recorded, dispatch_uid="orchestrator.announce_run_events")
 def announce_run_events(sender, events, run, **kwargs):
-    """Announce the run events live pages and integrations follow, in this transaction."""
+    """Announce the run events live pages and integrations follow, in this transaction.
+
+    A batch the webhooks' events leave out still tells live pages, with one row for the whole
+    batch: they re-read the run, whatever in it moved.
+    """
+    announced = False
     for event in events:
         event_type = _ANNOUNCED_RUN_EVENTS.get(event.kind)
         if event_type is None:
@@ -67,6 +82,12 @@ def announce_run_events(sender, events, run, **kwargs):
             lambda event=event: _run_facts(run, event),
             actor=event.actor if event.actor_id else SYSTEM,
             target=run,
+        )
+        announced = True
+    if not announced and events:
+        changed = any(event.kind in _RUN_STATUS_EVENTS for event in events)
+        governance.announce_live(
+            RUN_CHANGED if changed else RUN_PROGRESSED, target=run, actor=SYSTEM
         )
 
 
@@ -114,6 +135,20 @@ def count_escalation(sender, instance, created, **kwargs):
     """Count an escalation opened for a run in the KPI rollups, in its transaction."""
     if created:
         kpis.on_escalation_opened(instance)
+
+
+@receiver(post_save, sender=ModelCall, dispatch_uid="orchestrator.count_model_call")
+def count_model_call(sender, instance, created, **kwargs):
+    """Count an agent's model call (tokens, cost) in the KPI rollups, in its transaction."""
+    if created:
+        kpis.on_model_call(instance)
+
+
+@receiver(post_save, sender=ToolInvocation, dispatch_uid="orchestrator.count_tool_call")
+def count_tool_call(sender, instance, created, **kwargs):
+    """Count a proposed tool call by its verdict in the KPI rollups, in its transaction."""
+    if created:
+        kpis.on_tool_call(instance)
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.keep_approval_kpis")

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:pk>/", runs.run_detail, name="detail"),
     path("<int:pk>/row/", runs.run_row, name="row"),
     path("<int:pk>/header/", runs.run_header, name="header"),
+    path("<int:pk>/graph/", runs.run_graph, name="graph"),
     path("<int:pk>/steps/", runs.run_steps, name="steps"),
     path("<int:pk>/steps/<int:step_pk>/", runs.step_detail, name="step"),
     path("<int:pk>/steps/<int:step_pk>/retry/", runs.retry_step, name="retry"),

@@ -51,7 +51,7 @@ from django.db.models import Q
 from audit import clock
 from audit.actors import SYSTEM, requires_actor
 from governance import services as governance
-from governance.actions.common import digest
+from governance.actions.common import digest, save_governed
 from governance.models import ApprovalRequest, ApprovalRule, ApprovalStatus
 from governance.permissions import AccessDenied, NotVisible, can, has_model_permission
 from orchestrator import engine
@@ -67,6 +67,7 @@ from orchestrator.models import (
     STEP_FINISHED,
     EffectJournal,
     IdempotencyKey,
+    ManualBaseline,
     RunSignal,
     RunStatus,
     SavedRunView,
@@ -101,6 +102,7 @@ __all__ = [
     "authorise",
     "cancel_run",
     "create_workflow",
+    "declare_manual_baseline",
     "get_run",
     "get_version",
     "get_workflow",
@@ -841,3 +843,26 @@ def delete_run_view(view_id: int, *, actor) -> None:
             body={"name": view.name},
         )
         view.delete()
+
+
+@requires_actor
+def declare_manual_baseline(
+    workflow: Workflow,
+    *,
+    ack_seconds: int,
+    source: str,
+    target_ack_seconds: int | None = None,
+    manual_runs_per_week: int | None = None,
+    actor,
+    reason: str = "",
+) -> ManualBaseline:
+    """Declare (or change) a workflow's manual baseline with its source; checked, in history."""
+    baseline = ManualBaseline.objects.filter(workflow=workflow).first() or ManualBaseline(
+        workflow=workflow
+    )
+    baseline.ack_seconds = ack_seconds
+    baseline.target_ack_seconds = target_ack_seconds
+    baseline.manual_runs_per_week = manual_runs_per_week
+    baseline.source = source
+    with transaction.atomic():
+        return save_governed(baseline, actor=actor, reason=reason or "manual baseline declared")

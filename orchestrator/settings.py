@@ -117,12 +117,26 @@ DATABASE_URL = env_str("DATABASE_URL")
 # clients, then "too many clients"). Django: "When using ASGI, persistent connections should be
 # disabled."
 DB_CONN_MAX_AGE = env_int("STEWARD_DB_CONN_MAX_AGE", 60)
+# Connections a process may hold in a psycopg pool (PostgreSQL only; 0: no pool). The ASGI server
+# sets it (orchestrator/asgi.py): a request then takes a warm connection and gives it back at its
+# end, where without a pool it paid for a new PostgreSQL backend every time (5-13 ms in
+# bench/api.py, docs/benchmarks.md). A request waits up to STEWARD_DB_POOL_TIMEOUT seconds for
+# one when all are taken, rather than fail on the server's max_connections. The pool checks a
+# connection before lending it (CONN_HEALTH_CHECKS), so a restarted PostgreSQL costs no request.
+DB_POOL_SIZE = env_int("STEWARD_DB_POOL", 0)
 if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True
         )
     }
+    if DB_POOL_SIZE and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must not
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, DB_POOL_SIZE),
+            "max_size": DB_POOL_SIZE,
+            "timeout": env_int("STEWARD_DB_POOL_TIMEOUT", 10),
+        }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -181,8 +195,10 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "governance.backends.PrincipalBackend",  # ModelBackend, refusing every non-person principal
-    "guardian.backends.ObjectPermissionBackend",
+    "governance.backends.ObjectPermissionBackend",  # guardian's, in one query
 ]
+# guardian looks for its own backend by name; ours extends it (governance/backends.py).
+SILENCED_SYSTEM_CHECKS = ["guardian.W001"]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object
 
 ROOT_URLCONF = "orchestrator.urls"
@@ -301,6 +317,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "steward",
+            # One pool per process, not per thread: orchestrator/cache.py says why.
+            "OPTIONS": {"pool_class": "orchestrator.cache.SharedConnectionPool"},
         }
     }
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost/"

@@ -64,6 +64,7 @@ class StewardProcesses:
         self.env.pop("STEWARD_TEST_DB_NAME", None)
         # Set in this process once anything imports orchestrator.asgi; workers keep connections.
         self.env.pop("STEWARD_DB_CONN_MAX_AGE", None)
+        self.env.pop("STEWARD_DB_POOL", None)
         if not self.env["AUDIT_SIGNING_KEY_FILE"]:
             self.env.pop("AUDIT_SIGNING_KEY_FILE")
         self.env.update({key: str(value) for key, value in engine_settings.items()})

@@ -44,6 +44,7 @@ from governance.models import (
     ApprovalDecision,
     ApprovalRequest,
     ApprovalRule,
+    ApprovalSeen,
     ApprovalStatus,
     DecisionKind,
     Effect,
@@ -428,6 +429,38 @@ def decide_approval(
     if status is not None:
         _finish(locked, status, now, actor=user)
     return made
+
+
+@requires_actor
+def record_approval_seen(
+    request: ApprovalRequest, *, user, now: dt.datetime | None = None
+) -> ApprovalSeen | None:
+    """Record, once and audited, when an eligible approver first opens a pending request."""
+    if request.is_final or ApprovalSeen.objects.filter(request_id=request.pk).exists():
+        return None
+    now = now or clock.now()
+    if not _eligibility(user, request, now=now):
+        return None  # seen by someone who may not decide: it still waits for an approver
+    with transaction.atomic():
+        seen, created = ApprovalSeen.objects.get_or_create(
+            request_id=request.pk,
+            defaults={"seen_by": user, "seen_by_name": name_of(user), "seen_at": now},
+        )
+        if not created:
+            return None  # another approver opened it at the same moment and was first
+        audit.record(
+            action="governance.approval.seen",
+            actor=user,
+            actor_kind="user",
+            target=request,
+            run_id=request.run_id,
+            step_id=request.step_id or None,
+            body={
+                "seen_at": now.isoformat(),
+                "waited_seconds": (now - request.created_at).total_seconds(),
+            },
+        )
+    return seen
 
 
 def _finish(

@@ -1,12 +1,14 @@
 """One fan-out for everything Steward announces: live pages and outbound webhooks alike.
 
 A source (a governance service, agents.set_status, the orchestrator's run-event receiver) calls
-`announce` inside the transaction of its change. In that transaction it writes a LiveEvent (the
-type and the object's ids, never data) and the webhook outbox rows (webhooks.enqueue_event), so
-both commit or roll back with the change. Once the transaction commits it nudges the live
-consumers through the Channels layer with the event's id only; a lost nudge (the Redis layer
-drops messages under load, the in-memory layer reaches only its own process) delays a page by at
-most the consumers' poll interval and loses nothing (governance/live.py).
+`announce` inside the transaction of its change (`announce_live` for a type live pages follow
+and no webhook carries, such as a run's steps moving). In that transaction it writes a
+LiveEvent (the type and the object's ids, never data) and the webhook outbox rows
+(webhooks.enqueue_event), so both commit or roll back with the change. Once the transaction
+commits it nudges the live consumers through the Channels layer with the event's id only; a
+lost nudge (the Redis layer drops messages under load, the in-memory layer reaches only its own
+process) delays a page by at most the consumers' poll interval and loses nothing
+(governance/live.py).
 """
 
 from __future__ import annotations
@@ -47,6 +49,24 @@ def announce(
         created_at=clock.now(),
     )
     webhooks.enqueue_event(event_type, payload, actor=actor, target=target)
+    transaction.on_commit(lambda: _nudge(event.pk))
+    return event
+
+
+@requires_actor
+def announce_live(event_type: str, *, target: models.Model, actor) -> LiveEvent:
+    """Announce a change live pages follow and no webhook carries (a registered live-only type):
+    one row in the caller's transaction, a nudge after its commit."""
+    from governance.live import is_live_only
+
+    if not is_live_only(event_type):
+        raise ValueError(f"{event_type!r} is not a registered live-only event type")
+    event = LiveEvent.objects.create(
+        event_type=event_type,
+        target_type=target._meta.label_lower,
+        target_id=str(target.pk),
+        created_at=clock.now(),
+    )
     transaction.on_commit(lambda: _nudge(event.pk))
     return event
 

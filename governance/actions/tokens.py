@@ -171,6 +171,8 @@ def authenticate_token(presented: str, *, now: dt.datetime | None = None) -> Api
 
 def _touch(row: ApiToken, now: dt.datetime) -> None:
     """Record the token's use, at most once a minute (one conditional update, no history)."""
+    if row.last_used_at is not None and row.last_used_at >= now - LAST_USED_RESOLUTION:
+        return  # the row just read is recent enough: no round trip for the other requests
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
     if ApiToken.objects.filter(stale, pk=row.pk).update(last_used_at=now):
         row.last_used_at = now

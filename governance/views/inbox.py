@@ -169,6 +169,7 @@ def detail(request, pk: int):
     whole_page = not (request.htmx and request.htmx.target == "detail")
     cursor = _live_cursor() if whole_page else None
     approval = _visible(request.user, pk)
+    services.record_approval_seen(approval, user=request.user)  # KPIs: waiting to be seen ends
     context = _detail_context(request, approval)
     if not whole_page:
         return render(request, "governance/partials/request_detail.html", context)

@@ -47,3 +47,11 @@ def figure(value, kind: str) -> str:
     if kind == "seconds":
         return duration(value)
     return "–" if value is None else str(value)
+
+
+@register.filter
+def change_from(now, before) -> str:
+    """Write the relative change of a figure from its previous period's value."""
+    if now is None or not before:
+        return "–"
+    return change((now - before) / before)

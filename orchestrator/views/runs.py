@@ -4,8 +4,9 @@ actions a person may take on it.
 Thin: lists come from restrict() through the one RunFilter; what a run page shows is computed
 in orchestrator.inspector; every action goes through orchestrator.services (which authorise,
 404 hidden / 403 forbidden, and audit), after a confirmation page. A run's parts each
-re-render alone (header, one step, one row), so a later live layer only has to tell the page
-"re-read run N" or "re-read step M" (static/steward/steward.js: `Steward.rereadRun`).
+re-render alone (header, graph, steps, one step, one row), so the live layer only tells the
+page "run N changed" (governance/live.py, the engine's run events by id) and the page re-reads
+its parts through restrict() (static/steward/steward.js: `Steward.rereadRun`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from agents import services as agents
 from audit.paging import keyset_page
 from audit.views import may_read_audit
+from governance import live
 from governance.permissions import NotVisible, get_for
 from orchestrator import inspector, services
 from orchestrator.engine import EngineError
@@ -36,6 +38,15 @@ SORTS = {
 DEFAULT_SORT = "-created"
 # What the list's own query string carries besides the filters.
 LIST_PARAMS = ("sort", "cursor")
+# The live events a page follows (governance/live.py): the list those that change a run's row,
+# a run's page every change of its run.
+LIST_LIVE_TOPICS = "run.started run.succeeded run.failed run.changed"
+RUN_LIVE_TOPICS = "run"
+
+
+def _live_cursor() -> str:
+    """Return the live cursor a page rendered now starts from (read before the page is)."""
+    return live.format_cursor(live.head())
 
 
 # --- the list -----------------------------------------------------------------------------------
@@ -99,10 +110,16 @@ def _listing(user, query: QueryDict) -> dict:
 def run_list(request):
     """The runs the person may see: filtered, sorted, a cursor page at a time; the URL is the
     filter, so a link shares it."""
-    context = _listing(request.user, request.GET)
     if request.htmx and request.htmx.target == "runs-list":
+        context = _listing(request.user, request.GET)
         return render(request, "orchestrator/partials/run_list.html", context)
-    return render(request, "orchestrator/runs.html", {**context, "title": "Runs"})
+    cursor = _live_cursor()
+    context = _listing(request.user, request.GET)
+    return render(
+        request,
+        "orchestrator/runs.html",
+        {**context, "title": "Runs", "live_topics": LIST_LIVE_TOPICS, "live_cursor": cursor},
+    )
 
 
 @login_required
@@ -165,9 +182,11 @@ def _steps_page(user, run: WorkflowRun, after: str | None) -> dict:
     rows, next_after = inspector.page_after(
         inspector.main_steps(user, run), after, inspector.STEPS_PAGE
     )
+    here = reverse("runs:steps", args=[run.pk])
     return {
         "steps": rows,
         "steps_next": next_after,
+        "steps_url": f"{here}?steps_after={after}" if after and after.isdigit() else here,
         "timeline": inspector.timeline(user, run, rows),
     }
 
@@ -187,7 +206,12 @@ def _events_page(user, run: WorkflowRun, query: QueryDict) -> dict:
         kept["kind"] = kind
     if step:
         kept["event_step"] = step
+    here = kept.copy()
+    after = query.get("events_after", "")
+    if after.isdigit():
+        here["events_after"] = after
     return {
+        "events_url": f"{reverse('runs:events', args=[run.pk])}?{here.urlencode()}",
         "events": rows,
         "events_next": next_after,
         "event_kind": kind,
@@ -227,8 +251,12 @@ def _step_context(request, run: WorkflowRun, step: StepRun) -> dict:
 @require_GET
 def run_detail(request, pk: int):
     """A run's page: graph, timeline, what it waits for, steps, events and actions."""
+    cursor = _live_cursor()  # before reading: the page reflects every event up to it
     run = _run(request, pk)
     context = {
+        "live_topics": RUN_LIVE_TOPICS,
+        "live_ids": f"run:{run.pk}",
+        "live_cursor": cursor,
         **_header(request, run),
         **_steps_page(request.user, run, request.GET.get("steps_after")),
         **_events_page(request.user, run, request.GET),
@@ -250,6 +278,18 @@ def run_header(request, pk: int):
     """The run's header alone (a live layer's "re-read run N")."""
     run = _run(request, pk)
     return render(request, "orchestrator/partials/run_header.html", _header(request, run))
+
+
+@login_required
+@require_GET
+def run_graph(request, pk: int):
+    """The run's graph alone (re-read as the run moves)."""
+    run = _run(request, pk)
+    return render(
+        request,
+        "orchestrator/partials/run_graph.html",
+        {"run": run, "graph": inspector.graph(request.user, run)},
+    )
 
 
 @login_required

@@ -1,14 +1,25 @@
 // The live channel (docs/web.md): a websocket that says which object changed, by id, never its
-// data. The page re-reads what changed through Steward.reread(id), which asks the server, so the
-// person sees only what restrict() lets them see. The cursor of the last event is kept in
-// sessionStorage; after a drop the socket reconnects with backoff and the server replays every
-// event after the cursor: nothing is missed.
+// data. The page re-reads what changed through Steward.reread(id) (an approval) or
+// Steward.rereadRun(id) (a run), which ask the server, so the person sees only what restrict()
+// lets them see. The page names what it follows: data-live-topics ("approval escalation run")
+// and data-live-ids ("run:42", a run's page follows its run alone). The cursor of the last
+// event is kept in sessionStorage, per what the page follows; after a drop the socket
+// reconnects with backoff and the server replays every event after the cursor: nothing is
+// missed.
 (function () {
   "use strict";
   var body = document.body;
   if (!body || !body.hasAttribute("data-live") || !window.WebSocket) return;
-  var KEY = "steward.live.cursor";
-  var TOPICS = ["approval", "escalation"];
+  var TOPICS = (body.getAttribute("data-live-topics") || "approval escalation").split(/\s+/).filter(Boolean);
+  var IDS = null;  // {topic: [id, ...]}
+  (body.getAttribute("data-live-ids") || "").split(/\s+/).forEach(function (part) {
+    var match = /^([a-z]+):([\d,]+)$/.exec(part);
+    if (!match) return;
+    IDS = IDS || {};
+    IDS[match[1]] = match[2].split(",").filter(Boolean).map(Number);
+  });
+  // A cursor means "seen all up to here" for what the page follows only.
+  var KEY = "steward.live.cursor:" + TOPICS.join(",") + (IDS ? ":" + JSON.stringify(IDS) : "");
   var FIRST_DELAY = 500, MAX_DELAY = 15000;
 
   function parts(cursor) {
@@ -75,8 +86,11 @@
       // Away longer than events are kept: re-read all this page shows.
       window.Steward.refreshList();
       window.Steward.rereadCount();
+      window.Steward.rereadRuns();
     } else if (message.type === "event") {
-      if (message.kind === "approval") {
+      if (message.kind === "run") {
+        window.Steward.rereadRun(message.id, null, message.event);
+      } else if (message.kind === "approval") {
         window.Steward.reread(message.id);
         if (message.event === "approval.requested" && message.decidable) notice(message.id);
       } else if (message.kind === "escalation") {
@@ -95,7 +109,9 @@
     var opened = new WebSocket(scheme + window.location.host + "/ws/live/");
     socket = opened;
     opened.onopen = function () {
-      opened.send(JSON.stringify({ type: "hello", cursor: cursor, topics: TOPICS }));
+      var hello = { type: "hello", cursor: cursor, topics: TOPICS };
+      if (IDS) hello.ids = IDS;
+      opened.send(JSON.stringify(hello));
     };
     opened.onmessage = function (event) {
       var message;

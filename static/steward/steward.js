@@ -40,6 +40,10 @@
   }
   setInterval(tick, 15000);
 
+  // Every re-read names its element as the source: htmx keeps one request in flight (and the
+  // last one queued) per source, and the default source, the body, would drop all but one of
+  // the re-reads issued together.
+
   // Re-read one request: its row (or the list, when the request is new to this page), the open
   // request if it is this one, and the count. The live layer (live.js: a websocket carrying ids
   // only) calls this; the server answers through restrict() and the page's tab and filters.
@@ -49,7 +53,7 @@
     if (!list || !window.htmx) return;
     clearTimeout(listTimer);  // a burst of new requests re-reads the list once
     listTimer = setTimeout(function () {
-      htmx.ajax("GET", "/inbox/" + window.location.search, { target: "#inbox-list", swap: "innerHTML" });
+      htmx.ajax("GET", "/inbox/" + window.location.search, { source: "#inbox-list", target: "#inbox-list", swap: "innerHTML" });
     }, 100);
   }
   function rereadCount() {
@@ -60,13 +64,13 @@
     var row = document.getElementById("row-" + id);
     var query = window.location.search;
     if (row) {
-      htmx.ajax("GET", "/inbox/" + id + "/row/" + query, { target: row, swap: "outerHTML" });
+      htmx.ajax("GET", "/inbox/" + id + "/row/" + query, { source: row, target: row, swap: "outerHTML" });
     } else {
       refreshList();
     }
     var open = document.querySelector("#detail [data-request='" + id + "']");
     if (open) {
-      htmx.ajax("GET", open.getAttribute("data-detail-url"), { target: "#detail", swap: "innerHTML" });
+      htmx.ajax("GET", open.getAttribute("data-detail-url"), { source: "#detail", target: "#detail", swap: "innerHTML" });
     }
     rereadCount();
   }
@@ -77,13 +81,13 @@
     if (!window.htmx) return;
     var row = document.getElementById("esc-row-" + id);
     if (row) {
-      htmx.ajax("GET", "/inbox/escalations/" + id + "/row/" + window.location.search, { target: row, swap: "outerHTML" });
+      htmx.ajax("GET", "/inbox/escalations/" + id + "/row/" + window.location.search, { source: row, target: row, swap: "outerHTML" });
     } else {
       refreshList();
     }
     var open = document.querySelector("#detail [data-escalation='" + id + "']");
     if (open) {
-      htmx.ajax("GET", open.getAttribute("data-detail-url"), { target: "#detail", swap: "innerHTML" });
+      htmx.ajax("GET", open.getAttribute("data-detail-url"), { source: "#detail", target: "#detail", swap: "innerHTML" });
     }
     rereadCount();
   }
@@ -100,27 +104,58 @@
   document.addEventListener("htmx:afterSettle", showCount);
 
 
-  // Re-read a run's parts: its header (status, waits, actions), its row in the runs list, and,
-  // when a step is named, that step's row, node and open panel. A live layer carrying ids only
-  // calls Steward.rereadRun(runId, stepId); the server answers through restrict().
-  function rereadRun(runId, stepId) {
-    if (!window.htmx) return;
-    var header = document.getElementById("run-header");
-    if (header && document.querySelector(".run[data-run='" + runId + "']")) {
-      htmx.ajax("GET", header.getAttribute("data-url"), { target: header, swap: "innerHTML" });
-    }
+  // Re-read a run's parts: its header (status, waits, actions), graph, page of steps, the open
+  // step's panel, the events when their last page shows, and its row in the runs list. The live
+  // layer (live.js, ids only) calls Steward.rereadRun(runId, stepId, event); the server answers
+  // through restrict(). A burst of changes to one run re-reads it once (htmx also queues a
+  // request behind one in flight on the same element).
+  var runTimers = {};
+  function ajaxFrom(container, selector) {
+    var el = container && (selector ? container.querySelector(selector) : container);
+    var url = el && el.getAttribute("data-url");
+    if (url) htmx.ajax("GET", url, { source: container, target: container, swap: "innerHTML" });
+  }
+  function rereadRunNow(runId, stepId, event) {
     var row = document.getElementById("run-" + runId);
-    if (row) htmx.ajax("GET", "/runs/" + runId + "/row/", { target: row, swap: "outerHTML" });
-    if (stepId) {
-      var panel = document.querySelector("#step-panel [data-step='" + stepId + "']");
-      if (panel) htmx.ajax("GET", panel.getAttribute("data-url"), { target: "#step-panel", swap: "innerHTML" });
-      var steps = document.getElementById("run-steps");
-      if (steps && document.getElementById("step-row-" + stepId)) {
-        htmx.ajax("GET", "/runs/" + runId + "/steps/", { target: steps, swap: "innerHTML" });
-      }
+    if (row) {
+      htmx.ajax("GET", "/runs/" + runId + "/row/", { source: row, target: row, swap: "outerHTML" });
+    } else if (event === "run.started") {
+      var fresh = document.getElementById("runs-new");
+      if (fresh) fresh.hidden = false;  // a new run: the list offers to show it
+    }
+    if (!document.querySelector(".run[data-run='" + runId + "']")) return;
+    ajaxFrom(document.getElementById("run-header"));
+    ajaxFrom(document.getElementById("run-graph"));
+    ajaxFrom(document.getElementById("run-steps"), "table[data-url]");
+    var events = document.getElementById("run-events");
+    if (events && events.querySelector("table[data-tail]")) ajaxFrom(events, "table[data-url]");
+    var panel = document.querySelector("#step-panel [data-step]");
+    if (panel && (!stepId || panel.getAttribute("data-step") === String(stepId))) {
+      htmx.ajax("GET", panel.getAttribute("data-url"), { source: "#step-panel", target: "#step-panel", swap: "innerHTML" });
     }
   }
+  function rereadRun(runId, stepId, event) {
+    if (!window.htmx) return;
+    var key = String(runId), pending = runTimers[key];
+    if (pending) {  // one re-read for the burst, of every step it named
+      if (pending.stepId !== stepId) pending.stepId = null;
+      if (event === "run.started") pending.event = event;
+      return;
+    }
+    pending = runTimers[key] = { stepId: stepId, event: event };
+    setTimeout(function () {
+      delete runTimers[key];
+      rereadRunNow(runId, pending.stepId, pending.event);
+    }, 50);
+  }
+  // Re-read every run the page shows (after a resync: events were missed).
+  function rereadRuns() {
+    document.querySelectorAll("[data-run]").forEach(function (el) {
+      rereadRun(el.getAttribute("data-run"));
+    });
+  }
   window.Steward = {
-    reread: reread, rereadEscalation: rereadEscalation, rereadCount: rereadCount, refreshList: refreshList, rereadRun: rereadRun, tick: tick,
+    reread: reread, rereadEscalation: rereadEscalation, rereadCount: rereadCount,
+    refreshList: refreshList, rereadRun: rereadRun, rereadRuns: rereadRuns, tick: tick,
   };
 })();

@@ -149,3 +149,29 @@ def test_the_health_page_shows_checkpoint_signature_lag_and_last_verification(co
     result = health["verification"]
     assert result.size >= 1 and result.finished_at is not None
     assert "Last full verification" in client.get(reverse("audit:health")).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entrys_page_costs_the_same_queries_in_a_small_and_a_larger_trail(company, auditor):
+    """The proof is read from the stored tree (one statement for its nodes), not leaf by leaf:
+    an entry of a small trail and one of a trail 16 times larger cost the same queries."""
+    client = client_for(auditor)
+
+    def queries_for(entry) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            page = client.get(reverse("audit:entry", args=[entry.pk]))
+        assert page.context["check"].state == "verified", page.context["check"].message
+        return len(captured)
+
+    early = audit.record(action="test.thing", actor=SYSTEM, body={"n": 0})
+    sequence_all()
+    audit.sign_checkpoint(force=True)
+    queries_for(early)  # warm: the first page also fills this process's caches
+    few = queries_for(early)
+    for n in range(62):
+        audit.record(action="test.thing", actor=SYSTEM, body={"n": n})
+    late = audit.record(action="test.thing", actor=SYSTEM, body={"n": "late"})
+    sequence_all()
+    audit.sign_checkpoint(force=True)
+    assert queries_for(late) == few
+    assert queries_for(early) == few

@@ -3,7 +3,8 @@
 carol, the demo's auditor, finds INC-2002 in the runs list and sees the approval that holds it
 (who may decide, who is excluded and why), opens INC-2003 and its remediation agent's denied
 tool call with its policy, then follows the run's audit trail to an entry and sees it verified.
-gina, an operator, retries a failed step from its run page.
+gina, an operator, retries a failed step from its run page, and watches a run, moved by a real
+Celery worker, finish on its page and in the runs list without a reload.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.conf import global_settings
+from playwright.sync_api import expect
 
 from agents.models import ToolInvocation
 from audit.actors import SYSTEM
@@ -20,6 +23,7 @@ from orchestrator import demo, engine
 from orchestrator import services as workflows
 from orchestrator.models import StepRun, StepStatus, WorkflowRun
 from tests.audit.conftest import _audit_key, seal  # noqa: F401
+from tests.processes import AsgiServer, wait_until
 from tests.web.test_runs import FAILING, _agent_turns
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -133,3 +137,67 @@ def test_an_operator_retries_a_failed_step_from_the_run_page(
     assert "<script>window.pwned = 1</script>" in page.locator(".messages-list").inner_text()
     assert "<img src=x" in page.locator("pre.response").inner_text()
     assert page.evaluate("window.pwned") is None
+
+
+PUBLISH = engine.publish_on_commit  # the real one: the suite's fixture keeps steps in-process
+
+GATED = {
+    "steps": [
+        {"id": "hold", "type": "wait", "signal": "go"},
+        {"id": "after", "type": "noop", "depends_on": ["hold"]},
+    ]
+}
+
+
+@pytest.mark.redis
+@pytest.mark.worker
+def test_a_run_page_and_the_runs_list_change_live_as_a_worker_finishes_the_run(
+    transactional_db, company, chromium, steward_processes, tmp_path, settings, monkeypatch
+):
+    monkeypatch.setattr(engine, "publish_on_commit", PUBLISH)  # steps go to the real worker
+    # Uvicorn checks the password with the default hashers (the suite's fast one is ours).
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
+    company.gina.set_password("pw-gina-123")
+    company.gina.save(update_fields=["password"])
+    server = AsgiServer(tmp_path, STEWARD_LIVE_POLL_SECONDS="5")  # the nudge must do it
+    server.start()
+    try:
+        steward_processes.start_worker(wait_ready=True)
+        gated = workflows.create_workflow(
+            slug="gated", name="Gated", definition=GATED, actor=SYSTEM
+        )
+        run = workflows.start_run(gated, {}, started_by=company.gina)
+        wait_until(
+            lambda: StepRun.objects.filter(run=run, step_id="hold", status="waiting").exists(),
+            60,
+            message=lambda: "the worker never ran the first step:\n" + steward_processes.logs(),
+        )
+        context = chromium.new_context(viewport={"width": 1300, "height": 900})
+        listing = context.new_page()
+        _sign_in(listing, server.url, "gina", "pw-gina-123")
+        listing.goto(f"{server.url}/runs/?workflow=gated")
+        run_page = context.new_page()
+        run_page.goto(f"{server.url}/runs/{run.pk}/")
+        for page in (listing, run_page):
+            page.wait_for_selector("body[data-live-state=open]", timeout=20_000)
+            page.evaluate("window.loadedOnce = true")  # gone if the page ever reloads
+        assert "Running" in run_page.locator("#run-header h1").inner_text()
+        assert "waits for the signal" in run_page.locator(".waits").inner_text().lower()
+        assert run_page.locator("#node-after.state-pending").count() == 1
+
+        workflows.send_signal(run, "go", {"ok": True}, sent_by=company.gina)  # the worker ends it
+
+        expect(run_page.locator("#run-header h1")).to_contain_text("Succeeded", timeout=10_000)
+        expect(run_page.locator("#node-after")).to_have_class(
+            re.compile(r"state-succeeded"), timeout=5_000
+        )
+        expect(run_page.locator("#run-steps tr[data-step] .state-succeeded")).to_have_count(
+            2, timeout=5_000
+        )
+        assert run_page.locator(".waits").count() == 0  # nothing left to wait for
+        expect(listing.locator(f"#run-{run.pk}")).to_contain_text("Succeeded", timeout=10_000)
+        for page in (listing, run_page):
+            assert page.evaluate("window.loadedOnce") is True  # all of it without a reload
+        assert WorkflowRun.objects.get(pk=run.pk).status == "succeeded"
+    finally:
+        server.kill()

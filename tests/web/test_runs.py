@@ -18,9 +18,16 @@ from audit import services as audit
 from audit.actors import SYSTEM
 from audit.models import AuditEntry
 from governance import services as governance
-from orchestrator import engine
+from orchestrator import engine, inspector
 from orchestrator import services as workflows
-from orchestrator.models import RunStatus, SavedRunView, StepRun, StepStatus, WorkflowRun
+from orchestrator.models import (
+    RunEvent,
+    RunStatus,
+    SavedRunView,
+    StepRun,
+    StepStatus,
+    WorkflowRun,
+)
 from orchestrator.steptypes import StepType, register_step_type
 from tests.governance.conftest import fresh
 from tests.governance.test_admin import client_for
@@ -369,6 +376,7 @@ def test_every_part_of_a_run_page_follows_the_run(company, name, status):
     client = client_for(fresh(getattr(company, name)))
     parts = [
         reverse("runs:header", args=[pk]),
+        reverse("runs:graph", args=[pk]),
         reverse("runs:steps", args=[pk]),
         reverse("runs:events", args=[pk]),
         reverse("runs:event", args=[pk, event.pk]),
@@ -448,3 +456,101 @@ def test_why_a_run_waits_on_an_approval_names_who_may_decide_and_who_may_not(com
     assert wait["next_hop"]["role"] == "Managers"
     text = page.content.decode()
     assert "started the run that asks" in text and "escalates to Managers" in text
+
+
+class RowsRead:
+    """Count the rows each statement returns (an execute wrapper), beside the statements."""
+
+    def __init__(self):
+        self.reads: list[tuple[int, str]] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        rowcount = context["cursor"].rowcount
+        if sql.lstrip().upper().startswith("SELECT") and rowcount and rowcount > 0:
+            self.reads.append((rowcount, sql))
+        return result
+
+
+@pytest.mark.postgres
+def test_a_run_of_1000_steps_and_10000_events_renders_its_first_screen_without_reading_them(
+    company,
+):
+    steps = [{"id": "root", "type": "noop"}] + [
+        {"id": f"s{n:04}", "type": "noop", "depends_on": ["root"]} for n in range(999)
+    ]
+    big = workflows.create_workflow(
+        slug="big", name="Big", definition={"steps": steps}, actor=SYSTEM
+    )
+    run = workflows.start_run(big, {}, started_by=company.gina)
+    rows = list(StepRun.objects.filter(run=run).order_by("id"))
+    assert len(rows) == 1000
+    # Test setup, not the engine: ten events per step, the steps done, in three statements.
+    now = clock.now()
+    StepRun.objects.filter(run=run).update(
+        status=StepStatus.SUCCEEDED, attempt=1, output={"big": "x" * 500}
+    )
+    WorkflowRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, finished_at=now)
+    RunEvent.objects.bulk_create(
+        [
+            RunEvent(
+                run=run,
+                step_run=row,
+                step_id=row.step_id,
+                attempt=1,
+                kind=kind,
+                data={"n": n, "padding": "y" * 200},
+                created_at=now + dt.timedelta(milliseconds=n),
+            )
+            for row in rows
+            for n, kind in enumerate(["step_started", "step_succeeded"] * 5)
+        ],
+        batch_size=2000,
+    )
+    assert RunEvent.objects.filter(run=run).count() >= 10_000
+    client = client_for(fresh(company.gina))
+    counter = RowsRead()
+    with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(counter):
+        page = client.get(reverse("runs:detail", args=[run.pk]))
+    assert page.status_code == 200
+    assert len(page.context["steps"]) == 50 and len(page.context["events"]) == 50
+    # The graph reads one small row per definition step (to draw each node's state); nothing
+    # else reads more than a page's worth, and no statement reads the events of all steps.
+    graph_reads = [n for n, sql in counter.reads if n > 1000]
+    assert graph_reads == [], graph_reads
+    largest = sorted(counter.reads, reverse=True)
+    assert largest[0][0] <= 1000 and largest[1][0] <= inspector.TIMELINE_EVENTS, [
+        (n, sql[:120]) for n, sql in largest[:3]
+    ]
+    assert sum(n for n, _ in counter.reads) < 1000 + 50 * 10 + 500, largest[:5]
+    # The graph draws a bounded part of the 1,000 steps and folds the rest into a node a layer.
+    graph = page.context["graph"]
+    assert len(graph["nodes"]) <= inspector.GRAPH_NODES + 2
+    assert graph["hidden"] == 1000 - sum(1 for node in graph["nodes"] if not node.hidden)
+    assert "+987 more steps" in page.content.decode()
+    # The same statements as a small run's page (no statement per step or per event).
+    small = workflows.start_run(company.payments, {}, started_by=company.gina)
+    engine.drain()
+    with CaptureQueriesContext(connection) as small_queries:
+        client.get(reverse("runs:detail", args=[small.pk]))
+    assert len(captured) == len(small_queries)
+
+
+def test_a_large_graph_draws_the_steps_needing_a_look_first_and_folds_the_rest():
+    steps = [{"id": "root", "type": "noop"}] + [
+        {"id": f"s{n:02}", "type": "noop", "depends_on": ["root"]} for n in range(30)
+    ]
+    nodes = {}
+    for step in steps:
+        node = inspector.Node(step["id"], step["type"], step.get("depends_on", []))
+        node.layer = 0 if step["id"] == "root" else 1
+        node.status = StepStatus.SUCCEEDED
+        nodes[node.id] = node
+    nodes["s29"].status = StepStatus.FAILED
+    drawn, shown_as = inspector._drawn(nodes)
+    second = [node for node in drawn if node.layer == 1]
+    assert len(second) == inspector.GRAPH_PER_LAYER + 1  # twelve and one fold
+    assert "s29" in [node.id for node in second]  # the failed one is drawn, not folded
+    fold = second[-1]
+    assert fold.hidden == 30 - inspector.GRAPH_PER_LAYER and fold.status == StepStatus.SUCCEEDED
+    assert shown_as["s28"] is fold and shown_as["s29"].id == "s29"

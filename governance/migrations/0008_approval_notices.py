@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0006_live_events'),
+        ('governance', '0007_approval_seen'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
