@@ -35,6 +35,7 @@ from governance.models import (
     Delegation,
     Escalation,
     EscalationLevel,
+    EscalationStatus,
     PrincipalKind,
     Role,
 )
@@ -131,14 +132,27 @@ def decidable_ids(user) -> frozenset[int]:
 
 
 def forget_decidable(user) -> None:
-    """Drop the remembered decidable ids (after a decision changed them)."""
-    with contextlib.suppress(AttributeError):
-        del user._steward_decidable_ids
+    """Drop the remembered decidable and resolvable ids (after a decision changed them)."""
+    for name in ("_steward_decidable_ids", "_steward_resolvable_ids"):
+        with contextlib.suppress(AttributeError):
+            delattr(user, name)
+
+
+def resolvable_ids(user) -> frozenset[int]:
+    """Return the ids of the open escalations `user` may resolve now (remembered as above)."""
+    request_id = context.current().request_id
+    cached = getattr(user, "_steward_resolvable_ids", None)
+    if request_id and cached is not None and cached[0] == request_id:
+        return cached[1]
+    ids = frozenset(Escalation.objects.restrict(user, "resolve").values_list("pk", flat=True))
+    if request_id and getattr(user, "pk", None):
+        user._steward_resolvable_ids = (request_id, ids)
+    return ids
 
 
 def resolvable_count(user) -> int:
     """Return how many open escalations `user` may resolve now."""
-    return Escalation.objects.restrict(user, "resolve").count()
+    return len(resolvable_ids(user))
 
 
 def inbox_count(user) -> int:
@@ -298,6 +312,104 @@ def request_page(user, request: ApprovalRequest) -> dict[str, Any]:
             "approval_rule": request.approval_rule.name if request.approval_rule else "",
             "approval_rule_version": request.approval_rule_version,
         },
+    }
+
+
+# --- escalations ---------------------------------------------------------------------------------
+
+# The request filters that say nothing of escalations: while one is set, the list shows none.
+REQUEST_ONLY_FILTERS = ("risk", "action", "due")
+ESCALATION_REFUSAL_TITLES = {
+    **REFUSAL_TITLES,
+    "run_initiator": "You started the run this escalation is about",
+    "accountable_owner": "You answer for the agent that raised this",
+    "already_resolved": "This escalation is already resolved",
+    "not_eligible": "You do not hold the role this escalation goes to",
+}
+
+
+def escalation_rows(user, tab: str, query) -> QuerySet:
+    """Return the escalations a tab lists for `user`, through the escalations' filterset.
+
+    mine: what they may resolve now (the resolution's own rule); roles: open for a role they
+    hold; decided: what they resolved; all: what they may see. The page's agent and workflow
+    filters narrow them; a filter only requests have (risk, action, due) leaves none.
+    """
+    from governance.filters import EscalationFilter
+
+    if any(query.get(name) for name in REQUEST_ONLY_FILTERS):
+        return Escalation.objects.none()
+    base = Escalation.objects.restrict(user, "view").select_related("role")
+    if tab == "mine":
+        # The ids the navigation's count already asked the rule for (the filterset's own `mine`
+        # scope asks the same rule again).
+        base = base.filter(pk__in=resolvable_ids(user))
+    elif tab == "roles":
+        base = base.filter(
+            status=EscalationStatus.OPEN,
+            pk__in=Escalation.objects.filter(role__group__user=user).values("pk"),
+        )
+    data = {"scope": "decided" if tab == "decided" else "all"}
+    if query.get("agent"):
+        data["agent"] = query["agent"]
+    queryset = EscalationFilter(data, base, user=user).qs
+    slug = query.get("workflow")
+    if slug:
+        if _workflow_lookup is None:
+            return Escalation.objects.none()
+        queryset = queryset.filter(run_id__in=_workflow_lookup.runs_of(slug))
+    if tab in ("mine", "roles"):
+        return queryset.order_by("created_at", "pk")  # the longest waiting first
+    return queryset.order_by("-created_at", "-pk")
+
+
+def escalation_needs(escalation: Escalation) -> str:
+    """Say what an escalation needs from the person who resolves it."""
+    agent = (escalation.context or {}).get("agent") if isinstance(escalation.context, dict) else ""
+    who = f"The agent {agent}" if agent else "The agent"
+    step = f"step {escalation.step_id}" if escalation.step_id else "step"
+    needs = {
+        "step_failed": f"The {step} failed for good. Supply its output to take over, send it "
+        "back for another attempt, or stop the run.",
+        "low_confidence": f"{who} is not confident enough in its result. Confirm or correct "
+        "the result (take over), send it back to try again, or stop the run.",
+        "invalid_result": f"{who} gave answers that do not validate. Supply a valid result, "
+        "send it back to try again, or stop the run.",
+        "policy": "A policy sends this action to a person rather than to an approver. Take "
+        "over with the step's outcome, send it back for a retry, or stop the run.",
+    }
+    return needs.get(
+        escalation.reason,
+        f"A person decides how the {step} goes on: take over with its output, send it back for a "
+        "retry, or stop the run.",
+    )
+
+
+def proposed_result(escalation: Escalation) -> Any:
+    """Return the result a take-over starts from: the agent's own, when it gave one."""
+    context_data = escalation.context if isinstance(escalation.context, dict) else {}
+    return context_data.get("result")
+
+
+def escalation_page(user, escalation: Escalation) -> dict[str, Any]:
+    """Return everything an escalation's page shows to `user` (who may see it)."""
+    from governance.actions.eligibility import escalation_eligibility
+
+    context_data = escalation.context if isinstance(escalation.context, dict) else {}
+    eligibility = escalation_eligibility(user, escalation)
+    arguments = context_data.get("arguments") if escalation.reason == "policy" else None
+    return {
+        "needs": escalation_needs(escalation),
+        "eligibility": eligibility,
+        "refusal_title": ESCALATION_REFUSAL_TITLES.get(
+            eligibility.code, "You may not resolve this escalation"
+        ),
+        "context_pretty": pretty_arguments(escalation.context),
+        "arguments_pretty": pretty_arguments(arguments) if arguments is not None else "",
+        "arguments_digest": context_data.get("arguments_digest", ""),
+        "resolvers": escalation_resolvers(user, escalation)
+        if escalation.status == EscalationStatus.OPEN
+        else None,
     }
 
 

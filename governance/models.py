@@ -769,3 +769,39 @@ class LiveEvent(models.Model):
 
     def __str__(self):
         return f"{self.event_type} {self.target_type}:{self.target_id}"
+
+
+# --- notifications -------------------------------------------------------------------------------
+
+
+class ApprovalNoticeQuerySet(RestrictedQuerySet):
+    """The journal of notices sent: each person sees those sent to them; the rest by permission."""
+
+    def owner_q(self, user, action):
+        """The notices sent to `user`."""
+        return Q(recipient=user) if action == "view" else None
+
+
+class ApprovalNotice(models.Model):
+    """One notice sent to one person about one request: the journal that keeps a redelivered
+    task from sending it twice (one row per request and recipient)."""
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="notices")
+    recipient = models.ForeignKey(USER, null=True, on_delete=models.SET_NULL, related_name="+")
+    recipient_name = models.CharField(max_length=150)
+    address = models.CharField(max_length=254, help_text="Where the email went.")
+    level = models.PositiveSmallIntegerField(help_text="The request's level when it was sent.")
+    sent_at = models.DateTimeField()
+
+    objects = ApprovalNoticeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["sent_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "recipient"], name="one_notice_per_request_and_recipient"
+            )
+        ]
+
+    def __str__(self):
+        return f"notice of request #{self.request_id} to {self.recipient_name}"

@@ -1,5 +1,7 @@
 """Celery tasks of governance: thin, id-free, safe to run twice."""
 
+import smtplib
+
 from celery import shared_task
 
 from audit.actors import SYSTEM
@@ -33,3 +35,18 @@ def deliver_webhooks() -> int:
 def prune_live_events() -> int:
     """Delete the live events past their retention (a second run finds nothing to delete)."""
     return services.prune_live_events(actor=SYSTEM)
+
+
+@shared_task(
+    name="governance.notify_deciders",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OSError, smtplib.SMTPException),
+    retry_backoff=True,
+    max_retries=8,
+)
+def notify_deciders(request_id: int) -> int:
+    """Email the people who may decide a request (journaled: a second run sends nothing)."""
+    from governance.actions import notifications
+
+    return notifications.notify_deciders(request_id, actor=SYSTEM)

@@ -266,6 +266,23 @@ STEWARD_IDEMPOTENCY_ABANDONED_AFTER = env_int("STEWARD_IDEMPOTENCY_ABANDONED_AFT
 # The key of API tokens' stored hashes; derived from SECRET_KEY when unset (rotating either
 # invalidates every token).
 STEWARD_TOKEN_HASH_KEY = env_optional_secret("STEWARD_TOKEN_HASH_KEY") or ""
+# Email (approval notices): SMTP when EMAIL_HOST is set, else printed to the console (the demo).
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_optional_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=True)
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+if env_str("EMAIL_FILE_PATH"):  # the file backend's directory (tests read what workers sent)
+    EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Steward <steward@localhost>")
+# Where people reach the web app: the links in emails start with it.
+STEWARD_BASE_URL = env_str("STEWARD_BASE_URL", "http://localhost:8000")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Steward API",
     "DESCRIPTION": "Start and follow workflow runs, decide approvals, read agents and the audit "

@@ -68,6 +68,18 @@ def _no_broker_queue_length(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _notices_in_process(request, monkeypatch):
+    """Approval notices are sent in the test process after the commit (locmem email), not queued
+    to a broker nobody reads; a test with real worker processes keeps the Celery task."""
+    if "steward_processes" in request.fixturenames:
+        return
+    from governance.actions import notifications
+    from tests.governance.notices import send_in_process
+
+    monkeypatch.setattr(notifications, "dispatcher", send_in_process)
+
+
+@pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     """Use a fast hasher: tests create many users."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -16,6 +16,7 @@ safety net, both call escalate_overdue), and after the last level it expires.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -27,7 +28,7 @@ from audit import clock
 from audit import services as audit
 from audit.actors import SYSTEM, as_user, requires_actor
 from governance.actions import eligibility as eligibility_rule
-from governance.actions import events
+from governance.actions import events, notifications
 from governance.actions.common import (
     GovernanceError,
     audited_refusals,
@@ -53,7 +54,7 @@ from governance.models import (
     RiskLevel,
     Role,
 )
-from governance.permissions import require
+from governance.permissions import NotVisible, require
 from governance.signals import approval_decided, approval_escalated, approval_requested
 
 MIN_APPROVALS_BY_RISK = {RiskLevel.CRITICAL: 2}
@@ -265,6 +266,7 @@ def request_approval(
         },
     )
     approval_requested.send(sender=ApprovalRequest, request=request)
+    notifications.notify_on_commit(request)
     events.announce(
         "approval.requested",
         lambda: {
@@ -554,6 +556,7 @@ def escalate_overdue(
             approval_escalated.send(
                 sender=ApprovalRequest, request=request, from_role=from_role, to_role=request.role
             )
+            notifications.notify_on_commit(request)  # the next role's people
         if request.due_at <= now:
             _finish(
                 request, ApprovalStatus.EXPIRED, now, actor=actor, announce_to_run=announce_to_run
@@ -820,3 +823,114 @@ def cancel_request(
         announce_to_run=False,
         reason=reason,
     )
+
+
+# --- bulk approval ------------------------------------------------------------------------------
+
+# Only low-risk requests are approved in bulk: a person decides higher risks one by one.
+BULK_RISKS = (RiskLevel.LOW,)
+BULK_LIMIT = 100
+
+
+def bulk_class(request: ApprovalRequest) -> tuple | None:
+    """Return the class a request is approved in bulk with, or None when it may not be.
+
+    Requests share a class when the same verdict on the same action asked for them: the same
+    action, the same policy at the same version and the same rule of it with the same effect,
+    and the same approval rule at the same version; and only when their risk is low. Their
+    arguments, targets and runs may differ: each decision still covers its own digest.
+    """
+    if request.risk not in BULK_RISKS:
+        return None
+    basis = request.decision_basis if isinstance(request.decision_basis, dict) else {}
+    return (
+        request.action,
+        request.policy_id,
+        request.policy_version,
+        request.policy_rule_id,
+        basis.get("effect", ""),
+        request.approval_rule_id,
+        request.approval_rule_version,
+    )
+
+
+class MixedBatch(GovernanceError):
+    """A bulk approval of requests that are not all of one low-risk class."""
+
+    code = "mixed_batch"
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What a bulk approval did with one request: recorded or refused, and why."""
+
+    request_id: int
+    recorded: bool
+    code: str = ""
+    message: str = ""
+    status: str = ""  # the request's status after the decision ("" when not visible)
+
+
+@requires_actor
+def bulk_approve(
+    items: list[tuple[int, str]],
+    *,
+    user,
+    comment: str = "",
+    now: dt.datetime | None = None,
+) -> list[BulkOutcome]:
+    """Approve requests of one low-risk class, each on its own digest, audited on its own.
+
+    The batch is refused whole (audited once, nothing decided) unless every visible request in
+    it is of one bulk class. Each request is then decided by decide_approval in its own
+    transaction, so one refusal (a changed digest, a vote already cast, a request already
+    final) leaves the others standing; a request the person may not see is refused as such.
+    """
+    if len(items) > BULK_LIMIT:
+        raise MixedBatch(f"Approve at most {BULK_LIMIT} requests at once.", code="too_many")
+    ids = [pk for pk, _ in items]
+    visible = {
+        request.pk: request
+        for request in ApprovalRequest.objects.restrict(user, "view").filter(pk__in=ids)
+    }
+    classes = {bulk_class(request) for request in visible.values()}
+    if None in classes or len(classes) > 1:
+        refusal = MixedBatch(
+            "Bulk approval takes requests of one low-risk class only: the same action under "
+            "the same policy verdict (policy, rule and version) and approval rule version. "
+            "Decide the others one by one."
+        )
+        refusal.audit_entry = {
+            "action": "governance.approval.bulk_refused",
+            "actor": user,
+            "target_type": ApprovalRequest._meta.label_lower,
+            "body": {
+                "requests": sorted(visible),
+                "risks": sorted({r.risk for r in visible.values()}),
+            },
+        }
+        refusal.audit()
+        raise refusal
+    outcomes = []
+    for pk, expected in items:
+        if pk not in visible:
+            hidden = NotVisible(user, "decide", ApprovalRequest, pk)
+            hidden.audit()
+            outcomes.append(BulkOutcome(pk, False, "not_visible", str(hidden)))
+            continue
+        try:
+            decide_approval(
+                pk,
+                user=user,
+                decision=DecisionKind.APPROVE,
+                comment=comment,
+                expected_digest=expected,
+                now=now,
+            )
+        except GovernanceError as refused:
+            status = ApprovalRequest.objects.filter(pk=pk).values_list("status", flat=True).first()
+            outcomes.append(BulkOutcome(pk, False, refused.code, str(refused), status or ""))
+            continue
+        status = ApprovalRequest.objects.filter(pk=pk).values_list("status", flat=True).first()
+        outcomes.append(BulkOutcome(pk, True, status=status or ""))
+    return outcomes

@@ -20,14 +20,25 @@ from django.views.decorators.http import require_GET, require_POST
 
 from governance import inbox, live, services
 from governance.filters import ApprovalRequestFilter
-from governance.forms import DecisionForm
-from governance.models import ApprovalRequest, ApprovalStatus, DecisionKind
+from governance.forms import BulkApproveForm, DecisionForm, ResolutionForm
+from governance.models import (
+    ApprovalRequest,
+    ApprovalStatus,
+    DecisionKind,
+    Escalation,
+    Resolution,
+)
 
 PAGE_SIZE = 100
 DONE_WORDS = {
     DecisionKind.APPROVE: "approved",
     DecisionKind.REJECT: "rejected",
     DecisionKind.REQUEST_CHANGES: "sent back for changes",
+}
+RESOLVED_WORDS = {
+    Resolution.TAKE_OVER: "taken over by you: the step goes on with your result",
+    Resolution.RETRY: "sent back by you: the step runs again",
+    Resolution.STOP: "stopped by you: the run is cancelled",
 }
 
 
@@ -56,9 +67,11 @@ def _listing(user, query: QueryDict) -> dict:
     tab = _tab(query)
     filterset = _filter(user, query, tab, with_choices=True)
     rows = list(filterset.qs[:PAGE_SIZE])
-    mine = inbox.decidable_ids(user)
-    for row in rows:
-        row.yours = row.pk in mine
+    _mark_rows(user, rows)
+    escalations = list(inbox.escalation_rows(user, tab, query)[:PAGE_SIZE])
+    resolvable = inbox.resolvable_ids(user)
+    for escalation in escalations:
+        escalation.yours = escalation.pk in resolvable
     kept = query.copy()
     kept.pop("tab", None)
     return {
@@ -67,11 +80,30 @@ def _listing(user, query: QueryDict) -> dict:
         "page_filters": PAGE_FILTERS,
         "filter": filterset,
         "rows": rows,
+        "escalations": escalations,
+        "bulk": any(row.bulk for row in rows),
         "filters_query": kept.urlencode(),
         "query": query.urlencode(),
         "truncated": len(rows) == PAGE_SIZE,
         "active": "inbox",
     }
+
+
+def _mark_rows(user, rows) -> None:
+    """Say of each row whether it is the person's to decide, and whether it may go in bulk.
+
+    A row goes in bulk when the person may decide it and another row of the page they may
+    decide shares its bulk class (services.bulk_class: low risk, one policy verdict).
+    """
+    mine = inbox.decidable_ids(user)
+    classes: dict[tuple, int] = {}
+    for row in rows:
+        row.yours = row.pk in mine
+        row.bulk_class = services.bulk_class(row) if row.yours else None
+        if row.bulk_class is not None:
+            classes[row.bulk_class] = classes.get(row.bulk_class, 0) + 1
+    for row in rows:
+        row.bulk = row.bulk_class is not None and classes[row.bulk_class] > 1
 
 
 def _detail_context(request, approval, form=None) -> dict:
@@ -163,6 +195,9 @@ def row(request, pk: int):
     if approval is None:
         return HttpResponse("")
     approval.yours = approval.pk in inbox.decidable_ids(request.user)
+    # Alone, a row cannot tell whether another of the page shares its class: it keeps its box
+    # when it may go in bulk at all (the service refuses a mixed batch).
+    approval.bulk = approval.yours and services.bulk_class(approval) is not None
     context = {"row": approval, "tab": tab, "query": request.GET.urlencode()}
     return render(request, "governance/partials/request_row.html", context)
 
@@ -243,4 +278,161 @@ def decide(request, pk: int):
         return redirect(reverse("inbox:index") + (f"?{back.urlencode()}" if back else ""))
     return redirect(
         reverse("inbox:request", args=[following]) + (f"?{back.urlencode()}" if back else "")
+    )
+
+
+# --- escalations ---------------------------------------------------------------------------------
+
+
+def _visible_escalation(user, pk: int) -> Escalation:
+    """Return an escalation the user may see (404, audited, otherwise)."""
+    return services.get_for(user, Escalation.objects.select_related("role"), pk)
+
+
+def _escalation_context(request, escalation, form=None) -> dict:
+    """Return what an escalation's page shows, and the resolution form when the person may."""
+    page = inbox.escalation_page(request.user, escalation)
+    query = request.GET.urlencode()
+    if form is None and page["eligibility"]:
+        proposed = inbox.proposed_result(escalation)
+        form = ResolutionForm(initial={"back": query, "result": proposed})
+    return {
+        "escalation": escalation,
+        "epage": page,
+        "resolve_form": form if page["eligibility"] else None,
+        "run_url": _run_url(escalation.run_id),
+        "query": query,
+    }
+
+
+@login_required
+@require_GET
+def escalation_detail(request, pk: int):
+    """One escalation: what happened, what it needs, and the resolution or why not."""
+    whole_page = not (request.htmx and request.htmx.target == "detail")
+    cursor = _live_cursor() if whole_page else None
+    escalation = _visible_escalation(request.user, pk)
+    context = _escalation_context(request, escalation)
+    if not whole_page:
+        return render(request, "governance/partials/escalation_detail.html", context)
+    listing = _listing(request.user, request.GET)
+    return render(
+        request,
+        "governance/inbox.html",
+        {
+            **listing,
+            **context,
+            "title": f"Escalation #{escalation.pk}",
+            "live_cursor": cursor,
+        },
+    )
+
+
+@login_required
+@require_GET
+def escalation_row(request, pk: int):
+    """One escalation's row, re-read in the page's tab and filters (empty once it left them)."""
+    tab = _tab(request.GET)
+    escalation = inbox.escalation_rows(request.user, tab, request.GET).filter(pk=pk).first()
+    if escalation is None:
+        return HttpResponse("")
+    escalation.yours = escalation.pk in inbox.resolvable_ids(request.user)
+    context = {"esc": escalation, "tab": tab, "query": request.GET.urlencode()}
+    return render(request, "governance/partials/escalation_row.html", context)
+
+
+def _next_item(user, back: QueryDict) -> str | None:
+    """Return the page of the first item in the person's tab they owe: escalations, then
+    requests."""
+    tab = _tab(back)
+    resolvable = inbox.resolvable_ids(user)
+    for pk in inbox.escalation_rows(user, tab, back).values_list("pk", flat=True)[:PAGE_SIZE]:
+        if pk in resolvable:
+            return reverse("inbox:escalation", args=[pk])
+    following = _next_request(user, back)
+    return reverse("inbox:request", args=[following]) if following is not None else None
+
+
+@login_required
+@require_POST
+def resolve(request, pk: int):
+    """Record the person's resolution through the resolution service; then open the next item."""
+    escalation = _visible_escalation(request.user, pk)
+    form = ResolutionForm(request.POST)
+    if not form.is_valid():
+        request.GET = QueryDict(request.POST.get("back", ""))
+        context = _escalation_context(request, escalation, form=form)
+        listing = _listing(request.user, request.GET)
+        return render(request, "governance/inbox.html", {**listing, **context}, status=422)
+    back = QueryDict(form.cleaned_data["back"])
+    suffix = f"?{back.urlencode()}" if back else ""
+    resolution = form.cleaned_data["resolution"]
+    try:
+        services.resolve_escalation(
+            escalation,
+            user=request.user,
+            resolution=resolution,
+            result=form.cleaned_data["result"],
+            comment=form.cleaned_data["comment"].strip(),
+        )
+    except services.GovernanceError as refusal:
+        messages.error(request, f"Not recorded: {refusal}")
+        return redirect(reverse("inbox:escalation", args=[pk]) + suffix)
+    messages.success(request, f"Escalation #{pk} {RESOLVED_WORDS[resolution]}.")
+    inbox.forget_decidable(request.user)
+    following = _next_item(request.user, back)
+    if following is None:
+        messages.info(request, "Nothing else in this list waits for you.")
+        return redirect(reverse("inbox:index") + suffix)
+    return redirect(following + suffix)
+
+
+# --- bulk approval -------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def bulk_approve(request):
+    """Approve the chosen requests of one low-risk class, each on its own digest; show each
+    item's outcome."""
+    form = BulkApproveForm(request.POST)
+    back = QueryDict(request.POST.get("back", ""))
+    if not form.is_valid():
+        errors = " ".join(str(e) for errors in form.errors.values() for e in errors)
+        messages.error(request, f"Nothing approved: {errors or 'choose the requests first.'}")
+        return redirect(reverse("inbox:index") + (f"?{back.urlencode()}" if back else ""))
+    items = form.cleaned_data["items"]
+    try:
+        outcomes = services.bulk_approve(items, user=request.user)
+    except services.MixedBatch as refusal:
+        messages.error(request, f"Nothing approved: {refusal}")
+        return redirect(reverse("inbox:index") + (f"?{back.urlencode()}" if back else ""))
+    inbox.forget_decidable(request.user)
+    actions = dict(
+        ApprovalRequest.objects.restrict(request.user, "view")
+        .filter(pk__in=[o.request_id for o in outcomes])
+        .values_list("pk", "action")
+    )
+    results = [
+        {
+            "outcome": outcome,
+            "action": actions.get(outcome.request_id, ""),
+            "status_words": ApprovalStatus(outcome.status).label.lower() if outcome.status else "",
+        }
+        for outcome in outcomes
+    ]
+    approved = sum(outcome.recorded for outcome in outcomes)
+    request.GET = back
+    listing = _listing(request.user, back)
+    return render(
+        request,
+        "governance/inbox.html",
+        {
+            **listing,
+            "bulk_results": results,
+            "bulk_summary": f"{approved} of {len(outcomes)} approved by you",
+            "title": "Bulk approval",
+            "live_cursor": _live_cursor(),
+            "query": back.urlencode(),
+        },
     )

@@ -93,6 +93,8 @@
       } else if (message.kind === "approval") {
         window.Steward.reread(message.id);
         if (message.event === "approval.requested" && message.decidable) notice(message.id);
+      } else if (message.kind === "escalation") {
+        window.Steward.rereadEscalation(message.id);
       } else {
         window.Steward.rereadCount();
       }

@@ -75,6 +75,23 @@
     rereadCount();
   }
 
+  // Re-read one escalation: its row (or the list, when it is new to this page), the open
+  // escalation if it is this one, and the count; as reread(id) does for requests.
+  function rereadEscalation(id) {
+    if (!window.htmx) return;
+    var row = document.getElementById("esc-row-" + id);
+    if (row) {
+      htmx.ajax("GET", "/inbox/escalations/" + id + "/row/" + window.location.search, { source: row, target: row, swap: "outerHTML" });
+    } else {
+      refreshList();
+    }
+    var open = document.querySelector("#detail [data-escalation='" + id + "']");
+    if (open) {
+      htmx.ajax("GET", open.getAttribute("data-detail-url"), { source: "#detail", target: "#detail", swap: "innerHTML" });
+    }
+    rereadCount();
+  }
+
   // The browser's title carries the count of decisions owed: "(3) Inbox · Steward".
   var plainTitle = document.title.replace(/^\(\d+\) /, "");
   function showCount() {
@@ -138,7 +155,7 @@
     });
   }
   window.Steward = {
-    reread: reread, rereadCount: rereadCount, refreshList: refreshList, rereadRun: rereadRun,
-    rereadRuns: rereadRuns, tick: tick,
+    reread: reread, rereadEscalation: rereadEscalation, rereadCount: rereadCount,
+    refreshList: refreshList, rereadRun: rereadRun, rereadRuns: rereadRuns, tick: tick,
   };
 })();

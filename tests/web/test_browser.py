@@ -92,3 +92,32 @@ def test_alice_sees_why_she_cannot_approve_her_own_request_on_a_phone(
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # nothing wider than the phone
     context.close()
+
+
+def test_oscar_sees_nothing_in_the_inbox_and_a_request_page_is_not_found(
+    transactional_db, live_server, company, chromium
+):
+    hidden = services.request_approval(
+        action="tool.refund",
+        approval_rule=company.rule,
+        arguments={"amount": 70},
+        target=company.payments,
+        requested_by=company.agent,
+    )
+    context = chromium.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/login/?next=/inbox/")
+    page.fill("#id_username", "oscar")
+    page.fill("#id_password", "pw-oscar-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/inbox/"))
+    for tab in ("mine", "roles", "decided", "all"):
+        page.goto(f"{live_server.url}/inbox/?tab={tab}")
+        assert page.locator("#inbox-list .row").count() == 0, tab
+        if tab == "mine":
+            assert "Nothing waits for your decision" in page.locator("#inbox-list").inner_text()
+    assert page.locator("#inbox-count").count() == 0  # no inbox in his navigation at all
+    response = page.goto(f"{live_server.url}/inbox/{hidden.pk}/")
+    assert response.status == 404
+    assert hidden.arguments_digest not in page.content()
+    context.close()
