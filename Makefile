@@ -21,7 +21,7 @@ else
 WORKER_ARGS ?= --pool solo
 endif
 
-.PHONY: run test fuzz lint format bench bench-api install clean migrate
+.PHONY: run test fuzz lint format bench bench-api bench-web install clean migrate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,12 @@ bench: $(BENCH_STAMP)
 # The REST API benchmark alone (issue #12): BENCH_API_ARGS="--runs 20000 --seconds 3" for a smoke run.
 bench-api: $(BENCH_STAMP)
 	$(PY) bench/api.py $(BENCH_API_ARGS)
+
+# The web pages benchmark alone (issues #13-#15): inbox, live updates, resume after approval, runs
+# list and run page, audit report and entry proof, KPI page. A smoke run:
+# BENCH_WEB_ARGS="--runs 20000 --approvals 2000 --audit-entries 100000 --seconds 3".
+bench-web: $(BENCH_STAMP)
+	$(PY) bench/web.py $(BENCH_WEB_ARGS)
 
 clean:
 	rm -rf var

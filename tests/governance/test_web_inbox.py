@@ -315,6 +315,28 @@ def test_the_inbox_adds_no_query_per_row(company, requests_, tab):
     assert large == small
 
 
+def test_the_rule_asks_no_query_per_pending_request(company, requests_):
+    """What bob may decide is read in as many queries for 2 pending requests as for 8, and is
+    exactly what the rule says of each request alone (his own request is not among them)."""
+    bob = fresh(company.bob)
+    _rule_queries(bob)  # the first read warms what any read caches (content types)
+    few = _rule_queries(bob)
+    _more_refunds(company, 5)
+    own = services.request_approval(
+        action="tool.refund",
+        approval_rule=company.rule,
+        arguments={"amount": 1},
+        target=company.payments,
+        requested_by=company.bob,
+    )
+    assert _rule_queries(bob) == few
+    decidable = set(ApprovalRequest.objects.restrict(bob, "decide").values_list("pk", flat=True))
+    pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+    assert decidable == {request.pk for request in pending if may_decide(bob, request)}
+    assert own.pk not in decidable and requests_["by_agent"].pk in decidable
+    assert len(decidable) == 7
+
+
 def test_a_request_page_costs_no_query_per_decision(company, requests_):
     bob = fresh(company.bob)
     request = requests_["by_agent"]

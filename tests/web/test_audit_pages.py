@@ -175,3 +175,26 @@ def test_an_entrys_page_costs_the_same_queries_in_a_small_and_a_larger_trail(com
     audit.sign_checkpoint(force=True)
     assert queries_for(late) == few
     assert queries_for(early) == few
+
+
+def test_a_reader_of_the_entries_alone_sees_the_lag_counted_from_the_sequencers_cursor(
+    company, auditor
+):
+    """Without view on the tree state, the health still counts from the sequencer's cursor: the
+    same unsequenced entries as the auditor's, not a scan of the whole trail from id 0."""
+    role = governance.create_role(name="Entry readers", owner=company.gina, actor=SYSTEM)
+    governance.grant(role, "audit.view_auditentry", actor=SYSTEM)
+    reader = governance.create_person(
+        username="entries", password="pw-entries-123", is_staff=True, actor=SYSTEM
+    )
+    governance.add_member(role, reader, actor=SYSTEM)
+    seal()
+    audit.record(action="test.unsequenced", actor=SYSTEM)
+    mine = client_for(fresh(reader)).get(reverse("audit:health")).context["health"]
+    theirs = client_for(auditor).get(reverse("audit:health")).context["health"]
+    assert mine["tree_size"] is None and theirs["tree_size"] >= 1  # the state stays theirs
+    assert mine["unsequenced"] == theirs["unsequenced"] >= 1
+    with CaptureQueriesContext(connection) as captured:
+        client_for(fresh(reader)).get(reverse("audit:health"))
+    behind = [q["sql"] for q in captured if "IS NULL" in q["sql"] and "audit_auditleaf" in q["sql"]]
+    assert behind and all('"audit_auditentry"."id" > 0 ' not in sql for sql in behind)
