@@ -428,6 +428,14 @@ CELERY_BEAT_SCHEDULE["agents-notification-delivery"] = {
     "options": {"expires": 30},
 }
 
+# Policy dry runs: a beat task queues again those whose message was lost or whose worker died
+# (the next worker resumes from the committed cursor).
+CELERY_BEAT_SCHEDULE["agents-policy-dry-runs"] = {
+    "task": "agents.resume_policy_dry_runs",
+    "schedule": env_float("STEWARD_DRY_RUN_SWEEP_SECONDS", 60.0),
+    "options": {"expires": 60},
+}
+
 # Outbound webhooks: a beat task sends the outbox deliveries that are due (retries, and first
 # attempts whose message was lost). Destinations must be public addresses; an admin allows
 # private, loopback or link-local ones by host name, address or CIDR here.
