@@ -164,7 +164,7 @@ def _period(start: dt.datetime, end: dt.datetime):
     return ToolInvocation.objects.filter(created_at__gte=start, created_at__lt=end)
 
 
-def claim(dry_run_id: int, *, lease_seconds: float = LEASE_SECONDS) -> str | None:
+def _claim(dry_run_id: int, *, lease_seconds: float = LEASE_SECONDS) -> str | None:
     """Claim a queued dry run, or one whose worker's lease ran out; return the claim, or None."""
     now = clock.now()
     token = uuid.uuid4().hex
@@ -190,7 +190,7 @@ def run_dry_run(
     Safe to run twice: a second delivery finds the row claimed (or finished) and does nothing;
     after a worker died, the next one past its lease resumes from the committed cursor.
     """
-    token = claim(dry_run_id, lease_seconds=lease_seconds)
+    token = _claim(dry_run_id, lease_seconds=lease_seconds)
     if token is None:
         return None
     dry_run = PolicyDryRun.objects.get(pk=dry_run_id)

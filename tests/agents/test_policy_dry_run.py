@@ -8,6 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 
 from agents import services
 from agents.actions import dryrun
@@ -323,3 +325,84 @@ def test_a_draft_replaces_only_an_active_rule_of_its_own_policy(history):
             reason="no",
             replaces=other,
         )
+
+
+# --- the admin -----------------------------------------------------------------------------------
+
+
+def client_for(user) -> Client:
+    """A test client logged in as a user."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_admin_runs_follows_and_publishes_a_dry_run(history):
+    stricter_capacity()
+    grace = history["grace"]
+    client = client_for(grace)
+    capacity = policy("capacity-limits")
+    # The admin action on the policy opens the form for it.
+    response = client.post(
+        reverse("admin:governance_policy_changelist"),
+        {"action": "dry_run_draft", "_selected_action": [capacity.pk]},
+    )
+    assert response.status_code == 302
+    assert (
+        response["Location"] == f"{reverse('admin:agents_policydryrun_new')}?policy={capacity.pk}"
+    )
+    form = client.get(response["Location"])
+    assert form.status_code == 200
+    assert list(form.context["form"].fields["policy"].queryset) == [capacity]  # has a draft
+    start = (clock.now() - dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+    end = clock.now().strftime("%Y-%m-%d %H:%M:%S")
+    response = client.post(
+        reverse("admin:agents_policydryrun_new"),
+        {"policy": capacity.pk, "period_start": start, "period_end": end},
+    )
+    assert response.status_code == 302, response.context["form"].errors
+    dry_run = PolicyDryRun.objects.get()
+    assert response["Location"] == reverse("admin:agents_policydryrun_change", args=[dry_run.pk])
+    # Queued: the page polls its progress bar.
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert b'hx-trigger="every 1s"' in page.content and b"<progress" in page.content
+    assert b"Publish the draft" not in page.content
+    dryrun.run_dry_run(dry_run.pk, batch_size=10)
+    progress = client.get(
+        reverse("admin:agents_policydryrun_progress", args=[dry_run.pk]), HTTP_HX_REQUEST="true"
+    )
+    assert progress["HX-Refresh"] == "true" and b"38 of 38" in progress.content
+    page = client.get(response["Location"])
+    assert b"hx-trigger" not in page.content
+    effect = {row["verdict"]: row for row in page.context["effect"]}
+    assert effect["deny"]["versus_recorded"] == 1
+    assert [c.tool for c in page.context["changes"]] == ["incident.scale_service"]
+    assert b"No scaling beyond 8 replicas" in page.content and b"Publish the draft" in page.content
+    # Publishing from the result is one action, with its reason.
+    published = client.post(
+        reverse("admin:agents_policydryrun_publish", args=[dry_run.pk]),
+        {"reason": "capacity plan 2026"},
+    )
+    assert published.status_code == 302
+    assert published["Location"] == reverse("admin:governance_policy_change", args=[capacity.pk])
+    assert PolicyRule.objects.get(name="No scaling beyond 8 replicas").status == RuleStatus.ACTIVE
+    assert not PolicyRule.objects.filter(status=RuleStatus.DRAFT).exists()
+
+
+def test_the_admin_refuses_who_may_not_change_the_policy(history):
+    stricter_capacity()
+    result = ask_and_run("capacity-limits", history["grace"])
+    carol = client_for(User.objects.get(username="carol"))  # an auditor: reads, changes nothing
+    for url in (
+        reverse("admin:agents_policydryrun_change", args=[result.pk]),
+        reverse("admin:agents_policydryrun_progress", args=[result.pk]),
+        reverse("admin:agents_policydryrun_new"),
+    ):
+        assert carol.get(url).status_code in (403, 404), url
+    response = carol.post(
+        reverse("admin:agents_policydryrun_publish", args=[result.pk]), {"reason": "x"}
+    )
+    assert response.status_code in (403, 404)
+    assert PolicyRule.objects.filter(status=RuleStatus.DRAFT).count() == 1
+    assert PolicyDryRun.objects.count() == 1
