@@ -24,6 +24,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
@@ -51,8 +52,6 @@ REQUESTED_ACTION = "agents.policy_dry_run.requested"
 FINISHED_ACTION = "agents.policy_dry_run.finished"
 # The stages where the policy decided (or a tool's own approval rule asked on top of an allow).
 POLICY_STAGES = frozenset({"policy", "tool_approval_rule"})
-BATCH_SIZE = 2000
-LEASE_SECONDS = 300
 
 
 class LostClaim(Exception):
@@ -164,7 +163,12 @@ def _period(start: dt.datetime, end: dt.datetime):
     return ToolInvocation.objects.filter(created_at__gte=start, created_at__lt=end)
 
 
-def _claim(dry_run_id: int, *, lease_seconds: float = LEASE_SECONDS) -> str | None:
+def _setting(name: str) -> float:
+    """Return a dry-run setting (STEWARD_DRY_RUN_*)."""
+    return getattr(settings, f"STEWARD_DRY_RUN_{name}")
+
+
+def _claim(dry_run_id: int, *, lease_seconds: float) -> str | None:
     """Claim a queued dry run, or one whose worker's lease ran out; return the claim, or None."""
     now = clock.now()
     token = uuid.uuid4().hex
@@ -181,8 +185,8 @@ def _claim(dry_run_id: int, *, lease_seconds: float = LEASE_SECONDS) -> str | No
 def run_dry_run(
     dry_run_id: int,
     *,
-    batch_size: int = BATCH_SIZE,
-    lease_seconds: float = LEASE_SECONDS,
+    batch_size: int | None = None,
+    lease_seconds: float | None = None,
     max_batches: int | None = None,
 ) -> PolicyDryRun | None:
     """Replay a dry run to its end (or `max_batches` batches); None when another holds it.
@@ -190,6 +194,8 @@ def run_dry_run(
     Safe to run twice: a second delivery finds the row claimed (or finished) and does nothing;
     after a worker died, the next one past its lease resumes from the committed cursor.
     """
+    batch_size = batch_size or int(_setting("BATCH_SIZE"))
+    lease_seconds = lease_seconds or _setting("LEASE_SECONDS")
     token = _claim(dry_run_id, lease_seconds=lease_seconds)
     if token is None:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -195,7 +196,7 @@ def test_a_redelivered_or_resumed_task_counts_nothing_twice(history):
     asked.refresh_from_db()
     assert asked.processed == 10
     # Past the lease, a worker resumes and dies with a batch half written: it is undone.
-    history["clock"].advance(dryrun.LEASE_SECONDS + 1)
+    history["clock"].advance(settings.STEWARD_DRY_RUN_LEASE_SECONDS + 1)
     PolicyDryRunChange.objects.bulk_create = dies_after_writing
     try:
         with pytest.raises(Killed):
@@ -205,7 +206,7 @@ def test_a_redelivered_or_resumed_task_counts_nothing_twice(history):
     asked.refresh_from_db()
     assert (asked.status, asked.processed) == (DryRunStatus.RUNNING, 10)
     # The next redelivery past that lease finishes it; the totals are those of one clean pass.
-    history["clock"].advance(dryrun.LEASE_SECONDS + 1)
+    history["clock"].advance(settings.STEWARD_DRY_RUN_LEASE_SECONDS + 1)
     dryrun.run_dry_run(asked.pk, batch_size=5)
     asked.refresh_from_db()
     assert asked.status == DryRunStatus.DONE
