@@ -359,12 +359,17 @@ class DryRunStatus(models.TextChoices):
 class PolicyDryRunQuerySet(RestrictedQuerySet):
     """Dry runs: seen and run by whoever may change their policy (its governance admins)."""
 
+    permission_parent = "policy"
+
     def restrict(self, user, action: str = "view") -> PolicyDryRunQuerySet:
         """Return the dry runs of the policies `user` may change (past calls are in them)."""
-        from governance.models import Policy
+        return super().restrict(user, "change")
 
-        policies = Policy.objects.restrict(user, "change").values("pk")
-        return self.filter(policy__in=policies)
+
+class PolicyDryRunChangeQuerySet(RestrictedQuerySet):
+    """A dry run's changed calls: seen with the dry run."""
+
+    permission_parent = "dry_run"
 
 
 class PolicyDryRun(models.Model):
@@ -447,6 +452,8 @@ class PolicyDryRunChange(models.Model):
     draft = models.CharField(max_length=16, choices=Verdict.choices)
     draft_rule_id = models.BigIntegerField(null=True, blank=True)
     draft_rule_name = models.CharField(max_length=200, blank=True)
+
+    objects = PolicyDryRunChangeQuerySet.as_manager()
 
     class Meta:
         ordering = ["dry_run", "invocation_id"]
