@@ -10,9 +10,12 @@ are read-only records.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
@@ -22,12 +25,14 @@ from agents.actions.registry import AGENT_SETTINGS
 from agents.models import (
     Agent,
     AgentStatus,
+    DryRunStatus,
     IncidentUpdate,
     MemoryEntry,
     MemoryNamespace,
     ModelCall,
     ModelProvider,
     Notification,
+    PolicyDryRun,
     ProviderKind,
     Ticket,
     TicketComment,
@@ -35,16 +40,19 @@ from agents.models import (
     ToolInvocation,
 )
 from agents.tools import registered_tools
+from audit import clock
 from governance.actions.common import GovernanceError
-from governance.admin import GovernedModelAdmin, pretty_json
+from governance.admin import POLICY_ACTIONS, GovernedModelAdmin, pretty_json
 from governance.admin_mixins import (
     REASON_FIELD,
     ChangeReasonForm,
     GovernedAdminMixin,
     ReadOnlyInline,
+    ReasonForm,
     audited_view,
     with_reason,
 )
+from governance.models import Policy, PolicyRule, RuleStatus
 from governance.permissions import AccessDenied, NotVisible, can
 
 REFUSALS = (GovernanceError, AccessDenied, NotVisible)
@@ -769,3 +777,183 @@ class MemoryEntryAdmin(ReadOnlyAdmin):
     @admin.display(description="Value")
     def value_pretty(self, obj):
         return pretty_json(obj.value)
+
+
+# --- policy dry runs -----------------------------------------------------------------------------
+
+
+class DryRunForm(forms.Form):
+    """What to replay: a policy's draft version, on the recorded calls of a period."""
+
+    policy = forms.ModelChoiceField(queryset=Policy.objects.none())
+    period_start = forms.DateTimeField(help_text="Calls recorded from this moment (included).")
+    period_end = forms.DateTimeField(help_text="Up to this moment (excluded; now at the latest).")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        drafted = PolicyRule.objects.filter(status=RuleStatus.DRAFT).values("policy_id")
+        self.fields["policy"].queryset = Policy.objects.restrict(user, "change").filter(
+            pk__in=drafted
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("period_start"), cleaned.get("period_end")
+        if start and end and start >= end:
+            self.add_error("period_end", "The period ends after it starts.")
+        return cleaned
+
+
+@admin.action(description="Dry-run the draft against past tool calls", permissions=["change"])
+def dry_run_draft(modeladmin, request, queryset):
+    """Open the dry-run form for the selected policy (one at a time)."""
+    policies = list(queryset[:2])
+    if len(policies) != 1:
+        modeladmin.message_user(request, "Select one policy to dry-run.", messages.WARNING)
+        return None
+    return redirect(f"{reverse('admin:agents_policydryrun_new')}?policy={policies[0].pk}")
+
+
+POLICY_ACTIONS.append(dry_run_draft)
+
+
+@admin.register(PolicyDryRun)
+class PolicyDryRunAdmin(ReadOnlyAdmin):
+    """Dry runs of policy drafts: asked for here (or from a policy), followed, then published."""
+
+    list_display = [
+        "__str__",
+        "status",
+        "progress",
+        "changed",
+        "period_start",
+        "period_end",
+        "requested_by_name",
+        "created_at",
+    ]
+    list_filter = ["status", "policy_slug"]
+    change_form_template = "admin/agents/policydryrun/result.html"
+
+    @admin.display(description="Progress")
+    def progress(self, obj):
+        return f"{obj.processed} / {obj.total}"
+
+    def has_add_permission(self, request, *args):
+        return Policy.objects.restrict(request.user, "change").exists()
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("new/", view(self.new_view), name="agents_policydryrun_new"),
+            path(
+                "<path:object_id>/progress/",
+                view(self.progress_view),
+                name="agents_policydryrun_progress",
+            ),
+            path(
+                "<path:object_id>/publish/",
+                view(self.publish_view),
+                name="agents_policydryrun_publish",
+            ),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return redirect("admin:agents_policydryrun_new")
+
+    @audited_view("add")
+    def new_view(self, request):
+        """Ask for a dry run of a policy's draft; it runs in the background."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied("You may not change any policy.")
+        if request.method == "POST":
+            form = DryRunForm(request.POST, user=request.user)
+            if form.is_valid():
+                data = form.cleaned_data
+                try:
+                    dry_run = services.request_dry_run(
+                        data["policy"],
+                        period_start=data["period_start"],
+                        period_end=data["period_end"],
+                        actor=request.user,
+                    )
+                except REFUSALS as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    return redirect("admin:agents_policydryrun_change", dry_run.pk)
+        else:
+            now = clock.now()
+            form = DryRunForm(
+                initial={
+                    "policy": request.GET.get("policy"),
+                    "period_start": now - dt.timedelta(days=30),
+                    "period_end": now,
+                },
+                user=request.user,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dry-run a policy draft",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/agents/policydryrun/new.html", context)
+
+    def _result_context(self, request, dry_run) -> dict:
+        """What the result page and its progress partial show."""
+        policy = dry_run.policy
+        return {
+            "dry_run": dry_run,
+            "effect": services.kpi_effect(dry_run),
+            "counts": dry_run.counts or {},
+            "may_publish": dry_run.status == DryRunStatus.DONE
+            and policy is not None
+            and can(request.user, "change", policy)
+            and policy.version == dry_run.policy_version,
+            "draft_changed": policy is not None and policy.version != dry_run.policy_version,
+        }
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        dry_run = self.get_object(request, object_id)
+        changes = dry_run.changes.order_by("invocation_id")
+        context = {
+            **(extra_context or {}),
+            **self._result_context(request, dry_run),
+            "changes": changes[:500],
+            "more_changes": max(changes.count() - 500, 0),
+            "reason_form": ReasonForm(),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    @audited_view("view")
+    def progress_view(self, request, object_id):
+        """The progress bar partial the result page polls while the replay runs."""
+        dry_run = self.get_object(request, object_id)
+        response = TemplateResponse(
+            request,
+            "admin/agents/policydryrun/partials/progress.html",
+            self._result_context(request, dry_run),
+        )
+        if dry_run.is_finished and request.headers.get("HX-Request"):
+            response["HX-Refresh"] = "true"  # the whole page shows the result
+        return response
+
+    @audited_view("change")
+    def publish_view(self, request, object_id):
+        """Publish the draft this dry run tested (refused if the policy changed since)."""
+        dry_run = self.get_object(request, object_id)
+        if request.method != "POST":
+            return redirect("admin:agents_policydryrun_change", dry_run.pk)
+        form = ReasonForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, "Say why the draft is published.", messages.ERROR)
+            return redirect("admin:agents_policydryrun_change", dry_run.pk)
+        try:
+            policy = services.publish_tested_draft(
+                dry_run, actor=request.user, reason=form.cleaned_data["reason"]
+            )
+        except REFUSALS as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:agents_policydryrun_change", dry_run.pk)
+        self.message_user(request, f"Published: {policy} is live.", messages.SUCCESS)
+        return redirect("admin:governance_policy_change", policy.pk)

@@ -326,6 +326,12 @@ class ToolInvocation(models.Model):
     policy_rule = models.BigIntegerField(null=True, blank=True)
     approval_request = models.BigIntegerField(null=True, blank=True)
     escalation = models.BigIntegerField(null=True, blank=True)
+    policy_facts = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="For a call that reached the policy check: the context it was decided on and "
+        "the tool's own approval rule then (what a policy dry run replays).",
+    )
     key = models.CharField(max_length=300, unique=True, help_text="The journal key of the call.")
     run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     step_id = models.CharField(max_length=200, blank=True)
@@ -337,9 +343,126 @@ class ToolInvocation(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["created_at", "id"], name="tool_invocation_time")]
 
     def __str__(self):
         return f"{self.caller_name or self.agent_slug}: {self.tool} ({self.verdict})"
+
+
+class DryRunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class PolicyDryRunQuerySet(RestrictedQuerySet):
+    """Dry runs: seen and run by whoever may change their policy (its governance admins)."""
+
+    permission_parent = "policy"
+
+    def restrict(self, user, action: str = "view") -> PolicyDryRunQuerySet:
+        """Return the dry runs of the policies `user` may change (past calls are in them)."""
+        return super().restrict(user, "change")
+
+
+class PolicyDryRunChangeQuerySet(RestrictedQuerySet):
+    """A dry run's changed calls: seen with the dry run."""
+
+    permission_parent = "dry_run"
+
+
+class PolicyDryRun(models.Model):
+    """A policy's draft version replayed on the recorded tool calls of a period, and the result.
+
+    The rules evaluated are snapshots taken when it was asked for (the draft version, and the
+    live rules for comparison); only the calls whose outcome the draft changes are kept, as
+    PolicyDryRunChange rows, beside the totals.
+    """
+
+    policy = models.ForeignKey(
+        "governance.Policy", null=True, on_delete=models.SET_NULL, related_name="dry_runs"
+    )
+    policy_slug = models.CharField(max_length=100)
+    policy_version = models.PositiveIntegerField(help_text="The policy version the draft is on.")
+    draft_rule_ids = models.JSONField(default=list, help_text="The draft rules evaluated.")
+    draft_rules = models.JSONField(help_text="The rules of the draft version, in order.")
+    live_rules = models.JSONField(help_text="The live rules when it was asked for, in order.")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    status = models.CharField(
+        max_length=16, choices=DryRunStatus.choices, default=DryRunStatus.QUEUED
+    )
+    total = models.PositiveIntegerField(default=0, help_text="Recorded calls in the period.")
+    processed = models.PositiveIntegerField(default=0)
+    # Calls are replayed in (created_at, id) order; the cursor is the last one replayed.
+    cursor_at = models.DateTimeField(null=True, blank=True)
+    cursor_id = models.BigIntegerField(default=0)
+    counts = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Calls by verdict as recorded, under the live rules and with the draft, the "
+        "changes by (recorded, draft) pair, and the calls decided before the policy check.",
+    )
+    changed = models.PositiveIntegerField(default=0, help_text="Calls whose outcome changes.")
+    claim = models.CharField(max_length=64, blank=True, help_text="The worker run holding it.")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(USER, null=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PolicyDryRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "policy dry run"
+
+    def __str__(self):
+        return f"Dry run #{self.pk} of {self.policy_slug} v{self.policy_version} draft"
+
+    @property
+    def percent(self) -> int:
+        """Return how far the replay is, in percent of the period's calls."""
+        if self.status == DryRunStatus.DONE:
+            return 100
+        return int(100 * self.processed / self.total) if self.total else 0
+
+    @property
+    def is_finished(self) -> bool:
+        """Tell whether the replay is over (done or failed)."""
+        return self.status in (DryRunStatus.DONE, DryRunStatus.FAILED)
+
+
+class PolicyDryRunChange(models.Model):
+    """One recorded tool call whose outcome the draft changes: what happened, and what would."""
+
+    dry_run = models.ForeignKey(PolicyDryRun, on_delete=models.CASCADE, related_name="changes")
+    invocation_id = models.BigIntegerField(help_text="The ToolInvocation replayed (its id).")
+    created_at = models.DateTimeField(help_text="When the call was made.")
+    caller_name = models.CharField(max_length=150, blank=True)
+    tool = models.CharField(max_length=200)
+    run_id = models.BigIntegerField(null=True, blank=True)
+    recorded = models.CharField(max_length=16, choices=Verdict.choices)
+    live = models.CharField(
+        max_length=16, choices=Verdict.choices, help_text="Under the live rules of the dry run."
+    )
+    draft = models.CharField(max_length=16, choices=Verdict.choices)
+    draft_rule_id = models.BigIntegerField(null=True, blank=True)
+    draft_rule_name = models.CharField(max_length=200, blank=True)
+
+    objects = PolicyDryRunChangeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["dry_run", "invocation_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dry_run", "invocation_id"], name="dry_run_change_once")
+        ]
+
+    def __str__(self):
+        return f"#{self.invocation_id} {self.tool}: {self.recorded} → {self.draft}"
 
 
 class RateCounter(models.Model):

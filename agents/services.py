@@ -5,6 +5,12 @@ The implementations live in agents/actions/ (one module per subject); import fro
 
 from __future__ import annotations
 
+from agents.actions.dryrun import (
+    kpi_effect,
+    publish_tested_draft,
+    request_dry_run,
+    run_dry_run,
+)
 from agents.actions.enforcement import (
     AgentStopped,
     CallSite,
@@ -51,6 +57,10 @@ from agents.models import IncidentUpdate
 from audit import clock
 
 __all__ = [
+    "kpi_effect",
+    "publish_tested_draft",
+    "request_dry_run",
+    "run_dry_run",
     "AgentError",
     "AgentStopped",
     "CallSite",

@@ -308,6 +308,7 @@ class PolicyRuleForm(forms.ModelForm):
             "approval_rule",
             "escalate_to",
             "risk",
+            "replaces",
         ]
         widgets = {"condition": forms.Textarea(attrs={"rows": 2, "cols": 60})}
 
@@ -354,10 +355,16 @@ class PolicyForm(ChangeReasonForm):
         fields = ["slug", "name", "description", "priority", "is_active"]
 
 
+# Admin actions a higher app offers on policies (agents: the dry run of a draft against past
+# tool calls). Governance does not import them; they register here when their admin loads.
+POLICY_ACTIONS: list = []
+
+
 @admin.register(Policy)
 class PolicyAdmin(GovernedModelAdmin):
     form = PolicyForm
     inlines = [PolicyRuleInline]
+    actions = ["publish_draft"]
     list_display = ["slug", "name", "version", "priority", "is_active", "rule_count", "updated_at"]
     list_filter = ["is_active"]
     search_fields = ["slug", "name", "description"]
@@ -366,6 +373,26 @@ class PolicyAdmin(GovernedModelAdmin):
     @admin.display(description="Rules")
     def rule_count(self, obj):
         return obj.rules.count()
+
+    def get_actions(self, request):
+        """The policy actions of this admin and those other apps registered (POLICY_ACTIONS)."""
+        actions = super().get_actions(request)
+        for action in POLICY_ACTIONS:
+            actions[action.__name__] = self.get_action(action)
+        return actions
+
+    @admin.action(description="Publish the draft (its draft rules go live)")
+    def publish_draft(self, request, queryset):
+        """Publish each selected policy's draft version, with the reason asked for."""
+        return with_reason(
+            self,
+            request,
+            queryset,
+            title="Publish the draft",
+            apply=lambda policy, reason: services.publish_draft(
+                policy, actor=request.user, reason=reason
+            ),
+        )
 
     def save_model(self, request, obj, form, change):
         """Create the policy, or change it (a new version) when its own fields changed."""

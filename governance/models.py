@@ -291,6 +291,15 @@ class PolicyRule(models.Model):
         help_text="For 'escalate': the role whose members take the task.",
     )
     risk = models.CharField(max_length=16, choices=RiskLevel.choices, default=RiskLevel.MEDIUM)
+    replaces = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaced_by",
+        help_text="For a draft: the active rule of its policy it takes the place of when the "
+        "draft is published (empty: the draft adds a rule).",
+    )
     version = models.PositiveIntegerField(
         default=1, editable=False, help_text="The policy version this rule was last changed in."
     )

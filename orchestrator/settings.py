@@ -463,6 +463,17 @@ CELERY_BEAT_SCHEDULE["agents-notification-delivery"] = {
     "options": {"expires": 30},
 }
 
+# Policy dry runs: a beat task queues again those whose message was lost or whose worker died
+# (the next worker resumes from the committed cursor).
+CELERY_BEAT_SCHEDULE["agents-policy-dry-runs"] = {
+    "task": "agents.resume_policy_dry_runs",
+    "schedule": env_float("STEWARD_DRY_RUN_SWEEP_SECONDS", 60.0),
+    "options": {"expires": 60},
+}
+# Calls replayed per transaction, and how long a worker's claim on a dry run lasts unrenewed.
+STEWARD_DRY_RUN_BATCH_SIZE = env_int("STEWARD_DRY_RUN_BATCH_SIZE", 2000)
+STEWARD_DRY_RUN_LEASE_SECONDS = env_float("STEWARD_DRY_RUN_LEASE_SECONDS", 300.0)
+
 # Outbound webhooks: a beat task sends the outbox deliveries that are due (retries, and first
 # attempts whose message was lost). Destinations must be public addresses; an admin allows
 # private, loopback or link-local ones by host name, address or CIDR here.

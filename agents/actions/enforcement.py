@@ -64,7 +64,7 @@ from governance.actions.approvals import (
 )
 from governance.actions.common import GovernanceError, digest
 from governance.actions.escalations import open_escalation
-from governance.actions.policies import PolicyDecision, decide
+from governance.actions.policies import PolicyDecision, build_context, decide_on
 from governance.models import (
     ApprovalRequest,
     ApprovalRule,
@@ -325,12 +325,17 @@ def _resolve_target(spec: ToolSpec, arguments: dict, context: ToolContext):
 
 def _policy_decision(
     caller: Caller, name, spec, arguments, target, tool_row, site
-) -> PolicyDecision:
-    """Take (and audit) the governance policy decision on a call."""
-    return decide(
+) -> tuple[PolicyDecision, dict[str, Any]]:
+    """Take (and audit) the governance policy decision on a call; return it with its facts.
+
+    The facts (the decision's context and the tool's own approval rule) are kept with the call,
+    so a dry run can replay it under a draft policy without reading anything else.
+    """
+    policy_target = _policy_target(target)
+    context = build_context(
         actor=caller.user,
         action=f"tool.{name}",
-        target=_policy_target(target),
+        target=policy_target,
         arguments=spec.recordable(arguments),  # a digested value is decided on by its digest
         classification=_classification(target),
         risk=tool_row.risk,
@@ -338,6 +343,15 @@ def _policy_decision(
         step_id=site.step_id,
         workflow=site.workflow,
     )
+    decision = decide_on(
+        context,
+        actor=caller.user,
+        target=policy_target,
+        risk=tool_row.risk,
+        run_id=site.run_id,
+        step_id=site.step_id,
+    )
+    return decision, {"context": context, "tool_approval_rule": tool_row.approval_rule_id}
 
 
 def _approval_rules(decision: PolicyDecision, tool_row: Tool) -> list[ApprovalRule]:
@@ -380,6 +394,7 @@ def decide_tool_call(
     context = _tool_context(caller, site)
 
     proposed = None
+    facts = None  # the policy decision's, once taken
 
     def conclude(verdict: str, stage: str, reason: str, **extra) -> ToolVerdict:
         return _record(
@@ -397,6 +412,7 @@ def decide_tool_call(
             arguments,
             site,
             now,
+            policy_facts=facts,
         )
 
     # 1. the kill switch (an agent's), the account (a person's)
@@ -445,7 +461,7 @@ def decide_tool_call(
                 target=described,
             )
     # 6. the policy decision
-    decision = _policy_decision(caller, name, spec, arguments, target, tool_row, site)
+    decision, facts = _policy_decision(caller, name, spec, arguments, target, tool_row, site)
     policy = decision.as_record()
     if decision.effect == Effect.DENY:
         return conclude(Verdict.DENY, "policy", decision.reason, policy=policy, target=described)
@@ -560,7 +576,9 @@ def _standing_or_new(caller, name, arguments, target, rule, decision, tool_row, 
     )
 
 
-def _record(caller: Caller, verdict: ToolVerdict, arguments, site: CallSite, now) -> ToolVerdict:
+def _record(
+    caller: Caller, verdict: ToolVerdict, arguments, site: CallSite, now, policy_facts=None
+) -> ToolVerdict:
     """Keep the verdict as a ToolInvocation and write it to the audit log."""
     policy = verdict.policy or {}
     arguments = recordable(verdict.tool, arguments)
@@ -581,6 +599,7 @@ def _record(caller: Caller, verdict: ToolVerdict, arguments, site: CallSite, now
         policy_rule=policy.get("rule_id"),
         approval_request=verdict.approval_request,
         escalation=verdict.escalation,
+        policy_facts=policy_facts,
         key=site.key,
         run_id=site.run_id,
         step_id=site.step_id,
@@ -796,7 +815,7 @@ def recheck(
     allowed, why = _holds(now_caller, spec, target)
     if not allowed:
         raise CallRefused("permission", f"{why} any more: the permission was withdrawn {since}")
-    decision = _policy_decision(now_caller, name, spec, arguments, target, tool_row, site)
+    decision, _ = _policy_decision(now_caller, name, spec, arguments, target, tool_row, site)
     policy = decision.as_record()
     if decision.effect == Effect.DENY:
         raise CallRefused(

@@ -19,7 +19,12 @@ from django.core.exceptions import ValidationError
 from audit import services as audit
 from audit.actors import SYSTEM, requires_actor
 from governance import expressions
-from governance.actions.common import audited_refusals, delete_governed, save_governed
+from governance.actions.common import (
+    GovernanceError,
+    audited_refusals,
+    delete_governed,
+    save_governed,
+)
 from governance.actions.principals import kind_of
 from governance.models import Effect, Policy, PolicyRule, RiskLevel, RuleStatus
 from governance.permissions import require
@@ -81,6 +86,16 @@ def rule_problems(rule: PolicyRule) -> dict[str, list[str]]:
         problems.setdefault("reason", []).append("a deny rule states its reason")
     if not rule.action.strip():
         problems.setdefault("action", []).append("give an action or a glob such as 'tool.*'")
+    if rule.replaces_id is not None:
+        replaced = rule.replaces
+        if rule.status != RuleStatus.DRAFT:
+            problems.setdefault("replaces", []).append("only a draft replaces a rule")
+        elif replaced.pk == rule.pk or replaced.policy_id != rule.policy_id:
+            problems.setdefault("replaces", []).append(
+                "a draft replaces another rule of its own policy"
+            )
+        elif replaced.status != RuleStatus.ACTIVE:
+            problems.setdefault("replaces", []).append("a draft replaces an active rule")
     return problems
 
 
@@ -319,6 +334,18 @@ def decide(
         step_id=step_id,
         workflow=workflow,
     )
+    return decide_on(context, actor=actor, target=target, risk=risk, run_id=run_id, step_id=step_id)
+
+
+@requires_actor
+def decide_on(
+    context: dict[str, Any], *, actor, target=None, risk: str | None = None, run_id=None, step_id=""
+) -> PolicyDecision:
+    """Decide a built context (build_context) under the active policies and audit the decision.
+
+    For callers that keep the context beside their own record (a tool call keeps it, so a dry run
+    can replay it).
+    """
     rule, errors = evaluate(active_rules(), context)
     decision = _decision_from(rule, errors, risk)
     audit.record(
@@ -430,3 +457,133 @@ def dry_run(draft: PolicyRule, *, limit: int = 1000) -> DryRunReport:
                 )
             )
     return report
+
+
+# --- draft versions: what a policy's drafts would make live, replayed and published -------------
+
+# A policy's draft version is its active rules with its draft rules in place: a draft joins the
+# rules at its position, or takes the place of the active rule it `replaces`. Publishing makes
+# that version live in one step. Dry runs evaluate a snapshot of it, kept with their result, so
+# a draft edited afterwards does not change what a finished (or resumed) dry run evaluated.
+
+SNAPSHOT_FIELDS = (
+    "id",
+    "name",
+    "position",
+    "status",
+    "action",
+    "condition",
+    "effect",
+    "reason",
+    "approval_rule_id",
+    "escalate_to_id",
+    "risk",
+    "replaces_id",
+)
+
+
+def _rule_order(rule: PolicyRule) -> tuple:
+    """Return a rule's place in evaluation order (policy priority, slug, position, id)."""
+    return (rule.policy.priority, rule.policy.slug, rule.position, rule.pk or 0)
+
+
+def policy_drafts(policy: Policy) -> list[PolicyRule]:
+    """Return a policy's draft rules (what its draft version changes), in position order."""
+    return list(
+        PolicyRule.objects.filter(policy_id=policy.pk, status=RuleStatus.DRAFT)
+        .select_related("policy", "replaces")
+        .order_by("position", "id")
+    )
+
+
+def draft_rules(policy: Policy) -> list[PolicyRule]:
+    """Return the rules live decisions would use once a policy's draft is published, in order."""
+    drafts = policy_drafts(policy)
+    if not drafts:
+        raise GovernanceError(f"policy {policy.slug!r} has no draft rule", code="no_draft")
+    replaced = {rule.replaces_id for rule in drafts if rule.replaces_id is not None}
+    rules = [rule for rule in active_rules() if rule.pk not in replaced]
+    if drafts[0].policy.is_active:
+        rules.extend(drafts)
+    return sorted(rules, key=_rule_order)
+
+
+def rule_snapshot(rules: list[PolicyRule]) -> list[dict[str, Any]]:
+    """Return rules as JSON, with their policy's id, slug, priority and version, in their order."""
+    return [
+        {
+            **{name: getattr(rule, name) for name in SNAPSHOT_FIELDS},
+            "policy": {
+                "id": rule.policy_id,
+                "slug": rule.policy.slug,
+                "priority": rule.policy.priority,
+                "version": rule.policy.version,
+            },
+        }
+        for rule in rules
+    ]
+
+
+def rules_from_snapshot(snapshot: list[dict[str, Any]]) -> list[PolicyRule]:
+    """Rebuild a snapshot's rules as unsaved instances, in its order, for evaluate()."""
+    policies: dict[int, Policy] = {}
+    rules = []
+    for item in snapshot:
+        fields = {name: item.get(name) for name in SNAPSHOT_FIELDS}
+        about = item["policy"]
+        policy = policies.get(about["id"])
+        if policy is None:
+            policy = policies[about["id"]] = Policy(
+                id=about["id"],
+                slug=about["slug"],
+                priority=about["priority"],
+                version=about["version"],
+            )
+        rules.append(PolicyRule(**fields, policy=policy))
+    return rules
+
+
+def replay(rules: list[PolicyRule], context: dict[str, Any]) -> tuple[str, PolicyRule | None]:
+    """Return the effect rules would give a recorded context, and the rule that decides it.
+
+    Pure: it reads nothing and writes nothing (no audit entry, unlike decide()).
+    """
+    rule, _ = evaluate(rules, context)
+    return (rule.effect if rule is not None else Effect.ALLOW), rule
+
+
+@requires_actor
+@audited_refusals
+def publish_draft(policy: Policy, *, actor, reason: str) -> Policy:
+    """Make a policy's draft version live: drafts become active, what they replace is disabled."""
+    if actor is not SYSTEM:
+        require(actor, "change", Policy.objects.get(pk=policy.pk))
+    Policy.objects.select_for_update().get(pk=policy.pk)
+    drafts = policy_drafts(policy)
+    if not drafts:
+        raise GovernanceError(f"policy {policy.slug!r} has no draft to publish", code="no_draft")
+    for draft in drafts:
+        validate_rule(draft)
+    why = reason or "draft published"
+    locked = _bump(policy, actor=actor, reason=f"draft published: {why}")
+    for draft in drafts:
+        replaced = draft.replaces
+        if replaced is not None:
+            replaced.status = RuleStatus.DISABLED
+            why_replaced = f"replaced by {draft.name!r}: {why}"
+            _save_rule_as(replaced, locked, actor=actor, reason=why_replaced)
+        draft.status = RuleStatus.ACTIVE
+        draft.replaces = None  # its history keeps what it replaced
+        _save_rule_as(draft, locked, actor=actor, reason=f"published: {why}")
+    return locked
+
+
+def _save_rule_as(rule: PolicyRule, policy: Policy, *, actor, reason: str) -> None:
+    """Save a rule in a policy version the caller made and authorised, naming who and why."""
+    rule.policy = policy
+    rule.version = policy.version
+    rule._change_reason = reason
+    if actor is not SYSTEM:
+        rule._history_user = actor
+    rule.full_clean()
+    rule.save()

@@ -128,6 +128,19 @@ TAKE_NO_ACTOR = {
     "governance.actions.eligibility.request_target",
     "governance.actions.eligibility.resolvable_escalations",
     "governance.actions.eligibility.self_granted",
+    # Policy dry runs: the replay is the system's, for the dry run its requester asked for and
+    # that request audited (the task, its resume sweep and its queueing); the rest are pure
+    # readers of rules and recorded facts, writing nothing.
+    "agents.actions.dryrun.run_dry_run",
+    "agents.actions.dryrun.resume_dry_runs",
+    "agents.actions.dryrun.dispatcher",
+    "agents.actions.dryrun.verdict_under",
+    "agents.actions.dryrun.kpi_effect",
+    "governance.actions.policies.draft_rules",
+    "governance.actions.policies.policy_drafts",
+    "governance.actions.policies.replay",
+    "governance.actions.policies.rule_snapshot",
+    "governance.actions.policies.rules_from_snapshot",
     # Wiring at start-up: the engine registers how governance finds a run's initiator.
     "governance.actions.escalations.register_run_initiator_lookup",
 }
