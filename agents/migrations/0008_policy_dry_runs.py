@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('agents', '0007_tool_calls_for_any_caller'),
-        ('governance', '0007_policyrule_replaces'),
+        ('governance', '0009_policyrule_replaces'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

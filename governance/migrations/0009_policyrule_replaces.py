@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0006_live_events'),
+        ('governance', '0008_approval_notices'),
     ]
 
     operations = [
