@@ -193,7 +193,9 @@ def test_a_reader_of_the_entries_alone_sees_the_lag_counted_from_the_sequencers_
     mine = client_for(fresh(reader)).get(reverse("audit:health")).context["health"]
     theirs = client_for(auditor).get(reverse("audit:health")).context["health"]
     assert mine["tree_size"] is None and theirs["tree_size"] >= 1  # the state stays theirs
-    assert mine["unsequenced"] == theirs["unsequenced"] >= 1
+    # Theirs is read after mine, and the pages may write entries of their own meanwhile (the
+    # sequencer does not run in between): never fewer, never a count from the trail's start.
+    assert 1 <= mine["unsequenced"] <= theirs["unsequenced"] <= mine["unsequenced"] + 2
     with CaptureQueriesContext(connection) as captured:
         client_for(fresh(reader)).get(reverse("audit:health"))
     behind = [q["sql"] for q in captured if "IS NULL" in q["sql"] and "audit_auditleaf" in q["sql"]]

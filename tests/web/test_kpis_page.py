@@ -163,4 +163,6 @@ def test_the_page_costs_the_same_queries_for_one_workflow_or_many(company):
     with CaptureQueriesContext(connection) as many:
         assert client.get(PAGE).status_code == 200
     assert len(many) == len(one), [q["sql"] for q in many.captured_queries]
-    assert len(many) <= 26, "\n".join(q["sql"][:120] for q in many.captured_queries)
+    # The ceiling holds the page's own reads and the navigation's inbox count (requests and
+    # escalations owed, with the decision rule's few reads).
+    assert len(many) <= 28, "\n".join(q["sql"][:120] for q in many.captured_queries)
