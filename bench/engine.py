@@ -1,6 +1,7 @@
 """Benchmark of the run engine against its peers: per-step overhead and throughput, 10-step runs.
 
     python bench/engine.py [--repetitions 5] [--latency-runs 20] [--throughput-runs 100]
+    python bench/engine.py --kpi-ab [--repetitions 5] [--throughput-runs 100]
 
 Uses BENCH_DATABASE_URL (default postgres://root@127.0.0.1:5432/steward_bench), creating and
 migrating the database when missing, and BENCH_REDIS_URL (default redis://127.0.0.1:6379/15, a
@@ -33,6 +34,14 @@ each running one workflow at a time; DBOS with 4 threads per process is reported
 The figures are medians over the repetitions. The last line printed is one JSON object with
 steward_step_ms, dbos_step_ms, celery_step_ms, steward_steps_per_s, dbos_steps_per_s,
 celery_steps_per_s, the audit's cost as ratios measured in the same run, and the machine.
+
+--kpi-ab measures only Steward, the cost of keeping the KPI rollups (orchestrator/kpis.py, issue
+#15: "<= 5 % of engine throughput, with and without, same run"): per repetition, one throughput
+batch with the rollups and one without (audit on in both), taking turns going first (A/B, B/A,
+...), on the same workers: bench/steward_worker.py's KPI toggle skips the rollups for runs with
+the business key "bench-kpi-off", as STEWARD_KPI_ROLLUPS=0 does for every run. The cost is
+1 - the median over repetitions of each repetition's with/without throughput ratio; the last line
+is one JSON object with both throughputs, the cost and the machine's load.
 """
 
 from __future__ import annotations
@@ -326,18 +335,20 @@ class Steward:
         self.pubsub.subscribe(DONE_CHANNEL)
         self.audited: list[int] = []
         self.unaudited: list[int] = []
+        self.kpi_on: list[int] = []
+        self.kpi_off: list[int] = []
 
-    def start(self, audit: bool) -> int:
-        """Start one run through the service layer; return its id."""
-        from steward_worker import AUDIT_OFF_KEY
+    def start(self, audit: bool, kpis: bool = True) -> int:
+        """Start one run through the service layer (audit or KPI rollups off: not both)."""
+        from steward_worker import AUDIT_OFF_KEY, KPI_OFF_KEY
 
         from audit.actors import SYSTEM
         from orchestrator import services
 
-        run = services.start_run(
-            self.workflow, business_key="" if audit else AUDIT_OFF_KEY, started_by=SYSTEM
-        )
+        key = KPI_OFF_KEY if not kpis else ("" if audit else AUDIT_OFF_KEY)
+        run = services.start_run(self.workflow, business_key=key, started_by=SYSTEM)
         (self.audited if audit else self.unaudited).append(run.pk)
+        (self.kpi_on if kpis else self.kpi_off).append(run.pk)
         return run.pk
 
     def wait(self, run_ids: set[int], timeout: float) -> None:
@@ -368,14 +379,33 @@ class Steward:
             ids.append(run_id)
         return {"run_s": statistics.median(seconds), **_step_times(ids)}
 
-    def throughput(self, runs: int, audit: bool) -> dict:
+    def throughput(self, runs: int, audit: bool, kpis: bool = True) -> dict:
         """Start `runs` runs at once, wait for all; return steps/s from first start to last end."""
         began = time.perf_counter()
-        ids = {self.start(audit) for _ in range(runs)}
+        ids = {self.start(audit, kpis) for _ in range(runs)}
         submitted = time.perf_counter() - began
         self.wait(ids, timeout=60 + runs)
         elapsed = time.perf_counter() - began
         return {"steps_per_s": runs * STEPS / elapsed, "elapsed_s": elapsed, "submit_s": submitted}
+
+    def kpi_sanity(self) -> dict:
+        """Count the KPI rows the runs with and without the rollups left (ends, started counts)."""
+        from orchestrator.models import KpiDay, KpiRunEnd
+
+        def ends(ids: list[int]) -> float:
+            """Return the mean number of KpiRunEnd rows per run among `ids`."""
+            return KpiRunEnd.objects.filter(run_id__in=ids).count() / len(ids) if ids else 0.0
+
+        started = sum(
+            KpiDay.objects.filter(workflow=self.workflow).values_list("started", flat=True)
+        )
+        return {
+            "kpi_run_ends_per_run_on": ends(self.kpi_on),
+            "kpi_run_ends_per_run_off": ends(self.kpi_off),
+            "kpi_started_counted": started,
+            "kpi_runs_on": len(self.kpi_on),
+            "kpi_runs_off": len(self.kpi_off),
+        }
 
     def sanity(self) -> dict:
         """Count audit entries per run with and without the audit, and steps run inline."""
@@ -677,13 +707,130 @@ def report(summary: dict) -> None:
         print(f"note: other load on the machine during the run: {', '.join(s['neighbours'])}")
 
 
+def _start_steward(processes: Processes, urls: dict) -> Steward:
+    """Start the Steward workers alone and warm them up, with and without the rollups."""
+    worker = processes.start(
+        "steward-worker",
+        _celery_argv("steward_worker", STEWARD_QUEUE, "steward-bench"),
+        dict(os.environ),
+    )
+    steward = Steward(urls["redis_url"])
+    log(f"warming up (Steward worker pid {worker.pid})")
+    steward.wait({steward.start(audit=True)}, timeout=120)  # also: the workers are up
+    for kpis in (True, False, True, False):
+        steward.throughput(20, audit=True, kpis=kpis)
+    processes.check_alive()
+    return steward
+
+
+def kpi_ab(args) -> None:
+    """Measure the KPI rollups' cost: throughput with and without them, alternated in one run."""
+    began = time.monotonic()
+    urls = _prepare_environment()
+    import redis
+
+    broker = redis.Redis.from_url(urls["redis_url"])
+    info = machine()
+    neighbours = busy_neighbours()
+    load_before = os.getloadavg()
+    log(f"machine: {json.dumps(info)}")
+    log(f"load average {load_before}; other load: {', '.join(neighbours) or 'none found'}")
+    _reset_steward()
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # the rollups' rows of earlier invocations
+        cursor.execute("TRUNCATE orchestrator_kpiday, orchestrator_kpistepday")
+    broker.flushdb()
+    import steward_worker  # noqa: F401  (the same hooks in this process: the start's rollup)
+
+    reps = []
+    with tempfile.TemporaryDirectory(prefix="steward-bench-") as log_dir:
+        processes = Processes(Path(log_dir))
+        try:
+            steward = _start_steward(processes, urls)
+            for index in range(args.repetitions):
+                orders = [True, False] if index % 2 == 0 else [False, True]
+                rep = {}
+                for kpis in orders:
+                    rep["on" if kpis else "off"] = steward.throughput(
+                        args.throughput_runs, audit=True, kpis=kpis
+                    )
+                processes.check_alive()
+                rep["ratio"] = rep["on"]["steps_per_s"] / rep["off"]["steps_per_s"]
+                reps.append(rep)
+                log(
+                    f"repetition {index + 1}/{args.repetitions} "
+                    f"({'on first' if orders[0] else 'off first'}): "
+                    f"with rollups {rep['on']['steps_per_s']:.0f} steps/s, "
+                    f"without {rep['off']['steps_per_s']:.0f} steps/s, x{rep['ratio']:.3f}"
+                )
+            checks = steward.kpi_sanity()
+        except Exception:
+            for name in processes.started:
+                log(f"--- {name} log\n{processes.tail(name, 1500)}")
+            raise
+        finally:
+            processes.stop_all()
+            with contextlib.suppress(Exception):
+                broker.flushdb()
+    ratio = statistics.median(rep["ratio"] for rep in reps)
+    ratios = sorted(rep["ratio"] for rep in reps)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratio, ratio, ratio]
+    summary = {
+        "kpi_on_steps_per_s": round(statistics.median(r["on"]["steps_per_s"] for r in reps), 1),
+        "kpi_off_steps_per_s": round(statistics.median(r["off"]["steps_per_s"] for r in reps), 1),
+        "kpi_throughput_ratio": round(ratio, 4),
+        "kpi_cost_percent": round((1 - ratio) * 100, 2),
+        "kpi_ratios": [round(r["ratio"], 4) for r in reps],
+        "kpi_ratio_quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
+        "kpi_pairs_slower_with_rollups": sum(r < 1 for r in ratios),
+        "kpi_cost_target_percent": 5.0,
+        **checks,
+        "repetitions": args.repetitions,
+        "throughput_runs": args.throughput_runs,
+        "in_flight": 2,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "neighbours": sorted(set(neighbours) | set(busy_neighbours())),
+        "seconds": round(time.monotonic() - began, 1),
+        "machine": info,
+    }
+    s = summary
+    print(
+        f"Steward throughput with the KPI rollups {s['kpi_on_steps_per_s']:.1f} steps/s, without "
+        f"{s['kpi_off_steps_per_s']:.1f} steps/s (medians of {args.repetitions} repetitions)"
+    )
+    print(
+        f"KPI rollups' cost: {s['kpi_cost_percent']:.2f} % of throughput (target <= 5 %; "
+        f"x{s['kpi_throughput_ratio']:.4f} with / without, quartiles of the per-repetition "
+        f"ratios {s['kpi_ratio_quartiles']}, {s['kpi_pairs_slower_with_rollups']} of "
+        f"{len(reps)} repetitions slower with the rollups)"
+    )
+    print(
+        f"check: {s['kpi_run_ends_per_run_on']:.2f} KpiRunEnd rows per run with the rollups, "
+        f"{s['kpi_run_ends_per_run_off']:.2f} without; load average {s['load_average_before']} "
+        f"-> {s['load_average_after']}"
+    )
+    if s["neighbours"]:
+        print(f"note: other load on the machine during the run: {', '.join(s['neighbours'])}")
+    print(json.dumps(summary))
+
+
 def main() -> None:
     """Start the systems, measure them over the repetitions, print figures and the JSON last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--throughput-runs", type=int, default=100)
+    parser.add_argument(
+        "--kpi-ab",
+        action="store_true",
+        help="measure only Steward's throughput with and without the KPI rollups, alternated",
+    )
     args = parser.parse_args()
+    if args.kpi_ab:
+        kpi_ab(args)
+        return
 
     def _terminate(signum, frame):
         """Turn SIGTERM / SIGHUP into a normal exit, so the cleanup below runs."""

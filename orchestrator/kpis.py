@@ -27,8 +27,8 @@ import datetime as dt
 from collections import Counter, defaultdict
 from decimal import Decimal
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import CharField, JSONField, Value
 
 from audit import services as audit
 from audit.actors import requires_actor
@@ -67,15 +67,68 @@ def day_of(moment: dt.datetime) -> dt.date:
 
 
 def _bump(model, keys: dict, **deltas) -> None:
-    """Add to a rollup row's counters, creating the row the first time."""
-    changes = {name: F(name) + delta for name, delta in deltas.items() if delta}
-    if not changes:
-        return
-    if model.objects.filter(**keys).update(**changes):
-        return
-    with transaction.atomic():  # a savepoint: a concurrent creator wins, then we add to its row
-        model.objects.get_or_create(**keys)
-    model.objects.filter(**keys).update(**changes)
+    """Add to a rollup row's counters, creating the row the first time (one statement)."""
+    _execute([_upsert(model, [(keys, deltas)])])
+
+
+def _upsert(model, rows: list[tuple[dict, dict]]) -> tuple[str, list] | None:
+    """Return the upsert adding to the counters of rows of one rollup (None: nothing to add).
+
+    INSERT ... ON CONFLICT (the row's unique keys) DO UPDATE SET counter = counter + the delta:
+    one statement however many rows, atomic against a concurrent creator (PostgreSQL and
+    SQLite). Rows are taken in key order, so concurrent transactions lock them in the same order.
+    """
+    rows = [(keys, deltas) for keys, deltas in rows if any(deltas.values())]
+    if not rows:
+        return None
+    key_names = list(rows[0][0])
+    changed = sorted({name for _, deltas in rows for name, delta in deltas.items() if delta})
+    fields = {f.attname: f for f in model._meta.concrete_fields if not f.primary_key}
+    columns = [*key_names, *(name for name in fields if name not in key_names)]
+    values, params = [], []
+    for keys, deltas in sorted(rows, key=lambda row: [str(row[0][name]) for name in key_names]):
+        for name in columns:
+            value = keys[name] if name in keys else deltas.get(name) or fields[name].get_default()
+            params.append(fields[name].get_db_prep_save(value, connection))
+        values.append(f"({', '.join(['%s'] * len(columns))})")
+    quote, table = connection.ops.quote_name, connection.ops.quote_name(model._meta.db_table)
+    column = {name: quote(fields[name].column) for name in columns}
+    sql = (
+        f"INSERT INTO {table} ({', '.join(column[name] for name in columns)}) "
+        f"VALUES {', '.join(values)} "
+        f"ON CONFLICT ({', '.join(column[name] for name in key_names)}) DO UPDATE SET "
+        + ", ".join(f"{column[n]} = {table}.{column[n]} + EXCLUDED.{column[n]}" for n in changed)
+    )
+    return sql, params
+
+
+def _insert(row) -> tuple[str, list]:
+    """Return the plain INSERT of a model instance (all its columns)."""
+    meta = row._meta
+    fields = meta.concrete_fields
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    return sql, [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+
+
+def _execute(statements: list[tuple[str, list] | None]) -> None:
+    """Run writes to different tables: on PostgreSQL as one statement (WITH ... AS (...)).
+
+    PostgreSQL runs every data-modifying WITH clause once and to completion; a run's end then
+    costs one round trip, whatever rollups it adds to. Elsewhere (SQLite) one by one.
+    """
+    statements = [statement for statement in statements if statement is not None]
+    if len(statements) > 1 and connection.vendor == "postgresql":
+        *first, (last_sql, last_params) = statements
+        clauses = ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
+        params = [param for _, statement_params in first for param in statement_params]
+        statements = [(f"WITH {clauses} {last_sql}", [*params, *last_params])]
+    with connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
 
 
 # --- kept up to date by the engine's events -------------------------------------------------------
@@ -131,22 +184,61 @@ def _record_ack(run: WorkflowRun, moment: dt.datetime) -> None:
     )
 
 
-def _step_summary(run_id: int) -> dict:
-    """Return {step_id: [finished, failed, {error type: count}]} of a run's steps (not items)."""
+def _end_facts(run_id: int) -> tuple[dict, list[str], int, bool]:
+    """Return what a run's end counts, read in one statement.
+
+    Its step summary {step_id: [finished, failed, {error type: count}]} (steps, not items), the
+    reasons it was escalated for (each once, sorted), its approval requests, and whether an
+    earlier end of it is still counted.
+    """
+    from governance.models import ApprovalRequest, Escalation
+
+    def tagged(queryset, tag: str, name: str | None = None):
+        """Return (tag, name, status, error) rows of a queryset, for the union."""
+        text = {"output_field": CharField()}
+        return (
+            queryset.filter(run_id=run_id)
+            .order_by()
+            .annotate(
+                fact=Value(tag, **text),
+                **({} if name else {"fact_name": Value("", **text)}),
+                **({} if tag == "step" else {"fact_status": Value("", **text)}),
+                **({} if tag == "step" else {"fact_error": Value(None, output_field=JSONField())}),
+            )
+            .values_list(
+                "fact",
+                name or "fact_name",
+                "status" if tag == "step" else "fact_status",
+                "error" if tag == "step" else "fact_error",
+            )
+        )
+
+    steps = StepRun.objects.filter(
+        item_index=NO_ITEM, status__in=[StepStatus.SUCCEEDED, StepStatus.FAILED]
+    )
+    rows = tagged(steps, "step", "step_id").union(
+        tagged(Escalation.objects, "escalation", "reason"),
+        tagged(ApprovalRequest.objects, "approval"),
+        tagged(KpiRunEnd.objects, "earlier"),
+        all=True,
+    )
     summary: dict = {}
-    rows = StepRun.objects.filter(
-        run_id=run_id,
-        item_index=NO_ITEM,
-        status__in=[StepStatus.SUCCEEDED, StepStatus.FAILED],
-    ).values_list("step_id", "status", "error")
-    for step_id, status, error in rows:
-        finished, failed, errors = summary.setdefault(step_id, [0, 0, {}])
-        summary[step_id][0] = finished + 1
-        if status == StepStatus.FAILED:
-            summary[step_id][1] = failed + 1
-            kind = error_type(error)
-            errors[kind] = errors.get(kind, 0) + 1
-    return summary
+    reasons, approvals, earlier = set(), 0, False
+    for tag, name, status, error in rows:
+        if tag == "escalation":
+            reasons.add(name[:32])
+        elif tag == "approval":
+            approvals += 1
+        elif tag == "earlier":
+            earlier = True
+        else:
+            entry = summary.setdefault(name, [0, 0, {}])
+            entry[0] += 1
+            if status == StepStatus.FAILED:
+                entry[1] += 1
+                kind = error_type(error)
+                entry[2][kind] = entry[2].get(kind, 0) + 1
+    return summary, sorted(reasons), approvals, earlier
 
 
 def error_type(error) -> str:
@@ -156,30 +248,37 @@ def error_type(error) -> str:
     return "Error"
 
 
-def _apply_end(workflow_id, status, finished_at, duration, steps, people, sign: int) -> None:
-    """Add (sign 1) or take back (sign -1) what one run's end counts."""
+def _end_writes(workflow_id, status, finished_at, duration, steps, people, sign: int) -> list:
+    """Return the upserts adding (sign 1) or taking back (sign -1) what one run's end counts."""
     day = day_of(finished_at)
     keys = {"workflow_id": workflow_id, "day": day}
     reasons, approvals = people
-    _bump(
-        KpiDay,
-        keys,
-        **{_OUTCOME_FIELD[status]: sign, "duration_seconds": sign * duration},
-        escalated=sign * bool(reasons),
-        by_human=sign * bool(reasons or approvals),
-    )
-    for reason in reasons:
-        _bump(KpiEscalationDay, {**keys, "reason": reason}, runs=sign)
-    for step_id, (finished, failed, errors) in sorted(steps.items()):
-        _bump(
-            KpiStepDay, {**keys, "step_id": step_id}, finished=sign * finished, failed=sign * failed
-        )
-        for kind, count in sorted(errors.items()):
-            _bump(
-                KpiStepErrorDay,
-                {**keys, "step_id": step_id, "error_type": kind},
-                count=sign * count,
-            )
+    deltas = {_OUTCOME_FIELD[status]: sign, "duration_seconds": sign * duration}
+    deltas |= {"escalated": sign * bool(reasons), "by_human": sign * bool(reasons or approvals)}
+    return [
+        _upsert(KpiDay, [(keys, deltas)]),
+        _upsert(
+            KpiEscalationDay, [({**keys, "reason": reason}, {"runs": sign}) for reason in reasons]
+        ),
+        _upsert(
+            KpiStepDay,
+            [
+                (
+                    {**keys, "step_id": step_id},
+                    {"finished": sign * finished, "failed": sign * failed},
+                )
+                for step_id, (finished, failed, _) in steps.items()
+            ],
+        ),
+        _upsert(
+            KpiStepErrorDay,
+            [
+                ({**keys, "step_id": step_id, "error_type": kind}, {"count": sign * count})
+                for step_id, (_, _, errors) in steps.items()
+                for kind, count in errors.items()
+            ],
+        ),
+    ]
 
 
 def _take_back_end(run_id: int) -> None:
@@ -187,36 +286,32 @@ def _take_back_end(run_id: int) -> None:
     earlier = KpiRunEnd.objects.filter(run_id=run_id).first()
     if earlier is None:
         return
-    _apply_end(
-        earlier.workflow_id,
-        earlier.status,
-        earlier.finished_at,
-        earlier.duration_seconds,
-        earlier.steps,
-        (earlier.escalation_reasons, earlier.approvals),
-        -1,
+    _execute(
+        _end_writes(
+            earlier.workflow_id,
+            earlier.status,
+            earlier.finished_at,
+            earlier.duration_seconds,
+            earlier.steps,
+            (earlier.escalation_reasons, earlier.approvals),
+            -1,
+        )
     )
     earlier.delete()
 
 
-def _people(run_id: int) -> tuple[list[str], int]:
-    """Return the reasons a run was escalated for (each once, sorted) and its approval count."""
-    from governance.models import ApprovalRequest, Escalation
-
-    reasons = Escalation.objects.filter(run_id=run_id).values_list("reason", flat=True)
-    approvals = ApprovalRequest.objects.filter(run_id=run_id).count()
-    return sorted({reason[:32] for reason in reasons}), approvals
-
-
 def _record_end(run: WorkflowRun, event) -> None:
-    """Count a run's end: outcome, duration and its steps, on its end's day."""
-    _take_back_end(run.pk)
+    """Count a run's end: outcome, duration and its steps, on its end's day.
+
+    Two statements on PostgreSQL: one read (_end_facts), one write (its KpiRunEnd row and its
+    additions to the day rollups). An earlier end no resumption took back is taken back first.
+    """
     finished_at = run.finished_at or event.created_at
     duration = max((finished_at - run.created_at).total_seconds(), 0.0)
-    steps = _step_summary(run.pk)
-    reasons, approvals = _people(run.pk)
-    _apply_end(run.workflow_id, run.status, finished_at, duration, steps, (reasons, approvals), 1)
-    KpiRunEnd.objects.create(
+    steps, reasons, approvals, earlier = _end_facts(run.pk)
+    if earlier:
+        _take_back_end(run.pk)
+    end = KpiRunEnd(
         run_id=run.pk,
         workflow_id=run.workflow_id,
         status=run.status,
@@ -226,6 +321,9 @@ def _record_end(run: WorkflowRun, event) -> None:
         escalation_reasons=reasons,
         approvals=approvals,
     )
+    people = (reasons, approvals)
+    writes = _end_writes(run.workflow_id, run.status, finished_at, duration, steps, people, 1)
+    _execute([*writes, _insert(end)])
 
 
 def on_escalation_opened(escalation) -> None:

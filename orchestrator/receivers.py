@@ -2,6 +2,7 @@
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
@@ -124,37 +125,44 @@ def count_run_events(sender, events, run, **kwargs):
     metrics.count_run_events(events)
 
 
+def _kpi_rollups_on() -> bool:
+    """Tell whether the KPI rollups are kept (STEWARD_KPI_ROLLUPS, read at each call)."""
+    return settings.STEWARD_KPI_ROLLUPS
+
+
 @receiver(run_events_recorded, dispatch_uid="orchestrator.keep_kpis")
 def keep_kpis(sender, events, run, **kwargs):
     """Keep the KPI rollups in the transaction that moved the run."""
-    kpis.on_run_events(events, run)
+    if _kpi_rollups_on():
+        kpis.on_run_events(events, run)
 
 
 @receiver(post_save, sender=Escalation, dispatch_uid="orchestrator.count_escalation")
 def count_escalation(sender, instance, created, **kwargs):
     """Count an escalation opened for a run in the KPI rollups, in its transaction."""
-    if created:
+    if created and _kpi_rollups_on():
         kpis.on_escalation_opened(instance)
 
 
 @receiver(post_save, sender=ModelCall, dispatch_uid="orchestrator.count_model_call")
 def count_model_call(sender, instance, created, **kwargs):
     """Count an agent's model call (tokens, cost) in the KPI rollups, in its transaction."""
-    if created:
+    if created and _kpi_rollups_on():
         kpis.on_model_call(instance)
 
 
 @receiver(post_save, sender=ToolInvocation, dispatch_uid="orchestrator.count_tool_call")
 def count_tool_call(sender, instance, created, **kwargs):
     """Count a proposed tool call by its verdict in the KPI rollups, in its transaction."""
-    if created:
+    if created and _kpi_rollups_on():
         kpis.on_tool_call(instance)
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.keep_approval_kpis")
 def keep_approval_kpis(sender, request, **kwargs):
     """Keep an approval request's latency in the KPI rollups once it is final."""
-    kpis.on_approval_final(request)
+    if _kpi_rollups_on():
+        kpis.on_approval_final(request)
 
 
 @receiver(approval_decided, dispatch_uid="orchestrator.resume_on_approval")

@@ -396,6 +396,9 @@ STEWARD_SWEEP_SECONDS = env_float("STEWARD_SWEEP_SECONDS", 2.0)
 STEWARD_REPUBLISH_AFTER_SECONDS = env_float("STEWARD_REPUBLISH_AFTER_SECONDS", 15.0)
 STEWARD_REPUBLISH_MAX_SECONDS = env_float("STEWARD_REPUBLISH_MAX_SECONDS", 300.0)
 STEWARD_INLINE_STEPS = env_int("STEWARD_INLINE_STEPS", 1000)
+# STEWARD_KPI_ROLLUPS=0 stops keeping the KPI rollups (docs/kpis.md) as runs move, for measuring
+# their cost (bench/engine.py --kpi-ab); the KPI pages are then stale until `rebuild_kpis`.
+STEWARD_KPI_ROLLUPS = env_bool("STEWARD_KPI_ROLLUPS", default=True)
 # The approval rule (its slug) that says who approves new workflow versions (docs/workflows.md).
 STEWARD_VERSION_APPROVAL_RULE = env_str("STEWARD_VERSION_APPROVAL_RULE", "workflow-versions")
 

@@ -459,3 +459,72 @@ def test_rollups_equal_a_full_recomputation_after_random_people_and_signals(comp
     live = snapshot()
     kpis.rebuild(actor=SYSTEM)
     assert snapshot() == live
+
+
+TEN_NOOPS = {
+    "steps": [
+        {"id": f"s{i}", "type": "noop", **({"depends_on": [f"s{i - 1}"]} if i else {})}
+        for i in range(10)
+    ]
+}
+_ALL_ROLLUPS = (
+    KpiDay,
+    KpiRunEnd,
+    KpiStepDay,
+    KpiStepErrorDay,
+    KpiEscalationDay,
+    KpiApproval,
+    KpiAck,
+    KpiAgentDay,
+)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_rollups_can_be_switched_off(settings, company, on):
+    """STEWARD_KPI_ROLLUPS=0 (bench/engine.py --kpi-ab): no rollup row is written at all."""
+    settings.STEWARD_KPI_ROLLUPS = on
+    governed = {
+        "steps": [
+            {
+                "id": "approve",
+                "type": "approval",
+                "rule": company.rule.slug,
+                "summary": "Pay",
+                "arguments": {"amount": 10},
+            },
+            {
+                "id": "call",
+                "type": "tool",
+                "tool": "test.flaky",
+                "depends_on": ["approve"],
+                "args": {"fail_times": 1, "error": "FatalToolError"},
+                "on_failure": "escalate",
+            },
+        ]
+    }
+    wf = company.payments
+    services.publish_version(wf, governed, actor=SYSTEM)
+    for model in _ALL_ROLLUPS:  # what the fixtures' own runs counted
+        model.objects.all().delete()
+    with clock.frozen(T0) as frozen:
+        run = services.start_run(wf, {}, started_by=company.gina)
+        engine.drain()
+        from governance.models import ApprovalRequest
+        from tests.governance.conftest import fresh
+
+        request = ApprovalRequest.objects.get(run_id=run.pk)
+        frozen.advance(300)
+        governance.decide_approval(request, user=fresh(company.alice), decision="approve")
+        engine.drain()
+        services.cancel_run(WorkflowRun.objects.get(pk=run.pk), actor=SYSTEM, reason="done")
+    written = {model.__name__ for model in _ALL_ROLLUPS if model.objects.exists()}
+    if on:
+        assert written >= {
+            "KpiDay",
+            "KpiRunEnd",
+            "KpiStepDay",
+            "KpiEscalationDay",
+            "KpiApproval",
+        }
+    else:
+        assert written == set()
