@@ -10,7 +10,7 @@ register = template.Library()
 @register.filter
 def duration(seconds) -> str:
     """Write seconds as the largest sensible units: 42 s, 3 min 5 s, 2 h 10 min, 1 d 4 h."""
-    if seconds is None:
+    if seconds is None or seconds == "":  # "" is what the template gives for a missing figure
         return "–"
     seconds = float(seconds)
     if seconds < 60:

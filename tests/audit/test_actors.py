@@ -49,6 +49,8 @@ TAKE_NO_ACTOR = {
     "governance.actions.policies.validate_rule",
     "governance.actions.policies.evaluate",
     "governance.actions.approvals.required_approvals",
+    "governance.actions.approvals.bulk_class",
+    "governance.actions.notifications.request_link",
     "orchestrator.services.authorise",
     "audit.services.record_many",  # entries as record() takes them: each names its actor
     # Finds who acts, from the API token a request presented; refusals are recorded as SYSTEM.
@@ -81,6 +83,10 @@ TAKE_NO_ACTOR = {
     "governance.actions.webhooks.check_destination",
     "governance.actions.webhooks.post_signed",
     "governance.actions.webhooks.dispatcher",
+    # A request's notices: queued once its opening (audited for its actor) commits; the task
+    # sends them as SYSTEM and journals each.
+    "governance.actions.notifications.dispatcher",
+    "governance.actions.notifications.notify_on_commit",
     "agents.services.post_incident_update",
     # Bookkeeping that follows an act already recorded with its actor: the log's own sequence
     # and checkpoints, copies of an entry just written, journals a memory purge redacts.

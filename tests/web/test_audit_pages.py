@@ -177,6 +177,7 @@ def test_an_entrys_page_costs_the_same_queries_in_a_small_and_a_larger_trail(com
     assert queries_for(early) == few
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_reader_of_the_entries_alone_sees_the_lag_counted_from_the_sequencers_cursor(
     company, auditor
 ):

@@ -166,3 +166,15 @@ def test_the_page_costs_the_same_queries_for_one_workflow_or_many(company):
     # The ceiling holds the page's own reads and the navigation's inbox count (requests and
     # escalations owed, with the decision rule's few reads).
     assert len(many) <= 28, "\n".join(q["sql"][:120] for q in many.captured_queries)
+
+
+def test_a_baseline_without_acknowledgements_in_the_period_shows_dashes(company):
+    """A workflow with a manual baseline and no acknowledged run yet: its row has no figures."""
+    services.declare_manual_baseline(
+        company.payments, ack_seconds=900, source="ITSM export, 2025", actor=SYSTEM
+    )
+    page = client_for(fresh(company.maya)).get(PAGE)
+    assert page.status_code == 200
+    [row] = page.context["acks"]
+    assert row["now"] == {} and row["baseline"].ack_seconds == 900
+    assert "15 min" in page.content.decode()
