@@ -45,8 +45,14 @@ run: migrate
 	@HOST=$(HOST) WORKER_ARGS="$(WORKER_ARGS)" BEAT_SCHEDULE=$(RUN_DIR)/celerybeat-schedule \
 		exec $(PY) -m honcho start --procfile Procfile --port $(PORT)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each with its own test database and
+# Redis database. Most of a test's time is waiting on the processes it starts (workers, servers,
+# Chromium), so more processes than cores pay: tests/audit, tests/integration and the live
+# browser test took 10 min 49 s with 2 and 8 min 16 s with 4 on 2 cores (docs/benchmarks.md).
+# TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 4
 test: $(STAMP)
-	STEWARD_FIND_SERVICES=1 $(PY) -m pytest $(PYTEST_ARGS)
+	STEWARD_FIND_SERVICES=1 $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The schemathesis run of every API operation that `make test` bounds to 5 examples each, with many
 # more (FUZZ_EXAMPLES=1000 make fuzz for longer).

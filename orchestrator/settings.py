@@ -8,6 +8,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -109,6 +110,22 @@ if FIND_SERVICES and "DATABASE_URL" not in os.environ and _port_open("127.0.0.1"
     os.environ["DATABASE_URL"] = f"postgres://{env_str('PGUSER', 'root')}@127.0.0.1:5432/steward"
 if FIND_SERVICES and "REDIS_URL" not in os.environ and _port_open("127.0.0.1", 6379):
     os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+
+# pytest-xdist runs the suite in worker processes side by side (gw0, gw1, ...). pytest-django
+# gives each its own test database; each also takes a Redis database of its own (the base one's
+# number plus the worker's), since tests flush Redis and read the channel layer's groups.
+# The processes a test starts inherit the environment, the derived URL with it, and the marker
+# that keeps them from adding the offset a second time.
+_TEST_WORKER = env_str("PYTEST_XDIST_WORKER")
+if (
+    _TEST_WORKER
+    and os.environ.get("REDIS_URL")
+    and os.environ.get("STEWARD_REDIS_OF_TEST_WORKER") != _TEST_WORKER
+):
+    _redis = urlsplit(os.environ["REDIS_URL"])
+    _redis_db = int(_redis.path.strip("/") or 0) + int(_TEST_WORKER.removeprefix("gw"))
+    os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path=f"/{_redis_db}"))
+    os.environ["STEWARD_REDIS_OF_TEST_WORKER"] = _TEST_WORKER
 
 DATABASE_URL = env_str("DATABASE_URL")
 # Seconds a connection is kept for the next request or task. orchestrator/asgi.py sets 0: under

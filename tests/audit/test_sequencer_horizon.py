@@ -31,7 +31,7 @@ def other_database():
     """A second database on the same server, as another application's would be."""
     url = processes.test_database_url()
     admin = url.rsplit("/", 1)[0] + "/postgres"
-    name = "steward_horizon_neighbour"
+    name = f"{url.rsplit('/', 1)[1]}_neighbour"  # one per test database: runs side by side
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
