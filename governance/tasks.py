@@ -50,3 +50,11 @@ def notify_deciders(request_id: int) -> int:
     from governance.actions import notifications
 
     return notifications.notify_deciders(request_id, actor=SYSTEM)
+
+
+@shared_task(name="governance.send_missing_notices", acks_late=True, ignore_result=True)
+def send_missing_notices() -> int:
+    """Send the approval notices whose task message was lost (journaled: never twice)."""
+    from governance.actions import notifications
+
+    return notifications.send_missing_notices(actor=SYSTEM)

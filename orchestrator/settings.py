@@ -483,6 +483,14 @@ CELERY_BEAT_SCHEDULE["agents-notification-delivery"] = {
     "options": {"expires": 30},
 }
 
+# Approval notices: a beat task sends those whose task message was lost (the broker was down at
+# the commit); email is a network call, so it stays on the step queue too.
+CELERY_BEAT_SCHEDULE["governance-missing-notices"] = {
+    "task": "governance.send_missing_notices",
+    "schedule": env_float("STEWARD_NOTICE_SWEEP_SECONDS", 300.0),
+    "options": {"expires": 120},
+}
+
 # Policy dry runs: a beat task queues again those whose message was lost or whose worker died
 # (the next worker resumes from the committed cursor).
 CELERY_BEAT_SCHEDULE["agents-policy-dry-runs"] = {

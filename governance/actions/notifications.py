@@ -11,6 +11,7 @@ delivery.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -96,4 +97,29 @@ def notify_deciders(request_id: int, *, actor) -> int:
             )
             send_mail(subject, body, None, [person.email])
         sent += 1
+    return sent
+
+
+@requires_actor
+def send_missing_notices(*, actor, window_seconds: int = 3600, grace_seconds: int = 60) -> int:
+    """Send the notices a lost task message left unsent; return how many went out.
+
+    The task is queued after the commit, and a broker that is down then loses its message: this
+    sweep asks again for each pending request whose current level began within the window (its
+    opening, or its escalation to the next role) and at least `grace_seconds` ago, so the task
+    of a request just opened has its turn first. The journal keeps it from sending twice.
+    """
+    now = clock.now()
+    since = now - dt.timedelta(seconds=window_seconds)
+    settled = now - dt.timedelta(seconds=grace_seconds)
+    # due_at - sla_seconds is when the current level began; due_at >= since narrows to a
+    # superset in SQL (a level that began in the window ends after the window's start).
+    candidates = ApprovalRequest.objects.filter(
+        status=ApprovalStatus.PENDING, due_at__gte=since, created_at__lte=settled
+    ).values_list("pk", "due_at", "sla_seconds")
+    sent = 0
+    for pk, due_at, sla_seconds in candidates.iterator():
+        began = due_at - dt.timedelta(seconds=sla_seconds)
+        if since <= began <= settled:
+            sent += notify_deciders(pk, actor=actor)
     return sent

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.test import Client
 
+from audit import clock
 from audit.actors import SYSTEM
 from governance import services, tasks
 from governance.actions import notifications
@@ -138,3 +139,31 @@ def test_a_decided_request_notifies_nobody(addressed, django_capture_on_commit_c
     ApprovalNotice.objects.all().delete()
     mail.outbox.clear()
     assert tasks.notify_deciders(request.pk) == 0 and mail.outbox == []
+
+
+def test_the_sweep_sends_what_a_lost_task_message_did_not_and_only_once(
+    addressed, django_capture_on_commit_callbacks, monkeypatch
+):
+    """The broker was down at the commit: the beat sweep sends the notices, the next one none."""
+    monkeypatch.setattr(notifications, "dispatcher", lambda request_id: None)  # the lost message
+    with clock.frozen() as frozen:
+        request = _refund(addressed, django_capture_on_commit_callbacks)
+        assert mail.outbox == []
+        assert tasks.send_missing_notices() == 0  # within the grace: the task has its turn first
+        frozen.advance(61)
+        assert tasks.send_missing_notices() == 2
+        assert _recipients() == ["alice@example.com", "bob@example.com"]
+        assert tasks.send_missing_notices() == 0 and len(mail.outbox) == 2
+        assert ApprovalNotice.objects.filter(request=request).count() == 2
+
+
+def test_the_sweep_leaves_requests_whose_level_began_before_its_window(
+    addressed, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr(notifications, "dispatcher", lambda request_id: None)
+    with clock.frozen() as frozen:
+        request = _refund(addressed, django_capture_on_commit_callbacks)
+        frozen.advance(61)
+        assert notifications.send_missing_notices(actor=SYSTEM, window_seconds=30) == 0
+        assert notifications.send_missing_notices(actor=SYSTEM, window_seconds=120) == 2
+        assert request.status == "pending"
