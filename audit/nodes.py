@@ -181,14 +181,14 @@ def leaf_hashes_between(low: int, high: int) -> list[bytes]:
     return [bytes(digest) for _, digest in rows]
 
 
-def fill_missing(state: AuditTreeState, limit: int = FILL_LEAVES) -> int:
-    """Store the nodes of up to `limit` leaves past state.nodes_size; return how many leaves.
+def fill_missing(state: AuditTreeState, limit: int | None = None) -> int:
+    """Store the nodes of up to `limit` (FILL_LEAVES) leaves past nodes_size; return how many.
 
     For a trail sequenced before nodes were kept. The caller holds the sequencer's lock and the
     state row and saves the state in the same transaction.
     """
     start = state.nodes_size
-    stop = min(state.size, start + limit)
+    stop = min(state.size, start + (FILL_LEAVES if limit is None else limit))
     if stop <= start:
         return 0
     frontier = frontier_at(start)

@@ -145,7 +145,7 @@ def sequence_batch(batch_size: int = 5000) -> int | None:
         return len(rows)
 
 
-def build_nodes(*, batch_leaves: int = nodes.FILL_LEAVES, progress=None) -> int:
+def build_nodes(*, batch_leaves: int | None = None, progress=None) -> int:
     """Fill in every tree node an older trail lacks, one transaction per batch; return leaves."""
     total = 0
     while True:
