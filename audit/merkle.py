@@ -12,7 +12,11 @@ Three ways in, by what the caller holds:
   costs O(log n): right for an export of many entries against one checkpoint;
 * `Frontier` keeps only the O(log n) roots of the perfect subtrees that make up the tree so
   far: appends are amortised O(1), the root is available at any size, and its state fits in a
-  JSON column, so the sequencer can persist it and resume.
+  JSON column, so the sequencer can persist it and resume. `extend_with_nodes` also hands back
+  each perfect subtree completed on the way, which the sequencer stores (audit/nodes.py);
+* `inclusion_path` / `consistency_path` build the RFC's proofs from any source of subtree roots,
+  and `perfect_subtrees` / `fold_subtrees` say which perfect subtrees make up one of the
+  subtrees they ask for, and hash it from their roots: proofs from stored nodes.
 
 Verification follows RFC 9162 2.1.3.2 (inclusion) and 2.1.4.2 (consistency) step by step. This
 module imports nothing of Django: the offline verifier loads it by path.
@@ -114,6 +118,51 @@ def _consistency_path(old_size: int, size: int, subtree_root: SubtreeRoot) -> li
         nodes.append(subtree_root(low, high))
     nodes.reverse()
     return nodes
+
+
+def inclusion_path(index: int, size: int, subtree_root: SubtreeRoot) -> list[bytes]:
+    """Return the audit path of leaf `index` in a tree of `size`, `subtree_root(low, high)`
+    giving MTH(D[low:high]) of the subtrees it needs (O(log n) calls)."""
+    _check_index(index, size)
+    return _inclusion_path(index, size, subtree_root)
+
+
+def consistency_path(old_size: int, size: int, subtree_root: SubtreeRoot) -> list[bytes]:
+    """Return the consistency proof from `old_size` to `size`, asking `subtree_root` for nodes."""
+    if not 0 <= old_size <= size:
+        raise ValueError(f"old size {old_size} is outside 0..{size}")
+    return _consistency_path(old_size, size, subtree_root)
+
+
+def perfect_subtrees(low: int, high: int) -> list[tuple[int, int]]:
+    """Return the aligned perfect subtrees (level, first leaf) that tile leaves [low, high).
+
+    Left to right, each as large as its start's alignment allows. For a subtree the RFC's
+    proofs use (low a multiple of the power of two at or above high - low) they are the set
+    bits of high - low, largest first: the tree's left-balanced shape, so `fold_subtrees`
+    of their roots is MTH(D[low:high]).
+    """
+    pieces = []
+    while low < high:
+        level = (high - low).bit_length() - 1
+        if low:
+            level = min(level, (low & -low).bit_length() - 1)
+        pieces.append((level, low))
+        low += 1 << level
+    return pieces
+
+
+def fold_subtrees(roots: Sequence[bytes]) -> bytes:
+    """Return a subtree's hash from the roots of its perfect subtrees, as perfect_subtrees lists.
+
+    The right-most subtree is the deepest on the right edge, so the fold runs right to left.
+    """
+    if not roots:
+        return EMPTY_ROOT
+    node = roots[-1]
+    for left in reversed(roots[:-1]):
+        node = _sha256(NODE_PREFIX + left + node).digest()
+    return node
 
 
 def _check_index(index: int, size: int) -> None:
@@ -333,13 +382,38 @@ class Frontier:
         finally:
             self._size = size
 
+    def extend_with_nodes(
+        self, leaf_hashes: Iterable[bytes], min_level: int = 1
+    ) -> list[tuple[int, int, bytes]]:
+        """Add leaf hashes in order; return the perfect subtrees completed on the way.
+
+        Each as (level, index, hash): the subtree of 2**level leaves starting at leaf
+        index * 2**level, for every level >= min_level (level 0 is the leaves themselves).
+        """
+        hashes = self._hashes
+        sha256, prefix = _sha256, NODE_PREFIX
+        size = self._size
+        completed = []
+        try:
+            for digest in leaf_hashes:
+                if len(digest) != HASH_SIZE:
+                    raise ValueError(f"a leaf hash is {HASH_SIZE} bytes, not {len(digest)}")
+                node = bytes(digest)
+                carry = size
+                level = 0
+                while carry & 1:
+                    node = sha256(prefix + hashes.pop() + node).digest()
+                    carry >>= 1
+                    level += 1
+                    if level >= min_level:
+                        # The leaf at `size` ends the subtree: its low `level` bits are all 1.
+                        completed.append((level, size >> level, node))
+                hashes.append(node)
+                size += 1
+        finally:
+            self._size = size
+        return completed
+
     def root(self) -> bytes:
         """Return the root hash of the tree so far."""
-        if not self._hashes:
-            return EMPTY_ROOT
-        # The right-most subtree is the deepest on the right edge, so fold right to left.
-        hashes = self._hashes
-        node = hashes[-1]
-        for left in reversed(hashes[:-1]):
-            node = _sha256(NODE_PREFIX + left + node).digest()
-        return node
+        return fold_subtrees(self._hashes)

@@ -1,10 +1,12 @@
-"""The audit trail: append-only entries, their erasable bodies, the Merkle leaves and checkpoints.
+"""The audit trail: append-only entries, their erasable bodies, the Merkle leaves, the tree's
+stored nodes and checkpoints.
 
-Entries, leaves and checkpoints are never changed once written; on PostgreSQL triggers created in
-migration 0002 refuse UPDATE, DELETE and TRUNCATE on them. A body may only be erased (its content
-set to NULL with an erasure marker), which leaves every proof valid because the leaf commits to the
-body's digest, not to the body itself. Nothing here holds a foreign key to another app: the actor
-and the target are copied, so an entry outlives what it describes.
+Entries, leaves, nodes and checkpoints are never changed once written; on PostgreSQL triggers
+created in migrations 0002 and 0007 refuse UPDATE, DELETE and TRUNCATE on them. A body may only
+be erased (its content set to NULL with an erasure marker), which leaves every proof valid
+because the leaf commits to the body's digest, not to the body itself. Nothing here holds a
+foreign key to another app: the actor and the target are copied, so an entry outlives what it
+describes.
 """
 
 from __future__ import annotations
@@ -136,6 +138,24 @@ class AuditLeaf(models.Model):
         return f"seq {self.seq} → #{self.entry_id}"
 
 
+class AuditNode(models.Model):
+    """The hash of one perfect subtree of the Merkle tree: 2**level leaves from position * 2**level.
+
+    Written by the sequencer, in the transaction of the leaf that completes the subtree, for
+    every level >= audit.nodes.MIN_LEVEL; a proof reads O(log n) of them (audit/nodes.py).
+    """
+
+    pk = models.CompositePrimaryKey("level", "position")
+    level = models.PositiveSmallIntegerField()
+    position = models.BigIntegerField(help_text="Index of the subtree among those of its level.")
+    hash = models.BinaryField(max_length=32)
+
+    objects = AuditQuerySet.as_manager()
+
+    def __str__(self):
+        return f"node {self.level}/{self.position}"
+
+
 class AuditTreeState(models.Model):
     """The sequencer's incremental state (one row): tree size, Merkle frontier and commit cursor."""
 
@@ -147,6 +167,11 @@ class AuditTreeState(models.Model):
         default=0, help_text="PostgreSQL: (txid, id) of the last sequenced entry."
     )
     cursor_id = models.BigIntegerField(default=0)
+    nodes_size = models.BigIntegerField(
+        default=0,
+        help_text="Every perfect subtree within the first nodes_size leaves is stored "
+        "(AuditNode); below size while an older trail's nodes are filled in.",
+    )
     updated_at = models.DateTimeField(default=timezone.now)
 
     objects = AuditQuerySet.as_manager()

@@ -23,8 +23,10 @@ takes the write lock at BEGIN (settings: transaction_mode IMMEDIATE). An id is a
 write transaction that holds that lock until it commits, so ids commit in order and every row
 the sequencer can see is committed: a cursor on id is correct there.
 
-Each batch commits its leaves, the Merkle frontier and the cursor in one transaction, so a
-sequencer killed mid-batch loses nothing and a restarted one resumes where the last commit left.
+Each batch commits its leaves, the tree nodes they complete (audit/nodes.py), the Merkle
+frontier and the cursor in one transaction, so a sequencer killed mid-batch loses nothing and a
+restarted one resumes where the last commit left. On a trail sequenced before nodes were kept,
+each batch also fills in the nodes of up to nodes.FILL_LEAVES older leaves.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit import keys
+from audit import keys, nodes
 from audit.evidence import checkpoint_message, key_id_for
 from audit.evidence import sign_checkpoint as sign_message
 from audit.leaves import ENTRY_COLUMNS, format_time, pg_leaf_time, sequencing_leaf_hash
@@ -115,17 +117,25 @@ def sequence_batch(batch_size: int = 5000) -> int | None:
         if not _try_lock():
             return None
         state = _state()
+        filled = nodes.fill_missing(state) if state.nodes_size < state.size else 0
         rows = _pending(state, batch_size)
         if not rows:
+            if filled:
+                state.save(update_fields=["nodes_size"])
             return 0
         frontier = Frontier.load(state.frontier, state.size)
         now = timezone.now()
-        leaves = []
-        for seq, row in enumerate(rows, start=state.size):
-            digest = sequencing_leaf_hash(seq, row[1:])
-            frontier.append(digest)
-            leaves.append((seq, row[1], digest, now))
+        leaves = [
+            (seq, row[1], sequencing_leaf_hash(seq, row[1:]), now)
+            for seq, row in enumerate(rows, start=state.size)
+        ]
+        digests = [leaf[2] for leaf in leaves]
         _insert_leaves(leaves)
+        if state.nodes_size == state.size:
+            nodes.insert_nodes(frontier.extend_with_nodes(digests, nodes.MIN_LEVEL))
+            state.nodes_size += len(rows)
+        else:  # an older trail whose nodes are still being filled in: fill_missing will
+            frontier.extend(digests)
         state.size += len(rows)
         state.frontier = frontier.dump()
         state.root_hash = frontier.root().hex()
@@ -133,6 +143,23 @@ def sequence_batch(batch_size: int = 5000) -> int | None:
         state.updated_at = now
         state.save()
         return len(rows)
+
+
+def build_nodes(*, batch_leaves: int | None = None, progress=None) -> int:
+    """Fill in every tree node an older trail lacks, one transaction per batch; return leaves."""
+    total = 0
+    while True:
+        with transaction.atomic():
+            if not _try_lock():
+                raise RuntimeError("another sequencer holds the lock: try again")
+            state = _state()
+            filled = nodes.fill_missing(state, batch_leaves)
+            if not filled:
+                return total
+            state.save(update_fields=["nodes_size"])
+        total += filled
+        if progress is not None:
+            progress(state.nodes_size, state.size)
 
 
 def next_unsequenced_at():

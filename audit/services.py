@@ -286,6 +286,13 @@ def sequence_pending(*, batch_size: int = 5000, max_batches: int | None = None) 
     return run_sequencer(batch_size=batch_size, max_batches=max_batches)
 
 
+def build_tree_nodes(*, batch_leaves: int = 100_000, progress=None) -> int:
+    """Store the tree nodes a trail sequenced before they were kept lacks; return the leaves."""
+    from audit.sequencer import build_nodes
+
+    return build_nodes(batch_leaves=batch_leaves, progress=progress)
+
+
 def sign_checkpoint(*, force: bool = False, min_interval: float | None = None):
     """Sign a checkpoint of the current tree when it grew and one is due; return it or None."""
     from audit.sequencer import make_checkpoint

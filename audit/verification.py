@@ -7,6 +7,8 @@ What is checked, and what a failure names:
   the entry equal to the leaf hash stored when it was sequenced (so a changed entry, a changed
   sequence number or a swap is named by its seq and entry id), its body matching the digest the
   leaf commits to, an erased body backed by a recorded erasure entry;
+* every stored tree node (audit/nodes.py) equal to the one recomputed from the entries, none
+  missing below the size the sequencer says they cover, none beyond it;
 * the Merkle root recomputed from the entries at the size of each checkpoint equal to the signed
   root (an attacker who also rewrote the stored leaf hashes is caught here, to the range between
   the last matching checkpoint and this one);
@@ -40,6 +42,7 @@ from audit.leafcheck import (
 )
 from audit.merkle import Frontier, consistency_proof, verify_consistency
 from audit.models import AuditCheckpoint, AuditTreeState
+from audit.nodes import MIN_LEVEL
 from audit.services import ERASURE_ACTION
 
 MAX_LISTED = 20
@@ -270,6 +273,8 @@ def _check_leaves(
         bound, total = _log_bounds()
         results = _serial_results(bound)
     erasures: list[tuple[int, int, int | None]] = []
+    nodes_size = _nodes_size()
+    gap_seen = False
     gap_start = None  # a run of missing numbers that reached the end of the previous range
     for chunk in results:
         for code, message in chunk.failures:
@@ -288,12 +293,22 @@ def _check_leaves(
                 gap_start = None
         # Roots at the sizes asked for: split the range's hashes where those sizes fall.
         done = 0
+        completed = []
         for size in sorted(s for s in roots_wanted if chunk.start < s <= chunk.stop):
             upto = chunk.found_below(size)
-            frontier.extend(_split_hashes(chunk.digests, done, upto))
+            completed += frontier.extend_with_nodes(
+                _split_hashes(chunk.digests, done, upto), MIN_LEVEL
+            )
             done = upto
             roots[size] = frontier.root()
-        frontier.extend(_split_hashes(chunk.digests, done, chunk.found))
+        completed += frontier.extend_with_nodes(
+            _split_hashes(chunk.digests, done, chunk.found), MIN_LEVEL
+        )
+        # After a gap the recomputed nodes sit at the wrong positions: the gap is the failure.
+        if not gap_seen and frontier.size == chunk.stop:
+            _check_nodes(result, completed, chunk.start, min(chunk.stop, nodes_size))
+        else:
+            gap_seen = True
         if keep is not None:
             keep.extend(_split_hashes(chunk.digests, 0, chunk.found))
         if progress is not None and chunk.stop < bound:
@@ -304,6 +319,70 @@ def _check_leaves(
     result.root_hash = frontier.root().hex()
     _check_erasures(result, erasures)
     return roots
+
+
+def _nodes_size() -> int:
+    """Return how many leaves the stored tree nodes cover (AuditTreeState.nodes_size)."""
+    state = AuditTreeState.objects.filter(pk=1).values_list("nodes_size", flat=True).first()
+    return state or 0
+
+
+def _check_nodes(
+    result: VerificationResult, computed: list[tuple[int, int, bytes]], low: int, high: int
+) -> None:
+    """Compare the stored nodes that leaves low..high-1 complete with the recomputed ones."""
+    expected = {
+        (level, position): digest
+        for level, position, digest in computed
+        if (position + 1) << level <= high
+    }
+    clauses, params = [], []
+    level = MIN_LEVEL
+    while (1 << level) <= high:
+        first, last = low >> level, (high >> level) - 1
+        if first <= last:
+            clauses.append("(level = %s AND position BETWEEN %s AND %s)")
+            params += [level, first, last]
+        level += 1
+    stored = {}
+    if clauses:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT level, position, hash FROM audit_auditnode WHERE {' OR '.join(clauses)}",
+                params,
+            )
+            stored = {(lv, p): bytes(h) for lv, p, h in cursor.fetchall()}
+    for key in sorted(expected.keys() - stored.keys())[:MAX_LISTED]:
+        result.fail("node_missing", f"{_node_name(key)} is not stored: it was deleted")
+    changed = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+    for key in changed[:MAX_LISTED]:
+        result.fail(
+            "node_changed",
+            f"{_node_name(key)} differs from the one recomputed from the entries: a proof "
+            "built from it would not reach the signed root",
+        )
+
+
+def _node_name(key: tuple[int, int]) -> str:
+    """Name a stored node by the leaves it covers."""
+    level, position = key
+    first, last = position << level, ((position + 1) << level) - 1
+    return f"tree node level {level} position {position} (seq {first}..{last})"
+
+
+def _check_stray_nodes(result: VerificationResult) -> None:
+    """Name stored nodes beyond the leaves the sequencer says they cover (written by no one)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM audit_auditnode n, audit_audittreestate s "
+            "WHERE s.id = 1 AND ((n.position + 1) << n.level) > s.nodes_size"
+        )
+        stray = cursor.fetchone()[0]
+    if stray:
+        result.fail(
+            "node_stray",
+            f"{stray} stored tree nodes lie beyond the leaves the sequencer has covered",
+        )
 
 
 def _split_hashes(blob: bytes, low: int, high: int) -> list[bytes]:
@@ -472,4 +551,5 @@ def verify_log(
     for name, checkpoint in external_ok:
         _check_extends(result, name, checkpoint, hashes or [], last_good)
     _check_unsequenced(result)
+    _check_stray_nodes(result)
     return result

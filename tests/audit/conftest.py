@@ -15,7 +15,13 @@ from audit.keys import encode_private_key
 from audit.models import AuditEntry
 from audit.verification import verify_log
 
-AUDIT_TABLES = ("audit_auditentry", "audit_auditbody", "audit_auditleaf", "audit_auditcheckpoint")
+AUDIT_TABLES = (
+    "audit_auditentry",
+    "audit_auditbody",
+    "audit_auditleaf",
+    "audit_auditnode",
+    "audit_auditcheckpoint",
+)
 TEST_KEY = encode_private_key(Ed25519PrivateKey.generate())
 
 

@@ -91,6 +91,7 @@ TAKE_NO_ACTOR = {
     # Bookkeeping that follows an act already recorded with its actor: the log's own sequence
     # and checkpoints, copies of an entry just written, journals a memory purge redacts.
     "audit.services.sequence_pending",
+    "audit.services.build_tree_nodes",
     "audit.services.sign_checkpoint",
     "agents.actions.memory.note_audited_copies",
     "orchestrator.services.redact_model_call_journals",

@@ -178,7 +178,10 @@ def test_swapped_entries_are_both_named():
 
 
 def _truncate_tail(keep: int) -> None:
-    """Delete every entry from seq `keep` on and reset the sequencer to the shorter tree."""
+    """Delete every entry from seq `keep` on and reset the sequencer to the shorter tree.
+
+    The tree nodes those entries completed go too, as a thorough attacker would remove them.
+    """
     victims = list(AuditLeaf.objects.filter(seq__gte=keep).values_list("entry_id", flat=True))
     frontier = Frontier()
     for digest in AuditLeaf.objects.filter(seq__lt=keep).order_by("seq"):
@@ -194,8 +197,10 @@ def _truncate_tail(keep: int) -> None:
         cursor.execute(f"DELETE FROM audit_auditleaf WHERE seq >= {keep}")
         cursor.execute(f"DELETE FROM audit_auditbody WHERE entry_id IN ({placeholders})", victims)
         cursor.execute(f"DELETE FROM audit_auditentry WHERE id IN ({placeholders})", victims)
+        cursor.execute(f"DELETE FROM audit_auditnode WHERE ((position + 1) << level) > {keep}")
     AuditTreeState.objects.filter(pk=1).update(
         size=keep,
+        nodes_size=keep,
         frontier=frontier.dump(),
         root_hash=frontier.root().hex(),
         cursor_txid=txid,
