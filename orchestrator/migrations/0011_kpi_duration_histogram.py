@@ -5,6 +5,7 @@ from collections import Counter
 
 import django.db.models.deletion
 from django.db import migrations, models
+from django.db.models.functions import TruncDate
 
 
 def fill(apps, schema_editor):
@@ -13,24 +14,13 @@ def fill(apps, schema_editor):
 
     KpiRunEnd = apps.get_model("orchestrator", "KpiRunEnd")
     KpiDurationDay = apps.get_model("orchestrator", "KpiDurationDay")
+    KpiRunEnd.objects.update(day=TruncDate("finished_at", tzinfo=dt.UTC))
     counts: Counter = Counter()
-    batch = []
-    rows = KpiRunEnd.objects.order_by("pk").only(
-        "pk", "workflow_id", "finished_at", "duration_seconds"
-    )
-    for end in rows.iterator(2000):
-        end.day = end.finished_at.astimezone(dt.UTC).date()
-        counts[(end.workflow_id, end.day, duration_bucket(end.duration_seconds))] += 1
-        batch.append(end)
-        if len(batch) >= 2000:
-            KpiRunEnd.objects.bulk_update(batch, ["day"])
-            batch = []
-    KpiRunEnd.objects.bulk_update(batch, ["day"])
+    rows = KpiRunEnd.objects.values_list("workflow_id", "day", "duration_seconds")
+    for workflow_id, day, seconds in rows.iterator(5000):
+        counts[(workflow_id, day, duration_bucket(seconds))] += 1
     KpiDurationDay.objects.bulk_create(
-        [
-            KpiDurationDay(workflow_id=w, day=d, bucket=b, count=n)
-            for (w, d, b), n in counts.items()
-        ],
+        [KpiDurationDay(workflow_id=w, day=d, bucket=b, count=n) for (w, d, b), n in counts.items()],
         2000,
     )
 
