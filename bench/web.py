@@ -539,11 +539,11 @@ def seed_approve_workflow(rule) -> None:
 
 
 def build_kpis() -> float:
-    """Build the KPI rollups as `manage.py rebuild_kpis` does, then VACUUM ANALYZE them; seconds."""
+    """Build the KPI rollups as `manage.py rebuild_kpis` does, VACUUM ANALYZE them; seconds."""
+    from django.db import connection
+
     from audit.actors import SYSTEM
     from orchestrator import kpis
-
-    from django.db import connection
 
     began = time.perf_counter()
     kpis.rebuild(actor=SYSTEM)
