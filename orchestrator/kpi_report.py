@@ -1,9 +1,13 @@
 """What the KPI page shows: figures for a period and the one before, read from the rollups.
 
-Counts come from the daily rollups; duration and approval latency percentiles are computed
-exactly over the period's narrow rows (`KpiRunEnd`, `KpiApproval`): PostgreSQL's
-percentile_cont in one grouped query, the same interpolation in Python on SQLite. A page costs a
-fixed number of queries whatever the number of workflows or days.
+Counts come from the daily rollups. Run duration percentiles are exact: on PostgreSQL the
+duration histogram (`KpiDurationDay`) says which bucket holds each rank a percentile needs,
+and only that bucket's durations are read (`KpiRunEnd`, in index order), so what the page reads
+does not grow with the runs of its period; on SQLite the period's rows are read and
+interpolated in Python. Approval and acknowledgement percentiles are computed over their
+narrow rows (`KpiApproval`, `KpiAck`): PostgreSQL's percentile_cont in one grouped query, the
+same interpolation in Python on SQLite. A page costs a fixed number of queries whatever the
+number of workflows or days.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from orchestrator.models import (
     KpiAgentDay,
     KpiApproval,
     KpiDay,
+    KpiDurationDay,
     KpiEscalationDay,
     KpiRunEnd,
     KpiStepDay,
@@ -295,19 +300,22 @@ def build(period: Period, workflows: dict[int, tuple[str, str]]) -> Report:
             totals[2] += cancelled
             totals[3] += started
     report.daily = [(day, *by_day[day]) for day in period.each_day()]
-    spreads = _percentiles(
-        KpiRunEnd._meta.db_table,
-        "duration_seconds",
-        "finished_at",
-        "workflow_id",
-        ids,
-        [period, previous],
-    )
+    if connection.vendor == "postgresql":
+        spreads, report.daily_durations = _duration_percentiles(period, previous, ids)
+    else:
+        spreads = _percentiles(
+            KpiRunEnd._meta.db_table,
+            "duration_seconds",
+            "finished_at",
+            "workflow_id",
+            ids,
+            [period, previous],
+        )
+        report.daily_durations = _daily_durations(period, ids)
     for (index, key), (p50, p95) in spreads.items():
         target = (report.current, report.previous)[index]
         figures = target.setdefault(key, Figures())
         figures.p50, figures.p95 = p50, p95
-    report.daily_durations = _daily_durations(period, ids)
     report.steps = _steps(period, ids, workflows)
     report.escalations = _escalations(period, previous, ids)
     report.approvals, report.approvers, report.latency_buckets = _approvals(period, previous, ids)
@@ -319,6 +327,150 @@ def build(period: Period, workflows: dict[int, tuple[str, str]]) -> Report:
     }
     report.agents, report.tool_calls = _agents(period, previous, ids)
     return report
+
+
+def _duration_percentiles(period: Period, previous: Period, ids) -> tuple[dict, list]:
+    """Return exact run duration percentiles from the histogram (PostgreSQL).
+
+    Returns {(period index, workflow id or ALL): (p50, p95)} for both periods, and (day, runs
+    ended, p50, p95) across the workflows for each day of the period. One query sums the
+    histogram per group and bucket; a percentile's ranks then fall in known buckets at known
+    offsets, and one more query reads, per group and bucket needed, only those durations
+    (in the order of KpiRunEnd's (day, duration, workflow) index). percentile_cont's
+    interpolation is then done here, on the same values it would have used.
+    """
+    groups: dict = defaultdict(list)  # ("period", index, key) or ("day", day) -> [(bucket, n)]
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT period, workflow_id, shown_day, bucket,
+                       GROUPING(workflow_id, shown_day), SUM(count)
+                FROM (SELECT CASE WHEN day >= %s THEN 0 ELSE 1 END AS period, workflow_id,
+                             CASE WHEN day >= %s THEN day END AS shown_day, bucket, count
+                      FROM {KpiDurationDay._meta.db_table}
+                      WHERE workflow_id = ANY(%s) AND day >= %s AND day <= %s
+                        AND count <> 0) AS rows
+                GROUP BY GROUPING SETS ((period, workflow_id, bucket), (period, bucket),
+                                       (shown_day, bucket))
+                ORDER BY bucket
+                """,
+                [period.first, period.first, list(ids), previous.first, period.last],
+            )
+            for index, workflow_id, day, bucket, grouping, count in cursor.fetchall():
+                if grouping == 1:
+                    groups[("period", index, workflow_id)].append((bucket, count))
+                elif grouping == 3:
+                    groups[("period", index, ALL)].append((bucket, count))
+                elif day is not None:
+                    groups[("day", day)].append((bucket, count))
+    wanted = {}  # group -> {fraction: (low rank, high rank, share of the way)}
+    reads: dict = {}  # (group, bucket) -> [first offset, last offset]
+    for group, buckets in groups.items():
+        total = sum(count for _, count in buckets)
+        wanted[group] = (total, {})
+        for fraction in (0.5, 0.95):
+            position = fraction * (total - 1)
+            ranks = (math.floor(position), math.ceil(position))
+            wanted[group][1][fraction] = (*ranks, position - ranks[0])
+            for rank in ranks:
+                bucket, offset = _locate(buckets, rank)
+                span = reads.setdefault((group, bucket), [offset, offset])
+                span[0], span[1] = min(span[0], offset), max(span[1], offset)
+    values = _bucket_values(reads, period, previous, ids)
+    found: dict = {}
+    daily: dict = {}
+    for group, (total, fractions) in wanted.items():
+        buckets = groups[group]
+        spread = []
+        for fraction in (0.5, 0.95):
+            low, high, share = fractions[fraction]
+            first = values[(group, *_locate(buckets, low))]
+            second = values[(group, *_locate(buckets, high))]
+            spread.append(first + (second - first) * share)
+        if group[0] == "period":
+            found[(group[1], group[2])] = tuple(spread)
+        else:
+            daily[group[1]] = (total, *spread)
+    return found, [(day, *daily.get(day, (0, None, None))) for day in period.each_day()]
+
+
+def _locate(buckets: list[tuple[int, int]], rank: int) -> tuple[int, int]:
+    """Return the bucket holding a 0-based rank of (bucket, count) rows in bucket order, and
+    the rank's offset in it."""
+    for bucket, count in buckets:
+        if rank < count:
+            return bucket, rank
+        rank -= count
+    raise ValueError("rank beyond the histogram's count")
+
+
+def _bucket_values(reads: dict, period: Period, previous: Period, ids) -> dict:
+    """Return {(group, bucket, offset): duration} for the offsets asked of each group's bucket.
+
+    A day's bucket is read in index order from its first asked offset (LATERAL, one index
+    range each); a period's from each of its days (`day = ANY(...)`), sorted.
+    """
+    from orchestrator.kpis import bucket_range
+
+    found: dict = {}
+    if not reads:
+        return found
+    table = KpiRunEnd._meta.db_table
+    days = {0: period.each_day(), 1: previous.each_day()}
+    parts, params, tags = [], [], []
+    daily = [(group, bucket, span) for (group, bucket), span in reads.items() if group[0] == "day"]
+    if daily:
+        low_high = [bucket_range(bucket) for _, bucket, _ in daily]
+        parts.append(
+            f"""
+            SELECT r.n, v.offset_in_bucket, v.duration_seconds
+            FROM unnest(%s::int[], %s::date[], %s::float8[], %s::float8[], %s::int[],
+                        %s::int[]) AS r(n, day, low, high, skip, take)
+            CROSS JOIN LATERAL (
+                SELECT r.skip - 1 + row_number() OVER (ORDER BY duration_seconds)
+                       AS offset_in_bucket, duration_seconds
+                FROM (SELECT duration_seconds FROM {table}
+                      WHERE day = r.day AND duration_seconds >= r.low
+                        AND duration_seconds < r.high AND workflow_id = ANY(%s)
+                      ORDER BY duration_seconds OFFSET r.skip LIMIT r.take) AS picked
+            ) AS v
+            """
+        )
+        params += [
+            list(range(len(daily))),
+            [group[1] for group, _, _ in daily],
+            [low for low, _ in low_high],
+            [high for _, high in low_high],
+            [span[0] for _, _, span in daily],
+            [span[1] - span[0] + 1 for _, _, span in daily],
+            list(ids),
+        ]
+        tags += [(group, bucket) for group, bucket, _ in daily]
+    for (group, bucket), (first, last) in reads.items():
+        if group[0] != "period":
+            continue
+        low, high = bucket_range(bucket)
+        key = group[2]
+        parts.append(
+            f"""
+            (SELECT {len(tags)}, %s - 1 + row_number() OVER (ORDER BY duration_seconds),
+                    duration_seconds
+             FROM (SELECT duration_seconds FROM {table}
+                   WHERE day = ANY(%s) AND duration_seconds >= %s AND duration_seconds < %s
+                     AND workflow_id = ANY(%s)
+                   ORDER BY duration_seconds OFFSET %s LIMIT %s) AS picked)
+            """
+        )
+        params += [first, days[group[1]], low, high, list(ids) if key == ALL else [key]]
+        params += [first, last - first + 1]
+        tags.append((group, bucket))
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        for n, offset, seconds in cursor.fetchall():
+            group, bucket = tags[n]
+            found[(group, bucket, offset)] = seconds
+    return found
 
 
 def _daily_durations(period: Period, ids) -> list[tuple]:

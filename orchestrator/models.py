@@ -587,6 +587,7 @@ class KpiRunEnd(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
     status = models.CharField(max_length=16, choices=RunStatus.choices)
     finished_at = models.DateTimeField()
+    day = models.DateField(help_text="The UTC day of its end (the duration histogram's day).")
     duration_seconds = models.FloatField()
     steps = models.JSONField(
         default=dict, help_text="{step_id: [finished, failed, {error type: count}]} it added."
@@ -600,12 +601,42 @@ class KpiRunEnd(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["workflow", "finished_at"], name="kpi_run_end_wf_idx"),
+            # A percentile's value is read from one bucket of one day (or of a period's days,
+            # `day = ANY(...)`), in duration order, from this index alone.
+            models.Index(
+                fields=["day", "duration_seconds", "workflow"], name="kpi_run_end_day_dur_idx"
+            ),
             models.Index(fields=["finished_at"], name="kpi_run_end_idx"),
         ]
 
     def __str__(self):
         return f"run {self.run_id} {self.status} at {self.finished_at}"
+
+
+class KpiDurationDay(models.Model):
+    """How many runs of one workflow that ended on one day took a duration in one bucket.
+
+    The buckets are orchestrator.kpis.DURATION_BOUNDS. The page finds the bucket holding a
+    percentile's rank from these counts, then reads that bucket's durations alone (KpiRunEnd):
+    the percentile is exact, and what it reads does not grow with the runs of the period.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    bucket = models.SmallIntegerField()
+    count = models.IntegerField(default=0)
+
+    objects = KpiQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "day", "bucket"], name="kpi_duration_day_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.workflow_id} on {self.day}: bucket {self.bucket}"
 
 
 class KpiStepDay(models.Model):

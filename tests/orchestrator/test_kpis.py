@@ -16,6 +16,7 @@ from orchestrator.models import (
     KpiAgentDay,
     KpiApproval,
     KpiDay,
+    KpiDurationDay,
     KpiEscalationDay,
     KpiRunEnd,
     KpiStepDay,
@@ -68,6 +69,8 @@ def snapshot() -> dict:
             for e in KpiRunEnd.objects.all()
         }
         | {("steps", e.run_id, repr(sorted(e.steps.items()))) for e in KpiRunEnd.objects.all()},
+        "durations": rows(KpiDurationDay, ["workflow_id", "day", "bucket"], ["count"])
+        | {("end day", e.run_id, e.day) for e in KpiRunEnd.objects.all()},
         "steps": rows(KpiStepDay, ["workflow_id", "day", "step_id"], ["finished", "failed"]),
         "errors": rows(KpiStepErrorDay, ["workflow_id", "day", "step_id", "error_type"], ["count"]),
         "escalations": rows(KpiEscalationDay, ["workflow_id", "day", "reason"], ["count"]),
@@ -470,6 +473,7 @@ TEN_NOOPS = {
 _ALL_ROLLUPS = (
     KpiDay,
     KpiRunEnd,
+    KpiDurationDay,
     KpiStepDay,
     KpiStepErrorDay,
     KpiEscalationDay,
@@ -522,6 +526,7 @@ def test_the_rollups_can_be_switched_off(settings, company, on):
         assert written >= {
             "KpiDay",
             "KpiRunEnd",
+            "KpiDurationDay",
             "KpiStepDay",
             "KpiEscalationDay",
             "KpiApproval",

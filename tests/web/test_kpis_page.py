@@ -178,3 +178,62 @@ def test_a_baseline_without_acknowledgements_in_the_period_shows_dashes(company)
     [row] = page.context["acks"]
     assert row["now"] == {} and row["baseline"].ack_seconds == 900
     assert "15 min" in page.content.decode()
+
+
+@pytest.mark.postgres
+def test_duration_percentiles_from_the_histogram_are_percentile_cont_of_every_run(company):
+    """Exact on many runs: ties, zero and sub-millisecond durations, bucket edges, two
+    workflows, several days, both periods (against percentile_cont over the KpiRunEnd rows)."""
+    from orchestrator import kpis
+    from orchestrator.models import KpiRunEnd, WorkflowRun
+
+    rng = random.Random(11)
+    workflows = {}
+    for slug in ("spread-a", "spread-b"):
+        wf = services.create_workflow(slug=slug, name=slug, definition=flaky_flow(), actor=SYSTEM)
+        workflows[wf.pk] = (slug, slug)
+    edge = kpis.DURATION_BOUNDS[120]  # about 32 s: runs just under, on (to the µs) and over it
+    runs = []
+    for n in range(1500):
+        pk = rng.choice(list(workflows))
+        ended = T0 - dt.timedelta(days=rng.randrange(14), seconds=rng.randrange(80000))
+        seconds = rng.choice(
+            [0, 0.0004, 30, 300, rng.uniform(0, 600), rng.lognormvariate(3, 2), edge, edge + 1e-6]
+        )
+        runs.append(
+            WorkflowRun(
+                workflow_id=pk,
+                version=services.get_workflow(workflows[pk][0], actor=SYSTEM).versions.first(),
+                status="succeeded" if n % 3 else "failed",
+                created_at=ended - dt.timedelta(seconds=seconds),
+                updated_at=ended,
+                finished_at=ended,
+            )
+        )
+    WorkflowRun.objects.bulk_create(runs)
+    kpis.rebuild(actor=SYSTEM)
+    period = Period(T0.date() - dt.timedelta(days=6), T0.date())
+    report = kpi_report.build(period, workflows)
+
+    def reference(where: str, params: list) -> tuple:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds),"
+                " percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds)"
+                f" FROM {KpiRunEnd._meta.db_table} WHERE workflow_id = ANY(%s) AND {where}",
+                [list(workflows), *params],
+            )
+            return cursor.fetchone()
+
+    for figures, shown in ((report.current, period), (report.previous, period.previous())):
+        for key in (*workflows, ALL):
+            ids_where = "" if key == ALL else f" AND workflow_id = {int(key)}"
+            count, p50, p95 = reference(
+                "finished_at >= %s AND finished_at < %s" + ids_where, [shown.start, shown.end]
+            )
+            assert count > 50
+            assert (figures[key].p50, figures[key].p95) == (p50, p95)
+    assert len(report.daily_durations) == 7
+    for day, ended, p50, p95 in report.daily_durations:
+        assert (ended, p50, p95) == reference("day = %s", [day])
+        assert ended > 0

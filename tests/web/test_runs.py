@@ -554,3 +554,33 @@ def test_a_large_graph_draws_the_steps_needing_a_look_first_and_folds_the_rest()
     fold = second[-1]
     assert fold.hidden == 30 - inspector.GRAPH_PER_LAYER and fold.status == StepStatus.SUCCEEDED
     assert shown_as["s28"] is fold and shown_as["s29"].id == "s29"
+
+
+def test_the_graph_shapes_are_escaped_svg_with_links_folds_and_items():
+    from collections import Counter
+
+    from orchestrator.templatetags.run_graph import graph_shapes
+
+    retried = inspector.Node("pay<&>", "tool", [], status="failed", step_pk=7, attempt=3)
+    retried.url = "/runs/1/steps/7/"
+    retried.folded = Counter({"succeeded": 2, "failed": 1})
+    waiting = inspector.Node("a-very-long-step-identifier", "noop", [], layer=1)
+    folded = inspector.Node("+1", "more", [], layer=1, row=1, status="failed", hidden=4)
+    folded.folded = Counter({"failed": 1, "succeeded": 3})
+    edge = {"x1": 1, "y1": 2, "x2": 3, "y2": 4, "mid": 5, "done": True}
+    html = graph_shapes(
+        {"nodes": [retried, waiting, folded], "edges": [edge], "node_w": 150, "node_h": 56}
+    )
+    assert '<path class="edge done" d="M 1 2 C 5 2, 5 4, 3 4" marker-end="url(#arrow)"/>' in html
+    assert (
+        '<a href="/runs/1/steps/7/" hx-get="/runs/1/steps/7/" hx-target="#step-panel" '
+        'class="node-link" data-step="7">' in html
+    )
+    assert '<g class="node state-failed" id="node-pay&lt;&amp;&gt;">' in html
+    assert "<title>pay&lt;&amp;&gt; (tool): failed, attempt 3</title>" in html
+    assert "tool · failed · try 3</text>" in html and "2/3 items done, 1 failed</text>" in html
+    assert 'class="node-id">a-very-long-step-id…</text>' in html
+    assert html.count("<a ") == 2  # the waiting step has no row yet: no link
+    assert '<g class="node more state-failed" id="node-more-1">' in html
+    assert "<title>4 more steps: 1 failed, 3 succeeded</title>" in html
+    assert "+4 more steps</text>" in html and "3/4 done, 1 failed</text>" in html
