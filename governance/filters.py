@@ -140,7 +140,7 @@ class ApprovalRequestFilter(_ScopedFilterSet):
         decided: what they decided; all: as given."""
         user = self.user
         if value == MINE:
-            return queryset.filter(pk__in=inbox.decidable_ids(user))
+            return queryset.filter(pk__in=inbox.decidable(user).values("pk"))
         if value == ROLES:
             held = ApprovalRequest.objects.filter(
                 status=ApprovalStatus.PENDING, eligible_roles__group__user=user

@@ -95,7 +95,7 @@ def _mark_rows(user, rows) -> None:
     A row goes in bulk when the person may decide it and another row of the page they may
     decide shares its bulk class (services.bulk_class: low risk, one policy verdict).
     """
-    mine = inbox.decidable_ids(user)
+    mine = inbox.decidable_ids(user, [row.pk for row in rows])
     classes: dict[tuple, int] = {}
     for row in rows:
         row.yours = row.pk in mine
@@ -194,7 +194,7 @@ def row(request, pk: int):
     approval = _filter(request.user, request.GET, tab).qs.filter(pk=pk).first()
     if approval is None:
         return HttpResponse("")
-    approval.yours = approval.pk in inbox.decidable_ids(request.user)
+    approval.yours = approval.pk in inbox.decidable_ids(request.user, [approval.pk])
     # Alone, a row cannot tell whether another of the page shares its class: it keeps its box
     # when it may go in bulk at all (the service refuses a mixed batch).
     approval.bulk = approval.yours and services.bulk_class(approval) is not None
@@ -214,11 +214,8 @@ def count(request):
 def _next_request(user, back: QueryDict) -> int | None:
     """Return the first request in the person's tab and filters that they may decide now."""
     listing = _filter(user, back, _tab(back))
-    mine = inbox.decidable_ids(user)
-    for pk in listing.qs.values_list("pk", flat=True)[:PAGE_SIZE]:
-        if pk in mine:
-            return pk
-    return None
+    mine = listing.qs.filter(pk__in=inbox.decidable(user).values("pk"))
+    return mine.values_list("pk", flat=True).first()
 
 
 def _invalid(request, approval, form) -> HttpResponse:
