@@ -132,16 +132,20 @@ def decidable(user) -> QuerySet:
     return requests
 
 
-def decidable_ids(user, among) -> frozenset[int]:
-    """Return which of the requests `among` (ids) `user` may decide now: the set this HTTP
-    request already asked for, narrowed, or else the rule asked of those requests alone."""
+def decidable_among(user, among) -> QuerySet:
+    """Return which of the requests `among` (ids, or a queryset of them) `user` may decide
+    now: the set this HTTP request already asked for, narrowed, or else the rule asked of
+    those requests alone (one row re-read does not pay for the whole inbox)."""
     request_id = context.current().request_id
     cached = getattr(user, "_steward_decidable", None)
     if request_id and cached is not None and cached[0] == request_id:
-        requests = cached[1].filter(pk__in=among)
-    else:
-        requests = ApprovalRequest.objects.filter(pk__in=among).restrict(user, "decide")
-    return frozenset(requests.values_list("pk", flat=True))
+        return cached[1].filter(pk__in=among)
+    return ApprovalRequest.objects.filter(pk__in=among).restrict(user, "decide")
+
+
+def decidable_ids(user, among) -> frozenset[int]:
+    """Return which of the requests `among` (ids) `user` may decide now."""
+    return frozenset(decidable_among(user, among).values_list("pk", flat=True))
 
 
 def forget_decidable(user) -> None:

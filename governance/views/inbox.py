@@ -52,14 +52,18 @@ def _tab(query: QueryDict) -> str:
     return tab if tab in inbox.TABS else inbox.DEFAULT_TAB
 
 
-def _filter(user, query: QueryDict, tab: str, *, with_choices: bool = False):
-    """Return the one approval filterset over what `user` may see, scoped to a tab."""
+def _filter(user, query: QueryDict, tab: str, *, with_choices: bool = False, pk=None):
+    """Return the one approval filterset over what `user` may see (one request of it, given
+    `pk`), scoped to a tab."""
     data = query.copy()
     data.pop("tab", None)
     data["scope"] = tab
-    return ApprovalRequestFilter(
-        data, inbox.visible_rows(user), user=user, with_choices=with_choices
-    )
+    rows = inbox.visible_rows(user)
+    if pk is not None:
+        rows = rows.filter(pk=pk)
+    filterset = ApprovalRequestFilter(data, rows, user=user, with_choices=with_choices)
+    filterset.only = pk
+    return filterset
 
 
 def _listing(user, query: QueryDict) -> dict:
@@ -191,7 +195,7 @@ def detail(request, pk: int):
 def row(request, pk: int):
     """One row of the list, re-read in the page's tab and filters (empty once it left them)."""
     tab = _tab(request.GET)
-    approval = _filter(request.user, request.GET, tab).qs.filter(pk=pk).first()
+    approval = _filter(request.user, request.GET, tab, pk=pk).qs.first()
     if approval is None:
         return HttpResponse("")
     approval.yours = approval.pk in inbox.decidable_ids(request.user, [approval.pk])
