@@ -140,7 +140,10 @@ class ApprovalRequestFilter(_ScopedFilterSet):
         decided: what they decided; all: as given."""
         user = self.user
         if value == MINE:
-            return queryset.filter(pk__in=inbox.decidable_ids(user))
+            # One row re-read (`only`) asks the rule of that row alone, not the whole inbox.
+            only = getattr(self, "only", None)
+            mine = inbox.decidable(user) if only is None else inbox.decidable_among(user, [only])
+            return queryset.filter(pk__in=mine.values("pk"))
         if value == ROLES:
             held = ApprovalRequest.objects.filter(
                 status=ApprovalStatus.PENDING, eligible_roles__group__user=user

@@ -114,26 +114,43 @@ def of_workflow(requests: QuerySet, slug: str) -> QuerySet:
 # --- tabs and counts ----------------------------------------------------------------------------
 
 
-def decidable_ids(user) -> frozenset[int]:
-    """Return the ids of the requests `user` may decide now (the rule, asked once a request).
+def decidable(user) -> QuerySet:
+    """Return the requests `user` may decide now (`restrict(user, "decide")`), as a queryset.
 
     Kept on the user object for the HTTP request it serves (keyed by the request id): the
-    navigation's count and the page's own tab ask it, and the rule costs queries per
-    candidate. Outside a request, and in the next one, it is asked again.
+    navigation's count, the page's tab and its rows' marks narrow the one set the rule was
+    asked for (a SQL condition: narrowing it to a page, or counting it, is one query).
+    Outside a request, and in the next one, it is asked again.
     """
     request_id = context.current().request_id
-    cached = getattr(user, "_steward_decidable_ids", None)
+    cached = getattr(user, "_steward_decidable", None)
     if request_id and cached is not None and cached[0] == request_id:
         return cached[1]
-    ids = frozenset(ApprovalRequest.objects.restrict(user, "decide").values_list("pk", flat=True))
+    requests = ApprovalRequest.objects.restrict(user, "decide")
     if request_id and getattr(user, "pk", None):
-        user._steward_decidable_ids = (request_id, ids)
-    return ids
+        user._steward_decidable = (request_id, requests)
+    return requests
+
+
+def decidable_among(user, among) -> QuerySet:
+    """Return which of the requests `among` (ids, or a queryset of them) `user` may decide
+    now: the set this HTTP request already asked for, narrowed, or else the rule asked of
+    those requests alone (one row re-read does not pay for the whole inbox)."""
+    request_id = context.current().request_id
+    cached = getattr(user, "_steward_decidable", None)
+    if request_id and cached is not None and cached[0] == request_id:
+        return cached[1].filter(pk__in=among)
+    return ApprovalRequest.objects.filter(pk__in=among).restrict(user, "decide")
+
+
+def decidable_ids(user, among) -> frozenset[int]:
+    """Return which of the requests `among` (ids) `user` may decide now."""
+    return frozenset(decidable_among(user, among).values_list("pk", flat=True))
 
 
 def forget_decidable(user) -> None:
     """Drop the remembered decidable and resolvable ids (after a decision changed them)."""
-    for name in ("_steward_decidable_ids", "_steward_resolvable_ids"):
+    for name in ("_steward_decidable", "_steward_resolvable_ids"):
         with contextlib.suppress(AttributeError):
             delattr(user, name)
 
@@ -157,7 +174,7 @@ def resolvable_count(user) -> int:
 
 def inbox_count(user) -> int:
     """Return how many decisions `user` owes now (requests and escalations)."""
-    return len(decidable_ids(user)) + resolvable_count(user)
+    return decidable(user).count() + resolvable_count(user)
 
 
 def is_approver(user) -> bool:

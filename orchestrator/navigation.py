@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 
 from governance import inbox
 from governance.permissions import has_model_permission
@@ -60,7 +61,7 @@ def entries(request) -> list[NavEntry]:
     if not user.is_authenticated:
         return []
     found = []
-    if inbox.is_approver(user) or inbox.decidable_ids(user):
+    if inbox.is_approver(user) or inbox.decidable(user).exists():
         found.append(NavEntry("inbox", "Inbox", reverse("inbox:index"), inbox.inbox_count(user)))
     if _sees_runs(user):
         found.append(NavEntry("runs", "Runs", reverse("runs:list")))
@@ -90,11 +91,19 @@ def landing(request, nav: list[NavEntry]) -> str | None:
     return None
 
 
-def navigation(request) -> dict:
-    """Context processor: the navigation of the page's viewer, computed once per request."""
+def _entries_once(request) -> list[NavEntry]:
+    """Return the navigation of the request's user, computed once per request."""
     nav = getattr(request, "_steward_nav", None)
     if nav is None:
         nav = entries(request)
         request._steward_nav = nav
+    return nav
+
+
+def navigation(request) -> dict:
+    """Context processor: the navigation of the page's viewer, computed once per request, and
+    only when a template shows it (a partial htmx re-reads does not pay the inbox's count)."""
+    nav = SimpleLazyObject(lambda: _entries_once(request))
     # Pages of someone with an inbox open the live channel (its count, and the inbox itself).
-    return {"steward_nav": nav, "steward_live": any(entry.key == "inbox" for entry in nav)}
+    live = SimpleLazyObject(lambda: any(entry.key == "inbox" for entry in _entries_once(request)))
+    return {"steward_nav": nav, "steward_live": live}

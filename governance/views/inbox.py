@@ -52,14 +52,18 @@ def _tab(query: QueryDict) -> str:
     return tab if tab in inbox.TABS else inbox.DEFAULT_TAB
 
 
-def _filter(user, query: QueryDict, tab: str, *, with_choices: bool = False):
-    """Return the one approval filterset over what `user` may see, scoped to a tab."""
+def _filter(user, query: QueryDict, tab: str, *, with_choices: bool = False, pk=None):
+    """Return the one approval filterset over what `user` may see (one request of it, given
+    `pk`), scoped to a tab."""
     data = query.copy()
     data.pop("tab", None)
     data["scope"] = tab
-    return ApprovalRequestFilter(
-        data, inbox.visible_rows(user), user=user, with_choices=with_choices
-    )
+    rows = inbox.visible_rows(user)
+    if pk is not None:
+        rows = rows.filter(pk=pk)
+    filterset = ApprovalRequestFilter(data, rows, user=user, with_choices=with_choices)
+    filterset.only = pk
+    return filterset
 
 
 def _listing(user, query: QueryDict) -> dict:
@@ -95,7 +99,7 @@ def _mark_rows(user, rows) -> None:
     A row goes in bulk when the person may decide it and another row of the page they may
     decide shares its bulk class (services.bulk_class: low risk, one policy verdict).
     """
-    mine = inbox.decidable_ids(user)
+    mine = inbox.decidable_ids(user, [row.pk for row in rows])
     classes: dict[tuple, int] = {}
     for row in rows:
         row.yours = row.pk in mine
@@ -191,10 +195,10 @@ def detail(request, pk: int):
 def row(request, pk: int):
     """One row of the list, re-read in the page's tab and filters (empty once it left them)."""
     tab = _tab(request.GET)
-    approval = _filter(request.user, request.GET, tab).qs.filter(pk=pk).first()
+    approval = _filter(request.user, request.GET, tab, pk=pk).qs.first()
     if approval is None:
         return HttpResponse("")
-    approval.yours = approval.pk in inbox.decidable_ids(request.user)
+    approval.yours = approval.pk in inbox.decidable_ids(request.user, [approval.pk])
     # Alone, a row cannot tell whether another of the page shares its class: it keeps its box
     # when it may go in bulk at all (the service refuses a mixed batch).
     approval.bulk = approval.yours and services.bulk_class(approval) is not None
@@ -214,11 +218,8 @@ def count(request):
 def _next_request(user, back: QueryDict) -> int | None:
     """Return the first request in the person's tab and filters that they may decide now."""
     listing = _filter(user, back, _tab(back))
-    mine = inbox.decidable_ids(user)
-    for pk in listing.qs.values_list("pk", flat=True)[:PAGE_SIZE]:
-        if pk in mine:
-            return pk
-    return None
+    mine = listing.qs.filter(pk__in=inbox.decidable(user).values("pk"))
+    return mine.values_list("pk", flat=True).first()
 
 
 def _invalid(request, approval, form) -> HttpResponse:

@@ -125,6 +125,7 @@ TAKE_NO_ACTOR = {
     # The one eligibility rule: may this person decide that request or resolve that
     # escalation? It answers for the person asked about and changes nothing.
     "governance.actions.eligibility.approval_eligibility",
+    "governance.actions.eligibility.decidable_candidates",
     "governance.actions.eligibility.decidable_requests",
     "governance.actions.eligibility.duty_conflict",
     "governance.actions.eligibility.eligible_deciders",
