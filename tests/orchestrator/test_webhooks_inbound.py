@@ -147,7 +147,8 @@ def test_a_signal_for_no_open_run_is_a_422_and_is_not_remembered(hooks):
     ("tamper", "why"),
     [
         ({"signature": "v1,bm90IGEgc2lnbmF0dXJl"}, "No matching signature"),
-        ({"signature": "garbage"}, "unreadable"),
+        # standardwebhooks before 1.3 raised on an unparsable header; 1.3 finds no match
+        ({"signature": "garbage"}, ("unreadable", "No matching signature")),
         ({"secret": Webhook.__name__}, "No matching signature"),  # signed with another secret
         ({"at": -301}, "too old"),
         ({"at": 301}, "too new"),
@@ -168,7 +169,9 @@ def test_bad_or_stale_signatures_are_401_problems_and_audited(hooks, tamper, why
     assert "signature" in body["detail"].lower()
     assert "Webhook-Signature" in response["WWW-Authenticate"]
     refused = AuditEntry.objects.get(action="orchestrator.inbound_hook.refused")
-    assert why in refused.body_row.content and refused.target_id == str(endpoint.pk)
+    reasons = why if isinstance(why, tuple) else (why,)
+    assert any(reason in refused.body_row.content for reason in reasons)
+    assert refused.target_id == str(endpoint.pk)
     assert not WorkflowRun.objects.exists() and not InboundHook.objects.exists()
 
 
